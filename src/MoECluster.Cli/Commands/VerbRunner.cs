@@ -1,0 +1,33 @@
+using MoECluster.Model.Checkpoints;
+using MoECluster.Model.Configuration;
+
+namespace MoECluster.Cli.Commands;
+
+/// <summary>A usage problem found while running a verb (bad value, wrong shape): exit code 2.</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+internal static class VerbRunner
+{
+    /// <summary>Runs a verb body; turns input errors into one line on stderr and exit code 2.</summary>
+    public static int Guard(string verb, TextWriter error, Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (Exception e) when (e is UsageException or ModelConfigException or InvalidDataException or SafetensorsFormatException
+            or NotSupportedException or FileNotFoundException
+            or DirectoryNotFoundException or ArgumentException or KeyNotFoundException or UnauthorizedAccessException)
+        {
+            error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
+            return CliApp.ExitUsage;
+        }
+        catch (IOException e)
+        {
+            error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
+            return CliApp.ExitFailure;
+        }
+    }
+
+    private static string OneLine(string message) => message.ReplaceLineEndings(" ");
+}

@@ -1,0 +1,3 @@
+using MoECluster.Cli;
+
+return CliApp.Run(args, Console.Out, Console.Error);

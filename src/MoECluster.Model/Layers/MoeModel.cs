@@ -1,0 +1,92 @@
+using System.Collections.Concurrent;
+using MoECluster.Model.Checkpoints;
+using MoECluster.Model.Configuration;
+using MoECluster.Model.Numerics;
+
+namespace MoECluster.Model.Layers;
+
+/// <summary>
+/// A model directory opened for in-process forward: its config, its memory-mapped tensors, and the MoE layers,
+/// each loaded (and its shapes checked) on first use.
+/// </summary>
+public sealed class MoeModel : IDisposable
+{
+    private readonly ConcurrentDictionary<int, Lazy<MoeMixer>> _mixers = new();
+
+    private MoeModel(string directory, MoeModelConfig config, CheckpointTensors tensors)
+    {
+        Directory = directory;
+        Config = config;
+        Tensors = tensors;
+    }
+
+    public string Directory { get; }
+
+    public MoeModelConfig Config { get; }
+
+    public CheckpointTensors Tensors { get; }
+
+    public static MoeModel Open(string directory)
+    {
+        if (!System.IO.Directory.Exists(directory))
+        {
+            throw new DirectoryNotFoundException($"model directory {directory} does not exist");
+        }
+
+        string configPath = Path.Combine(directory, "config.json");
+        if (!File.Exists(configPath))
+        {
+            throw new FileNotFoundException($"{configPath} is missing: a model directory holds config.json and model.safetensors (or an index and shards)", configPath);
+        }
+
+        var config = MoeModelConfig.Load(configPath);
+        var tensors = CheckpointTensors.OpenDirectory(directory);
+        return new MoeModel(directory, config, tensors);
+    }
+
+    /// <summary>The first MoE layer's backbone index (the default for a single-layer forward).</summary>
+    public int FirstMoeLayer => Config.MoeLayers[0];
+
+    public MoeMixer Mixer(int layer)
+    {
+        if (layer < 0 || layer >= Config.NumHiddenLayers || Config.KindOf(layer) != LayerKind.Moe)
+        {
+            throw new ArgumentOutOfRangeException(nameof(layer), layer,
+                $"layer {layer} is not an MoE layer of this model; MoE layers: {string.Join(", ", Config.MoeLayers)}");
+        }
+
+        return _mixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l)))).Value;
+    }
+
+    /// <summary>The mixer output y = mixer_l(x) of one MoE layer for an already-normed x [tokens, d].</summary>
+    public float[] ForwardLayer(int layer, ReadOnlySpan<float> x, int tokens)
+    {
+        var y = new float[x.Length];
+        Mixer(layer).Forward(x, tokens, y);
+        return y;
+    }
+
+    /// <summary>x ← x + mixer_l(RMSNorm_l(x)) over every MoE layer in order.</summary>
+    public float[] ForwardStack(ReadOnlySpan<float> x, int tokens, IProgress<int>? progress = null)
+    {
+        var state = x.ToArray();
+        var normed = new float[state.Length];
+        var y = new float[state.Length];
+        foreach (int layer in Config.MoeLayers)
+        {
+            MoeMixer mixer = Mixer(layer);
+            RmsNorm.Apply(state, mixer.Weights.NormWeight, Config.LayerNormEpsilon, normed);
+            mixer.Forward(normed, tokens, y);
+            for (int i = 0; i < state.Length; i++)
+            {
+                state[i] += y[i];
+            }
+
+            progress?.Report(layer);
+        }
+
+        return state;
+    }
+
+    public void Dispose() => Tensors.Dispose();
+}

@@ -1,0 +1,155 @@
+using System.Runtime.InteropServices;
+using MoECluster.Model.Checkpoints;
+using MoECluster.Model.Configuration;
+using MoECluster.Model.Layers;
+using MoECluster.Model.Numerics;
+
+namespace MoECluster.Model.Presets;
+
+/// <summary>
+/// Writes a synthetic checkpoint in the Hugging Face layout (config.json + model.safetensors, Nemotron-H tensor
+/// names, BF16 weights, F32 gate bias), deterministic from a seed. Weights are uniform with std 1/√fan_in so
+/// activations stay O(1) through every projection; norm weights are 1 ± 0.1; the correction bias ±0.05.
+/// Each tensor is generated in 1 Mi-element chunks, each from its own seeded stream, in parallel: the bytes do
+/// not depend on the number of cores.
+/// </summary>
+public static class SyntheticCheckpoint
+{
+    public const string SampleInputFile = "sample_input.safetensors";
+    private const int ChunkElements = 1 << 20;
+
+    /// <summary>Describes one synthetic tensor: its spec and how its values are drawn.</summary>
+    private sealed record Draw(TensorSpec Spec, float Center, float HalfWidth);
+
+    public static IReadOnlyList<TensorSpec> Specs(MoeModelConfig config) => [.. Draws(config).Select(d => d.Spec)];
+
+    /// <summary>Writes config.json and model.safetensors into <paramref name="directory"/>.</summary>
+    public static void Write(string directory, MoeModelConfig config, ulong seed, IProgress<(long Done, long Total)>? progress = null)
+    {
+        config.Validate();
+        Directory.CreateDirectory(directory);
+        var draws = Draws(config).ToDictionary(d => d.Spec.Name);
+        var specs = draws.Values.Select(d => d.Spec).ToList();
+        long total = specs.Sum(s => s.ByteLength);
+        long done = 0;
+        var metadata = new Dictionary<string, string>
+        {
+            ["format"] = "pt",
+            ["generator"] = "moecluster init-model",
+            ["seed"] = seed.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        };
+        SafetensorsWriter.Write(Path.Combine(directory, "model.safetensors"), specs, (spec, stream) =>
+        {
+            WriteTensor(draws[spec.Name], seed, stream);
+            done += spec.ByteLength;
+            progress?.Report((done, total));
+        }, metadata);
+        File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJson());
+    }
+
+    /// <summary>True when <paramref name="directory"/> already holds the checkpoint this config and seed would write.</summary>
+    public static bool IsSame(string directory, MoeModelConfig config, ulong seed)
+    {
+        string configPath = Path.Combine(directory, "config.json");
+        string weights = Path.Combine(directory, "model.safetensors");
+        if (!File.Exists(configPath) || !File.Exists(weights) || File.ReadAllText(configPath) != config.ToJson())
+        {
+            return false;
+        }
+
+        try
+        {
+            using var file = SafetensorsFile.Open(weights);
+            return file.Metadata.TryGetValue("seed", out string? s)
+                && s == seed.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                && file.Tensors.Select(t => t.Name).SequenceEqual(Specs(config).Select(t => t.Name));
+        }
+        catch (InvalidDataException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Writes a [tokens, d] F32 <c>hidden_states</c> tensor of standard normal values.</summary>
+    public static void WriteSampleInput(string path, int hiddenSize, int tokens, ulong seed)
+    {
+        var rng = DeterministicRandom.For(seed, "sample_input");
+        var values = new float[(long)tokens * hiddenSize];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = (float)rng.NextGaussian();
+        }
+
+        var spec = new TensorSpec("hidden_states", DType.F32, [tokens, hiddenSize]);
+        SafetensorsWriter.Write(path, [(spec, (ReadOnlyMemory<byte>)MemoryMarshal.AsBytes(values.AsSpan()).ToArray())]);
+    }
+
+    private static IEnumerable<Draw> Draws(MoeModelConfig c)
+    {
+        int d = c.HiddenSize;
+        int w = c.RoutedWidth;
+        int m = c.MoeIntermediateSize;
+        static float Std(int fanIn) => MathF.Sqrt(3f / fanIn);
+        foreach (int layer in c.MoeLayers)
+        {
+            yield return new(new(MoeTensorNames.Norm(layer), DType.BF16, [d]), 1f, 0.1f);
+            yield return new(new(MoeTensorNames.Gate(layer), DType.BF16, [c.NRoutedExperts, d]), 0f, Std(d));
+            yield return new(new(MoeTensorNames.GateBias(layer), DType.F32, [c.NRoutedExperts]), 0f, 0.05f);
+            if (c.MoeLatentSize is int l)
+            {
+                yield return new(new(MoeTensorNames.LatentDown(layer), DType.BF16, [l, d]), 0f, Std(d));
+                yield return new(new(MoeTensorNames.LatentUp(layer), DType.BF16, [d, l]), 0f, Std(l));
+            }
+
+            for (int e = 0; e < c.NRoutedExperts; e++)
+            {
+                yield return new(new(MoeTensorNames.ExpertUp(layer, e), DType.BF16, [m, w]), 0f, Std(w));
+                yield return new(new(MoeTensorNames.ExpertDown(layer, e), DType.BF16, [w, m]), 0f, Std(m));
+            }
+
+            if (c.HasSharedExpert)
+            {
+                int ms = c.MoeSharedExpertIntermediateSize;
+                yield return new(new(MoeTensorNames.SharedUp(layer), DType.BF16, [ms, d]), 0f, Std(d));
+                yield return new(new(MoeTensorNames.SharedDown(layer), DType.BF16, [d, ms]), 0f, Std(ms));
+            }
+        }
+    }
+
+    private static void WriteTensor(Draw draw, ulong seed, Stream stream)
+    {
+        long elements = draw.Spec.ByteLength / DTypes.SizeOf(draw.Spec.DType);
+        int chunks = (int)((elements + ChunkElements - 1) / ChunkElements);
+        int batch = Math.Max(1, Environment.ProcessorCount * 2);
+        int elementSize = DTypes.SizeOf(draw.Spec.DType);
+        var buffer = new byte[(long)Math.Min(chunks, batch) * ChunkElements * elementSize];
+        for (int first = 0; first < chunks; first += batch)
+        {
+            int count = Math.Min(batch, chunks - first);
+            Parallel.For(0, count, i =>
+            {
+                long chunk = first + i;
+                long start = chunk * ChunkElements;
+                int n = (int)Math.Min(ChunkElements, elements - start);
+                var values = new float[n];
+                var rng = DeterministicRandom.For(seed, draw.Spec.Name, chunk);
+                for (int j = 0; j < n; j++)
+                {
+                    values[j] = draw.Center + rng.NextSymmetric(draw.HalfWidth);
+                }
+
+                var target = buffer.AsSpan(i * ChunkElements * elementSize, n * elementSize);
+                if (draw.Spec.DType == DType.BF16)
+                {
+                    ElementConversions.SingleToBFloat16(values, MemoryMarshal.Cast<byte, ushort>(target));
+                }
+                else
+                {
+                    MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(target);
+                }
+            });
+            long written = Math.Min((long)count * ChunkElements, elements - ((long)first * ChunkElements)) * elementSize;
+            stream.Write(buffer, 0, (int)written);
+        }
+    }
+}

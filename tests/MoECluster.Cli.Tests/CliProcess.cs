@@ -1,0 +1,42 @@
+using System.Diagnostics;
+
+namespace MoECluster.Cli.Tests;
+
+/// <summary>Runs the real <c>moecluster</c> executable (built beside the tests) or another program as a child process.</summary>
+internal static class CliProcess
+{
+    public sealed record Result(int ExitCode, string Stdout, string Stderr)
+    {
+        public override string ToString() => $"exit {ExitCode}\nstdout: {Stdout}\nstderr: {Stderr}";
+    }
+
+    public static string CliDll => Path.Combine(AppContext.BaseDirectory, "moecluster.dll");
+
+    public static Result Moecluster(params string[] args) => Run("dotnet", [CliDll, .. args]);
+
+    public static Result Run(string program, IEnumerable<string> args, TimeSpan? timeout = null)
+    {
+        var info = new ProcessStartInfo(program)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(info) ?? throw new InvalidOperationException($"cannot start {program}");
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeout ?? TimeSpan.FromMinutes(5)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{program} {string.Join(' ', args)} did not finish");
+        }
+
+        p.WaitForExit();
+        return new Result(p.ExitCode, stdout.Result, stderr.Result);
+    }
+}
