@@ -55,7 +55,7 @@ internal static class InitModelCommand
             var progress = new SyncProgress<(long Done, long Total)>(v =>
             {
                 long percent = v.Done * 100 / Math.Max(1, v.Total);
-                if (percent / 10 != lastPercent / 10)
+                if (v.Total >= 64L << 20 && percent / 10 != lastPercent / 10)
                 {
                     lastPercent = percent;
                     error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {percent,3}% of {v.Total / (1024.0 * 1024.0):F0} MiB"));
