@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using System.Runtime.InteropServices;
 using MoECluster.Model.Checkpoints;
 
@@ -15,7 +16,7 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
     {
         public TinyModel()
         {
-            var r = CliProcess.Moecluster("init-model", "--preset", "tiny", "--out", Dir.File("m"), "--seed", "3", "--sample-tokens", "5");
+            var r = ChildProcess.Moecluster("init-model", "--preset", "tiny", "--out", Dir.File("m"), "--seed", "3", "--sample-tokens", "5");
             Assert.True(r.ExitCode == 0, r.ToString());
         }
 
@@ -26,7 +27,7 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
         public void Dispose() => Dir.Dispose();
     }
 
-    private static void AssertUsageError(CliProcess.Result r, string expectedFragment)
+    private static void AssertUsageError(ChildProcess.Result r, string expectedFragment)
     {
         Assert.True(r.ExitCode == 2, r.ToString());
         string line = r.Stderr.Trim();
@@ -51,14 +52,14 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
     [Fact]
     public void Init_model_writes_a_model_that_info_and_forward_accept()
     {
-        var info = CliProcess.Moecluster("info", "--model", _tiny.Model);
+        var info = ChildProcess.Moecluster("info", "--model", _tiny.Model);
         Assert.True(info.ExitCode == 0, info.ToString());
         Assert.Contains("LatentMoE", info.Stdout, StringComparison.Ordinal);
         Assert.Contains("4x fewer", info.Stdout, StringComparison.Ordinal);
         Assert.Contains("MoE layers       2 of 4: 1, 3", info.Stdout, StringComparison.Ordinal);
 
         string output = _tiny.Dir.File("y.safetensors");
-        var fwd = CliProcess.Moecluster("forward", "--model", _tiny.Model, "--input", Path.Combine(_tiny.Model, "sample_input.safetensors"), "--output", output);
+        var fwd = ChildProcess.Moecluster("forward", "--model", _tiny.Model, "--input", Path.Combine(_tiny.Model, "sample_input.safetensors"), "--output", output);
         Assert.True(fwd.ExitCode == 0, fwd.ToString());
         using var file = SafetensorsFile.Open(output);
         var y = file.GetTensor("hidden_states");
@@ -72,7 +73,7 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
     [InlineData("info", "--model")]
     public void Every_verb_has_help(string verb, string option)
     {
-        var r = CliProcess.Moecluster(verb, "--help");
+        var r = ChildProcess.Moecluster(verb, "--help");
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Contains(option, r.Stdout, StringComparison.Ordinal);
     }
@@ -80,7 +81,7 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
     [Fact]
     public void Missing_required_option_is_a_usage_error()
     {
-        AssertUsageError(CliProcess.Moecluster("forward", "--model", _tiny.Model), "--input");
+        AssertUsageError(ChildProcess.Moecluster("forward", "--model", _tiny.Model), "--input");
     }
 
     [Fact]
@@ -88,7 +89,7 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
     {
         string input = _tiny.Dir.File("wide.safetensors");
         WriteInput(input, DType.F32, 3, 65);
-        AssertUsageError(CliProcess.Moecluster("forward", "--model", _tiny.Model, "--input", input, "--output", _tiny.Dir.File("o.safetensors")),
+        AssertUsageError(ChildProcess.Moecluster("forward", "--model", _tiny.Model, "--input", input, "--output", _tiny.Dir.File("o.safetensors")),
             "hidden_states has shape [3, 65], expected [T, 64]");
     }
 
@@ -100,14 +101,14 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
         values.AsSpan().Fill(1f);
         values[64 + 7] = float.NaN;
         SafetensorsWriter.Write(input, [(new TensorSpec("hidden_states", DType.F32, [2, 64]), (ReadOnlyMemory<byte>)MemoryMarshal.AsBytes(values.AsSpan()).ToArray())]);
-        AssertUsageError(CliProcess.Moecluster("forward", "--model", _tiny.Model, "--input", input, "--output", _tiny.Dir.File("o.safetensors")),
+        AssertUsageError(ChildProcess.Moecluster("forward", "--model", _tiny.Model, "--input", input, "--output", _tiny.Dir.File("o.safetensors")),
             "hidden_states[1, 7] is NaN");
     }
 
     [Fact]
     public void A_non_moe_layer_is_refused_with_the_moe_layers_listed()
     {
-        AssertUsageError(CliProcess.Moecluster("forward", "--model", _tiny.Model, "--input", Path.Combine(_tiny.Model, "sample_input.safetensors"), "--output", _tiny.Dir.File("o.safetensors"), "--layer", "2"),
+        AssertUsageError(ChildProcess.Moecluster("forward", "--model", _tiny.Model, "--input", Path.Combine(_tiny.Model, "sample_input.safetensors"), "--output", _tiny.Dir.File("o.safetensors"), "--layer", "2"),
             "MoE layers: 1, 3");
     }
 
@@ -125,7 +126,7 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
                 [.. keep.Select(t => (new TensorSpec(t.Name, t.DType, t.Shape), (ReadOnlyMemory<byte>)src.GetBytes(t).ToArray()))]);
         }
 
-        AssertUsageError(CliProcess.Moecluster("forward", "--model", model, "--input", Path.Combine(_tiny.Model, "sample_input.safetensors"), "--output", dir.File("o.safetensors")),
+        AssertUsageError(ChildProcess.Moecluster("forward", "--model", model, "--input", Path.Combine(_tiny.Model, "sample_input.safetensors"), "--output", dir.File("o.safetensors")),
             "backbone.layers.1.mixer.experts.5.down_proj.weight");
     }
 
@@ -134,32 +135,32 @@ public sealed class CliUsageTests : IClassFixture<CliUsageTests.TinyModel>
     {
         string input = _tiny.Dir.File("corrupt.safetensors");
         File.WriteAllBytes(input, [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 1, 2, 3]);
-        var r = CliProcess.Moecluster("forward", "--model", _tiny.Model, "--input", input, "--output", _tiny.Dir.File("o.safetensors"));
+        var r = ChildProcess.Moecluster("forward", "--model", _tiny.Model, "--input", input, "--output", _tiny.Dir.File("o.safetensors"));
         AssertUsageError(r, "corrupt.safetensors");
     }
 
     [Fact]
     public void Unknown_preset_is_a_usage_error_listing_presets()
     {
-        AssertUsageError(CliProcess.Moecluster("init-model", "--preset", "mega", "--out", _tiny.Dir.File("x")), "super-shape");
+        AssertUsageError(ChildProcess.Moecluster("init-model", "--preset", "mega", "--out", _tiny.Dir.File("x")), "super-shape");
     }
 
     [Fact]
     public void Init_model_refuses_to_overwrite_without_force()
     {
-        AssertUsageError(CliProcess.Moecluster("init-model", "--preset", "tiny", "--out", _tiny.Model), "--force");
+        AssertUsageError(ChildProcess.Moecluster("init-model", "--preset", "tiny", "--out", _tiny.Model), "--force");
     }
 
     [Fact]
     public void Missing_model_directory_is_named()
     {
-        AssertUsageError(CliProcess.Moecluster("info", "--model", "/nonexistent/model"), "/nonexistent/model");
+        AssertUsageError(ChildProcess.Moecluster("info", "--model", "/nonexistent/model"), "/nonexistent/model");
     }
 
     [Fact]
     public void No_verb_is_a_usage_error()
     {
-        var r = CliProcess.Moecluster();
+        var r = ChildProcess.Moecluster();
         Assert.Equal(2, r.ExitCode);
     }
 }

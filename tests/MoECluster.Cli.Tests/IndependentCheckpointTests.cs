@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using MoECluster.Model.Checkpoints;
@@ -73,7 +74,7 @@ public sealed class IndependentCheckpointTests
     {
         using var dir = new TempDirectory();
         int seed = Random.Shared.Next(1, int.MaxValue);
-        var gen = CliProcess.Run(Python, [Script, "--out", dir.Path, "--seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture), .. flags.Split(' ')]);
+        var gen = ChildProcess.Run(Python, [Script, "--out", dir.Path, "--seed", seed.ToString(System.Globalization.CultureInfo.InvariantCulture), .. flags.Split(' ')]);
         Assert.True(gen.ExitCode == 0, $"the independent generator failed (is python3-numpy installed?): {gen}");
         using var summary = JsonDocument.Parse(gen.Stdout.Trim().Split('\n')[^1]);
         int[] layers = [.. summary.RootElement.GetProperty("moe_layers").EnumerateArray().Select(e => e.GetInt32())];
@@ -84,17 +85,17 @@ public sealed class IndependentCheckpointTests
         foreach (int layer in layers)
         {
             string output = dir.File($"out-{layer}.safetensors");
-            var run = CliProcess.Moecluster("forward", "--model", model, "--input", input, "--output", output, "--layer", layer.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            var run = ChildProcess.Moecluster("forward", "--model", model, "--input", input, "--output", output, "--layer", layer.ToString(System.Globalization.CultureInfo.InvariantCulture));
             Assert.True(run.ExitCode == 0, run.ToString());
             double error = RelativeError(ReadOutput(output), ReadF64(expected, $"layer_{layer}"));
             Assert.True(error <= Tolerance, $"seed {seed} {flags} layer {layer}: relative error {error:E2}");
         }
 
-        var first = CliProcess.Moecluster("forward", "--model", model, "--input", input, "--output", dir.File("out-default.safetensors"));
+        var first = ChildProcess.Moecluster("forward", "--model", model, "--input", input, "--output", dir.File("out-default.safetensors"));
         Assert.True(first.ExitCode == 0, first.ToString());
         Assert.Equal(ReadOutput(dir.File($"out-{layers[0]}.safetensors")), ReadOutput(dir.File("out-default.safetensors")));
 
-        var stack = CliProcess.Moecluster("forward", "--model", model, "--input", input, "--output", dir.File("out-stack.safetensors"), "--stack");
+        var stack = ChildProcess.Moecluster("forward", "--model", model, "--input", input, "--output", dir.File("out-stack.safetensors"), "--stack");
         Assert.True(stack.ExitCode == 0, stack.ToString());
         double stackError = RelativeError(ReadOutput(dir.File("out-stack.safetensors")), ReadF64(expected, "stack"));
         Assert.True(stackError <= Tolerance, $"seed {seed} {flags} stack: relative error {stackError:E2}");

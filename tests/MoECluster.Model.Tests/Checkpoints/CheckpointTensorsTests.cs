@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using System.Text.Json;
 using MoECluster.Model.Checkpoints;
 

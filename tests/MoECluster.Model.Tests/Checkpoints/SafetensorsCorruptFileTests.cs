@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using System.Text;
 using MoECluster.Model.Checkpoints;
 

@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;

@@ -4,31 +4,6 @@ using MoECluster.Model.Checkpoints;
 
 namespace MoECluster.Model.Tests.Checkpoints;
 
-/// <summary>A fresh temporary directory, deleted on dispose.</summary>
-internal sealed class TempDirectory : IDisposable
-{
-    public TempDirectory()
-    {
-        Path = Directory.CreateTempSubdirectory("moecluster-safetensors-").FullName;
-    }
-
-    public string Path { get; }
-
-    public string File(string name) => System.IO.Path.Combine(Path, name);
-
-    public void Dispose()
-    {
-        try
-        {
-            Directory.Delete(Path, recursive: true);
-        }
-        catch (IOException)
-        {
-            // Best effort: a still-mapped file can block deletion on some platforms.
-        }
-    }
-}
-
 /// <summary>Hand-written safetensors bytes, for corrupt-file tests.</summary>
 internal static class RawSafetensors
 {

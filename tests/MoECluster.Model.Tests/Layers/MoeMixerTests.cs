@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Presets;

@@ -1,8 +1,8 @@
+using MoECluster.Testing;
 using System.Security.Cryptography;
 using MoECluster.Model.Analysis;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Presets;
-using MoECluster.Model.Tests.Support;
 
 namespace MoECluster.Model.Tests.Presets;
 

@@ -1,9 +1,9 @@
 using System.Diagnostics;
 
-namespace MoECluster.Cli.Tests;
+namespace MoECluster.Testing;
 
 /// <summary>Runs the real <c>moecluster</c> executable (built beside the tests) or another program as a child process.</summary>
-internal static class CliProcess
+public static class ChildProcess
 {
     public sealed record Result(int ExitCode, string Stdout, string Stderr)
     {

@@ -1,11 +1,11 @@
-namespace MoECluster.Cli.Tests;
+namespace MoECluster.Testing;
 
+/// <summary>A fresh temporary directory, deleted (best effort) on dispose.</summary>
 public sealed class TempDirectory : IDisposable
 {
-    public TempDirectory()
+    public TempDirectory(string prefix = "moecluster-test-")
     {
-        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "moecluster-cli-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(Path);
+        Path = Directory.CreateTempSubdirectory(prefix).FullName;
     }
 
     public string Path { get; }
@@ -20,6 +20,7 @@ public sealed class TempDirectory : IDisposable
         }
         catch (IOException)
         {
+            // Best effort: a still-mapped file can block deletion on some platforms.
         }
     }
 }
