@@ -17,6 +17,8 @@ public static class CliApp
             ForwardCommand.Create(output, error),
             InitModelCommand.Create(output, error),
             InfoCommand.Create(output, error),
+            SiloCommand.Create(output, error),
+            RunCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

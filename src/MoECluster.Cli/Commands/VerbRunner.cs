@@ -29,5 +29,26 @@ internal static class VerbRunner
         }
     }
 
+    /// <summary>The asynchronous twin of <see cref="Guard"/>.</summary>
+    public static async Task<int> GuardAsync(string verb, TextWriter error, Func<Task<int>> body)
+    {
+        try
+        {
+            return await body();
+        }
+        catch (Exception e) when (e is UsageException or ModelConfigException or InvalidDataException or SafetensorsFormatException
+            or NotSupportedException or FileNotFoundException or DirectoryNotFoundException or ArgumentException or KeyNotFoundException
+            or UnauthorizedAccessException)
+        {
+            error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
+            return CliApp.ExitUsage;
+        }
+        catch (Exception e) when (e is IOException or HttpRequestException or MoECluster.Gateway.GatewayException or TaskCanceledException)
+        {
+            error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
+            return CliApp.ExitFailure;
+        }
+    }
+
     private static string OneLine(string message) => message.ReplaceLineEndings(" ");
 }

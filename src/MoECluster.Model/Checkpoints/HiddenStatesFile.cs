@@ -14,7 +14,10 @@ public static class HiddenStatesFile
     /// <summary>The most tokens one file may hold (bounds the fp32 buffer sized from the file's shape).</summary>
     public const int MaxTokens = 1 << 20;
 
-    public static float[] Read(string path, int hiddenSize, out int tokens)
+    public static float[] Read(string path, int hiddenSize, out int tokens) => Read(path, (int?)hiddenSize, out tokens, out _);
+
+    /// <summary>Reads <c>hidden_states</c> of any width (checked against <paramref name="hiddenSize"/> when given).</summary>
+    public static float[] Read(string path, int? hiddenSize, out int tokens, out int width)
     {
         using var file = SafetensorsFile.Open(path);
         if (!file.TryGetTensor(TensorName, out TensorInfo? info))
@@ -23,9 +26,9 @@ public static class HiddenStatesFile
             throw new InvalidDataException($"{path} has no tensor '{TensorName}' (it has {have})");
         }
 
-        if (info.Shape.Count != 2 || info.Shape[1] != hiddenSize)
+        if (info.Shape.Count != 2 || (hiddenSize is int d && info.Shape[1] != d) || info.Shape[1] < 1 || info.Shape[1] > 1 << 20)
         {
-            throw new InvalidDataException($"{path}: {TensorName} has shape {TensorShapes.Format(info.Shape)}, expected [T, {hiddenSize}] (the model's hidden_size)");
+            throw new InvalidDataException($"{path}: {TensorName} has shape {TensorShapes.Format(info.Shape)}, expected [T, {(hiddenSize is int h ? h.ToString(System.Globalization.CultureInfo.InvariantCulture) + "] (the model's hidden_size)" : "d]")}");
         }
 
         if (info.Shape[0] < 1 || info.Shape[0] > MaxTokens)
@@ -39,12 +42,14 @@ public static class HiddenStatesFile
         }
 
         tokens = (int)info.Shape[0];
-        var values = new float[(long)tokens * hiddenSize];
+        width = (int)info.Shape[1];
+        int rowWidth = width;
+        var values = new float[(long)tokens * width];
         new TensorRef(file, info).ReadAsFloat32(values);
         int bad = FirstNonFinite(values);
         if (bad >= 0)
         {
-            throw new InvalidDataException($"{path}: {TensorName}[{bad / hiddenSize}, {bad % hiddenSize}] is {values[bad]}; inputs must be finite");
+            throw new InvalidDataException($"{path}: {TensorName}[{bad / rowWidth}, {bad % rowWidth}] is {values[bad]}; inputs must be finite");
         }
 
         return values;

@@ -3,23 +3,30 @@ using MoECluster.Model.Routing;
 namespace MoECluster.Model.Dispatch;
 
 /// <summary>
-/// The token dispatcher's permutation (Megatron-Core's "permute"): the (token, slot) pairs of a routing plan
-/// grouped by expert. Slots of expert e are <c>Slots[Offsets[e] .. Offsets[e+1])</c>, each a flat index
-/// t·K + k into the plan, in token order. Experts then run on contiguous groups and results are scattered
-/// back by slot ("unpermute").
+/// The token dispatcher's permutation (Megatron-Core's "permute"): slots grouped by expert. A slot is one
+/// (row, expert) pair: for a routing plan, slot t·K + k; for a shard request, the flat pair index. Slots of
+/// expert e are <c>Slots[Offsets[e] .. Offsets[e+1])</c>, in slot order. Experts then run on contiguous groups
+/// and results are scattered back by slot ("unpermute").
 /// </summary>
 public sealed class TokenPermutation
 {
+    /// <summary>Groups the slots of a routing plan (slot t·K + k → expert).</summary>
     public TokenPermutation(RoutingPlan plan, int experts)
+        : this(plan.Experts, experts)
+    {
+    }
+
+    /// <summary>Groups slots given as slot → expert id.</summary>
+    public TokenPermutation(ReadOnlySpan<int> slotExperts, int experts)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(experts, 1);
         Experts = experts;
         Offsets = new int[experts + 1];
-        foreach (int e in plan.Experts)
+        foreach (int e in slotExperts)
         {
             if ((uint)e >= (uint)experts)
             {
-                throw new ArgumentException($"routing plan names expert {e}, outside 0..{experts - 1}", nameof(plan));
+                throw new ArgumentException($"slot names expert {e}, outside 0..{experts - 1}", nameof(slotExperts));
             }
 
             Offsets[e + 1]++;
@@ -30,11 +37,11 @@ public sealed class TokenPermutation
             Offsets[e + 1] += Offsets[e];
         }
 
-        Slots = new int[plan.Experts.Length];
+        Slots = new int[slotExperts.Length];
         var next = Offsets[..experts];
-        for (int s = 0; s < plan.Experts.Length; s++)
+        for (int s = 0; s < slotExperts.Length; s++)
         {
-            Slots[next[plan.Experts[s]]++] = s;
+            Slots[next[slotExperts[s]]++] = s;
         }
     }
 

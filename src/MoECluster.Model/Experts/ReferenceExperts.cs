@@ -25,11 +25,14 @@ public sealed class ReferenceExperts
 
     public int Intermediate { get; }
 
+    /// <summary>Bytes of the expert weights held (as stored: BF16 in real checkpoints).</summary>
+    public long WeightBytes => _experts.Where(e => e is not null).Sum(e => e!.Up.ByteLength + e.Down.ByteLength);
+
     /// <summary>
-    /// For every slot s of <paramref name="permutation"/> whose expert is held here, writes E(z[token(s)]) into
-    /// row s of <paramref name="slotOutputs"/> ([slots, w]). <paramref name="z"/> is [tokens, w] with token(s) = s / topK.
+    /// For every slot s of <paramref name="permutation"/>, writes E(z[slotRows[s]]) into row s of
+    /// <paramref name="slotOutputs"/> ([slots, w]); <paramref name="z"/> is [rows, w].
     /// </summary>
-    public void Compute(ReadOnlyMemory<float> z, int topK, TokenPermutation permutation, Memory<float> slotOutputs)
+    public void Compute(ReadOnlyMemory<float> z, ReadOnlyMemory<int> slotRows, TokenPermutation permutation, Memory<float> slotOutputs)
     {
         int w = Width;
         int[] active = [.. Enumerable.Range(0, permutation.Experts).Where(e => permutation.CountOf(e) > 0)];
@@ -45,12 +48,13 @@ public sealed class ReferenceExperts
         {
             ExpertWeights expert = _experts[e]!;
             ReadOnlySpan<int> slots = permutation.SlotsOf(e);
+            ReadOnlySpan<int> rowOf = slotRows.Span;
             int n = slots.Length;
             var gathered = new float[n * w];
             ReadOnlySpan<float> zs = z.Span;
             for (int i = 0; i < n; i++)
             {
-                zs.Slice(slots[i] / topK * w, w).CopyTo(gathered.AsSpan(i * w, w));
+                zs.Slice(rowOf[slots[i]] * w, w).CopyTo(gathered.AsSpan(i * w, w));
             }
 
             var hidden = new float[n * Intermediate];
@@ -64,5 +68,24 @@ public sealed class ReferenceExperts
                 output.AsSpan(i * w, w).CopyTo(outs.Slice(slots[i] * w, w));
             }
         });
+    }
+
+    /// <summary>
+    /// The partial sums of an expert shard: for each row r, Σ_j w_j · E_{e_j}(z[r]) over the row's pairs
+    /// <c>[pairOffsets[r], pairOffsets[r+1])</c>, accumulated in fp64 in pair order. Returns [rows, w].
+    /// </summary>
+    public float[] ComputePartials(ReadOnlyMemory<float> z, int rows, ReadOnlySpan<int> pairOffsets, ReadOnlySpan<int> experts, ReadOnlySpan<float> weights)
+    {
+        int w = Width;
+        int pairs = experts.Length;
+        var slotRows = new int[pairs];
+        for (int r = 0; r < rows; r++)
+        {
+            slotRows.AsSpan(pairOffsets[r], pairOffsets[r + 1] - pairOffsets[r]).Fill(r);
+        }
+
+        var slotOutputs = new float[pairs * w];
+        Compute(z, slotRows, new TokenPermutation(experts, _experts.Length), slotOutputs);
+        return WeightedSum.OverSlots(rows, pairOffsets, weights, slotOutputs, w);
     }
 }

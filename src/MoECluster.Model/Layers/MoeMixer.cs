@@ -46,16 +46,38 @@ public sealed class MoeMixer
     /// <summary>Computes the mixer output y [tokens, d] for an already-normed input x [tokens, d].</summary>
     public void Forward(ReadOnlySpan<float> x, int tokens, Span<float> y)
     {
-        int d = Config.HiddenSize;
+        CheckShape(x, tokens, y);
         int w = Config.RoutedWidth;
-        if (x.Length != (long)tokens * d || y.Length != x.Length)
+        var (plan, z) = Prepare(x, tokens);
+
+        // Experts held in this process: slot t·K + k reads row t.
+        int slots = plan.Experts.Length;
+        var slotRows = new int[slots];
+        var offsets = new int[tokens + 1];
+        for (int s = 0; s < slots; s++)
         {
-            throw new ArgumentException($"layer {Layer}: input/output must be [{tokens}, {d}]");
+            slotRows[s] = s / plan.TopK;
         }
 
-        RoutingPlan plan = Route(x, tokens);
+        for (int t = 0; t <= tokens; t++)
+        {
+            offsets[t] = t * plan.TopK;
+        }
 
-        float[] z = new float[tokens * w];
+        float[] slotOutputs = new float[slots * w];
+        _experts.Compute(z, slotRows, new TokenPermutation(plan, Config.NRoutedExperts), slotOutputs);
+        float[] u = WeightedSum.OverSlots(tokens, offsets, plan.Weights, slotOutputs, w);
+        Finish(u, x, tokens, y);
+    }
+
+    /// <summary>
+    /// The part before dispatch: gate logits in d (fp32), top-K routing, and the routed rows z = W_down x
+    /// ([tokens, w]; z = x for a standard MoE).
+    /// </summary>
+    public (RoutingPlan Plan, float[] Z) Prepare(ReadOnlySpan<float> x, int tokens)
+    {
+        RoutingPlan plan = Route(x, tokens);
+        float[] z = new float[tokens * Config.RoutedWidth];
         if (_weights.LatentDown is { } down)
         {
             ReferenceLinear.Apply(down, x, tokens, z);
@@ -65,12 +87,14 @@ public sealed class MoeMixer
             x.CopyTo(z);
         }
 
-        var permutation = new TokenPermutation(plan, Config.NRoutedExperts);
-        float[] slotOutputs = new float[plan.Experts.Length * w];
-        _experts.Compute(z, plan.TopK, permutation, slotOutputs);
+        return (plan, z);
+    }
 
-        float[] u = Combine(plan, slotOutputs, w);
-
+    /// <summary>The part after combine: y = W_up u (u for a standard MoE) + S2 relu(S1 x)².</summary>
+    public void Finish(ReadOnlySpan<float> u, ReadOnlySpan<float> x, int tokens, Span<float> y)
+    {
+        CheckShape(x, tokens, y);
+        int d = Config.HiddenSize;
         if (_weights.LatentUp is { } up)
         {
             ReferenceLinear.Apply(up, u, tokens, y);
@@ -94,31 +118,12 @@ public sealed class MoeMixer
         }
     }
 
-    /// <summary>u[t] = Σ_k w[t,k] · out[t·K + k], accumulated in fp64 in slot order.</summary>
-    internal static float[] Combine(RoutingPlan plan, ReadOnlySpan<float> slotOutputs, int width)
+    private void CheckShape(ReadOnlySpan<float> x, int tokens, Span<float> y)
     {
-        var u = new float[plan.Tokens * width];
-        var acc = new double[width];
-        for (int t = 0; t < plan.Tokens; t++)
+        int d = Config.HiddenSize;
+        if (x.Length != (long)tokens * d || y.Length != x.Length)
         {
-            Array.Clear(acc);
-            for (int k = 0; k < plan.TopK; k++)
-            {
-                int slot = (t * plan.TopK) + k;
-                double weight = plan.Weights[slot];
-                var row = slotOutputs.Slice(slot * width, width);
-                for (int i = 0; i < width; i++)
-                {
-                    acc[i] += weight * row[i];
-                }
-            }
-
-            for (int i = 0; i < width; i++)
-            {
-                u[(t * width) + i] = (float)acc[i];
-            }
+            throw new ArgumentException($"layer {Layer}: input/output must be [{tokens}, {d}]");
         }
-
-        return u;
     }
 }

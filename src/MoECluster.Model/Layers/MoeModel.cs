@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Configuration;
+using MoECluster.Model.Experts;
 using MoECluster.Model.Numerics;
 
 namespace MoECluster.Model.Layers;
@@ -12,6 +13,7 @@ namespace MoECluster.Model.Layers;
 public sealed class MoeModel : IDisposable
 {
     private readonly ConcurrentDictionary<int, Lazy<MoeMixer>> _mixers = new();
+    private readonly ConcurrentDictionary<int, Lazy<MoeMixer>> _routerMixers = new();
 
     private MoeModel(string directory, MoeModelConfig config, CheckpointTensors tensors)
     {
@@ -49,13 +51,40 @@ public sealed class MoeModel : IDisposable
 
     public MoeMixer Mixer(int layer)
     {
+        CheckMoeLayer(layer);
+        return _mixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l)))).Value;
+    }
+
+    /// <summary>
+    /// What a router holds of layer <paramref name="layer"/>: gate, latent projections and shared expert, no routed
+    /// experts. Its <see cref="MoeMixer.Prepare"/> and <see cref="MoeMixer.Finish"/> run; the experts are remote.
+    /// </summary>
+    public MoeMixer RouterMixer(int layer)
+    {
+        CheckMoeLayer(layer);
+        return _routerMixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l, experts: [])))).Value;
+    }
+
+    /// <summary>The routed experts [first, first + count) of a layer, and only those (what an expert shard loads).</summary>
+    public ReferenceExperts ShardExperts(int layer, int first, int count)
+    {
+        CheckMoeLayer(layer);
+        if (first < 0 || count < 1 || first + count > Config.NRoutedExperts)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), $"experts {first}..{first + count - 1} are outside 0..{Config.NRoutedExperts - 1}");
+        }
+
+        var weights = MoeLayerWeights.Load(Tensors, Config, layer, Enumerable.Range(first, count));
+        return new ReferenceExperts(weights.Experts, Config.RoutedWidth, Config.MoeIntermediateSize);
+    }
+
+    private void CheckMoeLayer(int layer)
+    {
         if (layer < 0 || layer >= Config.NumHiddenLayers || Config.KindOf(layer) != LayerKind.Moe)
         {
             throw new ArgumentOutOfRangeException(nameof(layer), layer,
                 $"layer {layer} is not an MoE layer of this model; MoE layers: {string.Join(", ", Config.MoeLayers)}");
         }
-
-        return _mixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l)))).Value;
     }
 
     /// <summary>The mixer output y = mixer_l(x) of one MoE layer for an already-normed x [tokens, d].</summary>

@@ -1,0 +1,105 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MoECluster.Cli.LocalCluster;
+using MoECluster.Model.Presets;
+
+namespace MoECluster.Cli.Commands;
+
+/// <summary>
+/// <c>moecluster run</c>: a local cluster as separate processes (one front-end silo with the gateway, N expert
+/// silos), the preset pair of models (or --model DIR), sample traffic through each model with measured and
+/// predicted routed bytes, and a check against the in-process forward. Serves until Ctrl+C, or stops after the
+/// sample traffic with --once.
+/// </summary>
+internal static class RunCommand
+{
+    internal static readonly Dictionary<string, (string Latent, string Standard)> Pairs = new()
+    {
+        ["tiny"] = ("tiny", "tiny-standard"),
+        ["super"] = ("super-shape", "super-standard"),
+        ["paper16b"] = ("paper16b-latent", "paper16b-standard"),
+    };
+
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var preset = new Option<string>("--preset") { Description = "Model pair to generate and serve: tiny, super (Nemotron-3 Super widths) or paper16b.", DefaultValueFactory = _ => "super" };
+        preset.AcceptOnlyFromAmong([.. Pairs.Keys]);
+        var experts = new Option<int?>("--experts") { Description = "Routed experts per layer of the generated pair (default: the preset's; 64 for super)." };
+        var layers = new Option<int>("--layers") { Description = "MoE layers of the generated pair.", DefaultValueFactory = _ => 1 };
+        var model = new Option<string?>("--model") { Description = "Serve this model directory instead of a generated pair." };
+        var modelsDir = new Option<string>("--models-dir") { Description = "Where generated models are written (and reused).", DefaultValueFactory = _ => "models" };
+        var expertSilos = new Option<int>("--expert-silos") { Description = "Expert silo processes.", DefaultValueFactory = _ => 2 };
+        var shards = new Option<int>("--shards") { Description = "Expert shards per MoE layer.", DefaultValueFactory = _ => 4 };
+        var wire = new Option<string>("--wire") { Description = "Payload element type between router and shards.", DefaultValueFactory = _ => "bf16" };
+        wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
+        var tokens = new Option<int>("--tokens") { Description = "Tokens in the sample batch.", DefaultValueFactory = _ => 128 };
+        var urls = new Option<string>("--urls") { Description = "Where the gateway listens.", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+        var siloPort = new Option<int>("--silo-port") { Description = "First silo port (silo i uses port + i).", DefaultValueFactory = _ => 11111 };
+        var gatewayPort = new Option<int>("--gateway-port") { Description = "Orleans client gateway port of the front-end silo.", DefaultValueFactory = _ => 30000 };
+        var once = new Option<bool>("--once") { Description = "Send the sample traffic, report, stop everything." };
+        var report = new Option<string?>("--report") { Description = "Write the sample traffic report as JSON to this file." };
+        var stack = new Option<bool>("--stack") { Description = "Also send the sample batch through the whole MoE stack." };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the generated models and of the sample batch.", DefaultValueFactory = _ => 1UL };
+        var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
+        var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
+        {
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose,
+        };
+        command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
+        {
+            var settings = new RunSettings(
+                parse.GetValue(preset)!, parse.GetValue(experts), parse.GetValue(layers), parse.GetValue(model), parse.GetValue(modelsDir)!,
+                parse.GetValue(expertSilos), parse.GetValue(shards), parse.GetValue(wire)!, parse.GetValue(tokens), parse.GetValue(urls)!,
+                parse.GetValue(siloPort), parse.GetValue(gatewayPort), parse.GetValue(once), parse.GetValue(report), parse.GetValue(stack),
+                parse.GetValue(seed), parse.GetValue(verbose));
+            settings.Validate();
+            return await new LocalClusterRun(settings, output, error).RunAsync(cancel);
+        }));
+        return command;
+    }
+}
+
+internal sealed record RunSettings(
+    string Preset, int? Experts, int Layers, string? Model, string ModelsDir, int ExpertSilos, int Shards, string Wire, int Tokens,
+    string Urls, int SiloPort, int GatewayPort, bool Once, string? Report, bool Stack, ulong Seed, bool Verbose)
+{
+    public void Validate()
+    {
+        static void Range(string name, int value, int min, int max)
+        {
+            if (value < min || value > max)
+            {
+                throw new UsageException($"{name} = {value} is out of range: must be {min}..{max}");
+            }
+        }
+
+        Range("--expert-silos", ExpertSilos, 1, 32);
+        Range("--shards", Shards, 1, 4096);
+        Range("--tokens", Tokens, 1, 65536);
+        Range("--layers", Layers, 1, 200);
+        Range("--silo-port", SiloPort, 1024, 65000);
+        Range("--gateway-port", GatewayPort, 1024, 65535);
+        if (!Uri.TryCreate(Urls, UriKind.Absolute, out _))
+        {
+            throw new UsageException($"--urls {Urls} is not a URL");
+        }
+    }
+
+    public IReadOnlyList<(string Id, string Preset)> GeneratedModels() =>
+        Model is null ? [("standard", RunCommand.Pairs[Preset].Standard), ("latent", RunCommand.Pairs[Preset].Latent)] : [];
+
+    public static string Number(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
+}
+
+/// <summary>The JSON report of a sample-traffic run.</summary>
+internal static class RunReport
+{
+    public static void Write(string path, JsonObject report)
+    {
+        string full = Path.GetFullPath(path);
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        File.WriteAllText(full, report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    }
+}

@@ -1,0 +1,178 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Configuration.Memory;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using MoECluster.Cluster.Hosting;
+using MoECluster.Gateway;
+using Orleans.Configuration;
+
+namespace MoECluster.Cli.Commands;
+
+/// <summary>
+/// <c>moecluster silo</c>: one Orleans silo. A front-end silo runs routers and the HTTP gateway; an expert silo
+/// holds expert shards. Configuration follows Aspire's conventions (appsettings.json, then environment variables
+/// such as Orleans__ClusterId, Orleans__Clustering__ProviderType, Orleans__Endpoints__SiloPort,
+/// MoECluster__Models__latent__Path), and the flags here override both. Embedded defaults: localhost
+/// (Development) clustering, cluster id "moecluster", advertised address 127.0.0.1.
+/// </summary>
+internal static class SiloCommand
+{
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var role = new Option<string>("--role") { Description = "expert (holds expert shards) or frontend (routers + gateway).", DefaultValueFactory = _ => SiloRoles.Expert };
+        role.AcceptOnlyFromAmong(SiloRoles.Expert, SiloRoles.Frontend);
+        var name = new Option<string?>("--name") { Description = "Silo name (Orleans:Name); pins in MoECluster:Pins refer to it." };
+        var siloPort = new Option<int?>("--silo-port") { Description = "Silo-to-silo port (default 11111)." };
+        var gatewayPort = new Option<int?>("--gateway-port") { Description = "Orleans client gateway port (default 30000; 0 = none)." };
+        var primary = new Option<string?>("--primary") { Description = "HOST:PORT of the primary silo (localhost clustering); omit on the primary itself." };
+        var urls = new Option<string?>("--urls") { Description = "Front-end only: where the HTTP gateway listens (default http://127.0.0.1:8080)." };
+        var models = new Option<string[]>("--model") { Description = "A served model as ID=DIR (repeatable).", AllowMultipleArgumentsPerToken = false };
+        var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
+        var wire = new Option<string?>("--wire") { Description = "Default payload element type: fp32, bf16 (default) or fp16." };
+        var parentPid = new Option<int?>("--parent-pid") { Description = "Stop when this process exits (used by moecluster run)." };
+        var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")
+        {
+            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire, parentPid,
+        };
+        command.SetAction((parse, cancel) => RunAsync(error, parse.GetValue(role)!, new Dictionary<string, string?>
+        {
+            ["Orleans:Name"] = parse.GetValue(name),
+            ["Orleans:Endpoints:SiloPort"] = parse.GetValue(siloPort)?.ToString(CultureInfo.InvariantCulture),
+            ["Orleans:Endpoints:GatewayPort"] = parse.GetValue(gatewayPort)?.ToString(CultureInfo.InvariantCulture),
+            ["Orleans:Clustering:PrimarySiloEndPoint"] = parse.GetValue(primary),
+            ["MoECluster:ShardsPerLayer"] = parse.GetValue(shards)?.ToString(CultureInfo.InvariantCulture),
+            ["MoECluster:DefaultWire"] = parse.GetValue(wire),
+            ["Urls"] = parse.GetValue(urls),
+        }, parse.GetValue(models) ?? [], parse.GetValue(parentPid), cancel));
+        return command;
+    }
+
+    /// <summary>The embedded defaults: a local cluster with no external service.</summary>
+    internal static Dictionary<string, string?> Defaults(string role) => new()
+    {
+        ["Orleans:ClusterId"] = "moecluster",
+        ["Orleans:ServiceId"] = "moecluster",
+        ["Orleans:Clustering:ProviderType"] = "Development",
+        ["Orleans:Endpoints:AdvertisedIPAddress"] = "127.0.0.1",
+        ["Orleans:Endpoints:SiloPort"] = "11111",
+        ["Orleans:Endpoints:GatewayPort"] = "30000",
+        ["Orleans:Name"] = role,
+        ["Urls"] = "http://127.0.0.1:8080",
+        ["Logging:LogLevel:Default"] = "Warning",
+        ["Logging:LogLevel:MoECluster"] = "Information",
+        ["Logging:LogLevel:Microsoft.Hosting.Lifetime"] = "Information",
+    };
+
+    private static async Task<int> RunAsync(TextWriter error, string role, Dictionary<string, string?> flags, string[] models, int? parentPid, CancellationToken cancel)
+    {
+        var overrides = flags.Where(kv => kv.Value is not null).ToDictionary(kv => kv.Key, kv => kv.Value);
+        overrides[$"Orleans:Metadata:{SiloRoles.MetadataKey}"] = role;
+        foreach (string model in models)
+        {
+            int eq = model.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0 || eq == model.Length - 1)
+            {
+                error.WriteLine($"moecluster silo: error: --model {model}: expected ID=DIR");
+                return CliApp.ExitUsage;
+            }
+
+            overrides[$"MoECluster:Models:{model[..eq]}:Path"] = Path.GetFullPath(model[(eq + 1)..]);
+        }
+
+        IHost host;
+        try
+        {
+            host = role == SiloRoles.Frontend ? BuildFrontend(role, overrides) : BuildExpert(role, overrides);
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException)
+        {
+            error.WriteLine($"moecluster silo: error: {e.Message}");
+            return CliApp.ExitUsage;
+        }
+
+        using (host)
+        {
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+            if (parentPid is int pid)
+            {
+                _ = WatchParentAsync(pid, stop);
+            }
+
+            try
+            {
+                await host.RunAsync(stop.Token);
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException or OrleansException)
+            {
+                error.WriteLine($"moecluster silo ({role}): error: {e.Message.ReplaceLineEndings(" ")}");
+                return CliApp.ExitFailure;
+            }
+        }
+
+        return CliApp.ExitOk;
+    }
+
+    private static WebApplication BuildFrontend(string role, Dictionary<string, string?> overrides)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
+        Configure(builder.Configuration, role, overrides);
+        builder.WebHost.UseUrls(builder.Configuration["Urls"]!);
+        builder.UseOrleans(silo => silo.AddMoeCluster(builder.Configuration));
+        ConfigureEndpoints(builder.Services, builder.Configuration);
+        var app = builder.Build();
+        app.MapMoeGateway();
+        return app;
+    }
+
+    private static IHost BuildExpert(string role, Dictionary<string, string?> overrides)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+        Configure(builder.Configuration, role, overrides);
+        builder.UseOrleans(silo => silo.AddMoeCluster(builder.Configuration));
+        ConfigureEndpoints(builder.Services, builder.Configuration);
+        return builder.Build();
+    }
+
+    private static void Configure(ConfigurationManager configuration, string role, Dictionary<string, string?> overrides)
+    {
+        configuration.Sources.Insert(0, new MemoryConfigurationSource { InitialData = Defaults(role) });
+        configuration.AddInMemoryCollection(overrides);
+    }
+
+    /// <summary>The advertised address comes from configuration as text; bind it explicitly.</summary>
+    private static void ConfigureEndpoints(IServiceCollection services, ConfigurationManager configuration)
+    {
+        services.PostConfigure<EndpointOptions>(o =>
+        {
+            if (IPAddress.TryParse(configuration["Orleans:Endpoints:AdvertisedIPAddress"], out IPAddress? address))
+            {
+                o.AdvertisedIPAddress = address;
+            }
+        });
+    }
+
+    private static async Task WatchParentAsync(int pid, CancellationTokenSource stop)
+    {
+        try
+        {
+            using var parent = Process.GetProcessById(pid);
+            await parent.WaitForExitAsync(stop.Token);
+        }
+        catch (ArgumentException)
+        {
+            // already gone
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        await stop.CancelAsync();
+    }
+}

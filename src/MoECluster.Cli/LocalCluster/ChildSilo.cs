@@ -1,0 +1,118 @@
+using System.Diagnostics;
+
+namespace MoECluster.Cli.LocalCluster;
+
+/// <summary>
+/// One <c>moecluster silo</c> child process, started from the same executable as this one, its output streamed
+/// line by line with a name prefix. It is told our process id, so it stops by itself if we die.
+/// </summary>
+internal sealed class ChildSilo : IDisposable
+{
+    private readonly Process _process;
+    private volatile bool _quiet;
+
+    private ChildSilo(string name, Process process)
+    {
+        Name = name;
+        _process = process;
+    }
+
+    /// <summary>Stops echoing the silo's output (used while the cluster shuts down: departures are expected then).</summary>
+    public void Quiet() => _quiet = true;
+
+    public string Name { get; }
+
+    public bool HasExited => _process.HasExited;
+
+    public int ExitCode => _process.ExitCode;
+
+    public int Id => _process.Id;
+
+    public static ChildSilo Start(string name, IEnumerable<string> siloArguments, TextWriter log, bool echo)
+    {
+        var info = new ProcessStartInfo(Environment.ProcessPath ?? "dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        if (IsDotnetHost(info.FileName))
+        {
+            info.ArgumentList.Add(typeof(ChildSilo).Assembly.Location);
+        }
+
+        info.ArgumentList.Add("silo");
+        foreach (string a in siloArguments)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        info.ArgumentList.Add("--parent-pid");
+        info.ArgumentList.Add(Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var process = new Process { StartInfo = info, EnableRaisingEvents = true };
+        ChildSilo? silo = null;
+        void Forward(object? _, DataReceivedEventArgs e)
+        {
+            if (e.Data is not null && silo?._quiet != true && (echo || e.Data.Contains("error", StringComparison.OrdinalIgnoreCase) || e.Data.Contains("fail", StringComparison.OrdinalIgnoreCase)))
+            {
+                lock (log)
+                {
+                    log.WriteLine($"[{name}] {e.Data}");
+                }
+            }
+        }
+
+        process.OutputDataReceived += Forward;
+        process.ErrorDataReceived += Forward;
+        if (!process.Start())
+        {
+            throw new InvalidOperationException($"could not start {info.FileName}");
+        }
+
+        silo = new ChildSilo(name, process);
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return silo;
+    }
+
+    /// <summary>Asks the silo to stop (SIGTERM: a graceful Orleans shutdown), then kills it after the grace period.</summary>
+    public async Task StopAsync(TimeSpan grace)
+    {
+        if (_process.HasExited)
+        {
+            return;
+        }
+
+        try
+        {
+            using (var kill = Process.Start(new ProcessStartInfo("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]) { UseShellExecute = false }))
+            {
+                kill?.WaitForExit();
+            }
+
+            using var timeout = new CancellationTokenSource(grace);
+            await _process.WaitForExitAsync(timeout.Token);
+        }
+        catch (Exception e) when (e is OperationCanceledException or System.ComponentModel.Win32Exception or InvalidOperationException)
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync();
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+        }
+
+        _process.Dispose();
+    }
+
+    private static bool IsDotnetHost(string path) =>
+        string.Equals(Path.GetFileNameWithoutExtension(path), "dotnet", StringComparison.OrdinalIgnoreCase);
+}

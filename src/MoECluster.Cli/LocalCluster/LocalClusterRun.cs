@@ -1,0 +1,296 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using MoECluster.Cli.Commands;
+using MoECluster.Gateway;
+using MoECluster.Model.Layers;
+using MoECluster.Model.Numerics;
+using MoECluster.Model.Presets;
+
+namespace MoECluster.Cli.LocalCluster;
+
+/// <summary>Starts the processes of <c>moecluster run</c>, drives the sample traffic, reports, and stops them.</summary>
+internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, TextWriter error)
+{
+    private readonly List<ChildSilo> _silos = [];
+
+    public async Task<int> RunAsync(CancellationToken cancel)
+    {
+        var models = PrepareModels();
+        try
+        {
+            await StartClusterAsync(models, cancel);
+            using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromMinutes(15) };
+            var client = new GatewayClient(http);
+            var report = await SampleTrafficAsync(client, models, cancel);
+            bool passed = report["checks_passed"]!.GetValue<bool>();
+            if (settings.Report is string path)
+            {
+                RunReport.Write(path, report);
+                output.WriteLine($"report written to {Path.GetFullPath(path)}");
+            }
+
+            if (settings.Once)
+            {
+                return passed ? CliApp.ExitOk : CliApp.ExitFailure;
+            }
+
+            output.WriteLine($"serving at {settings.Urls} (GET /stats, /v1/models, /health; POST /v1/layers/{{layer}}/forward, /v1/forward). Ctrl+C stops every process.");
+            try
+            {
+                await Task.Delay(Timeout.Infinite, cancel);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+
+            return CliApp.ExitOk;
+        }
+        finally
+        {
+            await StopAsync();
+        }
+    }
+
+    private List<(string Id, string Path)> PrepareModels()
+    {
+        if (settings.Model is string dir)
+        {
+            using var probe = MoeModel.Open(dir);
+            return [("model", Path.GetFullPath(dir))];
+        }
+
+        var result = new List<(string, string)>();
+        foreach (var (id, presetName) in settings.GeneratedModels())
+        {
+            var preset = ModelPresets.Get(presetName);
+            var config = preset.Build(settings.Experts, settings.Layers);
+            string target = Path.GetFullPath(Path.Combine(settings.ModelsDir, $"{presetName}-{config.NRoutedExperts}x{settings.Layers}"));
+            if (!SyntheticCheckpoint.IsSame(target, config, settings.Seed))
+            {
+                output.WriteLine($"generating {presetName} ({config.NRoutedExperts} experts, {settings.Layers} MoE layer(s)) in {target} ...");
+                var clock = Stopwatch.StartNew();
+                SyntheticCheckpoint.Write(target, config, settings.Seed);
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  done in {clock.Elapsed.TotalSeconds:F1} s"));
+            }
+
+            result.Add((id, target));
+        }
+
+        return result;
+    }
+
+    private async Task StartClusterAsync(List<(string Id, string Path)> models, CancellationToken cancel)
+    {
+        string[] modelArgs = [.. models.SelectMany(m => new[] { "--model", $"{m.Id}={m.Path}" })];
+        string[] common = [.. modelArgs, "--shards", settings.Shards.ToString(CultureInfo.InvariantCulture), "--wire", settings.Wire];
+        string P(int port) => port.ToString(CultureInfo.InvariantCulture);
+        _silos.Add(ChildSilo.Start("frontend", [
+            "--role", "frontend", "--name", "frontend", "--silo-port", P(settings.SiloPort), "--gateway-port", P(settings.GatewayPort),
+            "--urls", settings.Urls, .. common], error, settings.Verbose));
+        using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) };
+        await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
+        for (int i = 1; i <= settings.ExpertSilos; i++)
+        {
+            _silos.Add(ChildSilo.Start($"expert-{i}", [
+                "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(settings.SiloPort + i), "--gateway-port", "0",
+                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", .. common], error, settings.Verbose));
+        }
+
+        var client = new GatewayClient(http);
+        await WaitAsync($"{settings.ExpertSilos} expert silos", async () =>
+        {
+            var (_, body) = await client.HealthAsync(cancel);
+            return body?["expert_silos"]?.GetValue<int>() == settings.ExpertSilos;
+        }, cancel);
+        output.WriteLine($"cluster up: gateway {settings.Urls}, 1 front-end silo + {settings.ExpertSilos} expert silos (pids {string.Join(", ", _silos.Select(s => s.Id))}), {settings.Shards} shards per layer");
+    }
+
+    private async Task WaitAsync(string what, Func<Task<bool>> ready, CancellationToken cancel)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            if (_silos.FirstOrDefault(s => s.HasExited) is { } dead)
+            {
+                throw new IOException($"silo {dead.Name} exited with code {dead.ExitCode} while waiting for {what} (see its log lines above)");
+            }
+
+            try
+            {
+                if (await ready())
+                {
+                    return;
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+            catch (TaskCanceledException) when (!cancel.IsCancellationRequested)
+            {
+            }
+
+            if (clock.Elapsed > TimeSpan.FromSeconds(90))
+            {
+                throw new IOException($"timed out after 90 s waiting for {what}");
+            }
+
+            await Task.Delay(250, cancel);
+        }
+    }
+
+    private async Task<JsonObject> SampleTrafficAsync(GatewayClient client, List<(string Id, string Path)> models, CancellationToken cancel)
+    {
+        var served = await client.ModelsAsync(cancel);
+        var rows = new JsonArray();
+        bool passed = true;
+        double tolerance = settings.Wire switch { "fp32" => 1e-5, "fp16" => 5e-3, _ => 1e-2 };
+        output.WriteLine();
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire}; bytes per token per MoE layer, dispatch + combine"));
+        output.WriteLine($"{"model",-9} {"mode",-8} {"d",6} {"width",6} {"payload measured",17} {"predicted",10} {"message",9} {"socket",9}  {"rel. error",10}  check");
+        foreach (var (id, path) in models)
+        {
+            var info = served.Single(m => m.Id == id);
+            int d = info.HiddenSize;
+            var rng = DeterministicRandom.For(settings.Seed, "run-sample-" + id);
+            var x = new float[settings.Tokens * d];
+            for (int i = 0; i < x.Length; i++)
+            {
+                x[i] = (float)rng.NextGaussian();
+            }
+
+            using var reference = MoeModel.Open(path);
+            var requests = new List<(int? Layer, string Name)> { (info.MoeLayers[0], $"layer {info.MoeLayers[0]}") };
+            if (settings.Stack)
+            {
+                requests.Add((null, "stack"));
+            }
+
+            foreach (var (layer, name) in requests)
+            {
+                long socketBefore = await SocketBytesAsync(client, cancel);
+                var clock = Stopwatch.StartNew();
+                var response = await client.ForwardAsync(id, layer, x, settings.Tokens, d, settings.Wire, cancel);
+                double clusterSeconds = clock.Elapsed.TotalSeconds;
+                long socketAfter = await SocketBytesAsync(client, cancel);
+                float[] y = response.HiddenStates.Decode();
+                clock.Restart();
+                float[] expected = layer is int l ? reference.ForwardLayer(l, x, settings.Tokens) : reference.ForwardStack(x, settings.Tokens);
+                double localSeconds = clock.Elapsed.TotalSeconds;
+                double err = RelativeError(y, expected);
+                bool ok = err <= tolerance;
+                passed &= ok;
+                int layerCount = response.Layers.Count;
+                double perToken(long bytes) => (double)bytes / settings.Tokens / layerCount;
+                long payload = response.Layers.Sum(t => t.DispatchPayloadBytes + t.CombinePayloadBytes);
+                long predicted = response.Layers.Sum(t => t.PredictedPayloadBytes);
+                long message = response.Layers.Sum(t => t.DispatchMessageBytes + t.CombineMessageBytes);
+                long socket = socketAfter - socketBefore;
+                int width = response.Layers[0].Width;
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{id,-9} {info.Mode,-8} {d,6} {width,6} {perToken(payload),17:N0} {perToken(predicted),10:N0} {perToken(message),9:N0} {perToken(socket),9:N0}  {err,10:E2}  {(ok ? "ok" : "FAILED")} ({name}, cluster {clusterSeconds:F2} s, in-process {localSeconds:F2} s)"));
+                rows.Add(new JsonObject
+                {
+                    ["model"] = id,
+                    ["path"] = path,
+                    ["mode"] = info.Mode,
+                    ["request"] = name,
+                    ["hidden_size"] = d,
+                    ["routed_width"] = width,
+                    ["experts"] = info.Experts,
+                    ["top_k"] = info.TopK,
+                    ["shards_per_layer"] = info.ShardsPerLayer,
+                    ["tokens"] = settings.Tokens,
+                    ["moe_layers"] = layerCount,
+                    ["routed_rows"] = response.Layers.Sum(t => t.RoutedRows),
+                    ["payload_bytes"] = payload,
+                    ["predicted_payload_bytes"] = predicted,
+                    ["message_bytes"] = message,
+                    ["socket_bytes_during_request"] = socket,
+                    ["bytes_per_token_per_layer"] = new JsonObject
+                    {
+                        ["payload_measured"] = perToken(payload),
+                        ["payload_predicted"] = perToken(predicted),
+                        ["message_measured"] = perToken(message),
+                        ["socket_measured"] = perToken(socket),
+                    },
+                    ["relative_error_vs_in_process"] = err,
+                    ["tolerance"] = tolerance,
+                    ["passed"] = ok,
+                    ["cluster_seconds"] = clusterSeconds,
+                    ["in_process_seconds"] = localSeconds,
+                });
+            }
+        }
+
+        var report = new JsonObject
+        {
+            ["command"] = "moecluster run " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1).SkipWhile(a => a != "run").Skip(1)),
+            ["wire"] = settings.Wire,
+            ["expert_silos"] = settings.ExpertSilos,
+            ["shards_per_layer"] = settings.Shards,
+            ["tokens"] = settings.Tokens,
+            ["results"] = rows,
+        };
+        var layerRows = rows.OfType<JsonObject>().Where(r => r["request"]!.GetValue<string>() != "stack").ToList();
+        var standard = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == "standard");
+        var latent = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == "latent");
+        if (standard is not null && latent is not null)
+        {
+            double Ratio(string key) => standard["bytes_per_token_per_layer"]![key]!.GetValue<double>() / latent["bytes_per_token_per_layer"]![key]!.GetValue<double>();
+            double analytic = (double)standard["routed_width"]!.GetValue<int>() / latent["routed_width"]!.GetValue<int>();
+            report["standard_over_latent"] = new JsonObject
+            {
+                ["payload_measured"] = Ratio("payload_measured"),
+                ["payload_predicted"] = Ratio("payload_predicted"),
+                ["message_measured"] = Ratio("message_measured"),
+                ["socket_measured"] = Ratio("socket_measured"),
+                ["analytic_d_over_l"] = analytic,
+            };
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"standard / latent bytes per token: payload {Ratio("payload_measured"):F2} measured, {Ratio("payload_predicted"):F2} predicted; MessagePack messages {Ratio("message_measured"):F2}; Orleans socket {Ratio("socket_measured"):F2}; d/l = {analytic:F2}"));
+        }
+
+        var stats = await client.StatsAsync(cancel);
+        report["placement"] = stats["silos"]?.DeepClone();
+        report["checks_passed"] = passed;
+        output.WriteLine(passed ? "every cluster output matches the in-process forward within tolerance" : "some cluster outputs differ from the in-process forward beyond tolerance");
+        return report;
+    }
+
+    private static async Task<long> SocketBytesAsync(GatewayClient client, CancellationToken cancel)
+    {
+        var stats = await client.StatsAsync(cancel);
+        return stats["totals"]?["socket_bytes"]?.GetValue<long>() ?? 0;
+    }
+
+    private static double RelativeError(float[] actual, float[] expected)
+    {
+        double num = 0, den = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double diff = (double)actual[i] - expected[i];
+            num += diff * diff;
+            den += (double)expected[i] * expected[i];
+        }
+
+        return Math.Sqrt(num / den);
+    }
+
+    private async Task StopAsync()
+    {
+        _silos.ForEach(s => s.Quiet());
+
+        // Expert silos first, then the front-end silo: it is the primary of localhost clustering, and the others
+        // report their own departure to it.
+        await Task.WhenAll(_silos.Skip(1).Select(s => s.StopAsync(TimeSpan.FromSeconds(10))));
+        await Task.WhenAll(_silos.Take(1).Select(s => s.StopAsync(TimeSpan.FromSeconds(10))));
+        foreach (var silo in _silos)
+        {
+            silo.Dispose();
+        }
+
+        _silos.Clear();
+    }
+}

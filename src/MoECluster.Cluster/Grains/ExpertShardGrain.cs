@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Placement;
+using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Dispatch;
+using MoECluster.Model.Experts;
+using MoECluster.Wire;
+
+namespace MoECluster.Cluster.Grains;
+
+/// <summary>
+/// An expert shard: identity (its key names model, layer and expert range) and placement (expert silos only).
+/// The work is the model library's: <see cref="ReferenceExperts.ComputePartials"/> on its own experts' weights.
+/// <para>
+/// Concurrency: the grain is not reentrant, so one batch runs at a time per shard. A batch's compute is already
+/// parallel over the shard's experts (it runs on the thread pool, off the Orleans scheduler), and the cost that
+/// dominates — streaming the shard's weights through the cores — is paid once per batch, so a second batch in
+/// parallel would compete for the same cores and memory bandwidth and only add latency to both. Batches queue
+/// in arrival order instead; throughput comes from larger batches and from more shards on more silos.
+/// </para>
+/// </summary>
+[ExpertShardPlacement]
+public sealed partial class ExpertShardGrain(
+    ModelCatalog catalog,
+    TrafficLedger ledger,
+    ILocalSiloDetails silo,
+    ILogger<ExpertShardGrain> logger) : Grain, IExpertShardGrain
+{
+    private ExpertShard _shard = null!;
+    private ReferenceExperts _experts = null!;
+    private long _weightBytes;
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _shard = ExpertShard.ParseKey(this.GetPrimaryKeyString());
+        var clock = Stopwatch.StartNew();
+        var model = catalog.Get(_shard.Model);
+        _experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.FirstExpert, _shard.ExpertCount), cancellationToken);
+        _weightBytes = _experts.WeightBytes;
+        ledger.ShardActivated(Description());
+        LogActivated(logger, _shard.Key, _shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        ledger.ShardDeactivated(_shard.Key);
+        return Task.CompletedTask;
+    }
+
+    public Task<ShardDescription> Describe() => Task.FromResult(Description());
+
+    public async Task<WireBytes> Compute(WireBytes request, CancellationToken cancellationToken = default)
+    {
+        ShardRequest r;
+        try
+        {
+            r = WireFormat.DecodeRequest(request.Bytes, catalog.Options.WireLimits);
+        }
+        catch (WireFormatException e)
+        {
+            throw new ArgumentException($"shard {_shard.Key}: {e.Message}");
+        }
+
+        if (r.Model != _shard.Model || r.Layer != _shard.Layer || r.FirstExpert != _shard.FirstExpert || r.ExpertCount != _shard.ExpertCount)
+        {
+            throw new ArgumentException(
+                $"shard {_shard.Key} holds experts {_shard.FirstExpert}..{_shard.EndExpert - 1} of {_shard.Model} layer {_shard.Layer}; the request addresses experts {r.FirstExpert}..{r.FirstExpert + r.ExpertCount - 1} of {r.Model} layer {r.Layer}");
+        }
+
+        if (_experts.Width != r.Rows.Width)
+        {
+            throw new ArgumentException($"shard {_shard.Key}: rows are {r.Rows.Width} wide, the experts take {_experts.Width}");
+        }
+
+        var clock = Stopwatch.StartNew();
+        float[] z = r.Rows.Decode();
+        int bad = r.Rows.FindNonFinite();
+        if (bad >= 0)
+        {
+            throw new ArgumentException($"shard {_shard.Key}: row {bad / r.Rows.Width} has a non-finite value at column {bad % r.Rows.Width}");
+        }
+
+        int rows = r.Rows.Rows;
+        int pairs = r.PairTotal;
+        var expertIds = new ushort[pairs];
+        var weights = new float[pairs];
+        WireFormat.ReadPairs(r, expertIds, weights);
+        var offsets = new int[rows + 1];
+        for (int i = 0; i < rows; i++)
+        {
+            offsets[i + 1] = offsets[i] + r.PairCounts[i];
+        }
+
+        int[] experts = [.. expertIds.Select(e => (int)e)];
+        float[] partials = await Task.Run(() => _experts.ComputePartials(z, rows, offsets, experts, weights), cancellationToken);
+        var response = new ShardResponse
+        {
+            Partials = ActivationBlock.Encode(partials, rows, _experts.Width, r.ResponseDType),
+            Silo = silo.SiloAddress.ToString(),
+            RequestId = r.RequestId,
+            ComputeMicroseconds = (long)clock.Elapsed.TotalMicroseconds,
+        };
+        return new WireBytes(WireFormat.Serialize(response));
+    }
+
+    private ShardDescription Description() =>
+        new(_shard.Key, silo.SiloAddress.ToString(), ledger.Identity.Role, _shard.FirstExpert, _shard.ExpertCount, _weightBytes);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Shard {Key} loaded {Experts} experts in {Milliseconds:F0} ms")]
+    private static partial void LogActivated(ILogger logger, string key, int experts, double milliseconds);
+}

@@ -1,0 +1,42 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Options;
+using MoECluster.Model.Dispatch;
+using MoECluster.Model.Layers;
+
+namespace MoECluster.Cluster.Hosting;
+
+/// <summary>
+/// The models this silo can open, by id, each opened (memory-mapped) once per process on first use and shared
+/// by every grain of the silo. Routers take the router half of a layer; shards load only their own experts.
+/// </summary>
+public sealed class ModelCatalog(IOptions<MoeClusterOptions> options) : IDisposable
+{
+    private readonly ConcurrentDictionary<string, Lazy<MoeModel>> _models = new();
+
+    public MoeClusterOptions Options => options.Value;
+
+    public MoeModel Get(string id)
+    {
+        if (!Options.Models.TryGetValue(id, out ModelEntry? entry))
+        {
+            throw new ArgumentException($"unknown model '{id}'; served models: {string.Join(", ", Options.Models.Keys)}");
+        }
+
+        return _models.GetOrAdd(id, _ => new Lazy<MoeModel>(() => MoeModel.Open(entry.Path))).Value;
+    }
+
+    /// <summary>The shard map of one layer: ShardsPerLayer contiguous ranges (fewer when the layer has fewer experts).</summary>
+    public ShardMap ShardMap(string id, int layer)
+    {
+        var config = Get(id).Config;
+        return new ShardMap(id, layer, config.NRoutedExperts, Math.Min(Options.ShardsPerLayer, config.NRoutedExperts));
+    }
+
+    public void Dispose()
+    {
+        foreach (var model in _models.Values.Where(m => m.IsValueCreated))
+        {
+            model.Value.Dispose();
+        }
+    }
+}

@@ -1,0 +1,46 @@
+namespace MoECluster.Cluster.Hosting;
+
+/// <summary>The "MoECluster" configuration section (appsettings.json or MoECluster__* environment variables).</summary>
+public sealed class MoeClusterOptions
+{
+    public const string Section = "MoECluster";
+
+    /// <summary>Models served, by id: <c>MoECluster__Models__latent__Path=/models/super</c>. Every silo must be able to read the path.</summary>
+    public Dictionary<string, ModelEntry> Models { get; init; } = [];
+
+    /// <summary>The model a request uses when it names none (default: the first configured).</summary>
+    public string? DefaultModel { get; set; }
+
+    /// <summary>Expert shards per MoE layer (contiguous ranges of experts).</summary>
+    public int ShardsPerLayer { get; set; } = 4;
+
+    /// <summary>Payload element type when a request names none: fp32, bf16 or fp16.</summary>
+    public string DefaultWire { get; set; } = "bf16";
+
+    /// <summary>Per-request deadline of the router (all layers of one request), in seconds.</summary>
+    public double RequestTimeoutSeconds { get; set; } = 120;
+
+    /// <summary>Explicit placements: shard key (model/layer/first-end) → silo name (Orleans__Name of that silo).</summary>
+    public Dictionary<string, string> Pins { get; init; } = [];
+
+    /// <summary>Bounds every decoded wire message must respect (untrusted input).</summary>
+    public MoECluster.Wire.WireLimits WireLimits { get; set; } = new();
+
+    public string ResolveModel(string? requested)
+    {
+        string? id = requested ?? DefaultModel ?? Models.Keys.FirstOrDefault();
+        if (id is null || !Models.ContainsKey(id))
+        {
+            throw new ArgumentException(Models.Count == 0
+                ? "no model is configured (set MoECluster:Models:<id>:Path)"
+                : $"unknown model '{id}'; served models: {string.Join(", ", Models.Keys)}");
+        }
+
+        return id;
+    }
+}
+
+public sealed class ModelEntry
+{
+    public string Path { get; set; } = string.Empty;
+}

@@ -1,0 +1,117 @@
+using System.Diagnostics;
+using MoECluster.Cluster.Grains;
+using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Dispatch;
+using MoECluster.Model.Layers;
+using MoECluster.Model.Numerics;
+using MoECluster.Wire;
+
+namespace MoECluster.Cluster.Routing;
+
+/// <summary>
+/// One model's MoE layers run across the cluster: the router half (gate, W_down; W_up and the shared expert) runs
+/// here on the model library, the experts run in <see cref="IExpertShardGrain"/>s. Per layer and batch: route in
+/// d, project to ℓ, group rows by shard (one row per token and shard), send one ℓ-wide MessagePack payload per
+/// shard in parallel, sum the returned ℓ-wide partials in fp32 in shard order, project back to d.
+/// </summary>
+public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IGrainFactory grains, TrafficLedger ledger, string localSilo)
+{
+    private long _requests;
+
+    private MoeModel Model => catalog.Get(modelId);
+
+    public string Mode => Model.Config.IsLatent ? "latent" : "standard";
+
+    /// <summary>The mixer output y of one MoE layer for an already-normed x [tokens, d].</summary>
+    public async Task<(float[] Y, LayerTraffic Traffic)> ForwardLayerAsync(int layer, float[] x, int tokens, WireDType wire, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        var model = Model;
+        var mixer = model.RouterMixer(layer);
+        int width = model.Config.RoutedWidth;
+        var (plan, z) = await Task.Run(() => mixer.Prepare(x, tokens), cancellationToken);
+        var map = catalog.ShardMap(modelId, layer);
+        var dispatches = ShardDispatchPlan.Build(plan, map);
+        int routedRows = dispatches.Sum(d => d.Rows);
+        long predicted = 2 * WireSize.ActivationBytes(routedRows, width, wire);
+        ledger.RecordBatch(modelId, Mode, layer, model.Config.HiddenSize, width, plan.TopK, tokens, predicted, plan.Experts, model.Config.NRoutedExperts);
+
+        var calls = dispatches.Select(d => CallShardAsync(layer, d, z, width, wire, cancellationToken)).ToArray();
+        var results = await Task.WhenAll(calls);
+
+        var u = new float[tokens * width];
+        long dispatchPayload = 0, combinePayload = 0, dispatchMessage = 0, combineMessage = 0;
+        foreach (var (dispatch, partials, r) in results)
+        {
+            for (int i = 0; i < dispatch.Rows; i++)
+            {
+                var target = u.AsSpan(dispatch.Tokens[i] * width, width);
+                var source = partials.AsSpan(i * width, width);
+                for (int j = 0; j < width; j++)
+                {
+                    target[j] += source[j];
+                }
+            }
+
+            dispatchPayload += r.DispatchPayload;
+            combinePayload += r.CombinePayload;
+            dispatchMessage += r.DispatchMessage;
+            combineMessage += r.CombineMessage;
+        }
+
+        var y = new float[x.Length];
+        await Task.Run(() => mixer.Finish(u, x, tokens, y), cancellationToken);
+        var traffic = new LayerTraffic(layer, Mode, WireDTypes.Name(wire), tokens, width, routedRows,
+            dispatchPayload, combinePayload, dispatchMessage, combineMessage, predicted, results.Length, clock.Elapsed.TotalMilliseconds);
+        return (y, traffic);
+    }
+
+    /// <summary>x ← x + mixer_l(RMSNorm_l(x)) over every MoE layer in order.</summary>
+    public async Task<(float[] Y, IReadOnlyList<LayerTraffic> Traffic)> ForwardStackAsync(float[] x, int tokens, WireDType wire, CancellationToken cancellationToken)
+    {
+        var model = Model;
+        float[] state = (float[])x.Clone();
+        var traffic = new List<LayerTraffic>();
+        foreach (int layer in model.Config.MoeLayers)
+        {
+            var normed = new float[state.Length];
+            RmsNorm.Apply(state, model.RouterMixer(layer).Weights.NormWeight, model.Config.LayerNormEpsilon, normed);
+            var (y, t) = await ForwardLayerAsync(layer, normed, tokens, wire, cancellationToken);
+            for (int i = 0; i < state.Length; i++)
+            {
+                state[i] += y[i];
+            }
+
+            traffic.Add(t);
+        }
+
+        return (state, traffic);
+    }
+
+    private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallBytes Bytes)> CallShardAsync(
+        int layer, ShardDispatch dispatch, float[] z, int width, WireDType wire, CancellationToken cancellationToken)
+    {
+        float[] rows = ShardDispatchPlan.GatherRows(z, dispatch.Tokens, width);
+        var counts = new byte[dispatch.Rows];
+        for (int i = 0; i < dispatch.Rows; i++)
+        {
+            counts[i] = checked((byte)dispatch.PairCount(i));
+        }
+
+        ushort[] experts = [.. dispatch.Experts.Select(e => checked((ushort)e))];
+        var request = WireFormat.BuildRequest(modelId, layer, dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount,
+            rows, dispatch.Rows, width, wire, counts, experts, dispatch.Weights, wire, Interlocked.Increment(ref _requests));
+        byte[] bytes = WireFormat.Serialize(request);
+        var shard = grains.GetGrain<IExpertShardGrain>(dispatch.Shard.Key);
+        WireBytes reply = await shard.Compute(new WireBytes(bytes), cancellationToken);
+        var response = WireFormat.DecodeResponse(reply.Bytes, catalog.Options.WireLimits, dispatch.Rows, width);
+        float[] partials = response.Partials.Decode();
+        var callBytes = new ShardCallBytes(request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length);
+        ledger.RecordPayload(modelId, Mode, layer, "dispatch", localSilo, response.Silo, callBytes.DispatchPayload, callBytes.DispatchMessage, dispatch.Rows);
+        ledger.RecordPayload(modelId, Mode, layer, "combine", response.Silo, localSilo, callBytes.CombinePayload, callBytes.CombineMessage, dispatch.Rows);
+        return (dispatch, partials, callBytes);
+    }
+
+    private readonly record struct ShardCallBytes(long DispatchPayload, long DispatchMessage, long CombinePayload, long CombineMessage);
+}

@@ -1,0 +1,103 @@
+using MoECluster.Cluster.Hosting;
+
+namespace MoECluster.Cluster.Telemetry;
+
+/// <summary>
+/// The cluster-wide picture behind the gateway's <c>/stats</c>: every active silo's ledger (routers' payload
+/// accounting, Orleans socket bytes, shard placement) merged, with measured figures beside the predictions.
+/// </summary>
+public sealed class ClusterStatistics(IGrainFactory grains)
+{
+    public async Task<IReadOnlyList<SiloTraffic>> CollectAsync()
+    {
+        var management = grains.GetGrain<IManagementGrain>(0);
+        var hosts = await management.GetHosts(onlyActive: true);
+        var tasks = hosts.Keys.Select(s => grains.GetGrain<ISiloTelemetryGrain>(s.ToParsableString()).GetTraffic());
+        return await Task.WhenAll(tasks);
+    }
+
+    public async Task<StatsReport> ReportAsync() => StatsReport.From(await CollectAsync());
+}
+
+/// <summary>The JSON document of <c>/stats</c>.</summary>
+public sealed record StatsReport(
+    IReadOnlyList<SiloSummary> Silos,
+    IReadOnlyList<ModelSummary> Models,
+    IReadOnlyList<PayloadTraffic> SiloPairs,
+    IReadOnlyList<SocketTraffic> Socket,
+    TrafficTotals Totals,
+    double? StandardOverLatentBytesPerToken)
+{
+    public static StatsReport From(IReadOnlyList<SiloTraffic> silos)
+    {
+        var names = silos.ToDictionary(s => s.Silo, s => s.Name);
+        string Name(string silo) => names.TryGetValue(silo, out string? n) ? n : silo;
+        var payload = silos.SelectMany(s => s.Payload).ToList();
+        var models = silos.SelectMany(s => s.Layers)
+            .GroupBy(l => (l.Model, l.Layer))
+            .Select(g => g.Aggregate((a, b) => a with
+            {
+                Tokens = a.Tokens + b.Tokens,
+                Batches = a.Batches + b.Batches,
+                PredictedPayloadBytes = a.PredictedPayloadBytes + b.PredictedPayloadBytes,
+                ExpertTokens = [.. a.ExpertTokens.Zip(b.ExpertTokens, (x, y) => x + y)],
+            }))
+            .GroupBy(l => l.Model)
+            .Select(g => ModelSummary.From(g.Key, [.. g.OrderBy(l => l.Layer)], payload.Where(p => p.Model == g.Key).ToList()))
+            .OrderBy(m => m.Model, StringComparer.Ordinal)
+            .ToList();
+        var socket = silos.SelectMany(s => s.Socket).Select(s => s with { FromSilo = Name(s.FromSilo), ToSilo = Name(s.ToSilo) }).ToList();
+        var totals = new TrafficTotals(
+            payload.Sum(p => p.PayloadBytes),
+            payload.Sum(p => p.MessageBytes),
+            payload.Sum(p => p.Messages),
+            socket.Sum(s => s.MessageBytes + s.FrameBytes),
+            socket.Sum(s => s.Messages));
+        var standard = models.FirstOrDefault(m => m.Mode == "standard");
+        var latent = models.FirstOrDefault(m => m.Mode == "latent");
+        double? ratio = standard is { MeasuredPayloadBytesPerToken: > 0 } && latent is { MeasuredPayloadBytesPerToken: > 0 }
+            ? standard.MeasuredPayloadBytesPerToken / latent.MeasuredPayloadBytesPerToken
+            : null;
+        return new StatsReport(
+            [.. silos.Select(s => new SiloSummary(s.Silo, s.Name, s.Role, [.. s.Shards.Select(x => x.Key).Order(StringComparer.Ordinal)]))],
+            models,
+            [.. payload.Select(p => p with { FromSilo = Name(p.FromSilo), ToSilo = Name(p.ToSilo) })],
+            socket,
+            totals,
+            ratio);
+    }
+}
+
+public sealed record SiloSummary(string Address, string Name, string Role, IReadOnlyList<string> Shards);
+
+public sealed record TrafficTotals(long PayloadBytes, long MessageBytes, long Messages, long SocketBytes, long SocketMessages);
+
+/// <summary>
+/// One model's routed traffic. Bytes per token are per token and per MoE layer, dispatch + combine:
+/// measured = encoded activation blocks; predicted = rows the routing plans sent × width × element size.
+/// </summary>
+public sealed record ModelSummary(
+    string Model,
+    string Mode,
+    int HiddenSize,
+    int RoutedWidth,
+    long Tokens,
+    long MeasuredPayloadBytes,
+    long MeasuredMessageBytes,
+    long PredictedPayloadBytes,
+    double MeasuredPayloadBytesPerToken,
+    double PredictedPayloadBytesPerToken,
+    double MeasuredMessageBytesPerToken,
+    IReadOnlyList<LayerTotals> Layers)
+{
+    public static ModelSummary From(string model, IReadOnlyList<LayerTotals> layers, IReadOnlyList<PayloadTraffic> payload)
+    {
+        long tokens = layers.Sum(l => l.Tokens);
+        long measured = payload.Sum(p => p.PayloadBytes);
+        long messages = payload.Sum(p => p.MessageBytes);
+        long predicted = layers.Sum(l => l.PredictedPayloadBytes);
+        double perToken(long bytes) => tokens == 0 ? 0 : (double)bytes / tokens;
+        return new ModelSummary(model, layers[0].Mode, layers[0].HiddenSize, layers[0].RoutedWidth, tokens,
+            measured, messages, predicted, perToken(measured), perToken(predicted), perToken(messages), layers);
+    }
+}

@@ -1,0 +1,205 @@
+using System.Diagnostics.Metrics;
+using TagList = System.Diagnostics.TagList;
+using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Grains;
+using MoECluster.Cluster.Hosting;
+
+namespace MoECluster.Cluster.Telemetry;
+
+/// <summary>
+/// This silo's byte accounting. Routers record the payload they send (dispatch) and receive (combine) per layer,
+/// mode and silo pair; a MeterListener records what Orleans itself put on the socket (the
+/// <c>orleans-messaging-sent-messages-size</c> histogram of meter Microsoft.Orleans, silo-to-silo, plus the
+/// 8-byte length frame Orleans writes before each message). Everything is also published as metrics on the
+/// meter <c>MoECluster</c>.
+/// </summary>
+public sealed class TrafficLedger : IDisposable
+{
+    public const string MeterName = "MoECluster";
+    public const string OrleansMeterName = "Microsoft.Orleans";
+    public const string OrleansSentSizeInstrument = "orleans-messaging-sent-messages-size";
+
+    /// <summary>Orleans frames every message with two 4-byte lengths (header, body) that its size histogram leaves out.</summary>
+    public const int OrleansFrameBytes = 8;
+
+    private readonly object _gate = new();
+    private readonly Dictionary<(string Model, string Mode, int Layer, string Direction, string From, string To), long[]> _payload = [];
+    private readonly Dictionary<(string Model, int Layer), LayerState> _layers = [];
+    private readonly Dictionary<(string To, string Direction), long[]> _socket = [];
+    private readonly Dictionary<string, ShardDescription> _shards = [];
+    private readonly MeterListener _listener;
+    private readonly Counter<long> _payloadBytes;
+    private readonly Counter<long> _messageBytes;
+    private readonly Counter<long> _predictedBytes;
+    private readonly Counter<long> _tokens;
+    private readonly Counter<long> _socketBytes;
+
+    public TrafficLedger(IMeterFactory meters, IOptions<SiloIdentity> identity)
+    {
+        Identity = identity.Value;
+        Meter meter = meters.Create(MeterName);
+        _payloadBytes = meter.CreateCounter<long>("moecluster.routed.payload.bytes", "By", "Activation payload bytes routed, by model, mode, layer, direction and silo pair");
+        _messageBytes = meter.CreateCounter<long>("moecluster.routed.message.bytes", "By", "Encoded MessagePack message bytes routed (payload + envelope)");
+        _predictedBytes = meter.CreateCounter<long>("moecluster.routed.predicted.bytes", "By", "Payload bytes predicted from the routing plans (rows x width x element size)");
+        _tokens = meter.CreateCounter<long>("moecluster.tokens", "{token}", "Tokens served per model and layer");
+        _socketBytes = meter.CreateCounter<long>("moecluster.orleans.socket.bytes", "By", "Silo-to-silo bytes Orleans sent (message + 8-byte frame), by remote silo");
+
+        _listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter.Name == OrleansMeterName && instrument.Name == OrleansSentSizeInstrument)
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        _listener.SetMeasurementEventCallback<int>(OnOrleansMessageSent);
+        _listener.Start();
+    }
+
+    public SiloIdentity Identity { get; }
+
+    public void RecordPayload(string model, string mode, int layer, string direction, string from, string to, long payloadBytes, long messageBytes, int rows)
+    {
+        var tags = new TagList
+        {
+            { "model", model }, { "mode", mode }, { "layer", layer }, { "direction", direction }, { "from", from }, { "to", to },
+        };
+        _payloadBytes.Add(payloadBytes, tags);
+        _messageBytes.Add(messageBytes, tags);
+        lock (_gate)
+        {
+            var key = (model, mode, layer, direction, from, to);
+            if (!_payload.TryGetValue(key, out long[]? v))
+            {
+                _payload[key] = v = new long[4];
+            }
+
+            v[0] += payloadBytes;
+            v[1] += messageBytes;
+            v[2]++;
+            v[3] += rows;
+        }
+    }
+
+    public void RecordBatch(string model, string mode, int layer, int hiddenSize, int width, int topK, int tokens, long predictedPayloadBytes, ReadOnlySpan<int> experts, int expertCount)
+    {
+        var tags = new TagList { { "model", model }, { "mode", mode }, { "layer", layer } };
+        _predictedBytes.Add(predictedPayloadBytes, tags);
+        _tokens.Add(tokens, tags);
+        lock (_gate)
+        {
+            if (!_layers.TryGetValue((model, layer), out LayerState? state))
+            {
+                _layers[(model, layer)] = state = new LayerState(mode, hiddenSize, width, topK, new long[expertCount]);
+            }
+
+            state.Tokens += tokens;
+            state.Batches++;
+            state.Predicted += predictedPayloadBytes;
+            foreach (int e in experts)
+            {
+                state.ExpertTokens[e]++;
+            }
+        }
+    }
+
+    public void ShardActivated(ShardDescription shard)
+    {
+        lock (_gate)
+        {
+            _shards[shard.Key] = shard;
+        }
+    }
+
+    public void ShardDeactivated(string key)
+    {
+        lock (_gate)
+        {
+            _shards.Remove(key);
+        }
+    }
+
+    public SiloTraffic Snapshot(string silo)
+    {
+        lock (_gate)
+        {
+            return new SiloTraffic(
+                silo,
+                Identity.Name,
+                Identity.Role,
+                [.. _payload.Select(p => new PayloadTraffic(p.Key.Model, p.Key.Mode, p.Key.Layer, p.Key.Direction, p.Key.From, p.Key.To, p.Value[0], p.Value[1], p.Value[2], p.Value[3]))],
+                [.. _layers.Select(l => new LayerTotals(l.Key.Model, l.Value.Mode, l.Key.Layer, l.Value.HiddenSize, l.Value.Width, l.Value.TopK, l.Value.Tokens, l.Value.Batches, l.Value.Predicted, [.. l.Value.ExpertTokens]))],
+                [.. _socket.Select(s => new SocketTraffic(silo, s.Key.To, s.Key.Direction, s.Value[0], s.Value[1], s.Value[0] * OrleansFrameBytes))],
+                [.. _shards.Values]);
+        }
+    }
+
+    private void OnOrleansMessageSent(Instrument instrument, int bytes, ReadOnlySpan<KeyValuePair<string, object?>> tags, object? state)
+    {
+        string? connection = null, remote = null, direction = null;
+        foreach (var tag in tags)
+        {
+            switch (tag.Key)
+            {
+                case "ConnectionDirection":
+                    connection = tag.Value?.ToString();
+                    break;
+                case "silo":
+                    remote = tag.Value?.ToString();
+                    break;
+                case "MessageDirection":
+                    direction = tag.Value?.ToString();
+                    break;
+            }
+        }
+
+        if (connection != "SiloToSilo" || remote is null)
+        {
+            return;
+        }
+
+        _socketBytes.Add(bytes + OrleansFrameBytes, new TagList { { "to", remote }, { "message_direction", direction } });
+        lock (_gate)
+        {
+            var key = (remote, direction ?? "?");
+            if (!_socket.TryGetValue(key, out long[]? v))
+            {
+                _socket[key] = v = new long[2];
+            }
+
+            v[0]++;
+            v[1] += bytes;
+        }
+    }
+
+    public void Dispose() => _listener.Dispose();
+
+    private sealed class LayerState(string mode, int hiddenSize, int width, int topK, long[] expertTokens)
+    {
+        public string Mode { get; } = mode;
+
+        public int HiddenSize { get; } = hiddenSize;
+
+        public int Width { get; } = width;
+
+        public int TopK { get; } = topK;
+
+        public long[] ExpertTokens { get; } = expertTokens;
+
+        public long Tokens { get; set; }
+
+        public long Batches { get; set; }
+
+        public long Predicted { get; set; }
+    }
+}
+
+/// <summary>This silo's name and role, as configured (Orleans:Name, Orleans:Metadata:moecluster-role).</summary>
+public sealed class SiloIdentity
+{
+    public string Name { get; set; } = Environment.MachineName;
+
+    public string Role { get; set; } = SiloRoles.Frontend;
+}

@@ -1,0 +1,57 @@
+namespace MoECluster.Cluster.Telemetry;
+
+/// <summary>Payload traffic of one (model, layer, direction, silo pair), as measured by the router that sent or received it.</summary>
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.payload-traffic")]
+public sealed record PayloadTraffic(
+    [property: Id(0)] string Model,
+    [property: Id(1)] string Mode,
+    [property: Id(2)] int Layer,
+    [property: Id(3)] string Direction,
+    [property: Id(4)] string FromSilo,
+    [property: Id(5)] string ToSilo,
+    [property: Id(6)] long PayloadBytes,
+    [property: Id(7)] long MessageBytes,
+    [property: Id(8)] long Messages,
+    [property: Id(9)] long Rows);
+
+/// <summary>Per model and layer: tokens and requests served, routed bytes predicted from the routing plans, expert load.</summary>
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.layer-totals")]
+public sealed record LayerTotals(
+    [property: Id(0)] string Model,
+    [property: Id(1)] string Mode,
+    [property: Id(2)] int Layer,
+    [property: Id(3)] int HiddenSize,
+    [property: Id(4)] int RoutedWidth,
+    [property: Id(5)] int TopK,
+    [property: Id(6)] long Tokens,
+    [property: Id(7)] long Batches,
+    [property: Id(8)] long PredictedPayloadBytes,
+    [property: Id(9)] long[] ExpertTokens);
+
+/// <summary>What Orleans put on the socket from this silo to one remote silo (meter Microsoft.Orleans).</summary>
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.socket-traffic")]
+public sealed record SocketTraffic(
+    [property: Id(0)] string FromSilo,
+    [property: Id(1)] string ToSilo,
+    [property: Id(2)] string MessageDirection,
+    [property: Id(3)] long Messages,
+    [property: Id(4)] long MessageBytes,
+    [property: Id(5)] long FrameBytes);
+
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.silo-traffic")]
+public sealed record SiloTraffic(
+    [property: Id(0)] string Silo,
+    [property: Id(1)] string Name,
+    [property: Id(2)] string Role,
+    [property: Id(3)] IReadOnlyList<PayloadTraffic> Payload,
+    [property: Id(4)] IReadOnlyList<LayerTotals> Layers,
+    [property: Id(5)] IReadOnlyList<SocketTraffic> Socket,
+    [property: Id(6)] IReadOnlyList<Grains.ShardDescription> Shards);

@@ -1,0 +1,99 @@
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MoECluster.Wire;
+
+namespace MoECluster.Gateway;
+
+/// <summary>A client of the gateway's HTTP API (MessagePack bodies for hidden states).</summary>
+public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
+{
+    private readonly WireLimits _limits = limits ?? new WireLimits();
+
+    /// <summary>The served models as the gateway lists them (<c>GET /v1/models</c>).</summary>
+    public async Task<IReadOnlyList<ServedModel>> ModelsAsync(CancellationToken cancellationToken = default)
+    {
+        var models = await http.GetFromJsonAsync<List<ServedModel>>("/v1/models", GatewayEndpoints.Json, cancellationToken);
+        return models ?? [];
+    }
+
+    /// <summary>
+    /// Sends [tokens, width] hidden states for one MoE layer (or, with layer null, the whole stack) and returns the
+    /// output and what each layer routed. Throws <see cref="GatewayException"/> with the gateway's message on a 4xx/5xx.
+    /// </summary>
+    public async Task<GatewayForwardResponse> ForwardAsync(string? model, int? layer, float[] hidden, int tokens, int width, string? wire, CancellationToken cancellationToken = default)
+    {
+        var request = new GatewayForwardRequest
+        {
+            Model = model,
+            Wire = wire,
+            HiddenStates = ActivationBlock.Encode(hidden, tokens, width, WireDType.F32),
+        };
+        using var content = new ByteArrayContent(WireFormat.Serialize(request));
+        content.Headers.ContentType = new MediaTypeHeaderValue(GatewayEndpoints.MessagePackContentType);
+        string path = layer is int l ? $"/v1/layers/{l}/forward" : "/v1/forward";
+        using var response = await http.PostAsync(path, content, cancellationToken);
+        byte[] body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw new GatewayException((int)response.StatusCode, ErrorText(body));
+        }
+
+        return GatewayWire.DecodeResponse(body, _limits);
+    }
+
+    public async Task<JsonNode> StatsAsync(CancellationToken cancellationToken = default) =>
+        JsonNode.Parse(await http.GetStringAsync("/stats", cancellationToken)) ?? new JsonObject();
+
+    /// <summary>The health document and whether the gateway answered 200.</summary>
+    public async Task<(bool Healthy, JsonNode? Body)> HealthAsync(CancellationToken cancellationToken = default)
+    {
+        using var response = await http.GetAsync("/health", cancellationToken);
+        string text = await response.Content.ReadAsStringAsync(cancellationToken);
+        JsonNode? body = null;
+        try
+        {
+            body = JsonNode.Parse(text);
+        }
+        catch (JsonException)
+        {
+        }
+
+        return (response.IsSuccessStatusCode, body);
+    }
+
+    private static string ErrorText(byte[] body)
+    {
+        try
+        {
+            return JsonNode.Parse(body)?["error"]?.GetValue<string>() ?? System.Text.Encoding.UTF8.GetString(body);
+        }
+        catch (JsonException)
+        {
+            return System.Text.Encoding.UTF8.GetString(body);
+        }
+    }
+}
+
+public sealed record ServedModel(string Id, string Mode, int HiddenSize, int? LatentSize, int Experts, int TopK, IReadOnlyList<int> MoeLayers, int ShardsPerLayer, bool IsDefault);
+
+public sealed class GatewayException(int statusCode, string message) : Exception(message)
+{
+    public GatewayException()
+        : this(0, "gateway error")
+    {
+    }
+
+    public GatewayException(string message)
+        : this(0, message)
+    {
+    }
+
+    public GatewayException(string message, Exception innerException)
+        : this(0, message + ": " + innerException.Message)
+    {
+    }
+
+    public int StatusCode { get; } = statusCode;
+}

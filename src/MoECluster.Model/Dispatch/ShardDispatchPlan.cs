@@ -1,0 +1,107 @@
+using MoECluster.Model.Routing;
+
+namespace MoECluster.Model.Dispatch;
+
+/// <summary>
+/// What one shard receives for one batch: the distinct tokens that have at least one of their top-K experts in
+/// the shard (each token once, in token order) and, per token, its (expert, weight) pairs for this shard.
+/// Pairs are stored flat: row r owns <c>Experts/Weights[PairOffsets[r] .. PairOffsets[r+1])</c>.
+/// </summary>
+public sealed record ShardDispatch(ExpertShard Shard, int[] Tokens, int[] PairOffsets, int[] Experts, float[] Weights)
+{
+    public int Rows => Tokens.Length;
+
+    public int PairCount(int row) => PairOffsets[row + 1] - PairOffsets[row];
+}
+
+/// <summary>
+/// The token dispatcher of the cluster path: groups a routing plan by shard, one row per (token, shard) rather
+/// than per (token, expert), so a token's row crosses the network once per shard however many of its experts
+/// that shard holds. Routed elements per batch = Σ_shards rows × width.
+/// </summary>
+public static class ShardDispatchPlan
+{
+    public static IReadOnlyList<ShardDispatch> Build(RoutingPlan plan, ShardMap map)
+    {
+        int shards = map.Shards.Count;
+        var tokens = new List<int>[shards];
+        var offsets = new List<int>[shards];
+        var experts = new List<int>[shards];
+        var weights = new List<float>[shards];
+        for (int s = 0; s < shards; s++)
+        {
+            tokens[s] = [];
+            offsets[s] = [0];
+            experts[s] = [];
+            weights[s] = [];
+        }
+
+        for (int t = 0; t < plan.Tokens; t++)
+        {
+            ReadOnlySpan<int> e = plan.ExpertsOf(t);
+            ReadOnlySpan<float> w = plan.WeightsOf(t);
+            for (int k = 0; k < e.Length; k++)
+            {
+                int s = map.ShardOf(e[k]);
+                if (tokens[s].Count == 0 || tokens[s][^1] != t)
+                {
+                    tokens[s].Add(t);
+                    offsets[s].Add(offsets[s][^1]);
+                }
+
+                experts[s].Add(e[k]);
+                weights[s].Add(w[k]);
+                offsets[s][^1]++;
+            }
+        }
+
+        var result = new List<ShardDispatch>();
+        for (int s = 0; s < shards; s++)
+        {
+            if (tokens[s].Count > 0)
+            {
+                result.Add(new ShardDispatch(map.Shards[s], [.. tokens[s]], [.. offsets[s]], [.. experts[s]], [.. weights[s]]));
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>Copies the rows of <paramref name="tokens"/> out of <paramref name="source"/> ([T, width]).</summary>
+    public static float[] GatherRows(ReadOnlySpan<float> source, ReadOnlySpan<int> tokens, int width)
+    {
+        var rows = new float[tokens.Length * width];
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            source.Slice(tokens[i] * width, width).CopyTo(rows.AsSpan(i * width, width));
+        }
+
+        return rows;
+    }
+
+    /// <summary>
+    /// Expected rows per shard per token under uniform routing: P(a token has ≥ 1 of its K experts in a shard of
+    /// size n out of N) = 1 − C(N−n, K)/C(N, K). Multiply by width × bytes for the bytes a shard receives per token.
+    /// </summary>
+    public static double ExpectedRowsPerToken(ShardMap map, int topK)
+    {
+        double total = 0;
+        foreach (var shard in map.Shards)
+        {
+            double missAll = 1;
+            for (int i = 0; i < topK; i++)
+            {
+                missAll *= (double)(map.Experts - shard.ExpertCount - i) / (map.Experts - i);
+                if (missAll <= 0)
+                {
+                    missAll = 0;
+                    break;
+                }
+            }
+
+            total += 1 - missAll;
+        }
+
+        return total;
+    }
+}

@@ -1,0 +1,101 @@
+using MessagePack;
+
+namespace MoECluster.Wire;
+
+/// <summary>
+/// The gateway's MessagePack body for <c>POST /v1/layers/{layer}/forward</c> and <c>POST /v1/forward</c>
+/// (Content-Type application/x-msgpack): a map with string keys, so any MessagePack client can build it.
+/// </summary>
+[MessagePackObject]
+public sealed class GatewayForwardRequest
+{
+    /// <summary>Model id served by the cluster; null for the default model.</summary>
+    [Key("model")]
+    public string? Model { get; set; }
+
+    /// <summary>Payload element type between router and shards: fp32, bf16 or fp16; null for the cluster default.</summary>
+    [Key("wire")]
+    public string? Wire { get; set; }
+
+    /// <summary>[T, d] hidden states (fp32, bf16 or fp16 elements).</summary>
+    [Key("hidden_states")]
+    public ActivationBlock HiddenStates { get; set; } = new();
+}
+
+[MessagePackObject]
+public sealed class GatewayForwardResponse
+{
+    [Key("model")]
+    public string Model { get; set; } = string.Empty;
+
+    /// <summary>[T, d] fp32 output.</summary>
+    [Key("hidden_states")]
+    public ActivationBlock HiddenStates { get; set; } = new();
+
+    [Key("layers")]
+    public List<GatewayLayerTraffic> Layers { get; set; } = [];
+}
+
+/// <summary>What one layer of the request routed: measured (encoded) and predicted bytes.</summary>
+[MessagePackObject]
+public sealed class GatewayLayerTraffic
+{
+    [Key("layer")]
+    public int Layer { get; set; }
+
+    [Key("mode")]
+    public string Mode { get; set; } = string.Empty;
+
+    [Key("wire")]
+    public string Wire { get; set; } = string.Empty;
+
+    [Key("tokens")]
+    public int Tokens { get; set; }
+
+    [Key("width")]
+    public int Width { get; set; }
+
+    [Key("routed_rows")]
+    public int RoutedRows { get; set; }
+
+    [Key("dispatch_payload_bytes")]
+    public long DispatchPayloadBytes { get; set; }
+
+    [Key("combine_payload_bytes")]
+    public long CombinePayloadBytes { get; set; }
+
+    [Key("dispatch_message_bytes")]
+    public long DispatchMessageBytes { get; set; }
+
+    [Key("combine_message_bytes")]
+    public long CombineMessageBytes { get; set; }
+
+    [Key("predicted_payload_bytes")]
+    public long PredictedPayloadBytes { get; set; }
+
+    [Key("messages")]
+    public int Messages { get; set; }
+
+    [Key("milliseconds")]
+    public double Milliseconds { get; set; }
+}
+
+/// <summary>Decoding of gateway bodies: same bounds and untrusted-data rules as the shard messages.</summary>
+public static class GatewayWire
+{
+    public static GatewayForwardRequest DecodeRequest(ReadOnlyMemory<byte> bytes, WireLimits limits)
+    {
+        var request = WireFormat.Deserialize<GatewayForwardRequest>(bytes, limits)
+            ?? throw new WireFormatException("GatewayForwardRequest is nil.");
+        WireFormat.ValidateBlock("hidden_states", request.HiddenStates, limits);
+        return request;
+    }
+
+    public static GatewayForwardResponse DecodeResponse(ReadOnlyMemory<byte> bytes, WireLimits limits)
+    {
+        var response = WireFormat.Deserialize<GatewayForwardResponse>(bytes, limits)
+            ?? throw new WireFormatException("GatewayForwardResponse is nil.");
+        WireFormat.ValidateBlock("hidden_states", response.HiddenStates, limits);
+        return response;
+    }
+}

@@ -1,0 +1,468 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using MessagePack;
+
+namespace MoECluster.Wire;
+
+/// <summary>
+/// Serialization and validation of the router ↔ shard messages. Incoming bytes are untrusted: they are
+/// size-bounded first, then walked once for nesting depth, truncation and trailing bytes (without
+/// materializing anything), then deserialized with <see cref="MessagePackSecurity.UntrustedData"/>,
+/// and every size, count and id is checked before anything indexes with it. Every refusal is a
+/// <see cref="WireFormatException"/> naming the field and what was expected.
+/// </summary>
+public static class WireFormat
+{
+    public const int Version = 1;
+
+    /// <summary>Deepest object graph accepted. The messages nest two levels; anything far deeper is hostile.</summary>
+    public const int MaxObjectGraphDepth = 16;
+
+    /// <summary>
+    /// Structural checks only, for what a sender builds: sizes limited by nothing but the format itself.
+    /// Expert ids are uint16, so every id fits [0, 65536).
+    /// </summary>
+    private static readonly WireLimits FormatOnly = new(int.MaxValue, int.MaxValue, int.MaxValue, 1 << 16, 255);
+
+    /// <summary>Standard resolver, untrusted-data security, bounded depth, no compression.</summary>
+    public static MessagePackSerializerOptions Options { get; } = MessagePackSerializerOptions.Standard
+        .WithSecurity(MessagePackSecurity.UntrustedData.WithMaximumObjectGraphDepth(MaxObjectGraphDepth));
+
+    public static byte[] Serialize<T>(T message) => MessagePackSerializer.Serialize(message, Options);
+
+    /// <summary>Bounds, deserializes and validates a <see cref="ShardRequest"/> from the network.</summary>
+    /// <exception cref="WireFormatException">Anything about the bytes is wrong.</exception>
+    public static ShardRequest DecodeRequest(ReadOnlyMemory<byte> bytes, WireLimits limits)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        ShardRequest? request = Deserialize<ShardRequest>(bytes, limits);
+        ValidateRequest(request, limits);
+        return request;
+    }
+
+    /// <summary>
+    /// Bounds, deserializes and validates a <see cref="ShardResponse"/> answering a request of
+    /// <paramref name="expectedRows"/> rows of <paramref name="expectedWidth"/>.
+    /// </summary>
+    /// <exception cref="WireFormatException">Anything about the bytes is wrong.</exception>
+    public static ShardResponse DecodeResponse(ReadOnlyMemory<byte> bytes, WireLimits limits, int expectedRows, int expectedWidth)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        ArgumentOutOfRangeException.ThrowIfLessThan(expectedRows, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(expectedWidth, 1);
+        ShardResponse? response = Deserialize<ShardResponse>(bytes, limits);
+        ValidateResponse(response, limits, expectedRows, expectedWidth);
+        return response;
+    }
+
+    /// <summary>Checks a deserialized request against the wire contract and <paramref name="limits"/>.</summary>
+    /// <exception cref="WireFormatException">The first violation found, naming the field.</exception>
+    public static void ValidateRequest([System.Diagnostics.CodeAnalysis.NotNull] ShardRequest? request, WireLimits limits)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        if (request is null)
+        {
+            throw new WireFormatException("ShardRequest is nil.");
+        }
+
+        CheckVersion("ShardRequest", request.Version);
+        if (string.IsNullOrEmpty(request.Model))
+        {
+            throw new WireFormatException("ShardRequest.Model is missing (nil or empty).");
+        }
+
+        if (request.Layer < 0)
+        {
+            throw new WireFormatException(Invariant($"ShardRequest.Layer: expected >= 0, got {request.Layer}."));
+        }
+
+        int first = request.FirstExpert;
+        int expertCount = request.ExpertCount;
+        if (first < 0 || expertCount < 1 || (long)first + expertCount > limits.MaxExperts)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest shard range: FirstExpert {first}, ExpertCount {expertCount} is not a non-empty range inside [0, {limits.MaxExperts})."));
+        }
+
+        int rows = ValidateBlock("ShardRequest.Rows", request.Rows, limits);
+        if (!WireDTypes.IsDefined(request.ResponseDType))
+        {
+            throw new WireFormatException(
+                $"ShardRequest.ResponseDType: {WireDTypes.Describe(request.ResponseDType)} (expected 0=fp32, 1=bf16 or 2=fp16).");
+        }
+
+        byte[]? counts = request.PairCounts;
+        if (counts is null || counts.Length != rows)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest.PairCounts: expected {rows} entries (one per row), got {Length(counts)}."));
+        }
+
+        long total = 0;
+        for (int row = 0; row < counts.Length; row++)
+        {
+            if (counts[row] < 1 || counts[row] > limits.MaxPairsPerRow)
+            {
+                throw new WireFormatException(Invariant(
+                    $"ShardRequest.PairCounts[{row}] = {counts[row]}: expected 1..{Math.Min(limits.MaxPairsPerRow, 255)} pairs per row."));
+            }
+
+            total += counts[row];
+        }
+
+        byte[]? experts = request.Experts;
+        if (experts is null || experts.LongLength != checked(2 * total))
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest.Experts: expected {2 * total} bytes ({total} uint16 ids, the sum of PairCounts), got {Length(experts)}."));
+        }
+
+        byte[]? weights = request.Weights;
+        if (weights is null || weights.LongLength != checked(4 * total))
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest.Weights: expected {4 * total} bytes ({total} float32 weights, the sum of PairCounts), got {Length(weights)}."));
+        }
+
+        // seenInRow[e - first] == row + 1 when expert e already appeared in this row: O(pairs), whatever the row sizes.
+        var seenInRow = new int[expertCount];
+        int k = 0;
+        for (int row = 0; row < counts.Length; row++)
+        {
+            for (int end = k + counts[row]; k < end; k++)
+            {
+                float weight = BinaryPrimitives.ReadSingleLittleEndian(weights.AsSpan(k * 4));
+                if (!float.IsFinite(weight))
+                {
+                    throw new WireFormatException(Invariant(
+                        $"ShardRequest.Weights[{k}] (row {row}) is {weight}: combine weights must be finite."));
+                }
+
+                int expert = BinaryPrimitives.ReadUInt16LittleEndian(experts.AsSpan(k * 2));
+                if (expert < first || expert >= first + expertCount)
+                {
+                    throw new WireFormatException(Invariant(
+                        $"ShardRequest.Experts[{k}] (row {row}): expert {expert} is outside this shard's range [{first}, {first + expertCount})."));
+                }
+
+                if (seenInRow[expert - first] == row + 1)
+                {
+                    throw new WireFormatException(Invariant(
+                        $"ShardRequest.Experts[{k}]: duplicate expert {expert} in row {row} (each expert at most once per row)."));
+                }
+
+                seenInRow[expert - first] = row + 1;
+            }
+        }
+    }
+
+    /// <summary>Checks a deserialized response against the wire contract, <paramref name="limits"/> and the request's shape.</summary>
+    /// <exception cref="WireFormatException">The first violation found, naming the field.</exception>
+    public static void ValidateResponse(
+        [System.Diagnostics.CodeAnalysis.NotNull] ShardResponse? response, WireLimits limits, int expectedRows, int expectedWidth)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        if (response is null)
+        {
+            throw new WireFormatException("ShardResponse is nil.");
+        }
+
+        CheckVersion("ShardResponse", response.Version);
+        ValidateBlock("ShardResponse.Partials", response.Partials, limits);
+        if (response.Partials.Rows != expectedRows || response.Partials.Width != expectedWidth)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardResponse.Partials: expected shape [{expectedRows}, {expectedWidth}] (the request's), got [{response.Partials.Rows}, {response.Partials.Width}]."));
+        }
+
+        if (response.Silo is null)
+        {
+            throw new WireFormatException("ShardResponse.Silo is missing (nil).");
+        }
+
+        if (response.ComputeMicroseconds < 0)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardResponse.ComputeMicroseconds: expected >= 0, got {response.ComputeMicroseconds}."));
+        }
+    }
+
+    /// <summary>
+    /// Builds a request a receiver will accept (limits aside): encodes the rows in <paramref name="dtype"/> and
+    /// the pairs as little-endian arrays. <paramref name="experts"/> and <paramref name="weights"/> hold
+    /// Σ<paramref name="pairCounts"/> entries, row by row.
+    /// </summary>
+    /// <exception cref="ArgumentException">The arguments do not make a valid request (the message says why).</exception>
+    public static ShardRequest BuildRequest(
+        string model,
+        int layer,
+        int firstExpert,
+        int expertCount,
+        ReadOnlySpan<float> rows,
+        int rowCount,
+        int width,
+        WireDType dtype,
+        ReadOnlySpan<byte> pairCounts,
+        ReadOnlySpan<ushort> experts,
+        ReadOnlySpan<float> weights,
+        WireDType responseDType,
+        long requestId)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        if (experts.Length != weights.Length)
+        {
+            throw new ArgumentException($"{experts.Length} experts but {weights.Length} weights.", nameof(weights));
+        }
+
+        long total = 0;
+        foreach (byte count in pairCounts)
+        {
+            total += count;
+        }
+
+        if (experts.Length != total)
+        {
+            throw new ArgumentException($"PairCounts sum to {total}, but {experts.Length} (expert, weight) pairs were given.", nameof(experts));
+        }
+
+        var expertBytes = new byte[experts.Length * 2];
+        var weightBytes = new byte[weights.Length * 4];
+        if (BitConverter.IsLittleEndian)
+        {
+            MemoryMarshal.AsBytes(experts).CopyTo(expertBytes);
+            MemoryMarshal.AsBytes(weights).CopyTo(weightBytes);
+        }
+        else
+        {
+            for (int i = 0; i < experts.Length; i++)
+            {
+                BinaryPrimitives.WriteUInt16LittleEndian(expertBytes.AsSpan(i * 2), experts[i]);
+                BinaryPrimitives.WriteSingleLittleEndian(weightBytes.AsSpan(i * 4), weights[i]);
+            }
+        }
+
+        var request = new ShardRequest
+        {
+            Version = Version,
+            Model = model,
+            Layer = layer,
+            FirstExpert = firstExpert,
+            ExpertCount = expertCount,
+            Rows = ActivationBlock.Encode(rows, rowCount, width, dtype),
+            PairCounts = pairCounts.ToArray(),
+            Experts = expertBytes,
+            Weights = weightBytes,
+            ResponseDType = responseDType,
+            RequestId = requestId,
+        };
+
+        try
+        {
+            ValidateRequest(request, FormatOnly);
+        }
+        catch (WireFormatException ex)
+        {
+            throw new ArgumentException($"The request would be refused by its receiver: {ex.Message}", ex);
+        }
+
+        return request;
+    }
+
+    /// <summary>
+    /// Decodes the little-endian pair arrays of <paramref name="request"/> into spans of exactly
+    /// <see cref="ShardRequest.PairTotal"/> entries.
+    /// </summary>
+    public static void ReadPairs(ShardRequest request, Span<ushort> experts, Span<float> weights)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        byte[] expertBytes = request.Experts ?? throw new WireFormatException("ShardRequest.Experts is missing (nil).");
+        byte[] weightBytes = request.Weights ?? throw new WireFormatException("ShardRequest.Weights is missing (nil).");
+        int total = expertBytes.Length / 2;
+        if (expertBytes.Length != 2 * total || weightBytes.LongLength != 4L * total)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest pairs: {expertBytes.Length} expert bytes and {weightBytes.Length} weight bytes do not describe the same number of pairs."));
+        }
+
+        if (experts.Length != total || weights.Length != total)
+        {
+            throw new ArgumentException(Invariant(
+                $"The request has {total} pairs; got spans of {experts.Length} experts and {weights.Length} weights."));
+        }
+
+        if (BitConverter.IsLittleEndian)
+        {
+            MemoryMarshal.Cast<byte, ushort>(expertBytes).CopyTo(experts);
+            MemoryMarshal.Cast<byte, float>(weightBytes).CopyTo(weights);
+        }
+        else
+        {
+            for (int i = 0; i < total; i++)
+            {
+                experts[i] = BinaryPrimitives.ReadUInt16LittleEndian(expertBytes.AsSpan(i * 2));
+                weights[i] = BinaryPrimitives.ReadSingleLittleEndian(weightBytes.AsSpan(i * 4));
+            }
+        }
+    }
+
+    internal static T? Deserialize<T>(ReadOnlyMemory<byte> bytes, WireLimits limits)
+        where T : class
+    {
+        string name = typeof(T).Name;
+        if (bytes.Length > limits.MaxMessageBytes)
+        {
+            throw new WireFormatException(Invariant(
+                $"{name}: message of {bytes.Length} bytes exceeds MaxMessageBytes ({limits.MaxMessageBytes}); refused before deserializing."));
+        }
+
+        CheckStructure(name, bytes);
+        T? message;
+        int read;
+        try
+        {
+            message = MessagePackSerializer.Deserialize<T>(bytes, Options, out read);
+        }
+        catch (MessagePackSerializationException ex)
+        {
+            throw new WireFormatException(Invariant($"{name}: malformed MessagePack ({bytes.Length} bytes): {Describe(ex)}"), ex);
+        }
+
+        if (read != bytes.Length)
+        {
+            throw new WireFormatException(Invariant(
+                $"{name}: {bytes.Length - read} trailing bytes after a {read}-byte message."));
+        }
+
+        return message;
+    }
+
+    /// <summary>
+    /// Walks the MessagePack structure without materializing anything (bins and strings are stepped over by
+    /// length) and refuses nesting deeper than <see cref="MaxObjectGraphDepth"/>, truncation and trailing bytes.
+    /// MessagePack's own depth limit covers only what its formatters read: values it skips (unknown trailing
+    /// fields) are skipped at any depth, so a deeply nested extra field would otherwise pass.
+    /// </summary>
+    private static void CheckStructure(string name, ReadOnlyMemory<byte> bytes)
+    {
+        var reader = new MessagePackReader(bytes);
+        Span<long> remaining = stackalloc long[MaxObjectGraphDepth + 1];
+        int depth = 0;
+        remaining[0] = 1;
+        try
+        {
+            while (true)
+            {
+                while (depth > 0 && remaining[depth] == 0)
+                {
+                    depth--;
+                }
+
+                if (remaining[depth] == 0)
+                {
+                    break;
+                }
+
+                remaining[depth]--;
+                long items;
+                switch (reader.NextMessagePackType)
+                {
+                    case MessagePackType.Array:
+                        items = reader.ReadArrayHeader();
+                        break;
+                    case MessagePackType.Map:
+                        items = 2L * reader.ReadMapHeader();
+                        break;
+                    default:
+                        reader.Skip();
+                        continue;
+                }
+
+                if (depth == MaxObjectGraphDepth)
+                {
+                    throw new WireFormatException(Invariant(
+                        $"{name}: nesting deeper than the maximum object graph depth ({MaxObjectGraphDepth}) at byte {reader.Consumed}."));
+                }
+
+                remaining[++depth] = items;
+            }
+        }
+        catch (Exception ex) when (ex is not WireFormatException)
+        {
+            // The reader's refusals of bad input are not all MessagePackSerializationException (a bin longer than the
+            // buffer, for one, is an ArgumentOutOfRangeException from its skip); its only input is the untrusted bytes.
+            throw new WireFormatException(Invariant($"{name}: malformed MessagePack ({bytes.Length} bytes): {Describe(ex)}"), ex);
+        }
+
+        if (!reader.End)
+        {
+            throw new WireFormatException(Invariant(
+                $"{name}: {bytes.Length - reader.Consumed} trailing bytes after a {reader.Consumed}-byte message."));
+        }
+    }
+
+    /// <summary>Validates an activation block's dtype, shape and data length; returns its row count.</summary>
+    internal static int ValidateBlock(string field, ActivationBlock? block, WireLimits limits)
+    {
+        if (block is null)
+        {
+            throw new WireFormatException($"{field} is missing (nil).");
+        }
+
+        if (!WireDTypes.IsDefined(block.DType))
+        {
+            throw new WireFormatException($"{field}.DType: {WireDTypes.Describe(block.DType)} (expected 0=fp32, 1=bf16 or 2=fp16).");
+        }
+
+        if (block.Rows < 1 || block.Rows > limits.MaxRows)
+        {
+            throw new WireFormatException(Invariant($"{field}.Rows: expected 1..{limits.MaxRows}, got {block.Rows}."));
+        }
+
+        if (block.Width < 1 || block.Width > limits.MaxWidth)
+        {
+            throw new WireFormatException(Invariant($"{field}.Width: expected 1..{limits.MaxWidth}, got {block.Width}."));
+        }
+
+        long elements = checked((long)block.Rows * block.Width);
+        long bytes = checked(elements * WireDTypes.SizeOf(block.DType));
+        if (elements > Array.MaxLength || bytes > Array.MaxLength)
+        {
+            throw new WireFormatException(Invariant(
+                $"{field}: Rows*Width = {block.Rows}*{block.Width} = {elements} elements ({bytes} bytes) overflows the largest block one message can carry ({Array.MaxLength} bytes)."));
+        }
+
+        if (block.Data is null || block.Data.LongLength != bytes)
+        {
+            throw new WireFormatException(Invariant(
+                $"{field}.Data: expected {bytes} bytes ({block.Rows}x{block.Width} {WireDTypes.Name(block.DType)}), got {Length(block.Data)}."));
+        }
+
+        return block.Rows;
+    }
+
+    private static void CheckVersion(string message, int version)
+    {
+        if (version != Version)
+        {
+            throw new WireFormatException(Invariant($"{message}.Version: expected {Version}, got {version}."));
+        }
+    }
+
+    private static string Length(byte[]? bytes) =>
+        bytes is null ? "nil" : bytes.Length.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>The chain of messages down to the root cause (MessagePack wraps the useful one).</summary>
+    private static string Describe(Exception ex)
+    {
+        var parts = new List<string>();
+        for (Exception? e = ex; e is not null && parts.Count < 4; e = e.InnerException)
+        {
+            parts.Add(e.Message);
+        }
+
+        return string.Join(" → ", parts);
+    }
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,138 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace MoECluster.Testing;
+
+/// <summary>A long-running child process (a silo, a cluster) whose output is collected; killed on dispose.</summary>
+public sealed class BackgroundProcess : IDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _output = new();
+
+    private BackgroundProcess(Process process) => _process = process;
+
+    public int Id => _process.Id;
+
+    public bool HasExited => _process.HasExited;
+
+    public string Output
+    {
+        get
+        {
+            lock (_output)
+            {
+                return _output.ToString();
+            }
+        }
+    }
+
+    /// <summary>Starts <c>dotnet moecluster.dll args…</c>.</summary>
+    public static BackgroundProcess Moecluster(params string[] args) => Start("dotnet", [ChildProcess.CliDll, .. args]);
+
+    public static BackgroundProcess Start(string program, IEnumerable<string> args)
+    {
+        var info = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        var process = new Process { StartInfo = info };
+        var result = new BackgroundProcess(process);
+        void Collect(object? _, DataReceivedEventArgs e)
+        {
+            if (e.Data is not null)
+            {
+                lock (result._output)
+                {
+                    result._output.AppendLine(e.Data);
+                }
+            }
+        }
+
+        process.OutputDataReceived += Collect;
+        process.ErrorDataReceived += Collect;
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return result;
+    }
+
+    /// <summary>Waits until <paramref name="text"/> appears in the output (or the process exits, or time runs out).</summary>
+    public async Task<bool> WaitForOutputAsync(string text, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < timeout)
+        {
+            if (Output.Contains(text, StringComparison.Ordinal))
+            {
+                return true;
+            }
+
+            if (_process.HasExited)
+            {
+                await Task.Delay(100);
+                return Output.Contains(text, StringComparison.Ordinal);
+            }
+
+            await Task.Delay(100);
+        }
+
+        return false;
+    }
+
+    /// <summary>SIGTERM (a graceful stop), then a kill after <paramref name="grace"/>. Returns whether it stopped by itself.</summary>
+    public bool Stop(TimeSpan grace)
+    {
+        if (_process.HasExited)
+        {
+            return true;
+        }
+
+        using (var kill = Process.Start(new ProcessStartInfo("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]) { UseShellExecute = false }))
+        {
+            kill?.WaitForExit();
+        }
+
+        if (_process.WaitForExit(grace))
+        {
+            return true;
+        }
+
+        _process.Kill(entireProcessTree: true);
+        _process.WaitForExit();
+        return false;
+    }
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            _process.WaitForExit(5000);
+        }
+
+        _process.Dispose();
+    }
+
+    /// <summary>Whether a process with this id is still alive (not a zombie).</summary>
+    public static bool IsAlive(int pid)
+    {
+        string stat = $"/proc/{pid}/stat";
+        if (!File.Exists(stat))
+        {
+            return false;
+        }
+
+        try
+        {
+            string text = File.ReadAllText(stat);
+            int close = text.LastIndexOf(')');
+            return close < 0 || close + 2 >= text.Length || text[close + 2] != 'Z';
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,359 @@
+using System.Buffers.Binary;
+
+namespace MoECluster.Wire.Tests;
+
+/// <summary>Each way an incoming message can break the contract, refused with a message that names it.</summary>
+public sealed class WireValidationTests
+{
+    private static readonly WireLimits Limits = new();
+
+    private static WireFormatException RefuseRequest(ShardRequest request, WireLimits? limits = null) =>
+        RefuseRequest(WireFormat.Serialize(request), limits);
+
+    private static WireFormatException RefuseRequest(byte[] bytes, WireLimits? limits = null) =>
+        Assert.Throws<WireFormatException>(() => WireFormat.DecodeRequest(bytes, limits ?? Limits));
+
+    private static void AssertMentions(Exception ex, params string[] parts)
+    {
+        foreach (string part in parts)
+        {
+            Assert.True(ex.Message.Contains(part, StringComparison.Ordinal), $"'{ex.Message}' does not mention '{part}'");
+        }
+    }
+
+    private static ShardRequest Valid() => new WireSamples().SmallRequest();
+
+    [Fact]
+    public void Valid_request_is_accepted()
+    {
+        // The baseline each refusal below differs from by one field.
+        ShardRequest request = Valid();
+        Assert.Equal(request.RequestId, WireFormat.DecodeRequest(WireFormat.Serialize(request), Limits).RequestId);
+    }
+
+    [Fact]
+    public void Wrong_version_is_refused()
+    {
+        ShardRequest request = Valid();
+        request.Version = 2;
+        AssertMentions(RefuseRequest(request), "ShardRequest.Version", "expected 1, got 2");
+    }
+
+    [Fact]
+    public void Unknown_activation_dtype_is_refused()
+    {
+        ShardRequest request = Valid();
+        request.Rows.DType = (WireDType)7;
+        AssertMentions(RefuseRequest(request), "ShardRequest.Rows.DType", "undefined dtype 7");
+    }
+
+    [Fact]
+    public void Unknown_response_dtype_is_refused()
+    {
+        ShardRequest request = Valid();
+        request.ResponseDType = (WireDType)3;
+        AssertMentions(RefuseRequest(request), "ShardRequest.ResponseDType", "undefined dtype 3");
+    }
+
+    [Fact]
+    public void Activation_data_length_mismatch_is_refused()
+    {
+        ShardRequest request = Valid();   // 8 x 16 fp32: 512 bytes
+        request.Rows.Data = request.Rows.Data[..^4];
+        AssertMentions(RefuseRequest(request), "ShardRequest.Rows.Data", "expected 512 bytes", "got 508");
+    }
+
+    [Fact]
+    public void Rows_times_width_overflow_is_refused()
+    {
+        // Each within the default limits; the product (2^36 elements) is not a block any message can carry.
+        ShardRequest request = Valid();
+        request.Rows.Rows = 1 << 20;
+        request.Rows.Width = 1 << 16;
+        AssertMentions(RefuseRequest(request), "ShardRequest.Rows", "Rows*Width = 1048576*65536", "overflows");
+    }
+
+    [Fact]
+    public void Zero_rows_is_refused()
+    {
+        ShardRequest request = Valid();
+        request.Rows = new ActivationBlock { DType = WireDType.F32, Rows = 0, Width = 16, Data = [] };
+        request.PairCounts = [];
+        request.Experts = [];
+        request.Weights = [];
+        AssertMentions(RefuseRequest(request), "ShardRequest.Rows.Rows", "expected 1..1048576, got 0");
+    }
+
+    [Fact]
+    public void Width_over_the_limit_is_refused()
+    {
+        ShardRequest request = Valid();
+        AssertMentions(RefuseRequest(request, Limits with { MaxWidth = 15 }), "ShardRequest.Rows.Width", "expected 1..15, got 16");
+    }
+
+    [Fact]
+    public void Pair_count_of_zero_is_refused()
+    {
+        ShardRequest request = Valid();
+        request.PairCounts[3] = 0;
+        AssertMentions(RefuseRequest(request), "ShardRequest.PairCounts[3] = 0", "expected 1..255");
+    }
+
+    [Fact]
+    public void Pair_count_over_the_limit_is_refused()
+    {
+        ShardRequest request = Valid();
+        int over = request.PairCounts.Max();
+        AssertMentions(RefuseRequest(request, Limits with { MaxPairsPerRow = over - 1 }), "ShardRequest.PairCounts[", $"expected 1..{over - 1}");
+    }
+
+    [Fact]
+    public void Pair_counts_length_other_than_rows_is_refused()
+    {
+        ShardRequest request = Valid();
+        request.PairCounts = [.. request.PairCounts, 1];
+        AssertMentions(RefuseRequest(request), "ShardRequest.PairCounts", "expected 8 entries", "got 9");
+    }
+
+    [Fact]
+    public void Experts_length_other_than_twice_the_pair_total_is_refused()
+    {
+        ShardRequest request = Valid();
+        int total = request.PairTotal;
+        request.Experts = request.Experts[..^1];
+        AssertMentions(RefuseRequest(request), "ShardRequest.Experts", $"expected {2 * total} bytes", $"got {(2 * total) - 1}");
+    }
+
+    [Fact]
+    public void Weights_length_other_than_four_times_the_pair_total_is_refused()
+    {
+        ShardRequest request = Valid();
+        int total = request.PairTotal;
+        request.Weights = [.. request.Weights, 0, 0, 0, 0];
+        AssertMentions(RefuseRequest(request), "ShardRequest.Weights", $"expected {4 * total} bytes", $"got {(4 * total) + 4}");
+    }
+
+    [Theory]
+    [InlineData(15)]   // just below the shard's range [16, 32)
+    [InlineData(32)]   // just above it
+    [InlineData(65535)]
+    public void Expert_outside_the_shard_range_is_refused_naming_the_id_and_the_range(int expert)
+    {
+        ShardRequest request = Valid();
+        BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 5), (ushort)expert);
+        AssertMentions(RefuseRequest(request), "ShardRequest.Experts[5]", $"expert {expert}", "range [16, 32)");
+    }
+
+    [Fact]
+    public void Shard_range_outside_the_expert_limit_is_refused()
+    {
+        ShardRequest request = Valid();
+        AssertMentions(RefuseRequest(request, Limits with { MaxExperts = 31 }), "FirstExpert 16, ExpertCount 16", "[0, 31)");
+    }
+
+    [Fact]
+    public void Duplicate_expert_within_a_row_is_refused()
+    {
+        float[] rows = new float[3 * 4];
+        ShardRequest request = WireFormat.BuildRequest(
+            "m", 0, 16, 16, rows, 3, 4, WireDType.F32, [1, 2, 2], [16, 17, 18, 17, 19], [1f, 0.5f, 0.5f, 0.5f, 0.5f], WireDType.F32, 1);
+        BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 4), 17);   // row 2 becomes (17, 17)
+        AssertMentions(RefuseRequest(request), "duplicate expert 17 in row 2");
+    }
+
+    [Fact]
+    public void Same_expert_in_different_rows_is_accepted()
+    {
+        float[] rows = new float[3 * 4];
+        ShardRequest request = WireFormat.BuildRequest(
+            "m", 0, 16, 16, rows, 3, 4, WireDType.F32, [1, 2, 2], [17, 17, 18, 18, 17], [1f, 0.5f, 0.5f, 0.5f, 0.5f], WireDType.F32, 1);
+        Assert.Equal(5, WireFormat.DecodeRequest(WireFormat.Serialize(request), Limits).PairTotal);
+    }
+
+    [Theory]
+    [InlineData(float.NaN, "NaN")]
+    [InlineData(float.PositiveInfinity, "Infinity")]
+    [InlineData(float.NegativeInfinity, "-Infinity")]
+    public void Non_finite_weight_is_refused(float weight, string shown)
+    {
+        ShardRequest request = Valid();
+        BinaryPrimitives.WriteSingleLittleEndian(request.Weights.AsSpan(4 * 2), weight);
+        AssertMentions(RefuseRequest(request), "ShardRequest.Weights[2]", $"is {shown}", "must be finite");
+    }
+
+    [Fact]
+    public void Missing_model_is_refused()
+    {
+        ShardRequest request = Valid();
+        request.Model = "";
+        AssertMentions(RefuseRequest(request), "ShardRequest.Model is missing");
+    }
+
+    [Fact]
+    public void Message_over_MaxMessageBytes_is_refused_before_deserializing()
+    {
+        byte[] valid = WireFormat.Serialize(Valid());
+        AssertMentions(
+            RefuseRequest(valid, Limits with { MaxMessageBytes = valid.Length - 1 }),
+            $"{valid.Length} bytes exceeds MaxMessageBytes ({valid.Length - 1})");
+
+        // Bytes that are not MessagePack at all get the size refusal, not a parse error: nothing was parsed.
+        byte[] garbage = Enumerable.Repeat((byte)0xc1, 4096).ToArray();
+        WireFormatException ex = RefuseRequest(garbage, Limits with { MaxMessageBytes = 1024 });
+        AssertMentions(ex, "exceeds MaxMessageBytes (1024)", "refused before deserializing");
+        Assert.DoesNotContain("malformed", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Every_truncation_of_a_valid_request_is_refused()
+    {
+        byte[] valid = WireFormat.Serialize(Valid());
+        for (int length = 0; length < valid.Length; length++)
+        {
+            WireFormatException ex = Assert.Throws<WireFormatException>(() => WireFormat.DecodeRequest(valid.AsMemory(0, length), Limits));
+            Assert.True(ex.Message.Contains("malformed MessagePack", StringComparison.Ordinal), $"prefix of {length} bytes: {ex.Message}");
+        }
+    }
+
+    [Fact]
+    public void Trailing_bytes_after_a_valid_request_are_refused()
+    {
+        byte[] valid = WireFormat.Serialize(Valid());
+        AssertMentions(RefuseRequest([.. valid, 0x00, 0x01]), "2 trailing bytes");
+    }
+
+    [Fact]
+    public void Never_used_msgpack_code_is_refused()
+    {
+        AssertMentions(RefuseRequest([0xc1]), "ShardRequest: malformed MessagePack");
+    }
+
+    [Fact]
+    public void Nil_message_is_refused()
+    {
+        AssertMentions(RefuseRequest([0xc0]), "ShardRequest is nil");
+    }
+
+    [Fact]
+    public void Random_garbage_bytes_are_refused()
+    {
+        var samples = new WireSamples();
+        for (int trial = 0; trial < 500; trial++)
+        {
+            var garbage = new byte[samples.Random.Next(0, 300)];
+            samples.Random.NextBytes(garbage);
+            try
+            {
+                WireFormat.DecodeRequest(garbage, Limits);
+                Assert.Fail($"seed {samples.Seed}, trial {trial}: garbage {Convert.ToHexString(garbage)} was accepted");
+            }
+            catch (WireFormatException ex)
+            {
+                Assert.StartsWith("ShardRequest", ex.Message, StringComparison.Ordinal);
+            }
+        }
+    }
+
+    private static byte[] Nested(byte container, byte[] prefix, int depth)
+    {
+        // fixarray(1) = 0x91 wraps one element; fixmap(1) = 0x81 needs a key before its value.
+        var bytes = new List<byte>(prefix);
+        for (int i = 0; i < depth; i++)
+        {
+            bytes.Add(container);
+            if (container == 0x81)
+            {
+                bytes.Add(0x00);
+            }
+        }
+
+        bytes.Add(0xc0);
+        return [.. bytes];
+    }
+
+    [Theory]
+    [InlineData(0x91)]
+    [InlineData(0x81)]
+    public void Message_nested_1000_deep_is_refused(byte container)
+    {
+        AssertMentions(RefuseRequest(Nested(container, [], 1000)), "maximum object graph depth (16)");
+    }
+
+    [Theory]
+    [InlineData(0x91)]
+    [InlineData(0x81)]
+    public void Unknown_field_nested_1000_deep_is_refused(byte container)
+    {
+        // A valid request with a 12th array element, which MessagePack would skip at any depth.
+        byte[] valid = WireFormat.Serialize(Valid());
+        Assert.Equal(0x9b, valid[0]);   // fixarray of the 11 keys
+        byte[] bytes = Nested(container, valid, 1000);
+        bytes[0] = 0x9c;
+        AssertMentions(RefuseRequest(bytes), "maximum object graph depth (16)");
+    }
+
+    [Fact]
+    public void Unknown_shallow_field_is_tolerated()
+    {
+        // Forward compatibility: a later sender may append fields; only their depth is bounded.
+        ShardRequest request = Valid();
+        byte[] bytes = [.. WireFormat.Serialize(request), 0x92, 0x01, 0x02];
+        bytes[0] = 0x9c;
+        Assert.Equal(request.RequestId, WireFormat.DecodeRequest(bytes, Limits).RequestId);
+    }
+
+    // Responses.
+
+    private static ShardResponse ValidResponse() => new WireSamples().Response(8, 16, WireDType.BF16);
+
+    private static WireFormatException RefuseResponse(ShardResponse response, int rows = 8, int width = 16) =>
+        Assert.Throws<WireFormatException>(() => WireFormat.DecodeResponse(WireFormat.Serialize(response), Limits, rows, width));
+
+    [Fact]
+    public void Response_with_wrong_version_is_refused()
+    {
+        ShardResponse response = ValidResponse();
+        response.Version = 0;
+        AssertMentions(RefuseResponse(response), "ShardResponse.Version", "expected 1, got 0");
+    }
+
+    [Fact]
+    public void Response_of_another_shape_than_the_request_is_refused()
+    {
+        AssertMentions(RefuseResponse(ValidResponse(), rows: 9), "ShardResponse.Partials", "expected shape [9, 16]", "got [8, 16]");
+        AssertMentions(RefuseResponse(ValidResponse(), width: 32), "expected shape [8, 32]", "got [8, 16]");
+    }
+
+    [Fact]
+    public void Response_with_data_length_mismatch_is_refused()
+    {
+        ShardResponse response = ValidResponse();
+        response.Partials.Data = [.. response.Partials.Data, 0];
+        AssertMentions(RefuseResponse(response), "ShardResponse.Partials.Data", "expected 256 bytes", "got 257");
+    }
+
+    [Fact]
+    public void Response_with_unknown_dtype_is_refused()
+    {
+        ShardResponse response = ValidResponse();
+        response.Partials.DType = (WireDType)200;
+        AssertMentions(RefuseResponse(response), "ShardResponse.Partials.DType", "undefined dtype 200");
+    }
+
+    [Fact]
+    public void Response_with_negative_compute_time_is_refused()
+    {
+        ShardResponse response = ValidResponse();
+        response.ComputeMicroseconds = -1;
+        AssertMentions(RefuseResponse(response), "ShardResponse.ComputeMicroseconds", "got -1");
+    }
+
+    [Fact]
+    public void Response_over_MaxMessageBytes_is_refused()
+    {
+        byte[] bytes = WireFormat.Serialize(ValidResponse());
+        WireFormatException ex = Assert.Throws<WireFormatException>(
+            () => WireFormat.DecodeResponse(bytes, Limits with { MaxMessageBytes = 100 }, 8, 16));
+        AssertMentions(ex, "ShardResponse", "exceeds MaxMessageBytes (100)");
+    }
+}
