@@ -30,6 +30,7 @@ public static class CliApp
             return ExitUsage;
         }
 
-        return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false });
+        // Ctrl+C / SIGTERM cancel the verb's token; `run` then stops its silos, which can take a few seconds.
+        return parsed.Invoke(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = TimeSpan.FromSeconds(30) });
     }
 }
