@@ -11,7 +11,7 @@ namespace MoECluster.Cluster.Grains;
 
 /// <summary>
 /// An expert shard: identity (its key names model, layer and expert range) and placement (expert silos only).
-/// The work is the model library's: <see cref="ReferenceExperts.ComputePartials"/> on its own experts' weights.
+/// The work is the model library's: <see cref="GroupedExperts.ComputePartials"/> on its own experts' weights.
 /// <para>
 /// Concurrency: the grain is not reentrant, so one batch runs at a time per shard. A batch's compute is already
 /// parallel over the shard's experts (it runs on the thread pool, off the Orleans scheduler), and the cost that
@@ -28,7 +28,7 @@ public sealed partial class ExpertShardGrain(
     ILogger<ExpertShardGrain> logger) : Grain, IExpertShardGrain
 {
     private ExpertShard _shard = null!;
-    private ReferenceExperts _experts = null!;
+    private GroupedExperts _experts = null!;
     private long _weightBytes;
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)

@@ -1,3 +1,4 @@
+using MoECluster.Model.Compute;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Experts;
@@ -15,14 +16,30 @@ namespace MoECluster.Model.Layers;
 public sealed class MoeMixer
 {
     private readonly MoeLayerWeights _weights;
-    private readonly ReferenceExperts _experts;
+    private readonly GroupedExperts _experts;
+    private readonly IComputeBackend _backend;
+    private readonly IPreparedLinear _gate;
+    private readonly IPreparedLinear? _latentDown;
+    private readonly IPreparedLinear? _latentUp;
+    private readonly IPreparedLinear? _sharedUp;
+    private readonly IPreparedLinear? _sharedDown;
 
-    public MoeMixer(MoeLayerWeights weights)
+    public MoeMixer(MoeLayerWeights weights, IComputeBackend? backend = null)
     {
         _weights = weights;
+        _backend = backend ?? new ReferenceBackend();
         Router = new TopKRouter(weights.Config, weights.GateBias);
-        _experts = new ReferenceExperts(weights.Experts, weights.Config.RoutedWidth, weights.Config.MoeIntermediateSize);
+        _gate = _backend.Prepare(weights.Gate);
+        _latentDown = weights.LatentDown is { } down ? _backend.Prepare(down) : null;
+        _latentUp = weights.LatentUp is { } up ? _backend.Prepare(up) : null;
+        _sharedUp = weights.SharedUp is { } s1 ? _backend.Prepare(s1) : null;
+        _sharedDown = weights.SharedDown is { } s2 ? _backend.Prepare(s2) : null;
+        _experts = new GroupedExperts(weights.Experts, weights.Config.RoutedWidth, weights.Config.MoeIntermediateSize, _backend);
     }
+
+    public IComputeBackend Backend => _backend;
+
+    public GroupedExperts Experts => _experts;
 
     public MoeModelConfig Config => _weights.Config;
 
@@ -36,7 +53,7 @@ public sealed class MoeMixer
     public float[] GateLogits(ReadOnlySpan<float> x, int tokens)
     {
         var logits = new float[tokens * Config.NRoutedExperts];
-        ReferenceLinear.Apply(_weights.Gate, x, tokens, logits);
+        _backend.Linear(_gate, x, tokens, logits);
         return logits;
     }
 
@@ -78,9 +95,9 @@ public sealed class MoeMixer
     {
         RoutingPlan plan = Route(x, tokens);
         float[] z = new float[tokens * Config.RoutedWidth];
-        if (_weights.LatentDown is { } down)
+        if (_latentDown is { } down)
         {
-            ReferenceLinear.Apply(down, x, tokens, z);
+            _backend.Linear(down, x, tokens, z);
         }
         else
         {
@@ -95,22 +112,19 @@ public sealed class MoeMixer
     {
         CheckShape(x, tokens, y);
         int d = Config.HiddenSize;
-        if (_weights.LatentUp is { } up)
+        if (_latentUp is { } up)
         {
-            ReferenceLinear.Apply(up, u, tokens, y);
+            _backend.Linear(up, u, tokens, y);
         }
         else
         {
             u.CopyTo(y);
         }
 
-        if (_weights.SharedUp is { } s1 && _weights.SharedDown is { } s2)
+        if (_sharedUp is { } s1 && _sharedDown is { } s2)
         {
-            var hidden = new float[tokens * s1.Rows];
-            ReferenceLinear.Apply(s1, x, tokens, hidden);
-            Activations.Relu2(hidden);
             var shared = new float[tokens * d];
-            ReferenceLinear.Apply(s2, hidden, tokens, shared);
+            _backend.ExpertFfn(s1, s2, x, tokens, shared);
             for (int i = 0; i < shared.Length; i++)
             {
                 y[i] += shared[i];

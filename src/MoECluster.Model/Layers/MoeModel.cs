@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using MoECluster.Model.Checkpoints;
+using MoECluster.Model.Compute;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Experts;
 using MoECluster.Model.Numerics;
@@ -15,12 +16,16 @@ public sealed class MoeModel : IDisposable
     private readonly ConcurrentDictionary<int, Lazy<MoeMixer>> _mixers = new();
     private readonly ConcurrentDictionary<int, Lazy<MoeMixer>> _routerMixers = new();
 
-    private MoeModel(string directory, MoeModelConfig config, CheckpointTensors tensors)
+    private MoeModel(string directory, MoeModelConfig config, CheckpointTensors tensors, IComputeBackend backend)
     {
         Directory = directory;
         Config = config;
         Tensors = tensors;
+        Backend = backend;
     }
+
+    /// <summary>Where this model's matrix work runs (the reference path unless another backend was given).</summary>
+    public IComputeBackend Backend { get; }
 
     public string Directory { get; }
 
@@ -28,7 +33,7 @@ public sealed class MoeModel : IDisposable
 
     public CheckpointTensors Tensors { get; }
 
-    public static MoeModel Open(string directory)
+    public static MoeModel Open(string directory, IComputeBackend? backend = null)
     {
         if (!System.IO.Directory.Exists(directory))
         {
@@ -43,7 +48,7 @@ public sealed class MoeModel : IDisposable
 
         var config = MoeModelConfig.Load(configPath);
         var tensors = CheckpointTensors.OpenDirectory(directory);
-        return new MoeModel(directory, config, tensors);
+        return new MoeModel(directory, config, tensors, backend ?? new ReferenceBackend());
     }
 
     /// <summary>The first MoE layer's backbone index (the default for a single-layer forward).</summary>
@@ -52,7 +57,7 @@ public sealed class MoeModel : IDisposable
     public MoeMixer Mixer(int layer)
     {
         CheckMoeLayer(layer);
-        return _mixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l)))).Value;
+        return _mixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l), Backend))).Value;
     }
 
     /// <summary>
@@ -62,11 +67,11 @@ public sealed class MoeModel : IDisposable
     public MoeMixer RouterMixer(int layer)
     {
         CheckMoeLayer(layer);
-        return _routerMixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l, experts: [])))).Value;
+        return _routerMixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l, experts: []), Backend))).Value;
     }
 
     /// <summary>The routed experts [first, first + count) of a layer, and only those (what an expert shard loads).</summary>
-    public ReferenceExperts ShardExperts(int layer, int first, int count)
+    public GroupedExperts ShardExperts(int layer, int first, int count)
     {
         CheckMoeLayer(layer);
         if (first < 0 || count < 1 || first + count > Config.NRoutedExperts)
@@ -75,7 +80,7 @@ public sealed class MoeModel : IDisposable
         }
 
         var weights = MoeLayerWeights.Load(Tensors, Config, layer, Enumerable.Range(first, count));
-        return new ReferenceExperts(weights.Experts, Config.RoutedWidth, Config.MoeIntermediateSize);
+        return new GroupedExperts(weights.Experts, Config.RoutedWidth, Config.MoeIntermediateSize, Backend);
     }
 
     private void CheckMoeLayer(int layer)

@@ -1,0 +1,98 @@
+using MoECluster.Model.Compute;
+using MoECluster.Model.Dispatch;
+
+namespace MoECluster.Model.Experts;
+
+/// <summary>
+/// The grouped expert FFN (Megatron-Core's "experts") on a compute backend: for each expert with work, gather its
+/// rows, compute down(relu(up(z))²) on the backend, and scatter each result row to its slot. Experts run one after
+/// another; each backend parallelises inside its Linear. Slot outputs are combined by <see cref="WeightedSum"/> in
+/// a fixed order, so the result does not depend on the thread schedule.
+/// </summary>
+public sealed class GroupedExperts
+{
+    private readonly PreparedExpert?[] _experts;
+    private readonly IComputeBackend _backend;
+
+    /// <param name="experts">Expert weights indexed by expert id; null where this process does not hold the expert.</param>
+    public GroupedExperts(IReadOnlyList<ExpertWeights?> experts, int routedWidth, int intermediate, IComputeBackend backend)
+    {
+        _backend = backend;
+        _experts = [.. experts.Select(e => e is null ? null : new PreparedExpert(e, backend.Prepare(e.Up), backend.Prepare(e.Down)))];
+        Width = routedWidth;
+        Intermediate = intermediate;
+    }
+
+    public int Width { get; }
+
+    public int Intermediate { get; }
+
+    public string Backend => _backend.Name;
+
+    /// <summary>Bytes of the expert weights held (as stored: BF16 in real checkpoints).</summary>
+    public long WeightBytes => _experts.Where(e => e is not null).Sum(e => e!.Weights.Up.ByteLength + e.Weights.Down.ByteLength);
+
+    /// <summary>Bytes the backend holds in addition (packed copies, device buffers).</summary>
+    public long PreparedBytes => _experts.Where(e => e is not null).Sum(e => e!.Up.PreparedBytes + e.Down.PreparedBytes);
+
+    /// <summary>
+    /// For every slot s of <paramref name="permutation"/>, writes E(z[slotRows[s]]) into row s of
+    /// <paramref name="slotOutputs"/> ([slots, w]); <paramref name="z"/> is [rows, w].
+    /// </summary>
+    public void Compute(ReadOnlySpan<float> z, ReadOnlySpan<int> slotRows, TokenPermutation permutation, Span<float> slotOutputs)
+    {
+        int w = Width;
+        for (int e = 0; e < permutation.Experts; e++)
+        {
+            if (permutation.CountOf(e) > 0 && _experts[e] is null)
+            {
+                throw new InvalidOperationException($"expert {e} is routed to but not held by this process");
+            }
+        }
+
+        for (int e = 0; e < permutation.Experts; e++)
+        {
+            ReadOnlySpan<int> slots = permutation.SlotsOf(e);
+            int n = slots.Length;
+            if (n == 0)
+            {
+                continue;
+            }
+
+            var expert = _experts[e]!;
+            var gathered = new float[n * w];
+            for (int i = 0; i < n; i++)
+            {
+                z.Slice(slotRows[slots[i]] * w, w).CopyTo(gathered.AsSpan(i * w, w));
+            }
+
+            var output = new float[n * w];
+            _backend.ExpertFfn(expert.Up, expert.Down, gathered, n, output);
+            for (int i = 0; i < n; i++)
+            {
+                output.AsSpan(i * w, w).CopyTo(slotOutputs.Slice(slots[i] * w, w));
+            }
+        }
+    }
+
+    /// <summary>
+    /// The partial sums of an expert shard: for each row r, Σ_j w_j · E_{e_j}(z[r]) over the row's pairs
+    /// <c>[pairOffsets[r], pairOffsets[r+1])</c>, accumulated in fp64 in pair order. Returns [rows, w].
+    /// </summary>
+    public float[] ComputePartials(ReadOnlySpan<float> z, int rows, ReadOnlySpan<int> pairOffsets, ReadOnlySpan<int> experts, ReadOnlySpan<float> weights)
+    {
+        int w = Width;
+        int pairs = experts.Length;
+        var slotRows = new int[pairs];
+        for (int r = 0; r < rows; r++)
+        {
+            slotRows.AsSpan(pairOffsets[r], pairOffsets[r + 1] - pairOffsets[r]).Fill(r);
+        }
+
+        var slotOutputs = new float[pairs * w];
+        Compute(z, slotRows, new TokenPermutation(experts, _experts.Length), slotOutputs);
+        return WeightedSum.OverSlots(rows, pairOffsets, weights, slotOutputs, w);
+    }
+
+    private sealed record PreparedExpert(ExpertWeights Weights, IPreparedLinear Up, IPreparedLinear Down);
+}
