@@ -60,6 +60,9 @@ public sealed class DeviceLinear : IPreparedLinear, IDisposable
     /// <summary>The rows as 64-bit words (four BF16 or two fp32 values each).</summary>
     public ArrayView<ulong> Data => _data.View;
 
+    /// <summary>The device address of the first row (for cuBLAS).</summary>
+    internal IntPtr DevicePointer => _data.NativePtr;
+
     /// <summary>Rounds a column count up to <see cref="ColumnAlignment"/>.</summary>
     public static int PadColumns(int cols) => checked(cols + ColumnAlignment - 1) / ColumnAlignment * ColumnAlignment;
 

@@ -69,4 +69,12 @@ public static class ElementwiseKernels
 
         output[i] = acc;
     }
+
+    /// <summary>fp32 → BF16 bits, round to nearest even (inputs are finite: the gateway and shards refuse others).</summary>
+    public static void ToBFloat16Kernel(Index1D i, ArrayView<float> source, ArrayView<ushort> destination)
+    {
+        uint bits = (uint)Interop.FloatAsInt(source[i]);
+        uint rounding = 0x7FFFu + ((bits >> 16) & 1u);
+        destination[i] = (ushort)((bits + rounding) >> 16);
+    }
 }
