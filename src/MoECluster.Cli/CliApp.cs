@@ -19,6 +19,7 @@ public static class CliApp
             InfoCommand.Create(output, error),
             SiloCommand.Create(output, error),
             RunCommand.Create(output, error),
+            BenchCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

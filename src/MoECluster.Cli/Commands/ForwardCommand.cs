@@ -23,11 +23,13 @@ internal static class ForwardCommand
         var stack = new Option<bool>("--stack") { Description = "Run every MoE layer in order: x <- x + mixer_l(RMSNorm_l(x))." };
         var cluster = new Option<string?>("--cluster") { Description = "Gateway URL of a running cluster (e.g. http://127.0.0.1:8080): compute there instead of in process." };
         var modelId = new Option<string?>("--model-id") { Description = "With --cluster: the served model id (default: the cluster's default model)." };
+        var backend = new Option<string>("--backend") { Description = "In process: auto (GPU if present, else managed), managed, reference or ilgpu.", DefaultValueFactory = _ => "auto" };
+        backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
         var wire = new Option<string?>("--wire") { Description = "With --cluster: payload element type between router and shards: fp32, bf16 or fp16 (default: the cluster's)." };
         wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
         var command = new Command("forward", "Compute an MoE layer (or the MoE stack) for a batch of hidden states, in process or on a cluster.")
         {
-            model, input, outputPath, layer, stack, cluster, modelId, wire,
+            model, input, outputPath, layer, stack, cluster, modelId, wire, backend,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("forward", error, async () =>
         {
@@ -47,7 +49,9 @@ internal static class ForwardCommand
             }
 
             string dir = parse.GetValue(model) ?? throw new UsageException("--model is required without --cluster");
-            using var moe = MoeModel.Open(dir);
+            var compute = MoECluster.Cluster.Hosting.ComputeBackends.Create(parse.GetValue(backend)!, out string computeNote);
+            using var disposeCompute = compute as IDisposable;
+            using var moe = MoeModel.Open(dir, compute);
             int d = moe.Config.HiddenSize;
             float[] x = HiddenStatesFile.Read(parse.GetValue(input)!, d, out int tokens);
             int target = layerIndex ?? moe.FirstMoeLayer;
@@ -67,7 +71,7 @@ internal static class ForwardCommand
             });
             using var self = Process.GetCurrentProcess();
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{what} ({(moe.Config.IsLatent ? $"latent l={moe.Config.MoeLatentSize}" : "standard")}, d={d}, N={moe.Config.NRoutedExperts}, K={moe.Config.NumExpertsPerTok}): {tokens} tokens in {seconds:F3} s, peak working set {self.PeakWorkingSet64 / (1024.0 * 1024.0):F0} MiB{MemorySplit()} -> {outFile}"));
+                $"{what} ({(moe.Config.IsLatent ? $"latent l={moe.Config.MoeLatentSize}" : "standard")}, d={d}, N={moe.Config.NRoutedExperts}, K={moe.Config.NumExpertsPerTok}) on {computeNote}: {tokens} tokens in {seconds:F3} s, peak working set {self.PeakWorkingSet64 / (1024.0 * 1024.0):F0} MiB{MemorySplit()} -> {outFile}"));
             return CliApp.ExitOk;
         }));
         return command;

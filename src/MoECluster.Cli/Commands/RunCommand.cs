@@ -42,10 +42,12 @@ internal static class RunCommand
         var report = new Option<string?>("--report") { Description = "Write the sample traffic report as JSON to this file." };
         var stack = new Option<bool>("--stack") { Description = "Also send the sample batch through the whole MoE stack." };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the generated models and of the sample batch.", DefaultValueFactory = _ => 1UL };
+        var backend = new Option<string>("--backend") { Description = "Compute on the silos: auto (GPU if present, else managed), managed, reference or ilgpu.", DefaultValueFactory = _ => "auto" };
+        backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
         var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
         var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
         {
-            preset, experts, layers, model, modelsDir, expertSilos, shards, wire, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose,
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
         {
@@ -53,7 +55,7 @@ internal static class RunCommand
                 parse.GetValue(preset)!, parse.GetValue(experts), parse.GetValue(layers), parse.GetValue(model), parse.GetValue(modelsDir)!,
                 parse.GetValue(expertSilos), parse.GetValue(shards), parse.GetValue(wire)!, parse.GetValue(tokens), parse.GetValue(urls)!,
                 parse.GetValue(siloPort), parse.GetValue(gatewayPort), parse.GetValue(once), parse.GetValue(report), parse.GetValue(stack),
-                parse.GetValue(seed), parse.GetValue(verbose));
+                parse.GetValue(seed), parse.GetValue(verbose), parse.GetValue(backend)!);
             settings.Validate();
             return await new LocalClusterRun(settings, output, error).RunAsync(cancel);
         }));
@@ -63,7 +65,7 @@ internal static class RunCommand
 
 internal sealed record RunSettings(
     string Preset, int? Experts, int Layers, string? Model, string ModelsDir, int ExpertSilos, int Shards, string Wire, int Tokens,
-    string Urls, int SiloPort, int GatewayPort, bool Once, string? Report, bool Stack, ulong Seed, bool Verbose)
+    string Urls, int SiloPort, int GatewayPort, bool Once, string? Report, bool Stack, ulong Seed, bool Verbose, string Backend)
 {
     public void Validate()
     {

@@ -35,10 +35,12 @@ internal static class SiloCommand
         var models = new Option<string[]>("--model") { Description = "A served model as ID=DIR (repeatable).", AllowMultipleArgumentsPerToken = false };
         var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
         var wire = new Option<string?>("--wire") { Description = "Default payload element type: fp32, bf16 (default) or fp16." };
+        var backend = new Option<string?>("--backend") { Description = "Compute: auto (GPU if present, else managed; the default), managed, reference or ilgpu." };
+        backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
         var parentPid = new Option<int?>("--parent-pid") { Description = "Stop when this process exits (used by moecluster run)." };
         var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")
         {
-            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire, parentPid,
+            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire, backend, parentPid,
         };
         command.SetAction((parse, cancel) => RunAsync(error, parse.GetValue(role)!, new Dictionary<string, string?>
         {
@@ -48,6 +50,7 @@ internal static class SiloCommand
             ["Orleans:Clustering:PrimarySiloEndPoint"] = parse.GetValue(primary),
             ["MoECluster:ShardsPerLayer"] = parse.GetValue(shards)?.ToString(CultureInfo.InvariantCulture),
             ["MoECluster:DefaultWire"] = parse.GetValue(wire),
+            ["MoECluster:Compute:Backend"] = parse.GetValue(backend),
             ["Urls"] = parse.GetValue(urls),
         }, parse.GetValue(models) ?? [], parse.GetValue(parentPid), cancel));
         return command;

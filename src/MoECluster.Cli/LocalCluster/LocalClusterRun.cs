@@ -83,7 +83,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
     private async Task StartClusterAsync(List<(string Id, string Path)> models, CancellationToken cancel)
     {
         string[] modelArgs = [.. models.SelectMany(m => new[] { "--model", $"{m.Id}={m.Path}" })];
-        string[] common = [.. modelArgs, "--shards", settings.Shards.ToString(CultureInfo.InvariantCulture), "--wire", settings.Wire];
+        string[] common = [.. modelArgs, "--shards", settings.Shards.ToString(CultureInfo.InvariantCulture), "--wire", settings.Wire, "--backend", settings.Backend];
         string P(int port) => port.ToString(CultureInfo.InvariantCulture);
         _silos.Add(ChildSilo.Start("frontend", [
             "--role", "frontend", "--name", "frontend", "--silo-port", P(settings.SiloPort), "--gateway-port", P(settings.GatewayPort),
@@ -147,7 +147,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         double tolerance = settings.Wire switch { "fp32" => 1e-5, "fp16" => 5e-3, _ => 1e-2 };
         output.WriteLine();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire}; bytes per token per MoE layer, dispatch + combine"));
+            $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire}, compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
         output.WriteLine($"{"model",-9} {"mode",-8} {"d",6} {"width",6} {"payload measured",17} {"predicted",10} {"message",9} {"socket",9}  {"rel. error",10}  check");
         foreach (var (id, path) in models)
         {
@@ -228,6 +228,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         {
             ["command"] = "moecluster run " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1).SkipWhile(a => a != "run").Skip(1)),
             ["wire"] = settings.Wire,
+            ["backend"] = settings.Backend,
             ["expert_silos"] = settings.ExpertSilos,
             ["shards_per_layer"] = settings.Shards,
             ["tokens"] = settings.Tokens,

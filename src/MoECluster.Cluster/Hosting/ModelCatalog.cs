@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MoECluster.Model.Compute;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 
@@ -9,11 +11,20 @@ namespace MoECluster.Cluster.Hosting;
 /// The models this silo can open, by id, each opened (memory-mapped) once per process on first use and shared
 /// by every grain of the silo. Routers take the router half of a layer; shards load only their own experts.
 /// </summary>
-public sealed class ModelCatalog(IOptions<MoeClusterOptions> options) : IDisposable
+public sealed partial class ModelCatalog(IOptions<MoeClusterOptions> options, ILogger<ModelCatalog> logger) : IDisposable
 {
     private readonly ConcurrentDictionary<string, Lazy<MoeModel>> _models = new();
+    private readonly Lazy<IComputeBackend> _backend = new(() =>
+    {
+        var backend = ComputeBackends.Create(options.Value.Compute.Backend, out string note);
+        LogBackend(logger, note);
+        return backend;
+    });
 
     public MoeClusterOptions Options => options.Value;
+
+    /// <summary>The compute backend of this silo (MoECluster:Compute:Backend), created on first use.</summary>
+    public IComputeBackend Backend => _backend.Value;
 
     public MoeModel Get(string id)
     {
@@ -22,7 +33,7 @@ public sealed class ModelCatalog(IOptions<MoeClusterOptions> options) : IDisposa
             throw new ArgumentException($"unknown model '{id}'; served models: {string.Join(", ", Options.Models.Keys)}");
         }
 
-        return _models.GetOrAdd(id, _ => new Lazy<MoeModel>(() => MoeModel.Open(entry.Path))).Value;
+        return _models.GetOrAdd(id, _ => new Lazy<MoeModel>(() => MoeModel.Open(entry.Path, Backend))).Value;
     }
 
     /// <summary>The shard map of one layer: ShardsPerLayer contiguous ranges (fewer when the layer has fewer experts).</summary>
@@ -38,5 +49,13 @@ public sealed class ModelCatalog(IOptions<MoeClusterOptions> options) : IDisposa
         {
             model.Value.Dispose();
         }
+
+        if (_backend.IsValueCreated && _backend.Value is IDisposable disposable)
+        {
+            disposable.Dispose();
+        }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Compute: {Note}")]
+    private static partial void LogBackend(ILogger logger, string note);
 }

@@ -23,6 +23,9 @@ public sealed class MoeClusterOptions
     /// <summary>Explicit placements: shard key (model/layer/first-end) → silo name (Orleans__Name of that silo).</summary>
     public Dictionary<string, string> Pins { get; init; } = [];
 
+    /// <summary>Where expert and projection compute runs on this silo.</summary>
+    public ComputeOptions Compute { get; init; } = new();
+
     /// <summary>Bounds every decoded wire message must respect (untrusted input).</summary>
     public MoECluster.Wire.WireLimits WireLimits { get; set; } = new();
 
@@ -38,6 +41,12 @@ public sealed class MoeClusterOptions
 
         return id;
     }
+}
+
+public sealed class ComputeOptions
+{
+    /// <summary>auto (GPU if present, else managed), managed, reference or ilgpu.</summary>
+    public string Backend { get; set; } = "auto";
 }
 
 public sealed class ModelEntry

@@ -1,0 +1,3 @@
+using MoECluster.Kernels.Bench;
+
+return GemmBenchmark.Run(args);

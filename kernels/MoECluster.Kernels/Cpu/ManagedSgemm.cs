@@ -1,0 +1,189 @@
+using System.Runtime.CompilerServices;
+using System.Globalization;
+
+namespace MoECluster.Kernels.Cpu;
+
+/// <summary>
+/// Y[T, N] = X[T, K] · Wᵀ for a packed W (N = W's rows, K = W's columns), row-major fp32 X and Y.
+/// <para>
+/// Work split: the outputs are cut into contiguous panel ranges, one per core (with fewer panels than cores,
+/// the tokens are cut too, in whole MR tiles). Within a range: for each K block (K cut into equal blocks of at
+/// most <see cref="KBlock"/>), for each block of <see cref="TokenBlock"/> tokens, for each weight panel, the
+/// micro-kernel sweeps the block's MR-token tiles: the panel's kc × NR weights stream from L2 as the vector
+/// operand, the tile's token values are broadcast straight from X's rows (no copy of X), and the MR × NR
+/// outputs stay in registers until the K block ends. The first K block writes Y, later ones add to it.
+/// A partial last panel goes through a scratch tile on the stack.
+/// </para>
+/// <para>
+/// Each output element is summed in the same order whatever the thread count or partition, so results are
+/// deterministic. Nothing is allocated but the parallel loop's own bookkeeping.
+/// </para>
+/// </summary>
+public static unsafe class ManagedSgemm
+{
+    /// <summary>
+    /// Most inputs per K block; K is cut into equal blocks of at most this many. Large blocks mean few passes
+    /// over Y; the weight panel (kc × NR) then lives in L2, which on the AVX-512 parts measured keeps the FMA
+    /// units fed (bench/RESULTS.md).
+    /// </summary>
+    internal const int KBlock = 1024;
+
+    /// <summary>Tokens per block (a multiple of every kernel's MR): the block's X rows are reused across the weight panels.</summary>
+    internal const int TokenBlock = 240;
+
+    /// <summary>Below this many flops the call runs on the calling thread alone.</summary>
+    private const long ParallelMinFlops = 1L << 19;
+
+    /// <summary>Y = X · Wᵀ on all cores. <paramref name="x"/> is [tokens, w.Cols], <paramref name="y"/> [tokens, w.Rows].</summary>
+    public static void Multiply(PackedMatrix w, ReadOnlySpan<float> x, int tokens, Span<float> y) =>
+        Multiply(w, x, tokens, y, Environment.ProcessorCount);
+
+    /// <summary>Y = X · Wᵀ on at most <paramref name="maxThreads"/> threads.</summary>
+    internal static void Multiply(PackedMatrix w, ReadOnlySpan<float> x, int tokens, Span<float> y, int maxThreads)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxThreads);
+        if (x.Length != (long)tokens * w.Cols)
+        {
+            throw new ArgumentException(string.Create(
+                CultureInfo.InvariantCulture, $"The input has {x.Length} values, expected {tokens} x {w.Cols}."), nameof(x));
+        }
+
+        if (y.Length != (long)tokens * w.Rows)
+        {
+            throw new ArgumentException(string.Create(
+                CultureInfo.InvariantCulture, $"The output has {y.Length} values, expected {tokens} x {w.Rows}."), nameof(y));
+        }
+
+        if (tokens == 0)
+        {
+            return;
+        }
+
+        fixed (float* px = x)
+        fixed (float* py = y)
+        {
+            switch (w.Path)
+            {
+                case KernelPath.Vector512:
+                    Run<Avx512Kernel>(w, px, tokens, py, maxThreads);
+                    break;
+                case KernelPath.Vector256:
+                    Run<Vector256Kernel>(w, px, tokens, py, maxThreads);
+                    break;
+                default:
+                    Run<ScalarKernel>(w, px, tokens, py, maxThreads);
+                    break;
+            }
+        }
+
+        GC.KeepAlive(w);
+    }
+
+    private static void Run<TKernel>(PackedMatrix w, float* x, int tokens, float* y, int maxThreads)
+        where TKernel : struct, IMicroKernel
+    {
+        int mr = TKernel.TileRows;
+        int panels = w.Panels;
+        int tokenTiles = (tokens + mr - 1) / mr;
+        long flops = 2L * tokens * w.Cols * w.Rows;
+        int threads = flops < ParallelMinFlops ? 1 : Math.Min(maxThreads, panels * tokenTiles);
+        if (threads <= 1)
+        {
+            Range<TKernel>(w, x, y, 0, panels, 0, tokens);
+            return;
+        }
+
+        // Split the outputs first (each core streams its own share of W, X is shared); with fewer panels than
+        // cores, split each panel range's tokens too, in whole MR tiles.
+        int panelSplit = Math.Min(threads, panels);
+        int tokenSplit = Math.Min(tokenTiles, Math.Max(1, threads / panelSplit));
+        int chunks = panelSplit * tokenSplit;
+        nint xa = (nint)x;
+        nint ya = (nint)y;
+        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, chunk =>
+        {
+            int pi = chunk / tokenSplit;
+            int ti = chunk % tokenSplit;
+            int p0 = (int)((long)panels * pi / panelSplit);
+            int p1 = (int)((long)panels * (pi + 1) / panelSplit);
+            int t0 = Math.Min(tokens, (int)((long)tokenTiles * ti / tokenSplit) * mr);
+            int t1 = Math.Min(tokens, (int)((long)tokenTiles * (ti + 1) / tokenSplit) * mr);
+            Range<TKernel>(w, (float*)xa, (float*)ya, p0, p1, t0, t1);
+        });
+    }
+
+    /// <summary>Outputs of panels [p0, p1) for tokens [t0, t1).</summary>
+    // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Range<TKernel>(PackedMatrix w, float* x, float* y, int p0, int p1, int t0, int t1)
+        where TKernel : struct, IMicroKernel
+    {
+        if (p0 >= p1 || t0 >= t1)
+        {
+            return;
+        }
+
+        int mr = TKernel.TileRows;
+        int nr = TKernel.TileCols;
+        int k = w.Cols;
+        int n = w.Rows;
+        int kBlocks = (k + KBlock - 1) / KBlock;
+        int kBlock = (k + kBlocks - 1) / kBlocks;
+        float* edge = stackalloc float[mr * nr];
+        for (int k0 = 0; k0 < k; k0 += kBlock)
+        {
+            int kc = Math.Min(kBlock, k - k0);
+            bool accumulate = k0 > 0;
+            for (int tb = t0; tb < t1; tb += TokenBlock)
+            {
+                int mc = Math.Min(TokenBlock, t1 - tb);
+                float* xBlock = x + ((long)tb * k) + k0;
+                float* yBlock = y + ((long)tb * n);
+                for (int p = p0; p < p1; p++)
+                {
+                    float* wp = w.Panel(p) + ((long)k0 * nr);
+                    int cols = Math.Min(nr, n - (p * nr));
+                    float* yPanel = yBlock + ((long)p * nr);
+                    if (cols == nr)
+                    {
+                        for (int i = 0; i < mc; i += mr)
+                        {
+                            TKernel.Run(Math.Min(mr, mc - i), xBlock + ((long)i * k), k, wp, kc, yPanel + ((long)i * n), n, accumulate);
+                        }
+                    }
+                    else
+                    {
+                        for (int i = 0; i < mc; i += mr)
+                        {
+                            EdgeTile<TKernel>(Math.Min(mr, mc - i), cols, xBlock + ((long)i * k), k, wp, kc, yPanel + ((long)i * n), n, accumulate, edge);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>A tile of the last, partial panel: run the full-width kernel on a scratch tile, copy the real columns.</summary>
+    // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void EdgeTile<TKernel>(int rows, int cols, float* x, nint ldx, float* wp, int kc, float* y, int n, bool accumulate, float* scratch)
+        where TKernel : struct, IMicroKernel
+    {
+        int nr = TKernel.TileCols;
+        if (accumulate)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                new ReadOnlySpan<float>(y + ((long)r * n), cols).CopyTo(new Span<float>(scratch + (r * nr), cols));
+            }
+        }
+
+        TKernel.Run(rows, x, ldx, wp, kc, scratch, nr, accumulate);
+        for (int r = 0; r < rows; r++)
+        {
+            new ReadOnlySpan<float>(scratch + (r * nr), cols).CopyTo(new Span<float>(y + ((long)r * n), cols));
+        }
+    }
+}

@@ -1,0 +1,350 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using MoECluster.Kernels.Cpu;
+using MoECluster.Kernels.Gpu;
+using MoECluster.Model.Checkpoints;
+using MoECluster.Model.Compute;
+using MoECluster.Model.Layers;
+using MoECluster.Model.Numerics;
+using MoECluster.Model.Presets;
+
+namespace MoECluster.Cli.Commands;
+
+/// <summary>
+/// <c>moecluster bench</c>: GEMM and whole-layer benchmarks at Nemotron-3 Super shapes for every available
+/// backend, as a table and JSON. Every backend runs in the same process on the same inputs; layer results are
+/// compared with the reference backend's output.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var tokens = new Option<int[]>("--tokens") { Description = "Token counts.", DefaultValueFactory = _ => [1, 8, 64, 256, 1024], AllowMultipleArgumentsPerToken = true };
+        var backends = new Option<string[]>("--backend") { Description = "Backends to run (default: every available one).", AllowMultipleArgumentsPerToken = true };
+        var gemmOnly = new Option<bool>("--gemm-only") { Description = "Only the GEMM benchmark." };
+        var layerOnly = new Option<bool>("--layer-only") { Description = "Only the whole-layer benchmark." };
+        var model = new Option<string?>("--model") { Description = "Model directory for the layer benchmark (default: a generated super-shape layer with 64 experts)." };
+        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
+        var seconds = new Option<double>("--seconds") { Description = "Minimum measuring time per case (best of the repetitions counts).", DefaultValueFactory = _ => 1.0 };
+        var command = new Command("bench", "Benchmark GEMMs and a whole MoE layer at Nemotron-3 Super shapes on every available backend.")
+        {
+            tokens, backends, gemmOnly, layerOnly, model, json, seconds,
+        };
+        command.SetAction(parse => VerbRunner.Guard("bench", error, () =>
+        {
+            using var owned = new Owned();
+            var chosen = Backends(parse.GetValue(backends), error, owned);
+            int[] t = parse.GetValue(tokens)!;
+            if (t.Any(v => v < 1 || v > 1 << 16))
+            {
+                throw new UsageException("--tokens must be 1..65536");
+            }
+
+            var results = new JsonObject
+            {
+                ["machine"] = $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}",
+                ["vector512"] = System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated,
+                ["backends"] = new JsonArray([.. chosen.Select(b => (JsonNode)b.Name)]),
+            };
+            double minSeconds = parse.GetValue(seconds);
+            if (!parse.GetValue(layerOnly))
+            {
+                results["gemm"] = Gemm(output, chosen, t, minSeconds);
+            }
+
+            if (!parse.GetValue(gemmOnly))
+            {
+                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds);
+            }
+
+            if (parse.GetValue(json) is string path)
+            {
+                File.WriteAllText(path, results.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                output.WriteLine($"results written to {path}");
+            }
+
+            return CliApp.ExitOk;
+        }));
+        return command;
+    }
+
+    /// <summary>
+    /// The backends to compare: by default reference and managed, plus ilgpu and cublas where a CUDA device (and
+    /// cuBLAS) exist; a GPU backend asked for but unavailable is reported and skipped.
+    /// </summary>
+    private static List<IComputeBackend> Backends(string[]? names, TextWriter error, Owned owned)
+    {
+        bool explicitNames = names is { Length: > 0 };
+        names = explicitNames ? names! : ["reference", "managed", "ilgpu", "cublas"];
+        var list = new List<IComputeBackend>();
+        GpuAccelerator? gpu = null;
+        string gpuReason = string.Empty;
+        bool gpuTried = false;
+        GpuAccelerator? Gpu()
+        {
+            if (!gpuTried)
+            {
+                gpuTried = true;
+                gpu = GpuAccelerators.TryCreateCuda(out gpuReason);
+                if (gpu is not null)
+                {
+                    owned.Add(gpu);
+                }
+            }
+
+            return gpu;
+        }
+
+        foreach (string name in names)
+        {
+            switch (name)
+            {
+                case "reference":
+                    list.Add(new ReferenceBackend());
+                    break;
+                case "managed":
+                    list.Add(new ManagedCpuBackend());
+                    break;
+                case "ilgpu":
+                    if (Gpu() is { } device)
+                    {
+                        var ilgpu = new IlgpuBackend(device.Accelerator);
+                        owned.Add(ilgpu);
+                        list.Add(ilgpu);
+                    }
+                    else
+                    {
+                        error.WriteLine($"bench: ilgpu skipped: {gpuReason}");
+                    }
+
+                    break;
+                case "cublas":
+                    if (Gpu() is { } cuda && CublasBackend.TryCreate(cuda.Accelerator, out string why) is { } cublas)
+                    {
+                        owned.Add(cublas);
+                        list.Add(cublas);
+                    }
+                    else
+                    {
+                        error.WriteLine($"bench: cublas skipped: {(gpu is null ? gpuReason : "no cuBLAS library")}");
+                    }
+
+                    break;
+                default:
+                    throw new UsageException($"unknown backend '{name}'; allowed: reference, managed, ilgpu, cublas");
+            }
+        }
+
+        if (list.Count == 0)
+        {
+            throw new UsageException("no backend to benchmark");
+        }
+
+        return list;
+    }
+
+    /// <summary>Disposes what the benchmark created (backends, accelerators) in reverse order.</summary>
+    private sealed class Owned : IDisposable
+    {
+        private readonly List<IDisposable> _items = [];
+
+        public void Add(IDisposable item) => _items.Add(item);
+
+        public void Dispose()
+        {
+            for (int i = _items.Count - 1; i >= 0; i--)
+            {
+                _items[i].Dispose();
+            }
+        }
+    }
+
+    /// <summary>The Linear shapes of a Super-shape layer: name, in, out.</summary>
+    internal static readonly (string Name, int In, int Out)[] SuperShapes =
+    [
+        ("latent down d->l", 4096, 1024),
+        ("expert up l->m", 1024, 2688),
+        ("expert down m->l", 2688, 1024),
+        ("latent up l->d", 1024, 4096),
+    ];
+
+    private static JsonArray Gemm(TextWriter output, List<IComputeBackend> backends, int[] tokens, double minSeconds)
+    {
+        var rows = new JsonArray();
+        using var dir = new TempFolder();
+        output.WriteLine("GEMM y = x W^T (BF16 weights), GFLOP/s, best of repetitions:");
+        output.WriteLine($"{"shape",-18} {"T",5} " + string.Join(" ", backends.Select(b => $"{b.Name,10}")));
+        foreach (var (name, input, outputs) in SuperShapes)
+        {
+            var weight = RandomWeight(dir, name, outputs, input);
+            var prepared = backends.Select(b => b.Prepare(weight)).ToArray();
+            foreach (int t in tokens)
+            {
+                float[] x = RandomValues(t * input, 7);
+                var y = new float[t * outputs];
+                var cells = new List<string>();
+                var entry = new JsonObject { ["shape"] = name, ["in"] = input, ["out"] = outputs, ["tokens"] = t };
+                for (int i = 0; i < backends.Count; i++)
+                {
+                    var backend = backends[i];
+                    var p = prepared[i];
+                    double s = BestSeconds(() => backend.Linear(p, x, t, y), backend.Name == "reference" ? Math.Min(minSeconds, 0.3) : minSeconds);
+                    double gflops = 2.0 * t * input * outputs / s / 1e9;
+                    entry[backend.Name] = gflops;
+                    cells.Add(string.Create(CultureInfo.InvariantCulture, $"{gflops,10:F1}"));
+                }
+
+                rows.Add(entry);
+                output.WriteLine($"{name,-18} {t,5} " + string.Join(" ", cells));
+            }
+        }
+
+        return rows;
+    }
+
+    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds)
+    {
+        using var dir = new TempFolder();
+        string path = modelDir ?? dir.Path;
+        if (modelDir is null)
+        {
+            output.WriteLine("generating a super-shape layer (64 experts) for the layer benchmark ...");
+            SyntheticCheckpoint.Write(path, ModelPresets.Get("super-shape").Build(experts: 64, moeLayers: 1), 1);
+        }
+
+        var rows = new JsonArray();
+        var models = backends.Select(b => MoeModel.Open(path, b)).ToArray();
+        try
+        {
+            int layer = models[0].FirstMoeLayer;
+            int d = models[0].Config.HiddenSize;
+            output.WriteLine($"whole MoE layer {layer} forward ({(models[0].Config.IsLatent ? "latent" : "standard")}, N={models[0].Config.NRoutedExperts}, K={models[0].Config.NumExpertsPerTok}), seconds per batch; error vs the reference backend:");
+            foreach (var m in models)
+            {
+                m.Mixer(layer); // load and prepare (pack / upload) outside the timing
+            }
+
+            foreach (int t in tokens)
+            {
+                float[] x = RandomValues(t * d, 11);
+                float[]? reference = null;
+                var entry = new JsonObject { ["tokens"] = t };
+                var cells = new List<string>();
+                double referenceSeconds = double.NaN;
+                for (int i = 0; i < models.Length; i++)
+                {
+                    float[] y = [];
+                    var m = models[i];
+                    double s = BestSeconds(() => y = m.ForwardLayer(layer, x, t), m.Backend.Name == "reference" ? 0 : minSeconds);
+                    if (m.Backend.Name == "reference")
+                    {
+                        reference = y;
+                        referenceSeconds = s;
+                    }
+
+                    double err = reference is null ? double.NaN : RelativeError(y, reference);
+                    entry[m.Backend.Name] = new JsonObject
+                    {
+                        ["seconds"] = s,
+                        ["tokens_per_second"] = t / s,
+                        ["relative_error_vs_reference"] = double.IsNaN(err) ? null : err,
+                        ["speedup_vs_reference"] = double.IsNaN(referenceSeconds) ? null : referenceSeconds / s,
+                    };
+                    cells.Add(string.Create(CultureInfo.InvariantCulture, $"{m.Backend.Name} {s:F3} s{(double.IsNaN(referenceSeconds) || m.Backend.Name == "reference" ? string.Empty : $" ({referenceSeconds / s:F1}x, err {err:E1})")}"));
+                }
+
+                rows.Add(entry);
+                output.WriteLine($"  T={t,5}: " + string.Join(" | ", cells));
+            }
+        }
+        finally
+        {
+            foreach (var m in models)
+            {
+                m.Dispose();
+            }
+        }
+
+        return rows;
+    }
+
+    private static WeightMatrix RandomWeight(TempFolder dir, string name, int rows, int cols)
+    {
+        string file = Path.Combine(dir.Path, $"w{rows}x{cols}.safetensors");
+        var values = RandomValues(rows * cols, rows ^ cols);
+        var bits = new ushort[values.Length];
+        ElementConversions.SingleToBFloat16(values, bits);
+        byte[] bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(bits.AsSpan()).ToArray();
+        SafetensorsWriter.Write(file, [(new TensorSpec(name, DType.BF16, [rows, cols]), (ReadOnlyMemory<byte>)bytes)]);
+        var st = SafetensorsFile.Open(file);
+        dir.Keep(st);
+        return new WeightMatrix(new TensorRef(st, st.GetTensor(name)), rows, cols);
+    }
+
+    private static float[] RandomValues(int count, int seed)
+    {
+        var rng = DeterministicRandom.For((ulong)seed, "bench");
+        var v = new float[count];
+        for (int i = 0; i < v.Length; i++)
+        {
+            v[i] = rng.NextSymmetric(1f);
+        }
+
+        return v;
+    }
+
+    /// <summary>Runs once to warm up, then repeats until <paramref name="minSeconds"/> have passed (at least twice); the best time counts.</summary>
+    private static double BestSeconds(Action run, double minSeconds)
+    {
+        run();
+        double best = double.MaxValue;
+        var total = Stopwatch.StartNew();
+        int reps = 0;
+        do
+        {
+            var clock = Stopwatch.StartNew();
+            run();
+            best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            reps++;
+        }
+        while (reps < 2 || total.Elapsed.TotalSeconds < minSeconds);
+        return best;
+    }
+
+    private static double RelativeError(float[] a, float[] b)
+    {
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++)
+        {
+            num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+            den += (double)b[i] * b[i];
+        }
+
+        return Math.Sqrt(num / den);
+    }
+
+    /// <summary>A temporary folder that also keeps opened files alive until it is disposed.</summary>
+    private sealed class TempFolder : IDisposable
+    {
+        private readonly List<IDisposable> _kept = [];
+
+        public string Path { get; } = Directory.CreateTempSubdirectory("moecluster-bench-").FullName;
+
+        public void Keep(IDisposable d) => _kept.Add(d);
+
+        public void Dispose()
+        {
+            _kept.ForEach(k => k.Dispose());
+            try
+            {
+                Directory.Delete(Path, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+}
