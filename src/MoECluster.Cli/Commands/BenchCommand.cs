@@ -245,7 +245,7 @@ internal static class BenchCommand
                         referenceSeconds = s;
                     }
 
-                    double err = reference is null ? double.NaN : RelativeError(y, reference);
+                    double err = reference is null ? double.NaN : RelativeError.Of(y, reference);
                     entry[m.Backend.Name] = new JsonObject
                     {
                         ["seconds"] = s,
@@ -312,18 +312,6 @@ internal static class BenchCommand
         }
         while (reps < 2 || total.Elapsed.TotalSeconds < minSeconds);
         return best;
-    }
-
-    private static double RelativeError(float[] a, float[] b)
-    {
-        double num = 0, den = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-            den += (double)b[i] * b[i];
-        }
-
-        return Math.Sqrt(num / den);
     }
 
     /// <summary>A temporary folder that also keeps opened files alive until it is disposed.</summary>

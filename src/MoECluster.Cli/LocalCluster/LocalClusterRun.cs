@@ -178,7 +178,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                 clock.Restart();
                 float[] expected = layer is int l ? reference.ForwardLayer(l, x, settings.Tokens) : reference.ForwardStack(x, settings.Tokens);
                 double localSeconds = clock.Elapsed.TotalSeconds;
-                double err = RelativeError(y, expected);
+                double err = RelativeError.Of(y, expected);
                 bool ok = err <= tolerance;
                 passed &= ok;
                 int layerCount = response.Layers.Count;
@@ -264,19 +264,6 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
     {
         var stats = await client.StatsAsync(cancel);
         return stats["totals"]?["socket_bytes"]?.GetValue<long>() ?? 0;
-    }
-
-    private static double RelativeError(float[] actual, float[] expected)
-    {
-        double num = 0, den = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            double diff = (double)actual[i] - expected[i];
-            num += diff * diff;
-            den += (double)expected[i] * expected[i];
-        }
-
-        return Math.Sqrt(num / den);
     }
 
     private async Task StopAsync()
