@@ -1,3 +1,4 @@
+using System.Buffers;
 using MoECluster.Model.Compute;
 using MoECluster.Model.Dispatch;
 
@@ -6,8 +7,9 @@ namespace MoECluster.Model.Experts;
 /// <summary>
 /// The grouped expert FFN (Megatron-Core's "experts") on a compute backend: for each expert with work, gather its
 /// rows, compute down(relu(up(z))²) on the backend, and scatter each result row to its slot. Experts run one after
-/// another; each backend parallelises inside its Linear. Slot outputs are combined by <see cref="WeightedSum"/> in
-/// a fixed order, so the result does not depend on the thread schedule.
+/// another; each backend parallelises inside its Linear. Per-expert buffers come from the shared array pool.
+/// Slot outputs are combined by <see cref="WeightedSum"/> in a fixed order, so the result does not depend on the
+/// thread schedule.
 /// </summary>
 public sealed class GroupedExperts
 {
@@ -60,17 +62,27 @@ public sealed class GroupedExperts
             }
 
             var expert = _experts[e]!;
-            var gathered = new float[n * w];
-            for (int i = 0; i < n; i++)
+            float[] gatheredBuffer = ArrayPool<float>.Shared.Rent(n * w);
+            float[] outputBuffer = ArrayPool<float>.Shared.Rent(n * w);
+            try
             {
-                z.Slice(slotRows[slots[i]] * w, w).CopyTo(gathered.AsSpan(i * w, w));
-            }
+                Span<float> gathered = gatheredBuffer.AsSpan(0, n * w);
+                Span<float> output = outputBuffer.AsSpan(0, n * w);
+                for (int i = 0; i < n; i++)
+                {
+                    z.Slice(slotRows[slots[i]] * w, w).CopyTo(gathered.Slice(i * w, w));
+                }
 
-            var output = new float[n * w];
-            _backend.ExpertFfn(expert.Up, expert.Down, gathered, n, output);
-            for (int i = 0; i < n; i++)
+                _backend.ExpertFfn(expert.Up, expert.Down, gathered, n, output);
+                for (int i = 0; i < n; i++)
+                {
+                    output.Slice(i * w, w).CopyTo(slotOutputs.Slice(slots[i] * w, w));
+                }
+            }
+            finally
             {
-                output.AsSpan(i * w, w).CopyTo(slotOutputs.Slice(slots[i] * w, w));
+                ArrayPool<float>.Shared.Return(gatheredBuffer);
+                ArrayPool<float>.Shared.Return(outputBuffer);
             }
         }
     }
