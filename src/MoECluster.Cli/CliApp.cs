@@ -20,6 +20,7 @@ public static class CliApp
             SiloCommand.Create(output, error),
             RunCommand.Create(output, error),
             BenchCommand.Create(output, error),
+            LoadCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

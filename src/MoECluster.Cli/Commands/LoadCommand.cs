@@ -1,0 +1,48 @@
+using System.CommandLine;
+using MoECluster.Cli.Load;
+
+namespace MoECluster.Cli.Commands;
+
+/// <summary>
+/// <c>moecluster load</c>: load-tests a running cluster's gateway (open loop at a Poisson rate or closed loop with C
+/// workers), latency histograms per model and overall, bytes per token of the standard and latent models. Exit 3
+/// when the measured p99 exceeds <c>--slo-p99</c>.
+/// </summary>
+internal static class LoadCommand
+{
+    public const int ExitSloMissed = 3;
+
+    public static Command Create(TextWriter output, TextWriter error)
+    {
+        var url = new Option<string>("--url") { Description = "The gateway.", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+        var mode = new Option<string>("--mode") { Description = "open: Poisson arrivals at --rate, latency from each intended start; closed: --concurrency workers back to back.", DefaultValueFactory = _ => LoadSettings.Closed };
+        mode.AcceptOnlyFromAmong(LoadSettings.Open, LoadSettings.Closed);
+        var rate = new Option<double>("--rate") { Description = "Open loop: requests per second.", DefaultValueFactory = _ => 10 };
+        var concurrency = new Option<int>("--concurrency") { Description = "Closed loop: concurrent workers.", DefaultValueFactory = _ => 4 };
+        var duration = new Option<double>("--duration") { Description = "Measured seconds.", DefaultValueFactory = _ => 30 };
+        var warmup = new Option<double>("--warmup") { Description = "Seconds of warm-up before, not recorded.", DefaultValueFactory = _ => 3 };
+        var tokens = new Option<string>("--tokens") { Description = "Tokens per request, or a list (1,8,64) drawn uniformly.", DefaultValueFactory = _ => "8" };
+        var models = new Option<string?>("--models") { Description = "Model ids, comma-separated; requests alternate between them (default: every served model)." };
+        var wire = new Option<string?>("--wire") { Description = "Payload element type between router and shards (default: the cluster's)." };
+        wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
+        var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
+        var slo = new Option<double?>("--slo-p99") { Description = "Exit code 3 when the measured p99 latency exceeds this many milliseconds." };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the inputs, arrivals and token counts.", DefaultValueFactory = _ => 1UL };
+        var timeout = new Option<double>("--timeout") { Description = "Seconds before a request counts as failed.", DefaultValueFactory = _ => 30 };
+        var command = new Command("load", "Load-test a running cluster's gateway: throughput, latency percentiles, bytes per token standard vs latent.")
+        {
+            url, mode, rate, concurrency, duration, warmup, tokens, models, wire, json, slo, seed, timeout,
+        };
+        command.SetAction((parse, cancel) => VerbRunner.GuardAsync("load", error, async () =>
+        {
+            var settings = new LoadSettings(
+                parse.GetValue(url)!, parse.GetValue(mode)!, parse.GetValue(rate), parse.GetValue(concurrency), parse.GetValue(duration),
+                parse.GetValue(warmup), LoadSettings.ParseTokens(parse.GetValue(tokens)!), LoadSettings.ParseModels(parse.GetValue(models)),
+                parse.GetValue(wire), parse.GetValue(json), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
+                "moecluster " + string.Join(' ', parse.Tokens.Select(t => t.Value)));
+            settings.Validate();
+            return await new LoadRunner(settings, output, error).RunAsync(cancel);
+        }));
+        return command;
+    }
+}

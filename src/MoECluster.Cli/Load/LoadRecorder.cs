@@ -1,0 +1,151 @@
+using HdrHistogram;
+
+namespace MoECluster.Cli.Load;
+
+/// <summary>Whether a request belongs to the warm-up (not recorded in the results) or the measured window.</summary>
+internal enum LoadPhase
+{
+    Warmup,
+    Measured,
+}
+
+/// <summary>
+/// Counters and latency histograms (microseconds) of a load run, per model and overall, thread-safe. Every request
+/// is counted as sent when it starts and as ok or failed when it ends, so sent = ok + failed once all have ended.
+/// </summary>
+internal sealed class LoadRecorder
+{
+    private const long HighestMicroseconds = 3_600_000_000L;
+
+    private readonly object _gate = new();
+    private readonly Dictionary<string, ModelTally> _models;
+    private readonly Tally _overall = new();
+    private readonly Tally _warmup = new();
+    private LongHistogram _interval = NewHistogram();
+
+    public LoadRecorder(IEnumerable<(string Id, string Mode)> models)
+    {
+        _models = models.ToDictionary(m => m.Id, m => new ModelTally(m.Mode));
+    }
+
+    public static LongHistogram NewHistogram() => new(1, HighestMicroseconds, 3);
+
+    public void Sent(string model, LoadPhase phase)
+    {
+        lock (_gate)
+        {
+            TallyOf(phase).Sent++;
+            _models[model].Of(phase).Sent++;
+        }
+    }
+
+    public void Failed(string model, LoadPhase phase)
+    {
+        lock (_gate)
+        {
+            TallyOf(phase).Failed++;
+            _models[model].Of(phase).Failed++;
+        }
+    }
+
+    /// <summary>A successful request: its latency and, from the response, what its layers routed.</summary>
+    public void Ok(string model, LoadPhase phase, long microseconds, int tokens, long payloadBytes, long predictedBytes, long routedRows, long trafficTokens)
+    {
+        long us = Math.Clamp(microseconds, 1, HighestMicroseconds);
+        lock (_gate)
+        {
+            var m = _models[model];
+            var tally = TallyOf(phase);
+            var mt = m.Of(phase);
+            tally.Ok++;
+            tally.Tokens += tokens;
+            mt.Ok++;
+            mt.Tokens += tokens;
+            _interval.RecordValue(us);
+            if (phase == LoadPhase.Measured)
+            {
+                _overall.Latency.RecordValue(us);
+                mt.Latency.RecordValue(us);
+                m.PayloadBytes += payloadBytes;
+                m.PredictedBytes += predictedBytes;
+                m.RoutedRows += routedRows;
+                m.TrafficTokens += trafficTokens;
+            }
+        }
+    }
+
+    /// <summary>Counts so far and the latency percentiles of the requests that ended since the last call (p50, p99 in ms).</summary>
+    public (long Sent, long Ok, long Failed, long Tokens, double? P50, double? P99) Progress()
+    {
+        lock (_gate)
+        {
+            long sent = _overall.Sent + _warmup.Sent, ok = _overall.Ok + _warmup.Ok, failed = _overall.Failed + _warmup.Failed;
+            long tokens = _overall.Tokens + _warmup.Tokens;
+            double? p50 = null, p99 = null;
+            if (_interval.TotalCount > 0)
+            {
+                p50 = _interval.GetValueAtPercentile(50) / 1000.0;
+                p99 = _interval.GetValueAtPercentile(99) / 1000.0;
+            }
+
+            _interval = NewHistogram();
+            return (sent, ok, failed, tokens, p50, p99);
+        }
+    }
+
+    /// <summary>A consistent copy of everything recorded.</summary>
+    public LoadSnapshot Snapshot()
+    {
+        lock (_gate)
+        {
+            return new LoadSnapshot(
+                _overall.Copy(),
+                _warmup.Copy(),
+                _models.ToDictionary(kv => kv.Key, kv => new ModelSnapshot(kv.Value.Mode, kv.Value.Measured.Copy(), kv.Value.Warmup.Copy(),
+                    kv.Value.PayloadBytes, kv.Value.PredictedBytes, kv.Value.RoutedRows, kv.Value.TrafficTokens)));
+        }
+    }
+
+    private Tally TallyOf(LoadPhase phase) => phase == LoadPhase.Measured ? _overall : _warmup;
+
+    private sealed class Tally
+    {
+        public long Sent { get; set; }
+
+        public long Ok { get; set; }
+
+        public long Failed { get; set; }
+
+        public long Tokens { get; set; }
+
+        public LongHistogram Latency { get; } = NewHistogram();
+
+        public TallySnapshot Copy() => new(Sent, Ok, Failed, Tokens, (LongHistogram)Latency.Copy());
+    }
+
+    private sealed class ModelTally(string mode)
+    {
+        public string Mode { get; } = mode;
+
+        public Tally Measured { get; } = new();
+
+        public Tally Warmup { get; } = new();
+
+        public long PayloadBytes { get; set; }
+
+        public long PredictedBytes { get; set; }
+
+        public long RoutedRows { get; set; }
+
+        public long TrafficTokens { get; set; }
+
+        public Tally Of(LoadPhase phase) => phase == LoadPhase.Measured ? Measured : Warmup;
+    }
+}
+
+internal sealed record TallySnapshot(long Sent, long Ok, long Failed, long Tokens, LongHistogram Latency);
+
+/// <summary>One model's counts; bytes and rows summed over the layers of its measured successful responses.</summary>
+internal sealed record ModelSnapshot(string Mode, TallySnapshot Measured, TallySnapshot Warmup, long PayloadBytes, long PredictedBytes, long RoutedRows, long TrafficTokens);
+
+internal sealed record LoadSnapshot(TallySnapshot Overall, TallySnapshot Warmup, IReadOnlyDictionary<string, ModelSnapshot> Models);

@@ -1,0 +1,291 @@
+using System.Diagnostics;
+using System.Globalization;
+using MoECluster.Cli.Commands;
+using MoECluster.Gateway;
+
+namespace MoECluster.Cli.Load;
+
+/// <summary>One model the load run sends to: its id, mode, width and the MoE layer it targets (the first).</summary>
+internal sealed record LoadTarget(string Id, string Mode, int Width, int Layer);
+
+/// <summary>
+/// The load engine. Open loop: Poisson arrivals at the rate, each request started at its intended time whatever the
+/// others do, latency measured from the intended start (no coordinated omission). Closed loop: C workers that send
+/// back to back. Requests alternate between the models; token counts are drawn uniformly from the list.
+/// </summary>
+internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextWriter error)
+{
+    private const int BuffersPerShape = 4;
+
+    public async Task<int> RunAsync(CancellationToken cancel)
+    {
+        using var http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
+        {
+            BaseAddress = settings.BaseAddress(),
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+        var client = new GatewayClient(http);
+        var targets = await TargetsAsync(client, cancel);
+        var inputs = Inputs(targets);
+        var recorder = new LoadRecorder(targets.Select(t => (t.Id, t.Mode)));
+
+        error.WriteLine($"load: {settings.Mode} loop against {settings.Url}, models {string.Join(", ", targets.Select(t => $"{t.Id} ({t.Mode}, layer {t.Layer})"))}, "
+            + $"tokens {string.Join(",", settings.Tokens)}, {(settings.IsOpen ? $"rate {F(settings.Rate, "0.##")}/s" : $"concurrency {settings.Concurrency}")}, "
+            + $"warm-up {F(settings.WarmupSeconds, "0.##")} s, duration {F(settings.DurationSeconds, "0.##")} s");
+
+        using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        var clock = Stopwatch.StartNew();
+        long warmupTicks = Ticks(settings.WarmupSeconds);
+        long endTicks = warmupTicks + Ticks(settings.DurationSeconds);
+        var engine = new Engine(settings, client, targets, inputs, recorder, clock, warmupTicks, abort.Token);
+
+        using var progressStop = new CancellationTokenSource();
+        var progress = ProgressAsync(recorder, clock, warmupTicks, progressStop.Token);
+        var requests = settings.IsOpen ? await engine.OpenLoopAsync(endTicks, cancel) : await engine.ClosedLoopAsync(endTicks, cancel);
+
+        // Requests still in flight are awaited (each has its own timeout); past a grace period they are cancelled,
+        // which ends them as failed: every request sent is counted ok or failed.
+        var all = Task.WhenAll(requests);
+        try
+        {
+            await all.WaitAsync(TimeSpan.FromSeconds(settings.TimeoutSeconds + 5), CancellationToken.None);
+        }
+        catch (TimeoutException)
+        {
+            await abort.CancelAsync();
+            await all;
+        }
+
+        await progressStop.CancelAsync();
+        await progress;
+
+        // Ctrl+C ends the run early: what was measured is still reported (requests it cut short count as failed).
+
+        var snapshot = recorder.Snapshot();
+        var report = LoadReport.Build(settings, targets, snapshot);
+        LoadReport.PrintSummary(output, settings, report, snapshot);
+        if (settings.JsonPath is { } path)
+        {
+            RunReport.Write(path, report);
+            output.WriteLine($"results written to {Path.GetFullPath(path)}");
+        }
+
+        if (snapshot.Overall.Ok == 0)
+        {
+            error.WriteLine($"moecluster load: error: no request succeeded in the measured window ({snapshot.Overall.Failed} failed of {snapshot.Overall.Sent})");
+            return CliApp.ExitFailure;
+        }
+
+        double p99 = LoadReport.PercentileMs(snapshot.Overall.Latency, 99);
+        if (settings.SloP99Ms is double slo && p99 > slo)
+        {
+            error.WriteLine($"moecluster load: SLO missed: p99 {F(p99, "0.###")} ms > {F(slo, "0.###")} ms");
+            return LoadCommand.ExitSloMissed;
+        }
+
+        return CliApp.ExitOk;
+    }
+
+    private async Task<IReadOnlyList<LoadTarget>> TargetsAsync(GatewayClient client, CancellationToken cancel)
+    {
+        IReadOnlyList<ServedModel> served;
+        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel))
+        {
+            timeout.CancelAfter(TimeSpan.FromSeconds(Math.Min(settings.TimeoutSeconds, 15)));
+            try
+            {
+                served = await client.ModelsAsync(timeout.Token);
+            }
+            catch (Exception e) when (!cancel.IsCancellationRequested && e is HttpRequestException or System.Text.Json.JsonException or OperationCanceledException)
+            {
+                throw new UsageException($"cannot list the models of the gateway at {settings.Url} (GET /v1/models): {e.Message}");
+            }
+        }
+
+        var byId = served.ToDictionary(m => m.Id, StringComparer.Ordinal);
+        var ids = settings.Models ?? [.. served.Select(m => m.Id)];
+        if (ids.Count == 0)
+        {
+            throw new UsageException($"the gateway at {settings.Url} serves no model");
+        }
+
+        var targets = new List<LoadTarget>();
+        foreach (string id in ids)
+        {
+            if (!byId.TryGetValue(id, out var m))
+            {
+                throw new UsageException($"--models: '{id}' is not served by {settings.Url} (served: {string.Join(", ", served.Select(s => s.Id))})");
+            }
+
+            if (m.MoeLayers.Count == 0)
+            {
+                throw new UsageException($"model '{id}' has no MoE layer");
+            }
+
+            targets.Add(new LoadTarget(m.Id, m.Mode, m.HiddenSize, m.MoeLayers[0]));
+        }
+
+        return targets;
+    }
+
+    /// <summary>A few Gaussian [tokens, width] batches per (width, tokens), deterministic from the seed, shared read-only.</summary>
+    private Dictionary<(int Width, int Tokens), float[][]> Inputs(IReadOnlyList<LoadTarget> targets)
+    {
+        var rng = new Random(unchecked((int)(settings.Seed ^ (settings.Seed >> 32))));
+        var inputs = new Dictionary<(int, int), float[][]>();
+        foreach (int width in targets.Select(t => t.Width).Distinct())
+        {
+            foreach (int tokens in settings.Tokens.Distinct())
+            {
+                var buffers = new float[BuffersPerShape][];
+                for (int b = 0; b < buffers.Length; b++)
+                {
+                    var x = new float[checked(width * tokens)];
+                    for (int i = 0; i < x.Length; i++)
+                    {
+                        x[i] = (float)Gaussian(rng);
+                    }
+
+                    buffers[b] = x;
+                }
+
+                inputs[(width, tokens)] = buffers;
+            }
+        }
+
+        return inputs;
+    }
+
+    private static double Gaussian(Random rng)
+    {
+        double u1 = 1.0 - rng.NextDouble();
+        double u2 = rng.NextDouble();
+        return Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2);
+    }
+
+    private async Task ProgressAsync(LoadRecorder recorder, Stopwatch clock, long warmupTicks, CancellationToken stop)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+        long lastTokens = 0;
+        long lastTicks = 0;
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stop))
+            {
+                long now = clock.ElapsedTicks;
+                var p = recorder.Progress();
+                double seconds = (double)(now - lastTicks) / Stopwatch.Frequency;
+                double tokensPerSecond = seconds > 0 ? (p.Tokens - lastTokens) / seconds : 0;
+                lastTokens = p.Tokens;
+                lastTicks = now;
+                string phase = now < warmupTicks ? " (warm-up)" : string.Empty;
+                string lat = p.P50 is double p50 && p.P99 is double p99 ? $"p50 {F(p50, "0.00")} ms  p99 {F(p99, "0.00")} ms" : "p50 -  p99 -";
+                error.WriteLine($"load {F((double)now / Stopwatch.Frequency, "0.0")} s{phase}  sent {p.Sent}  ok {p.Ok}  failed {p.Failed}  {lat}  {F(tokensPerSecond, "0")} tokens/s");
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    internal static long Ticks(double seconds) => (long)(seconds * Stopwatch.Frequency);
+
+    internal static string F(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
+
+    /// <summary>Sends the requests and records them; one per run.</summary>
+    private sealed class Engine(
+        LoadSettings settings, GatewayClient client, IReadOnlyList<LoadTarget> targets, Dictionary<(int Width, int Tokens), float[][]> inputs,
+        LoadRecorder recorder, Stopwatch clock, long warmupTicks, CancellationToken abort)
+    {
+        private long _next = -1;
+
+        public async Task<List<Task>> OpenLoopAsync(long endTicks, CancellationToken cancel)
+        {
+            var rng = new Random(unchecked((int)settings.Seed) ^ 0x5bd1e995);
+            var requests = new List<Task>();
+            double intendedSeconds = 0;
+            while (!cancel.IsCancellationRequested)
+            {
+                intendedSeconds += -Math.Log(1.0 - rng.NextDouble()) / settings.Rate;
+                long intended = Ticks(intendedSeconds);
+                if (intended >= endTicks)
+                {
+                    break;
+                }
+
+                long wait = intended - clock.ElapsedTicks;
+                if (wait > 0)
+                {
+                    try
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds((double)wait / Stopwatch.Frequency), cancel);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        break;
+                    }
+                }
+
+                // Behind schedule (a slow timer or a busy machine): the request still counts from its intended time.
+                requests.Add(Task.Run(() => OneAsync(intended), CancellationToken.None));
+            }
+
+            return requests;
+        }
+
+        public async Task<List<Task>> ClosedLoopAsync(long endTicks, CancellationToken cancel)
+        {
+            var workers = Enumerable.Range(0, settings.Concurrency).Select(_ => Task.Run(async () =>
+            {
+                while (!cancel.IsCancellationRequested)
+                {
+                    long start = clock.ElapsedTicks;
+                    if (start >= endTicks)
+                    {
+                        return;
+                    }
+
+                    await OneAsync(start);
+                }
+            }, CancellationToken.None)).ToList();
+            await Task.WhenAll(workers);
+            return workers;
+        }
+
+        private async Task OneAsync(long intendedTicks)
+        {
+            long n = Interlocked.Increment(ref _next);
+            var target = targets[(int)(n % targets.Count)];
+            int tokens = settings.Tokens[(int)(Mix(settings.Seed, (ulong)n) % (ulong)settings.Tokens.Count)];
+            var buffers = inputs[(target.Width, tokens)];
+            float[] hidden = buffers[(int)(n / targets.Count % buffers.Length)];
+            var phase = intendedTicks < warmupTicks ? LoadPhase.Warmup : LoadPhase.Measured;
+            recorder.Sent(target.Id, phase);
+            try
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(abort);
+                timeout.CancelAfter(TimeSpan.FromSeconds(settings.TimeoutSeconds));
+                var response = await client.ForwardAsync(target.Id, target.Layer, hidden, tokens, target.Width, settings.Wire, timeout.Token);
+                long micros = (clock.ElapsedTicks - intendedTicks) * 1_000_000 / Stopwatch.Frequency;
+                long payload = response.Layers.Sum(l => l.DispatchPayloadBytes + l.CombinePayloadBytes);
+                long predicted = response.Layers.Sum(l => l.PredictedPayloadBytes);
+                long rows = response.Layers.Sum(l => (long)l.RoutedRows);
+                long trafficTokens = response.Layers.Sum(l => (long)l.Tokens);
+                recorder.Ok(target.Id, phase, micros, tokens, payload, predicted, rows, trafficTokens);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // HTTP errors, timeouts, undecodable answers: counted, never lost.
+                recorder.Failed(target.Id, phase);
+            }
+        }
+
+        private static ulong Mix(ulong seed, ulong n)
+        {
+            ulong z = seed + (n + 1) * 0x9E3779B97F4A7C15UL;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return z ^ (z >> 31);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+using System.Text.Json.Nodes;
+using MoECluster.Testing;
+
+namespace MoECluster.Cluster.Tests;
+
+/// <summary><c>moecluster load</c> as a real process against the three-process cluster ("lat" and "std").</summary>
+[Collection(ProcessClusterGroup.Name)]
+public sealed class LoadCommandTests(ProcessClusterFixture cluster)
+{
+    private static ChildProcess.Result Load(params string[] args) =>
+        ChildProcess.Run("dotnet", [ChildProcess.CliDll, "load", .. args], TimeSpan.FromMinutes(2));
+
+    private async Task<Dictionary<string, long>> StatsTokensAsync()
+    {
+        var stats = await cluster.Client.StatsAsync();
+        return stats["models"]!.AsArray().ToDictionary(
+            m => m!["model"]!.GetValue<string>(),
+            m => m!["layers"]!.AsArray().Sum(l => l!["tokens"]!.GetValue<long>()));
+    }
+
+    private static void AssertOrderedPositiveLatencies(JsonNode latency, string what)
+    {
+        double[] v = [.. new[] { "p50", "p90", "p99", "p999", "max" }.Select(k => latency[k]!.GetValue<double>())];
+        Assert.True(v[0] > 0, $"{what}: p50 {v[0]}");
+        for (int i = 1; i < v.Length; i++)
+        {
+            Assert.True(v[i - 1] <= v[i], $"{what}: latencies not ordered: {string.Join(", ", v)}");
+        }
+    }
+
+    [Fact]
+    public async Task Closed_loop_run_counts_every_request_and_its_tokens_match_the_cluster_stats()
+    {
+        using var dir = new TempDirectory();
+        string json = dir.File("load.json");
+        var before = await StatsTokensAsync();
+        var run = Load("--url", cluster.Url, "--mode", "closed", "--concurrency", "4", "--duration", "4", "--warmup", "1",
+            "--tokens", "1,8,64", "--json", json, "--seed", "7");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("p99", run.Stderr, StringComparison.Ordinal);
+        var after = await StatsTokensAsync();
+
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal("closed", r["mode"]!.GetValue<string>());
+        Assert.Equal(4.0, r["duration_s"]!.GetValue<double>());
+        var requests = r["requests"]!;
+        long sent = requests["sent"]!.GetValue<long>(), ok = requests["ok"]!.GetValue<long>(), failed = requests["failed"]!.GetValue<long>();
+        Assert.Equal(sent, ok + failed);
+        Assert.Equal(0, failed);
+        Assert.True(ok > 0);
+        Assert.True(r["tokens_per_second"]!.GetValue<double>() > 0);
+        AssertOrderedPositiveLatencies(r["latency_ms"]!, "overall");
+
+        var perModel = r["per_model"]!.AsObject();
+        Assert.Equal(["lat", "std"], perModel.Select(kv => kv.Key).Order(StringComparer.Ordinal));
+        foreach (var (id, m) in perModel)
+        {
+            AssertOrderedPositiveLatencies(m!["latency_ms"]!, id);
+            long tokens = m["tokens_ok"]!.GetValue<long>() + m["warmup_tokens_ok"]!.GetValue<long>();
+            Assert.True(tokens > 0, id);
+            Assert.Equal(before.GetValueOrDefault(id) + tokens, after[id]);
+
+            // The payload is exactly the rows the routing plans sent.
+            Assert.Equal(m["bytes_per_token"]!["predicted"]!.GetValue<double>(), m["bytes_per_token"]!["measured"]!.GetValue<double>(), 6);
+        }
+
+        // standard / latent = d/l (4) x the ratio of routed rows per token.
+        var bpt = r["bytes_per_token"]!;
+        double ratio = bpt["standard"]!.GetValue<double>() / bpt["latent"]!.GetValue<double>();
+        double rows = perModel["std"]!["rows_per_token"]!.GetValue<double>() / perModel["lat"]!["rows_per_token"]!.GetValue<double>();
+        Assert.True(ratio > 1, $"standard / latent = {ratio}");
+        Assert.Equal(4 * rows, ratio, 6);
+        Assert.Equal(bpt["predicted"]!["standard"]!.GetValue<double>() / bpt["predicted"]!["latent"]!.GetValue<double>(), ratio, 6);
+    }
+
+    [Fact]
+    public void Open_loop_run_sends_about_rate_times_duration_requests()
+    {
+        using var dir = new TempDirectory();
+        string json = dir.File("open.json");
+        var run = Load("--url", cluster.Url, "--mode", "open", "--rate", "40", "--duration", "3", "--warmup", "0.5", "--json", json, "--seed", "3");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal("open", r["mode"]!.GetValue<string>());
+        long sent = r["requests"]!["sent"]!.GetValue<long>();
+        Assert.InRange(sent, 84, 156);
+        Assert.Equal(sent, r["requests"]!["ok"]!.GetValue<long>() + r["requests"]!["failed"]!.GetValue<long>());
+        AssertOrderedPositiveLatencies(r["latency_ms"]!, "overall");
+    }
+
+    [Fact]
+    public void Missed_p99_slo_exits_with_code_3()
+    {
+        var run = Load("--url", cluster.Url, "--duration", "1", "--warmup", "0", "--concurrency", "2", "--models", "lat", "--slo-p99", "0.001");
+        Assert.True(run.ExitCode == 3, run.ToString());
+        Assert.Contains("SLO missed", run.Stderr, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("http://127.0.0.1:1")]
+    [InlineData("not a url")]
+    public void Bad_gateway_url_exits_2_with_one_line(string url)
+    {
+        var run = Load("--url", url, "--duration", "1", "--warmup", "0");
+        Assert.True(run.ExitCode == 2, run.ToString());
+        string line = Assert.Single(run.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("moecluster load: error:", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Unknown_model_exits_2_naming_the_served_ones()
+    {
+        var run = Load("--url", cluster.Url, "--models", "lat,nope", "--duration", "1", "--warmup", "0");
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains("'nope' is not served", run.Stderr, StringComparison.Ordinal);
+        Assert.Contains("lat, std", run.Stderr, StringComparison.Ordinal);
+    }
+}
