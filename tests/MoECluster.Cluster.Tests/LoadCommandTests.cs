@@ -1,4 +1,7 @@
+using System.Globalization;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using System.Xml.Linq;
 using MoECluster.Testing;
 
 namespace MoECluster.Cluster.Tests;
@@ -71,6 +74,54 @@ public sealed class LoadCommandTests(ProcessClusterFixture cluster)
         Assert.True(ratio > 1, $"standard / latent = {ratio}");
         Assert.Equal(4 * rows, ratio, 6);
         Assert.Equal(bpt["predicted"]!["standard"]!.GetValue<double>() / bpt["predicted"]!["latent"]!.GetValue<double>(), ratio, 6);
+    }
+
+    [Fact]
+    public void Html_report_has_four_well_formed_svg_charts_the_json_p99_no_external_links_and_a_timeline_summing_to_the_ok_requests()
+    {
+        using var dir = new TempDirectory();
+        string json = dir.File("load.json");
+        string html = dir.File("report/load.html");
+        var run = Load("--url", cluster.Url, "--mode", "closed", "--concurrency", "2", "--duration", "2", "--warmup", "0.5",
+            "--tokens", "1,8", "--json", json, "--html", html, "--seed", "5");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        string text = File.ReadAllText(html);
+
+        var svgs = Regex.Matches(text, "<svg\\b.*?</svg>", RegexOptions.Singleline);
+        Assert.Equal(4, svgs.Count);
+        foreach (Match svg in svgs)
+        {
+            var doc = XDocument.Parse(svg.Value);
+            Assert.Equal("svg", doc.Root!.Name.LocalName);
+            Assert.Contains(doc.Root.Descendants(), e => e.Name.LocalName is "polyline" or "rect" or "circle");
+        }
+
+        // The CDF and throughput charts draw lines; the expert heatmap has a cell per expert of each layer.
+        Assert.Contains("<polyline", svgs[0].Value, StringComparison.Ordinal);
+        Assert.Contains("<polyline", svgs[1].Value, StringComparison.Ordinal);
+        Assert.Contains("expert 0:", svgs[3].Value, StringComparison.Ordinal);
+
+        var bpt = r["bytes_per_token"]!;
+        string ratio = (bpt["standard"]!.GetValue<double>() / bpt["latent"]!.GetValue<double>()).ToString("0.00", CultureInfo.InvariantCulture);
+        Assert.Contains($"standard / latent = {ratio}", svgs[2].Value, StringComparison.Ordinal);
+
+        string p99 = r["latency_ms"]!["p99"]!.GetValue<double>().ToString("0.000", CultureInfo.InvariantCulture);
+        Assert.Contains($"<td>{p99}</td>", text, StringComparison.Ordinal);
+
+        // Only the SVG namespace and the gateway's URL in the printed command line: nothing to fetch.
+        string rest = text.Replace("xmlns=\"http://www.w3.org/2000/svg\"", string.Empty, StringComparison.Ordinal)
+            .Replace(cluster.Url, string.Empty, StringComparison.Ordinal);
+        Assert.DoesNotContain("http://", rest, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("https://", rest, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("<script", text, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("<link", text, StringComparison.OrdinalIgnoreCase);
+
+        var timeline = r["timeline"]!.AsArray();
+        Assert.NotEmpty(timeline);
+        Assert.Equal(Enumerable.Range(0, timeline.Count), timeline.Select(b => b!["second"]!.GetValue<int>()));
+        Assert.Equal(r["requests"]!["ok"]!.GetValue<long>(), timeline.Sum(b => b!["requests_ok"]!.GetValue<long>()));
+        Assert.Equal(r["per_model"]!.AsObject().Sum(kv => kv.Value!["tokens_ok"]!.GetValue<long>()), timeline.Sum(b => b!["tokens"]!.GetValue<long>()));
     }
 
     [Fact]

@@ -26,19 +26,20 @@ internal static class LoadCommand
         var wire = new Option<string?>("--wire") { Description = "Payload element type between router and shards (default: the cluster's)." };
         wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
+        var html = new Option<string?>("--html") { Description = "Write a self-contained HTML report (inline SVG charts, works offline) to this file." };
         var slo = new Option<double?>("--slo-p99") { Description = "Exit code 3 when the measured p99 latency exceeds this many milliseconds." };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the inputs, arrivals and token counts.", DefaultValueFactory = _ => 1UL };
         var timeout = new Option<double>("--timeout") { Description = "Seconds before a request counts as failed.", DefaultValueFactory = _ => 30 };
         var command = new Command("load", "Load-test a running cluster's gateway: throughput, latency percentiles, bytes per token standard vs latent.")
         {
-            url, mode, rate, concurrency, duration, warmup, tokens, models, wire, json, slo, seed, timeout,
+            url, mode, rate, concurrency, duration, warmup, tokens, models, wire, json, html, slo, seed, timeout,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("load", error, async () =>
         {
             var settings = new LoadSettings(
                 parse.GetValue(url)!, parse.GetValue(mode)!, parse.GetValue(rate), parse.GetValue(concurrency), parse.GetValue(duration),
                 parse.GetValue(warmup), LoadSettings.ParseTokens(parse.GetValue(tokens)!), LoadSettings.ParseModels(parse.GetValue(models)),
-                parse.GetValue(wire), parse.GetValue(json), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
+                parse.GetValue(wire), parse.GetValue(json), parse.GetValue(html), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
                 "moecluster " + string.Join(' ', parse.Tokens.Select(t => t.Value)));
             settings.Validate();
             return await new LoadRunner(settings, output, error).RunAsync(cancel);

@@ -21,6 +21,7 @@ internal sealed class LoadRecorder
     private readonly Dictionary<string, ModelTally> _models;
     private readonly Tally _overall = new();
     private readonly Tally _warmup = new();
+    private readonly List<(long RequestsOk, long Tokens)> _seconds = [];
     private LongHistogram _interval = NewHistogram();
 
     public LoadRecorder(IEnumerable<(string Id, string Mode)> models)
@@ -48,8 +49,11 @@ internal sealed class LoadRecorder
         }
     }
 
-    /// <summary>A successful request: its latency and, from the response, what its layers routed.</summary>
-    public void Ok(string model, LoadPhase phase, long microseconds, int tokens, long payloadBytes, long predictedBytes, long routedRows, long trafficTokens)
+    /// <summary>
+    /// A successful request: its latency, the seconds from the start of the measured window to its end (its
+    /// one-second bucket of the timeline; negative values count in the first) and, from the response, what its layers routed.
+    /// </summary>
+    public void Ok(string model, LoadPhase phase, long microseconds, double endSeconds, int tokens, long payloadBytes, long predictedBytes, long routedRows, long trafficTokens)
     {
         long us = Math.Clamp(microseconds, 1, HighestMicroseconds);
         lock (_gate)
@@ -70,6 +74,14 @@ internal sealed class LoadRecorder
                 m.PredictedBytes += predictedBytes;
                 m.RoutedRows += routedRows;
                 m.TrafficTokens += trafficTokens;
+                int second = double.IsNaN(endSeconds) || endSeconds < 0 ? 0 : (int)Math.Min(Math.Floor(endSeconds), 86_400 * 2);
+                while (_seconds.Count <= second)
+                {
+                    _seconds.Add((0, 0));
+                }
+
+                var (requestsOk, bucketTokens) = _seconds[second];
+                _seconds[second] = (requestsOk + 1, bucketTokens + tokens);
             }
         }
     }
@@ -102,7 +114,8 @@ internal sealed class LoadRecorder
                 _overall.Copy(),
                 _warmup.Copy(),
                 _models.ToDictionary(kv => kv.Key, kv => new ModelSnapshot(kv.Value.Mode, kv.Value.Measured.Copy(), kv.Value.Warmup.Copy(),
-                    kv.Value.PayloadBytes, kv.Value.PredictedBytes, kv.Value.RoutedRows, kv.Value.TrafficTokens)));
+                    kv.Value.PayloadBytes, kv.Value.PredictedBytes, kv.Value.RoutedRows, kv.Value.TrafficTokens)),
+                [.. _seconds.Select((b, i) => new SecondSnapshot(i, b.RequestsOk, b.Tokens))]);
         }
     }
 
@@ -148,4 +161,7 @@ internal sealed record TallySnapshot(long Sent, long Ok, long Failed, long Token
 /// <summary>One model's counts; bytes and rows summed over the layers of its measured successful responses.</summary>
 internal sealed record ModelSnapshot(string Mode, TallySnapshot Measured, TallySnapshot Warmup, long PayloadBytes, long PredictedBytes, long RoutedRows, long TrafficTokens);
 
-internal sealed record LoadSnapshot(TallySnapshot Overall, TallySnapshot Warmup, IReadOnlyDictionary<string, ModelSnapshot> Models);
+/// <summary>One second of the measured window (by request end): successful requests and their tokens.</summary>
+internal sealed record SecondSnapshot(int Second, long RequestsOk, long Tokens);
+
+internal sealed record LoadSnapshot(TallySnapshot Overall, TallySnapshot Warmup, IReadOnlyDictionary<string, ModelSnapshot> Models, IReadOnlyList<SecondSnapshot> Timeline);

@@ -82,6 +82,12 @@ internal static class LoadReport
                 ["predicted"] = new JsonObject { ["standard"] = standard.Predicted, ["latent"] = latent.Predicted },
             },
             ["per_model"] = perModel,
+            ["timeline"] = new JsonArray([.. s.Timeline.Select(b => (JsonNode)new JsonObject
+            {
+                ["second"] = b.Second,
+                ["requests_ok"] = b.RequestsOk,
+                ["tokens"] = b.Tokens,
+            })]),
             ["warmup"] = new JsonObject
             {
                 ["duration_s"] = settings.WarmupSeconds,

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json.Nodes;
 using MoECluster.Cli.Commands;
 using MoECluster.Gateway;
 
@@ -68,6 +69,29 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
         {
             RunReport.Write(path, report);
             output.WriteLine($"results written to {Path.GetFullPath(path)}");
+        }
+
+        if (settings.HtmlPath is { } htmlPath)
+        {
+            JsonNode? stats = null;
+            string? statsError = null;
+            using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel))
+            {
+                timeout.CancelAfter(TimeSpan.FromSeconds(Math.Min(settings.TimeoutSeconds, 15)));
+                try
+                {
+                    stats = await client.StatsAsync(timeout.Token);
+                }
+                catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException or OperationCanceledException)
+                {
+                    // The report is still written, without the expert load.
+                    statsError = e.Message;
+                    error.WriteLine($"load: GET /stats failed, the HTML report has no expert load: {e.Message}");
+                }
+            }
+
+            HtmlReport.Write(htmlPath, HtmlReport.Build(report, snapshot, stats, statsError));
+            output.WriteLine($"HTML report written to {Path.GetFullPath(htmlPath)}");
         }
 
         if (snapshot.Overall.Ok == 0)
@@ -271,7 +295,8 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
                 long predicted = response.Layers.Sum(l => l.PredictedPayloadBytes);
                 long rows = response.Layers.Sum(l => (long)l.RoutedRows);
                 long trafficTokens = response.Layers.Sum(l => (long)l.Tokens);
-                recorder.Ok(target.Id, phase, micros, tokens, payload, predicted, rows, trafficTokens);
+                double endSeconds = (double)(clock.ElapsedTicks - warmupTicks) / Stopwatch.Frequency;
+                recorder.Ok(target.Id, phase, micros, endSeconds, tokens, payload, predicted, rows, trafficTokens);
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
