@@ -25,6 +25,7 @@ internal static class LoadReport
         ["p99"] = PercentileMs(h, 99),
         ["p999"] = PercentileMs(h, 99.9),
         ["max"] = h.TotalCount == 0 ? 0 : h.GetMaxValue() / 1000.0,
+        ["min"] = h.TotalCount == 0 ? 0 : h.GetValueAtPercentile(0) / 1000.0,
     };
 
     private static JsonObject Requests(TallySnapshot t) => new() { ["sent"] = t.Sent, ["ok"] = t.Ok, ["failed"] = t.Failed };

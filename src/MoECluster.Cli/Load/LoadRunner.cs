@@ -242,7 +242,19 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
                 {
                     try
                     {
-                        await Task.Delay(TimeSpan.FromSeconds((double)wait / Stopwatch.Frequency), cancel);
+                        // Timers have millisecond granularity and can fire up to a tick early: sleep for the whole
+                        // milliseconds, then spin the rest, so no request starts before its intended time (a request
+                        // started early would measure a latency too small, down to nothing).
+                        long wholeMs = wait * 1000 / Stopwatch.Frequency - 1;
+                        if (wholeMs > 0)
+                        {
+                            await Task.Delay(TimeSpan.FromMilliseconds(wholeMs), cancel);
+                        }
+
+                        while (clock.ElapsedTicks < intended && !cancel.IsCancellationRequested)
+                        {
+                            Thread.SpinWait(64);
+                        }
                     }
                     catch (OperationCanceledException)
                     {
