@@ -29,7 +29,7 @@ public sealed class IndependentCheckpointTests
             string output = dir.File($"out-{layer}.safetensors");
             var run = ChildProcess.Moecluster("forward", "--model", model.ModelPath, "--input", model.InputPath, "--output", output, "--layer", layer.ToString(CultureInfo.InvariantCulture));
             Assert.True(run.ExitCode == 0, run.ToString());
-            double error = IndependentModel.RelativeError(IndependentModel.ReadOutput(output), model.Expected($"layer_{layer}"));
+            double error = Metrics.RelativeError(IndependentModel.ReadOutput(output), model.Expected($"layer_{layer}"));
             Assert.True(error <= Tolerance, $"seed {model.Seed} {flags} layer {layer}: relative error {error:E2}");
         }
 
@@ -39,7 +39,7 @@ public sealed class IndependentCheckpointTests
 
         var stack = ChildProcess.Moecluster("forward", "--model", model.ModelPath, "--input", model.InputPath, "--output", dir.File("out-stack.safetensors"), "--stack");
         Assert.True(stack.ExitCode == 0, stack.ToString());
-        double stackError = IndependentModel.RelativeError(IndependentModel.ReadOutput(dir.File("out-stack.safetensors")), model.Expected("stack"));
+        double stackError = Metrics.RelativeError(IndependentModel.ReadOutput(dir.File("out-stack.safetensors")), model.Expected("stack"));
         Assert.True(stackError <= Tolerance, $"seed {model.Seed} {flags} stack: relative error {stackError:E2}");
     }
 }

@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text;
@@ -15,22 +16,6 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
 {
     private static float[] Gaussian(int count, Random rng) =>
         [.. Enumerable.Range(0, count).Select(_ => (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble())))];
-
-    private static double RelativeError(float[] actual, float[] expected)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        double num = 0, den = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            Assert.True(float.IsFinite(actual[i]), $"element {i} is {actual[i]}");
-            num += ((double)actual[i] - expected[i]) * ((double)actual[i] - expected[i]);
-            den += (double)expected[i] * expected[i];
-        }
-
-        Assert.True(den > 0);
-        return Math.Sqrt(num / den);
-    }
-
     private string PathOf(string model) => model == "lat" ? cluster.LatentPath : cluster.StandardPath;
 
     [Theory]
@@ -48,7 +33,7 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
         foreach (int layer in reference.Config.MoeLayers)
         {
             var response = await cluster.Client.ForwardAsync(model, layer, x, tokens, d, wire);
-            double error = RelativeError(response.HiddenStates.Decode(), reference.ForwardLayer(layer, x, tokens));
+            double error = Metrics.RelativeError(response.HiddenStates.Decode(), reference.ForwardLayer(layer, x, tokens));
             Assert.True(error <= tolerance, $"{model} layer {layer} wire {wire}: relative error {error:E2}");
             Assert.Equal(wire, response.Layers.Single().Wire);
         }
@@ -64,7 +49,7 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
         float[] x = Gaussian(17 * d, new Random());
         var response = await cluster.Client.ForwardAsync(model, null, x, 17, d, "fp32");
         Assert.Equal(reference.Config.MoeLayers.Count, response.Layers.Count);
-        double error = RelativeError(response.HiddenStates.Decode(), reference.ForwardStack(x, 17));
+        double error = Metrics.RelativeError(response.HiddenStates.Decode(), reference.ForwardStack(x, 17));
         Assert.True(error <= 1e-5, $"{model} stack: relative error {error:E2}");
     }
 
@@ -179,7 +164,7 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var body = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
         float[] y = [.. body["hidden_states"]!.AsArray().SelectMany(r => r!.AsArray().Select(v => v!.GetValue<float>()))];
-        double error = RelativeError(y, reference.ForwardLayer(1, [.. rows.SelectMany(r => r)], 3));
+        double error = Metrics.RelativeError(y, reference.ForwardLayer(1, [.. rows.SelectMany(r => r)], 3));
         Assert.True(error <= 1e-5, $"relative error {error:E2}");
     }
 

@@ -81,13 +81,13 @@ public sealed partial class RunCommandTests
                 var fwd = ChildProcess.Moecluster("forward", "--cluster", url, "--input", model.InputPath, "--output", output,
                     "--layer", layer.ToString(CultureInfo.InvariantCulture), "--wire", wire);
                 Assert.True(fwd.ExitCode == 0, fwd.ToString());
-                double error = IndependentModel.RelativeError(IndependentModel.ReadOutput(output), model.Expected($"layer_{layer}"));
+                double error = Metrics.RelativeError(IndependentModel.ReadOutput(output), model.Expected($"layer_{layer}"));
                 Assert.True(error <= tolerance, $"seed {model.Seed} layer {layer} wire {wire}: {error:E2}");
             }
 
             var stack = ChildProcess.Moecluster("forward", "--cluster", url, "--input", model.InputPath, "--output", dir.File("cluster-stack.safetensors"), "--stack", "--wire", wire);
             Assert.True(stack.ExitCode == 0, stack.ToString());
-            double stackError = IndependentModel.RelativeError(IndependentModel.ReadOutput(dir.File("cluster-stack.safetensors")), model.Expected("stack"));
+            double stackError = Metrics.RelativeError(IndependentModel.ReadOutput(dir.File("cluster-stack.safetensors")), model.Expected("stack"));
             Assert.True(stackError <= tolerance, $"seed {model.Seed} stack wire {wire}: {stackError:E2}");
 
             // The default layer on the cluster is the first MoE layer, as in process.
@@ -96,7 +96,7 @@ public sealed partial class RunCommandTests
             using var local = MoeModel.Open(model.ModelPath);
             float[] x = MoECluster.Model.Checkpoints.HiddenStatesFile.Read(model.InputPath, model.HiddenSize, out int tokens);
             float[] inProcess = local.ForwardLayer(model.MoeLayers[0], x, tokens);
-            double vsLocal = IndependentModel.RelativeError(IndependentModel.ReadOutput(dir.File("cluster-default.safetensors")), [.. inProcess.Select(v => (double)v)]);
+            double vsLocal = Metrics.RelativeError(IndependentModel.ReadOutput(dir.File("cluster-default.safetensors")), [.. inProcess.Select(v => (double)v)]);
             Assert.True(vsLocal <= tolerance, $"cluster vs in-process: {vsLocal:E2}");
 
             var refused = ChildProcess.Moecluster("forward", "--cluster", url, "--input", model.InputPath, "--output", dir.File("x.safetensors"), "--layer", "9999");

@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using ILGPU;
 using ILGPU.Runtime;
 using MoECluster.Kernels.Gpu.Kernels;
@@ -124,6 +125,6 @@ public sealed class ElementwiseKernelTests(CpuAcceleratorFixture fixture)
 
         int[] rowOffsets = [.. Enumerable.Range(0, tokens + 1).Select(t => t * topK)];
         float[] expected = WeightedSum.OverSlots(tokens, rowOffsets, effective, bySlot, width);
-        Assert.True(Fp64.RelativeError(u.GetAsArray1D(), [.. expected.Select(v => (double)v)]) <= 1e-6);
+        Assert.True(Metrics.RelativeError(u.GetAsArray1D(), [.. expected.Select(v => (double)v)]) <= 1e-6);
     }
 }

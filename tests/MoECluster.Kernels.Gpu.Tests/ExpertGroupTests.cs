@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using ILGPU.Runtime;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Experts;
@@ -53,7 +54,7 @@ public sealed class ExpertGroupTests(CpuAcceleratorFixture fixture)
             }
         }
 
-        double error = Fp64.RelativeError(u, expected);
+        double error = Metrics.RelativeError(u, expected);
         Assert.True(error <= 1e-5, $"relative error {error:E2} (seed {seed})");
     }
 
@@ -109,7 +110,7 @@ public sealed class ExpertGroupTests(CpuAcceleratorFixture fixture)
             }
         }
 
-        Assert.True(Fp64.RelativeError(du.GetAsArray1D(), expected) <= 1e-5);
+        Assert.True(Metrics.RelativeError(du.GetAsArray1D(), expected) <= 1e-5);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using ILGPU;
 using ILGPU.Runtime;
 using MoECluster.Model.Checkpoints;
@@ -68,7 +69,7 @@ public sealed class LinearKernelTests(CpuAcceleratorFixture fixture)
         gpu.Linear(gpu.Prepare(weights.Get("w")), x, tokens, y);
         reference.Linear(reference.Prepare(weights.Get("w")), x, tokens, expected);
 
-        Assert.True(Fp64.RelativeError(y, [.. expected.Select(v => (double)v)]) <= 1e-5, $"seed {seed}");
+        Assert.True(Metrics.RelativeError(y, [.. expected.Select(v => (double)v)]) <= 1e-5, $"seed {seed}");
         Assert.Equal("ilgpu", gpu.Name);
     }
 
@@ -92,7 +93,7 @@ public sealed class LinearKernelTests(CpuAcceleratorFixture fixture)
 
         double[] hidden = Fp64.Relu2(Fp64.Linear(up, inter, width, z, tokens));
         double[] expected = Fp64.Linear(down, width, inter, Fp64.ToFloat(hidden), tokens);
-        Assert.True(Fp64.RelativeError(output, expected) <= 1e-5, $"seed {seed}");
+        Assert.True(Metrics.RelativeError(output, expected) <= 1e-5, $"seed {seed}");
     }
 
     [Fact]
@@ -154,7 +155,7 @@ public sealed class LinearKernelTests(CpuAcceleratorFixture fixture)
         {
             double[] expected = Fp64.Linear(w, rows, cols, x[(first * cols)..((first + count) * cols)], count);
             float[] actual = [.. Enumerable.Range(first, count).SelectMany(r => yHost.AsSpan(r * yStride, rows).ToArray())];
-            Assert.True(Fp64.RelativeError(actual, expected) <= 1e-5, $"seed {seed}");
+            Assert.True(Metrics.RelativeError(actual, expected) <= 1e-5, $"seed {seed}");
         }
 
         for (int r = 0; r < total; r++)
@@ -234,7 +235,7 @@ public sealed class LinearKernelTests(CpuAcceleratorFixture fixture)
             }
         }
 
-        double error = Fp64.RelativeError(actual, expected);
+        double error = Metrics.RelativeError(actual, expected);
         Assert.True(error <= 1e-5, $"relative error {error:E2} (seed {seed})");
     }
 }

@@ -111,22 +111,5 @@ internal static class Fp64
     public static double[] Relu2(double[] h) => [.. h.Select(v => v > 0 ? v * v : 0)];
 
     public static float[] ToFloat(double[] v) => [.. v.Select(d => (float)d)];
-
-    /// <summary>‖actual − expected‖ / ‖expected‖; also fails on any non-finite output.</summary>
-    public static double RelativeError(ReadOnlySpan<float> actual, double[] expected)
-    {
-        Assert.Equal(expected.Length, actual.Length);
-        double num = 0, den = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            Assert.True(float.IsFinite(actual[i]), $"element {i} is {actual[i]} (not written?)");
-            double d = actual[i] - expected[i];
-            num += d * d;
-            den += expected[i] * expected[i];
-        }
-
-        return Math.Sqrt(num) / Math.Sqrt(den);
-    }
-
     public static int NewSeed() => Random.Shared.Next();
 }

@@ -67,27 +67,4 @@ public sealed record IndependentModel(string Directory, int Seed, int[] MoeLayer
         var info = file.GetTensor("hidden_states");
         return new TensorRef(file, info).ReadAllAsFloat32();
     }
-
-    /// <summary>‖actual − expected‖ / ‖expected‖; fails on a non-finite element or an all-zero reference.</summary>
-    public static double RelativeError(float[] actual, double[] expected)
-    {
-        if (actual.Length != expected.Length)
-        {
-            throw new InvalidDataException($"{actual.Length} values vs {expected.Length} expected");
-        }
-
-        double num = 0, den = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            if (!float.IsFinite(actual[i]))
-            {
-                return double.PositiveInfinity;
-            }
-
-            num += (actual[i] - expected[i]) * (actual[i] - expected[i]);
-            den += expected[i] * expected[i];
-        }
-
-        return den > 0 ? Math.Sqrt(num / den) : double.NaN;
-    }
 }

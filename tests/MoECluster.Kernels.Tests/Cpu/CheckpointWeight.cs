@@ -86,22 +86,6 @@ internal sealed class CheckpointWeight : IDisposable
 
         return y;
     }
-
-    /// <summary>‖y − reference‖₂ / ‖reference‖₂ (NaN if y holds a NaN).</summary>
-    public static double RelativeError(ReadOnlySpan<float> y, double[] reference)
-    {
-        double diff = 0;
-        double norm = 0;
-        for (int i = 0; i < reference.Length; i++)
-        {
-            double d = y[i] - reference[i];
-            diff += d * d;
-            norm += reference[i] * reference[i];
-        }
-
-        return Math.Sqrt(diff / norm);
-    }
-
     public void Dispose()
     {
         _file.Dispose();

@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using System.Globalization;
 using MoECluster.Kernels.Cpu;
 using MoECluster.Model.Checkpoints;
@@ -121,7 +122,7 @@ public sealed class ManagedCpuBackendTests
         PackedMatrix packed = PackedMatrix.FromFloat32(w, n, k);
         float[] single = new float[tokens * n];
         ManagedSgemm.Multiply(packed, x, tokens, single, maxThreads: 1);
-        double error = CheckpointWeight.RelativeError(single, CheckpointWeight.Reference(w, n, k, x, tokens));
+        double error = Metrics.RelativeError(single, CheckpointWeight.Reference(w, n, k, x, tokens));
         Assert.True(error <= Tolerance, $"relative error {error}");
 
         foreach (int threads in new[] { 2, 3, 4, 7 })
@@ -163,7 +164,7 @@ public sealed class ManagedCpuBackendTests
         double[] hidden = CheckpointWeight.Reference(up.Values, 96, 40, z, tokens);
         float[] activated = [.. hidden.Select(h => (float)(Math.Max(h, 0) * Math.Max(h, 0)))];
         double[] expected = CheckpointWeight.Reference(down.Values, 40, 96, activated, tokens);
-        double error = CheckpointWeight.RelativeError(output, expected);
+        double error = Metrics.RelativeError(output, expected);
         Assert.True(error <= Tolerance, $"relative error {error}");
     }
 
@@ -212,7 +213,7 @@ public sealed class ManagedCpuBackendTests
 
             string shape = string.Create(CultureInfo.InvariantCulture, $"{dtype} {path} T={tokens} K={k} N={n}");
             Assert.True(Array.TrueForAll(y, float.IsFinite), $"{shape}: an output element was not written");
-            double error = CheckpointWeight.RelativeError(y, CheckpointWeight.Reference(weight.Values, n, k, x, tokens));
+            double error = Metrics.RelativeError(y, CheckpointWeight.Reference(weight.Values, n, k, x, tokens));
             Assert.True(error <= Tolerance, $"{shape}: relative error {error}");
         }
     }

@@ -1,3 +1,4 @@
+using MoECluster.Testing;
 using MoECluster.Kernels.Cpu;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Presets;
@@ -27,27 +28,14 @@ public sealed class ManagedLayerTests
             float[] x = [.. Enumerable.Range(0, tokens * config.HiddenSize).Select(_ => (float)((rng.NextDouble() * 2) - 1))];
             foreach (int layer in config.MoeLayers)
             {
-                Assert.True(Error(managed.ForwardLayer(layer, x, tokens), reference.ForwardLayer(layer, x, tokens)) <= 1e-5);
+                Assert.True(Metrics.RelativeError(managed.ForwardLayer(layer, x, tokens), reference.ForwardLayer(layer, x, tokens)) <= 1e-5);
             }
 
-            Assert.True(Error(managed.ForwardStack(x, tokens), reference.ForwardStack(x, tokens)) <= 1e-5);
+            Assert.True(Metrics.RelativeError(managed.ForwardStack(x, tokens), reference.ForwardStack(x, tokens)) <= 1e-5);
         }
         finally
         {
             dir.Delete(recursive: true);
         }
-    }
-
-    private static double Error(float[] actual, float[] expected)
-    {
-        double num = 0, den = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            Assert.True(float.IsFinite(actual[i]));
-            num += ((double)actual[i] - expected[i]) * ((double)actual[i] - expected[i]);
-            den += (double)expected[i] * expected[i];
-        }
-
-        return Math.Sqrt(num / den);
     }
 }

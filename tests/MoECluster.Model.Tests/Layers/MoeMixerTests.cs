@@ -79,11 +79,11 @@ public sealed class MoeMixerTests
             y.AsSpan().Fill(float.NaN);
             model.Mixer(4).Forward(x, tokens, y);
             Assert.All(y, v => Assert.True(float.IsFinite(v)));
-            double layerError = Fp64Reference.RelativeError(y, expectedLayer);
+            double layerError = Metrics.RelativeError(y, expectedLayer);
             Assert.True(layerError <= Tolerance, $"seed {seed} {config}: layer error {layerError:E2}");
 
             float[] stack = model.ForwardStack(x, tokens);
-            double stackError = Fp64Reference.RelativeError(stack, expectedStack);
+            double stackError = Metrics.RelativeError(stack, expectedStack);
             Assert.True(stackError <= Tolerance, $"seed {seed}: stack error {stackError:E2}");
             return;
         }

@@ -147,22 +147,4 @@ internal sealed class Fp64Reference(MoeModelConfig config, CheckpointTensors ten
 
         return state;
     }
-
-    public static double RelativeError(ReadOnlySpan<float> actual, double[] expected)
-    {
-        if (actual.Length != expected.Length)
-        {
-            throw new ArgumentException($"lengths differ: {actual.Length} vs {expected.Length}");
-        }
-
-        double num = 0, den = 0;
-        for (int i = 0; i < expected.Length; i++)
-        {
-            double diff = actual[i] - expected[i];
-            num += diff * diff;
-            den += expected[i] * expected[i];
-        }
-
-        return Math.Sqrt(num) / Math.Sqrt(den);
-    }
 }
