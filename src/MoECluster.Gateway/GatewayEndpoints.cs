@@ -53,9 +53,9 @@ public static class GatewayEndpoints
         return app;
     }
 
-    private static async Task<IResult> HealthAsync(IGrainFactory grains, IOptions<MoeClusterOptions> options)
+    private static async Task<IResult> HealthAsync(ClusterStatistics statistics, IOptions<MoeClusterOptions> options)
     {
-        var stats = await new ClusterStatistics(grains).CollectAsync();
+        var stats = await statistics.CollectAsync();
         int experts = stats.Count(s => s.Role == SiloRoles.Expert);
         var body = new
         {

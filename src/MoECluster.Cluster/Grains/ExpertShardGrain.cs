@@ -74,12 +74,13 @@ public sealed partial class ExpertShardGrain(
         }
 
         var clock = Stopwatch.StartNew();
-        float[] z = r.Rows.Decode();
         int bad = r.Rows.FindNonFinite();
         if (bad >= 0)
         {
             throw new ArgumentException($"shard {_shard.Key}: row {bad / r.Rows.Width} has a non-finite value at column {bad % r.Rows.Width}");
         }
+
+        float[] z = r.Rows.Decode();
 
         int rows = r.Rows.Rows;
         int pairs = r.PairTotal;
