@@ -1,19 +1,24 @@
+using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
-using MoECluster.Cluster.Telemetry;
+using MoECluster.Gateway.Health;
+using MoECluster.Gateway.Live;
 using MoECluster.Wire;
+using Orleans.Dashboard;
 
 namespace MoECluster.Gateway;
 
 /// <summary>
 /// <c>POST /v1/layers/{layer}/forward</c> (one MoE layer's mixer output for an already-normed input),
-/// <c>POST /v1/forward</c> (the whole MoE stack), <c>GET /stats</c>, <c>GET /health</c>, <c>GET /alive</c>.
+/// <c>POST /v1/forward</c> (the whole MoE stack), <c>GET /stats</c>, and the live routing page (<see cref="LivePage"/>).
+/// Health (<c>/health</c>, <c>/alive</c>) is served by the service defaults from the health checks registered here.
 /// Bodies are JSON (<c>{"model", "wire", "hidden_states": [[...], ...]}</c>) or MessagePack
 /// (<see cref="GatewayForwardRequest"/>, Content-Type application/x-msgpack); the answer uses the same format.
 /// Bad input gets a 4xx with <c>{"error": "..."}</c>.
@@ -22,11 +27,24 @@ public static class GatewayEndpoints
 {
     public const string MessagePackContentType = "application/x-msgpack";
 
+    /// <summary>Where the Orleans Dashboard (Microsoft.Orleans.Dashboard) is mounted.</summary>
+    public const string DashboardPath = "/dashboard";
+
     public static JsonSerializerOptions Json { get; } = new(JsonSerializerDefaults.Web)
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = false,
     };
+
+    /// <summary>The gateway's services: request statistics, the live stats feed and the front-end readiness check.</summary>
+    public static IServiceCollection AddMoeGateway(this IServiceCollection services)
+    {
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton<GatewayRequestStatistics>();
+        services.AddSingleton<LiveStatsFeed>();
+        services.AddHealthChecks().AddCheck<ExpertSilosHealthCheck>("expert-silos");
+        return services;
+    }
 
     public static IEndpointRouteBuilder MapMoeGateway(this IEndpointRouteBuilder app)
     {
@@ -45,29 +63,36 @@ public static class GatewayEndpoints
                 shards_per_layer = Math.Min(options.Value.ShardsPerLayer, c.NRoutedExperts),
                 is_default = id == options.Value.ResolveModel(null),
             }), Json));
-        app.MapGet("/stats", async (ClusterStatistics stats) => Results.Json(await stats.ReportAsync(), Json));
-        app.MapGet("/health", HealthAsync);
-        app.MapGet("/alive", () => Results.Text("alive"));
-        app.MapGet("/", () => Results.Text(
-            "MoECluster gateway\n  GET  /v1/models\n  POST /v1/layers/{layer}/forward\n  POST /v1/forward\n  GET  /stats\n  GET  /health\n  GET  /alive\n"));
+        app.MapGet("/stats", async (LiveStatsFeed feed, CancellationToken cancel) => Results.Json(await feed.CollectAsync(cancel), Json));
+        app.MapLivePage();
+        app.MapOrleansDashboard(routePrefix: DashboardPath);
         return app;
     }
 
-    private static async Task<IResult> HealthAsync(ClusterStatistics statistics, IOptions<MoeClusterOptions> options)
+    private static async Task<IResult> ForwardAsync(HttpContext http, int? layer)
     {
-        var stats = await statistics.CollectAsync();
-        int experts = stats.Count(s => s.Role == SiloRoles.Expert);
-        var body = new
+        var statistics = http.RequestServices.GetRequiredService<GatewayRequestStatistics>();
+        long started = Stopwatch.GetTimestamp();
+        var outcome = new ForwardOutcome();
+        var result = await ForwardCoreAsync(http, layer, outcome);
+        int status = (result as IStatusCodeHttpResult)?.StatusCode ?? StatusCodes.Status200OK;
+        if (status < 300)
         {
-            status = experts > 0 ? "ok" : "waiting for expert silos",
-            silos = stats.Count,
-            expert_silos = experts,
-            models = options.Value.Models.Keys,
-        };
-        return experts > 0 ? Results.Json(body, Json) : Results.Json(body, Json, statusCode: StatusCodes.Status503ServiceUnavailable);
+            statistics.RecordAnswered(outcome.Model, outcome.Tokens, Stopwatch.GetElapsedTime(started));
+        }
+        else if (status < 500)
+        {
+            statistics.RecordRejected(outcome.Model);
+        }
+        else
+        {
+            statistics.RecordFailed(outcome.Model);
+        }
+
+        return result;
     }
 
-    private static async Task<IResult> ForwardAsync(HttpContext http, int? layer)
+    private static async Task<IResult> ForwardCoreAsync(HttpContext http, int? layer, ForwardOutcome outcome)
     {
         var options = http.RequestServices.GetRequiredService<IOptions<MoeClusterOptions>>().Value;
         var catalog = http.RequestServices.GetRequiredService<ModelCatalog>();
@@ -94,6 +119,8 @@ public static class GatewayEndpoints
             return Error(StatusCodes.Status404NotFound, e.Message);
         }
 
+        outcome.Model = modelId;
+        outcome.Tokens = input.Tokens;
         var config = catalog.Get(modelId).Config;
         if (input.Width != config.HiddenSize)
         {
@@ -256,6 +283,14 @@ public static class GatewayEndpoints
     }
 
     private static IResult Error(int status, string message) => Results.Json(new { error = message }, Json, statusCode: status);
+
+    /// <summary>What the request statistics need to know of a forward request once it is answered.</summary>
+    private sealed class ForwardOutcome
+    {
+        public string Model { get; set; } = string.Empty;
+
+        public int Tokens { get; set; }
+    }
 
     private sealed record ForwardInput(string? Model, string? Wire, float[] Hidden, int Tokens, int Width);
 

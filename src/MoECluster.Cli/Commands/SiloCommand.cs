@@ -9,7 +9,10 @@ using Microsoft.Extensions.Configuration.Memory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Telemetry;
 using MoECluster.Gateway;
+using MoECluster.Gateway.Health;
+using MoECluster.ServiceDefaults;
 using Orleans.Configuration;
 
 namespace MoECluster.Cli.Commands;
@@ -31,7 +34,7 @@ internal static class SiloCommand
         var siloPort = new Option<int?>("--silo-port") { Description = "Silo-to-silo port (default 11111)." };
         var gatewayPort = new Option<int?>("--gateway-port") { Description = "Orleans client gateway port (default 30000; 0 = none)." };
         var primary = new Option<string?>("--primary") { Description = "HOST:PORT of the primary silo (localhost clustering); omit on the primary itself." };
-        var urls = new Option<string?>("--urls") { Description = "Front-end only: where the HTTP gateway listens (default http://127.0.0.1:8080)." };
+        var urls = new Option<string?>("--urls") { Description = "Where HTTP listens: the gateway on a front-end (default http://127.0.0.1:8080), /health and /alive on an expert (default an ephemeral port)." };
         var models = new Option<string[]>("--model") { Description = "A served model as ID=DIR (repeatable).", AllowMultipleArgumentsPerToken = false };
         var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
         var wire = new Option<string?>("--wire") { Description = "Default payload element type: fp32, bf16 (default) or fp16." };
@@ -66,10 +69,14 @@ internal static class SiloCommand
         ["Orleans:Endpoints:SiloPort"] = "11111",
         ["Orleans:Endpoints:GatewayPort"] = "30000",
         ["Orleans:Name"] = role,
-        ["Urls"] = "http://127.0.0.1:8080",
+        // The front-end's gateway; an expert silo serves only /health and /alive, on an ephemeral port unless told.
+        ["Urls"] = role == SiloRoles.Frontend ? "http://127.0.0.1:8080" : "http://127.0.0.1:0",
         ["Logging:LogLevel:Default"] = "Warning",
         ["Logging:LogLevel:MoECluster"] = "Information",
         ["Logging:LogLevel:Microsoft.Hosting.Lifetime"] = "Information",
+
+        // A front-end waiting for its expert silos is unhealthy by design; /health says so, the log need not.
+        ["Logging:LogLevel:Microsoft.Extensions.Diagnostics.HealthChecks"] = "Critical",
     };
 
     private static async Task<int> RunAsync(TextWriter error, string role, Dictionary<string, string?> flags, string[] models, int? parentPid, CancellationToken cancel)
@@ -88,7 +95,7 @@ internal static class SiloCommand
             overrides[$"MoECluster:Models:{model[..eq]}:Path"] = Path.GetFullPath(model[(eq + 1)..]);
         }
 
-        IHost host;
+        WebApplication host;
         try
         {
             host = role == SiloRoles.Frontend ? BuildFrontend(role, overrides) : BuildExpert(role, overrides);
@@ -123,23 +130,38 @@ internal static class SiloCommand
 
     private static WebApplication BuildFrontend(string role, Dictionary<string, string?> overrides)
     {
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
-        Configure(builder.Configuration, role, overrides);
-        builder.WebHost.UseUrls(builder.Configuration["Urls"]!);
-        builder.UseOrleans(silo => silo.AddMoeCluster(builder.Configuration));
-        ConfigureEndpoints(builder.Services, builder.Configuration);
+        var builder = CreateSiloBuilder(role, overrides);
+        builder.Services.AddMoeGateway();
         var app = builder.Build();
+        app.MapDefaultEndpoints();
         app.MapMoeGateway();
         return app;
     }
 
-    private static IHost BuildExpert(string role, Dictionary<string, string?> overrides)
+    /// <summary>An expert silo serves only its health endpoints over HTTP (for launchers, systemd and Kubernetes probes).</summary>
+    private static WebApplication BuildExpert(string role, Dictionary<string, string?> overrides)
     {
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = [] });
+        var app = CreateSiloBuilder(role, overrides).Build();
+        app.MapDefaultEndpoints();
+        return app;
+    }
+
+    private static WebApplicationBuilder CreateSiloBuilder(string role, Dictionary<string, string?> overrides)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
         Configure(builder.Configuration, role, overrides);
+        builder.WebHost.UseUrls(builder.Configuration["Urls"]!);
+        builder.AddServiceDefaults(sources =>
+        {
+            sources.Meters.Add(TrafficLedger.MeterName);
+            sources.Meters.Add(TrafficLedger.OrleansMeterName);
+            sources.ActivitySources.Add("Microsoft.Orleans.Runtime");
+            sources.ActivitySources.Add("Microsoft.Orleans.Application");
+        });
+        builder.Services.AddSiloHealthChecks();
         builder.UseOrleans(silo => silo.AddMoeCluster(builder.Configuration));
         ConfigureEndpoints(builder.Services, builder.Configuration);
-        return builder.Build();
+        return builder;
     }
 
     private static void Configure(ConfigurationManager configuration, string role, Dictionary<string, string?> overrides)

@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using MoECluster.Cluster.Placement;
 using MoECluster.Cluster.Telemetry;
 using Orleans.Configuration;
+using Orleans.Dashboard;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 
 namespace MoECluster.Cluster.Hosting;
@@ -11,7 +12,8 @@ public static class MoeClusterSiloExtensions
 {
     /// <summary>
     /// Adds MoECluster to a silo: options from the "MoECluster" section, silo metadata from "Orleans:Metadata"
-    /// (the role), the expert-shard and silo-pinned placement directors, the model catalog and the traffic ledger.
+    /// (the role), the expert-shard and silo-pinned placement directors, the model catalog, the traffic ledger, the
+    /// Orleans Dashboard's collectors and activity propagation for traces.
     /// </summary>
     public static ISiloBuilder AddMoeCluster(this ISiloBuilder silo, IConfiguration configuration)
     {
@@ -29,6 +31,12 @@ public static class MoeClusterSiloExtensions
         silo.Services.AddSingleton<ModelCatalog>();
         silo.Services.AddSingleton<TrafficLedger>();
         silo.Services.AddSingleton<ClusterStatistics>();
+
+        // Every silo reports grain and silo counters to the Orleans Dashboard, which the gateway mounts.
+        silo.AddDashboard();
+
+        // Orleans traces grain calls as activities (sources Microsoft.Orleans.Runtime and .Application).
+        silo.AddActivityPropagation();
         return silo;
     }
 }

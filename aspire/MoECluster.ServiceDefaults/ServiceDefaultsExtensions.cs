@@ -1,0 +1,149 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+
+namespace MoECluster.ServiceDefaults;
+
+/// <summary>
+/// The defaults every MoECluster process adds, after Aspire's ServiceDefaults template: OpenTelemetry logs, metrics
+/// and traces (exported over OTLP when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set, e.g. by the AppHost or an
+/// operator pointing at the standalone Aspire dashboard), a liveness health check, and service discovery for
+/// outgoing HTTP clients.
+/// </summary>
+public static class ServiceDefaultsExtensions
+{
+    /// <summary>Health checks with this tag are the liveness checks served at <c>/alive</c>.</summary>
+    public const string LiveTag = "live";
+
+    public const string HealthPath = "/health";
+
+    public const string AlivePath = "/alive";
+
+    public static TBuilder AddServiceDefaults<TBuilder>(this TBuilder builder, Action<TelemetrySources>? sources = null)
+        where TBuilder : IHostApplicationBuilder
+    {
+        var telemetry = new TelemetrySources();
+        sources?.Invoke(telemetry);
+        builder.ConfigureOpenTelemetry(telemetry);
+        builder.Services.AddHealthChecks().AddCheck("self", () => HealthCheckResult.Healthy("process is running"), [LiveTag]);
+        builder.Services.AddServiceDiscovery();
+        builder.Services.ConfigureHttpClientDefaults(http => http.AddServiceDiscovery());
+        return builder;
+    }
+
+    public static TBuilder ConfigureOpenTelemetry<TBuilder>(this TBuilder builder, TelemetrySources sources)
+        where TBuilder : IHostApplicationBuilder
+    {
+        builder.Logging.AddOpenTelemetry(logging =>
+        {
+            logging.IncludeFormattedMessage = true;
+            logging.IncludeScopes = true;
+        });
+
+        var otel = builder.Services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService(
+                serviceName: builder.Configuration["OTEL_SERVICE_NAME"] ?? builder.Environment.ApplicationName,
+                serviceInstanceId: Environment.MachineName + ":" + Environment.ProcessId))
+            .WithMetrics(metrics =>
+            {
+                metrics.AddAspNetCoreInstrumentation().AddHttpClientInstrumentation().AddRuntimeInstrumentation();
+                foreach (string meter in sources.Meters)
+                {
+                    metrics.AddMeter(meter);
+                }
+            })
+            .WithTracing(tracing =>
+            {
+                tracing.AddSource(builder.Environment.ApplicationName)
+                    .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsHealthProbe(http.Request.Path))
+                    .AddHttpClientInstrumentation();
+                foreach (string source in sources.ActivitySources)
+                {
+                    tracing.AddSource(source);
+                }
+            });
+
+        if (OtlpEndpoint(builder) is not null)
+        {
+            otel.UseOtlpExporter();
+        }
+
+        return builder;
+    }
+
+    /// <summary>The OTLP endpoint this process exports to, or null when none is configured (then nothing is exported).</summary>
+    public static string? OtlpEndpoint(IHostApplicationBuilder builder) =>
+        string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]) ? null : builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"];
+
+    /// <summary>
+    /// <c>GET /health</c>: every check (200 when all pass, 503 otherwise); <c>GET /alive</c>: the liveness checks.
+    /// The body is JSON: <c>status</c> ("ok" or the first failing check's description), the data every check
+    /// reported, and each check's own status.
+    /// </summary>
+    public static WebApplication MapDefaultEndpoints(this WebApplication app)
+    {
+        app.MapHealthChecks(HealthPath, new HealthCheckOptions { ResponseWriter = WriteHealthAsync });
+        app.MapHealthChecks(AlivePath, new HealthCheckOptions { Predicate = r => r.Tags.Contains(LiveTag), ResponseWriter = WriteHealthAsync });
+        return app;
+    }
+
+    private static bool IsHealthProbe(PathString path) =>
+        path.StartsWithSegments(HealthPath, StringComparison.Ordinal) || path.StartsWithSegments(AlivePath, StringComparison.Ordinal);
+
+    private static Task WriteHealthAsync(HttpContext http, HealthReport report)
+    {
+        http.Response.ContentType = "application/json; charset=utf-8";
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            string status = report.Status == HealthStatus.Healthy
+                ? "ok"
+                : report.Entries.Values.Where(e => e.Status != HealthStatus.Healthy).Select(e => e.Description).FirstOrDefault(d => d is not null) ?? report.Status.ToString();
+            json.WriteString("status", status);
+            var written = new HashSet<string>(StringComparer.Ordinal) { "status", "checks" };
+            foreach (var entry in report.Entries.Values)
+            {
+                foreach (var (key, value) in entry.Data)
+                {
+                    if (written.Add(key))
+                    {
+                        json.WritePropertyName(key);
+                        JsonSerializer.Serialize(json, value, value?.GetType() ?? typeof(object));
+                    }
+                }
+            }
+
+            json.WriteStartObject("checks");
+            foreach (var (name, entry) in report.Entries)
+            {
+                json.WriteStartObject(name);
+                json.WriteString("status", entry.Status.ToString());
+                json.WriteString("description", entry.Description);
+                json.WriteEndObject();
+            }
+
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+
+        return http.Response.Body.WriteAsync(buffer.ToArray()).AsTask();
+    }
+}
+
+/// <summary>The meters and activity sources a process exports besides ASP.NET Core, HttpClient and the runtime.</summary>
+public sealed class TelemetrySources
+{
+    public IList<string> Meters { get; } = [];
+
+    public IList<string> ActivitySources { get; } = [];
+}

@@ -1,0 +1,59 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Telemetry;
+using Orleans.Runtime;
+
+namespace MoECluster.Gateway.Health;
+
+/// <summary>
+/// Readiness of a front-end silo: it serves once at least one expert silo is active (shards can only live there).
+/// Its data (silos, expert_silos, models) appears in the <c>/health</c> body.
+/// </summary>
+public sealed class ExpertSilosHealthCheck(ClusterStatistics statistics, IOptions<MoeClusterOptions> options) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var silos = await statistics.CollectAsync().WaitAsync(cancellationToken);
+        int experts = silos.Count(s => s.Role == SiloRoles.Expert);
+        var data = new Dictionary<string, object>
+        {
+            ["silos"] = silos.Count,
+            ["expert_silos"] = experts,
+            ["models"] = options.Value.Models.Keys.ToArray(),
+        };
+        return experts > 0
+            ? HealthCheckResult.Healthy("expert silos are active", data)
+            : new HealthCheckResult(context.Registration.FailureStatus, "waiting for expert silos", data: data);
+    }
+}
+
+/// <summary>Readiness of any silo: this silo is Active in the cluster's membership table.</summary>
+public sealed class SiloMembershipHealthCheck(ILocalSiloDetails silo, IClusterMembershipService membership) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var snapshot = membership.CurrentSnapshot;
+        var status = snapshot.GetSiloStatus(silo.SiloAddress);
+        var data = new Dictionary<string, object>
+        {
+            ["silo"] = silo.SiloAddress.ToString(),
+            ["silo_status"] = status.ToString(),
+            ["active_silos"] = snapshot.Members.Values.Count(m => m.Status == SiloStatus.Active),
+        };
+        return Task.FromResult(status == SiloStatus.Active
+            ? HealthCheckResult.Healthy("silo is active", data)
+            : new HealthCheckResult(context.Registration.FailureStatus, $"silo is {status}", data: data));
+    }
+}
+
+public static class SiloHealthCheckExtensions
+{
+    /// <summary>Registers the readiness check every silo serves at <c>/health</c>: this silo is Active.</summary>
+    public static IServiceCollection AddSiloHealthChecks(this IServiceCollection services)
+    {
+        services.AddHealthChecks().AddCheck<SiloMembershipHealthCheck>("silo");
+        return services;
+    }
+}

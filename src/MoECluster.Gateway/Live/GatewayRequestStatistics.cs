@@ -1,0 +1,197 @@
+using HdrHistogram;
+
+namespace MoECluster.Gateway.Live;
+
+/// <summary>
+/// What this gateway's clients saw: forward requests answered, failed (5xx) and rejected (4xx), tokens served, and
+/// the latency of answered requests from arrival to reply, in HDR histograms (1 µs to 1 h, 3 significant digits):
+/// one since start and one over a sliding window of the last <see cref="RecentSeconds"/> seconds, kept as one
+/// histogram per second. Tokens per second come from the same per-second buckets.
+/// </summary>
+public sealed class GatewayRequestStatistics(TimeProvider clock)
+{
+    /// <summary>Window of the "recent" latency percentiles.</summary>
+    public const int RecentSeconds = 10;
+
+    /// <summary>Completed seconds averaged into tokens per second.</summary>
+    public const int RateSeconds = 5;
+
+    /// <summary>Seconds of the tokens-per-second timeline.</summary>
+    public const int TimelineSeconds = 120;
+
+    private const long MaxLatencyMicroseconds = 3_600_000_000;
+
+    private readonly object _gate = new();
+    private readonly LongHistogram _all = NewHistogram();
+    private readonly Second[] _seconds = [.. Enumerable.Range(0, TimelineSeconds + 1).Select(_ => new Second())];
+    private readonly Dictionary<string, ModelCounters> _models = new(StringComparer.Ordinal);
+    private readonly long _startSecond = clock.GetUtcNow().ToUnixTimeSeconds();
+
+    /// <summary>Records an answered request (2xx) of <paramref name="tokens"/> tokens.</summary>
+    public void RecordAnswered(string model, int tokens, TimeSpan latency)
+    {
+        long micros = Math.Clamp((long)(latency.Ticks / 10.0), 1, MaxLatencyMicroseconds);
+        lock (_gate)
+        {
+            var second = Current();
+            second.Latency.RecordValue(micros);
+            second.Tokens += tokens;
+            second.Requests++;
+            _all.RecordValue(micros);
+            var counters = Model(model);
+            counters.Answered++;
+            counters.Tokens += tokens;
+        }
+    }
+
+    /// <summary>Records a request the cluster failed to answer (5xx).</summary>
+    public void RecordFailed(string model)
+    {
+        lock (_gate)
+        {
+            Model(model).Failed++;
+        }
+    }
+
+    /// <summary>Records a request refused as bad input (4xx); model is "" when none could be resolved.</summary>
+    public void RecordRejected(string model)
+    {
+        lock (_gate)
+        {
+            Model(model).Rejected++;
+        }
+    }
+
+    public GatewayRequestReport Snapshot()
+    {
+        lock (_gate)
+        {
+            long now = clock.GetUtcNow().ToUnixTimeSeconds();
+            var recent = NewHistogram();
+            long rateTokens = 0;
+            var timeline = new List<TimelinePoint>(TimelineSeconds);
+            for (long s = now - TimelineSeconds; s <= now; s++)
+            {
+                var bucket = _seconds[Index(s)];
+                bool live = bucket.Epoch == s;
+                if (live && s > now - RecentSeconds)
+                {
+                    recent.Add(bucket.Latency);
+                }
+
+                if (live && s < now && s >= now - RateSeconds)
+                {
+                    rateTokens += bucket.Tokens;
+                }
+
+                if (s < now && s >= _startSecond)
+                {
+                    timeline.Add(new TimelinePoint(s, live ? bucket.Tokens : 0, live ? bucket.Requests : 0));
+                }
+            }
+
+            long answered = _models.Values.Sum(m => m.Answered);
+            return new GatewayRequestReport(
+                now,
+                new RequestCounts(answered + _models.Values.Sum(m => m.Failed), answered, _models.Values.Sum(m => m.Failed), _models.Values.Sum(m => m.Rejected)),
+                _models.Values.Sum(m => m.Tokens),
+                (double)rateTokens / Math.Clamp(now - _startSecond, 1, RateSeconds),
+                Percentiles.Of(_all),
+                Percentiles.Of(recent),
+                RecentSeconds,
+                [.. _models.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => new ModelRequestCounts(m.Key, m.Value.Answered, m.Value.Failed, m.Value.Rejected, m.Value.Tokens))],
+                timeline);
+        }
+    }
+
+    private static LongHistogram NewHistogram() => new(MaxLatencyMicroseconds, 3);
+
+    private static int Index(long second) => (int)(((second % (TimelineSeconds + 1)) + TimelineSeconds + 1) % (TimelineSeconds + 1));
+
+    private Second Current()
+    {
+        long now = clock.GetUtcNow().ToUnixTimeSeconds();
+        var bucket = _seconds[Index(now)];
+        if (bucket.Epoch != now)
+        {
+            bucket.Epoch = now;
+            bucket.Tokens = 0;
+            bucket.Requests = 0;
+            bucket.Latency.Reset();
+        }
+
+        return bucket;
+    }
+
+    private ModelCounters Model(string model)
+    {
+        if (!_models.TryGetValue(model, out var counters))
+        {
+            _models[model] = counters = new ModelCounters();
+        }
+
+        return counters;
+    }
+
+    private sealed class Second
+    {
+        public long Epoch { get; set; } = long.MinValue;
+
+        public long Tokens { get; set; }
+
+        public long Requests { get; set; }
+
+        public LongHistogram Latency { get; } = NewHistogram();
+    }
+
+    private sealed class ModelCounters
+    {
+        public long Answered { get; set; }
+
+        public long Failed { get; set; }
+
+        public long Rejected { get; set; }
+
+        public long Tokens { get; set; }
+    }
+}
+
+/// <summary>The <c>gateway</c> section of <c>/stats</c>. Latencies in milliseconds; <c>sent</c> = answered + failed.</summary>
+public sealed record GatewayRequestReport(
+    long UnixSeconds,
+    RequestCounts Requests,
+    long Tokens,
+    double TokensPerSecond,
+    Percentiles LatencyMs,
+    Percentiles RecentLatencyMs,
+    int RecentWindowSeconds,
+    IReadOnlyList<ModelRequestCounts> PerModel,
+    IReadOnlyList<TimelinePoint> Timeline);
+
+public sealed record RequestCounts(long Sent, long Answered, long Failed, long Rejected);
+
+public sealed record ModelRequestCounts(string Model, long Answered, long Failed, long Rejected, long Tokens);
+
+/// <summary>Tokens and requests answered in the second starting at <see cref="UnixSecond"/>.</summary>
+public sealed record TimelinePoint(long UnixSecond, long Tokens, long Requests);
+
+/// <summary>Latency percentiles in milliseconds (0 when nothing was recorded).</summary>
+public sealed record Percentiles(long Count, double P50, double P90, double P99, double P999, double Max)
+{
+    public static Percentiles Of(HistogramBase histogram)
+    {
+        if (histogram.TotalCount == 0)
+        {
+            return new Percentiles(0, 0, 0, 0, 0, 0);
+        }
+
+        static double Ms(long micros) => Math.Round(micros / 1000.0, 3);
+        return new Percentiles(
+            histogram.TotalCount,
+            Ms(histogram.GetValueAtPercentile(50)),
+            Ms(histogram.GetValueAtPercentile(90)),
+            Ms(histogram.GetValueAtPercentile(99)),
+            Ms(histogram.GetValueAtPercentile(99.9)),
+            Ms(histogram.GetMaxValue()));
+    }
+}

@@ -1,0 +1,188 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Logging;
+
+namespace MoECluster.ServiceDefaults.Tests;
+
+public sealed class ServiceDefaultsTests
+{
+    [Fact]
+    public async Task Health_is_503_with_the_failing_checks_description_and_every_checks_data()
+    {
+        await using var app = await StartAsync(new Dictionary<string, string?>(), builder => builder.Services.AddHealthChecks()
+            .AddCheck("cluster", () => HealthCheckResult.Unhealthy("waiting for expert silos", data: new Dictionary<string, object> { ["expert_silos"] = 0 })));
+        using var http = new HttpClient { BaseAddress = app.Url };
+
+        var health = await http.GetAsync("/health");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+        var body = JsonNode.Parse(await health.Content.ReadAsStringAsync())!;
+        Assert.Equal("waiting for expert silos", body["status"]!.GetValue<string>());
+        Assert.Equal(0, body["expert_silos"]!.GetValue<int>());
+        Assert.Equal("Unhealthy", body["checks"]!["cluster"]!["status"]!.GetValue<string>());
+        Assert.Equal("Healthy", body["checks"]!["self"]!["status"]!.GetValue<string>());
+
+        // Liveness runs only the checks tagged "live": the process itself is fine.
+        var alive = await http.GetAsync("/alive");
+        Assert.Equal(HttpStatusCode.OK, alive.StatusCode);
+        var aliveBody = JsonNode.Parse(await alive.Content.ReadAsStringAsync())!;
+        Assert.Equal("ok", aliveBody["status"]!.GetValue<string>());
+        Assert.Null(aliveBody["checks"]!["cluster"]);
+    }
+
+    [Fact]
+    public async Task Health_is_200_ok_when_every_check_passes()
+    {
+        await using var app = await StartAsync(new Dictionary<string, string?>(), builder => builder.Services.AddHealthChecks()
+            .AddCheck("cluster", () => HealthCheckResult.Healthy("ready", new Dictionary<string, object> { ["expert_silos"] = 2 })));
+        using var http = new HttpClient { BaseAddress = app.Url };
+
+        var health = await http.GetAsync("/health");
+        Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+        var body = JsonNode.Parse(await health.Content.ReadAsStringAsync())!;
+        Assert.Equal("ok", body["status"]!.GetValue<string>());
+        Assert.Equal(2, body["expert_silos"]!.GetValue<int>());
+    }
+
+    [Fact]
+    public async Task With_an_OTLP_endpoint_traces_metrics_and_logs_reach_it_under_the_service_name()
+    {
+        await using var receiver = await OtlpReceiver.StartAsync();
+        string service = "svc-" + Guid.NewGuid().ToString("N")[..8];
+        string meterName = "MoECluster.Tests." + service;
+        await using var app = await StartAsync(
+            new Dictionary<string, string?>
+            {
+                ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.Url.ToString().TrimEnd('/'),
+                ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
+                ["OTEL_SERVICE_NAME"] = service,
+                ["OTEL_BSP_SCHEDULE_DELAY"] = "100",
+                ["OTEL_BLRP_SCHEDULE_DELAY"] = "100",
+                ["OTEL_METRIC_EXPORT_INTERVAL"] = "200",
+            },
+            builder => { },
+            sources => sources.Meters.Add(meterName),
+            app => app.MapGet("/work", (ILoggerFactory logs) =>
+            {
+                TestLog.Routed(logs.CreateLogger("MoECluster.Tests"), 4096);
+                return "done";
+            }));
+        using var meter = new Meter(meterName);
+        var counter = meter.CreateCounter<long>("moecluster.test.bytes");
+        counter.Add(123);
+        using var http = new HttpClient { BaseAddress = app.Url };
+        Assert.Equal("done", await http.GetStringAsync("/work"));
+
+        await receiver.WaitForAsync("/v1/traces", "/work", TimeSpan.FromSeconds(20));
+        await receiver.WaitForAsync("/v1/logs", "routed", TimeSpan.FromSeconds(20));
+        await receiver.WaitForAsync("/v1/metrics", "moecluster.test.bytes", TimeSpan.FromSeconds(20));
+        Assert.All(new[] { "/v1/traces", "/v1/logs", "/v1/metrics" }, path => Assert.Contains(receiver.Bodies(path), b => b.Contains(service, StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Without_an_OTLP_endpoint_nothing_is_exported()
+    {
+        await using var receiver = await OtlpReceiver.StartAsync();
+        await using var app = await StartAsync(new Dictionary<string, string?> { ["OTEL_BSP_SCHEDULE_DELAY"] = "100" }, builder => { });
+        using var http = new HttpClient { BaseAddress = app.Url };
+        await http.GetAsync("/health");
+        await Task.Delay(500);
+        Assert.Empty(receiver.Bodies("/v1/traces"));
+        Assert.Null(ServiceDefaultsExtensions.OtlpEndpoint(WebApplication.CreateBuilder()));
+    }
+
+    private static async Task<RunningApp> StartAsync(
+        Dictionary<string, string?> settings,
+        Action<WebApplicationBuilder> configure,
+        Action<TelemetrySources>? sources = null,
+        Action<WebApplication>? map = null)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
+        builder.Configuration.AddInMemoryCollection(settings);
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        builder.AddServiceDefaults(sources);
+        configure(builder);
+        var app = builder.Build();
+        app.MapDefaultEndpoints();
+        map?.Invoke(app);
+        await app.StartAsync();
+        return new RunningApp(app);
+    }
+
+    private sealed class RunningApp(WebApplication app) : IAsyncDisposable
+    {
+        public Uri Url { get; } = new(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+
+        public async ValueTask DisposeAsync()
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
+    }
+
+    /// <summary>An OTLP/HTTP receiver that keeps what it is sent (protobuf bodies, read as Latin-1 to find strings in them).</summary>
+    private sealed class OtlpReceiver : IAsyncDisposable
+    {
+        private readonly WebApplication _app;
+        private readonly ConcurrentQueue<(string Path, string Body)> _received = new();
+
+        private OtlpReceiver(WebApplication app) => _app = app;
+
+        public Uri Url { get; private set; } = null!;
+
+        public static async Task<OtlpReceiver> StartAsync()
+        {
+            var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
+            builder.WebHost.UseUrls("http://127.0.0.1:0");
+            builder.Logging.ClearProviders();
+            var app = builder.Build();
+            var receiver = new OtlpReceiver(app);
+            app.MapPost("/v1/{signal}", async (HttpContext http) =>
+            {
+                using var buffer = new MemoryStream();
+                await http.Request.Body.CopyToAsync(buffer);
+                receiver._received.Enqueue((http.Request.Path.Value!, Encoding.Latin1.GetString(buffer.ToArray())));
+                return Results.Ok();
+            });
+            await app.StartAsync();
+            receiver.Url = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+            return receiver;
+        }
+
+        public IReadOnlyList<string> Bodies(string path) => [.. _received.Where(r => r.Path == path).Select(r => r.Body)];
+
+        public async Task WaitForAsync(string path, string text, TimeSpan timeout)
+        {
+            var clock = Stopwatch.StartNew();
+            while (!Bodies(path).Any(b => b.Contains(text, StringComparison.Ordinal)))
+            {
+                Assert.True(clock.Elapsed < timeout, $"no OTLP export to {path} containing '{text}' within {timeout.TotalSeconds} s; received: {string.Join(", ", _received.Select(r => r.Path))}");
+                await Task.Delay(100);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
+    }
+}
+
+internal static partial class TestLog
+{
+    [LoggerMessage(Level = LogLevel.Warning, Message = "routed {Bytes} bytes")]
+    public static partial void Routed(ILogger logger, long bytes);
+}
