@@ -1,8 +1,6 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Net;
-using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -13,6 +11,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
+using MoECluster.Testing;
 
 namespace MoECluster.ServiceDefaults.Tests;
 
@@ -62,15 +61,7 @@ public sealed class ServiceDefaultsTests
         string service = "svc-" + Guid.NewGuid().ToString("N")[..8];
         string meterName = "MoECluster.Tests." + service;
         await using var app = await StartAsync(
-            new Dictionary<string, string?>
-            {
-                ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.Url.ToString().TrimEnd('/'),
-                ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf",
-                ["OTEL_SERVICE_NAME"] = service,
-                ["OTEL_BSP_SCHEDULE_DELAY"] = "100",
-                ["OTEL_BLRP_SCHEDULE_DELAY"] = "100",
-                ["OTEL_METRIC_EXPORT_INTERVAL"] = "200",
-            },
+            receiver.EnvironmentFor(service).ToDictionary(kv => kv.Key, kv => (string?)kv.Value),
             builder => { },
             sources => sources.Meters.Add(meterName),
             app => app.MapGet("/work", (ILoggerFactory logs) =>
@@ -84,10 +75,9 @@ public sealed class ServiceDefaultsTests
         using var http = new HttpClient { BaseAddress = app.Url };
         Assert.Equal("done", await http.GetStringAsync("/work"));
 
-        await receiver.WaitForAsync("/v1/traces", "/work", TimeSpan.FromSeconds(20));
-        await receiver.WaitForAsync("/v1/logs", "routed", TimeSpan.FromSeconds(20));
-        await receiver.WaitForAsync("/v1/metrics", "moecluster.test.bytes", TimeSpan.FromSeconds(20));
-        Assert.All(new[] { "/v1/traces", "/v1/logs", "/v1/metrics" }, path => Assert.Contains(receiver.Bodies(path), b => b.Contains(service, StringComparison.Ordinal)));
+        await receiver.WaitForAsync("/v1/traces", TimeSpan.FromSeconds(20), "/work", service);
+        await receiver.WaitForAsync("/v1/logs", TimeSpan.FromSeconds(20), "routed", service);
+        await receiver.WaitForAsync("/v1/metrics", TimeSpan.FromSeconds(20), "moecluster.test.bytes", service);
     }
 
     [Fact]
@@ -129,54 +119,6 @@ public sealed class ServiceDefaultsTests
         {
             await app.StopAsync();
             await app.DisposeAsync();
-        }
-    }
-
-    /// <summary>An OTLP/HTTP receiver that keeps what it is sent (protobuf bodies, read as Latin-1 to find strings in them).</summary>
-    private sealed class OtlpReceiver : IAsyncDisposable
-    {
-        private readonly WebApplication _app;
-        private readonly ConcurrentQueue<(string Path, string Body)> _received = new();
-
-        private OtlpReceiver(WebApplication app) => _app = app;
-
-        public Uri Url { get; private set; } = null!;
-
-        public static async Task<OtlpReceiver> StartAsync()
-        {
-            var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
-            builder.WebHost.UseUrls("http://127.0.0.1:0");
-            builder.Logging.ClearProviders();
-            var app = builder.Build();
-            var receiver = new OtlpReceiver(app);
-            app.MapPost("/v1/{signal}", async (HttpContext http) =>
-            {
-                using var buffer = new MemoryStream();
-                await http.Request.Body.CopyToAsync(buffer);
-                receiver._received.Enqueue((http.Request.Path.Value!, Encoding.Latin1.GetString(buffer.ToArray())));
-                return Results.Ok();
-            });
-            await app.StartAsync();
-            receiver.Url = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
-            return receiver;
-        }
-
-        public IReadOnlyList<string> Bodies(string path) => [.. _received.Where(r => r.Path == path).Select(r => r.Body)];
-
-        public async Task WaitForAsync(string path, string text, TimeSpan timeout)
-        {
-            var clock = Stopwatch.StartNew();
-            while (!Bodies(path).Any(b => b.Contains(text, StringComparison.Ordinal)))
-            {
-                Assert.True(clock.Elapsed < timeout, $"no OTLP export to {path} containing '{text}' within {timeout.TotalSeconds} s; received: {string.Join(", ", _received.Select(r => r.Path))}");
-                await Task.Delay(100);
-            }
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await _app.StopAsync();
-            await _app.DisposeAsync();
         }
     }
 }

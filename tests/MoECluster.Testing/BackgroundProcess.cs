@@ -29,12 +29,21 @@ public sealed class BackgroundProcess : IDisposable
     /// <summary>Starts <c>dotnet moecluster.dll args…</c>.</summary>
     public static BackgroundProcess Moecluster(params string[] args) => Start("dotnet", [ChildProcess.CliDll, .. args]);
 
-    public static BackgroundProcess Start(string program, IEnumerable<string> args)
+    /// <summary>Starts <c>dotnet moecluster.dll args…</c> with extra environment variables.</summary>
+    public static BackgroundProcess Moecluster(IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        Start("dotnet", [ChildProcess.CliDll, .. args], environment);
+
+    public static BackgroundProcess Start(string program, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (string a in args)
         {
             info.ArgumentList.Add(a);
+        }
+
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[name] = value;
         }
 
         var process = new Process { StartInfo = info };
