@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Routing;
 using MoECluster.Cluster.Telemetry;
@@ -13,7 +14,7 @@ namespace MoECluster.Cluster.Grains;
 /// </summary>
 [StatelessWorker]
 [Reentrant]
-public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, ILocalSiloDetails silo) : Grain, IMoeRouterGrain
+public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, ILocalSiloDetails silo, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
 {
     private DistributedMoeLayer? _layer;
 
@@ -37,7 +38,7 @@ public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, I
             throw new ArgumentException($"layer {l} is not an MoE layer of {modelId}; MoE layers: {string.Join(", ", model.Config.MoeLayers)}");
         }
 
-        _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString());
+        _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(catalog.Options.ShardRetry, logger));
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(TimeSpan.FromSeconds(catalog.Options.RequestTimeoutSeconds));
         try

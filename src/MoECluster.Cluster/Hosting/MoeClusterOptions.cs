@@ -26,6 +26,9 @@ public sealed class MoeClusterOptions
     /// <summary>Where expert and projection compute runs on this silo.</summary>
     public ComputeOptions Compute { get; init; } = new();
 
+    /// <summary>How routers retry a shard call whose silo went away.</summary>
+    public ShardRetryOptions ShardRetry { get; init; } = new();
+
     /// <summary>Bounds every decoded wire message must respect (untrusted input).</summary>
     public MoECluster.Wire.WireLimits WireLimits { get; set; } = new();
 
@@ -47,6 +50,16 @@ public sealed class ComputeOptions
 {
     /// <summary>auto (GPU if present, else managed), managed, reference or ilgpu.</summary>
     public string Backend { get; set; } = "auto";
+}
+
+/// <summary>Retries of a shard call that failed with a lost silo (see ShardCallRetry); bounded by the request deadline too.</summary>
+public sealed class ShardRetryOptions
+{
+    public int MaxAttempts { get; set; } = 100;
+
+    public double BaseDelayMilliseconds { get; set; } = 50;
+
+    public double MaxDelayMilliseconds { get; set; } = 1000;
 }
 
 public sealed class ModelEntry

@@ -26,6 +26,17 @@ public static class MoeClusterSiloExtensions
         });
         double timeout = configuration.GetValue($"{MoeClusterOptions.Section}:RequestTimeoutSeconds", 120.0);
         silo.Services.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(timeout + 10));
+        // Failure detection in seconds rather than Orleans's defaults (tens of seconds): a killed expert silo's shards
+        // must re-activate on the survivors while routers retry (ShardCallRetry). Each silo probes 3 others every
+        // ProbeTimeout; 2 missed probes make a suspicion, 2 suspicions a death. Overridable: Orleans__Membership__*.
+        silo.Services.Configure<ClusterMembershipOptions>(o =>
+        {
+            o.ProbeTimeout = TimeSpan.FromSeconds(2);
+            o.NumMissedProbesLimit = 2;
+            o.NumVotesForDeathDeclaration = 2;
+            o.TableRefreshTimeout = TimeSpan.FromSeconds(2);
+        });
+        silo.Services.Configure<ClusterMembershipOptions>(configuration.GetSection("Orleans:Membership"));
         silo.Services.AddPlacementDirector<ExpertShardPlacement, ExpertShardPlacementDirector>();
         silo.Services.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();
         silo.Services.AddSingleton<ModelCatalog>();

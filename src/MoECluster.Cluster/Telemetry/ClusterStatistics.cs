@@ -8,12 +8,26 @@ namespace MoECluster.Cluster.Telemetry;
 /// </summary>
 public sealed class ClusterStatistics(IGrainFactory grains)
 {
+    /// <summary>How long one silo may take to answer before the report goes on without it (a silo that just died).</summary>
+    public static readonly TimeSpan SiloAnswerTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>Every active silo's traffic; a silo that doesn't answer in time (dead, not yet declared) is left out.</summary>
     public async Task<IReadOnlyList<SiloTraffic>> CollectAsync()
     {
         var management = grains.GetGrain<IManagementGrain>(0);
         var hosts = await management.GetHosts(onlyActive: true);
-        var tasks = hosts.Keys.Select(s => grains.GetGrain<ISiloTelemetryGrain>(s.ToParsableString()).GetTraffic());
-        return await Task.WhenAll(tasks);
+        var tasks = hosts.Keys.Select(async s =>
+        {
+            try
+            {
+                return await grains.GetGrain<ISiloTelemetryGrain>(s.ToParsableString()).GetTraffic().WaitAsync(SiloAnswerTimeout);
+            }
+            catch (Exception e) when (e is TimeoutException || Routing.ShardCallRetry.IsSiloLoss(e))
+            {
+                return null;
+            }
+        });
+        return [.. (await Task.WhenAll(tasks)).OfType<SiloTraffic>()];
     }
 
     public async Task<StatsReport> ReportAsync() => StatsReport.From(await CollectAsync());

@@ -1,0 +1,167 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using MoECluster.Gateway;
+using MoECluster.Model.Layers;
+using MoECluster.Model.Numerics;
+using MoECluster.Model.Presets;
+using MoECluster.Testing;
+using Xunit.Abstractions;
+
+namespace MoECluster.Cluster.Tests;
+
+/// <summary>
+/// Fault tolerance: under steady load, <c>kill -9</c> one of three expert silos. Its shards re-activate on the
+/// survivors (weights reloaded), routers retry the shard calls that were in flight (a forward is idempotent), and no
+/// request fails or is lost; every answer still equals the in-process forward. The worst latency (the interruption)
+/// and the time until latencies are back to normal (recovery) are measured; recovery must be ≤ 10 s.
+/// </summary>
+public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
+{
+    private sealed record Outcome(double StartS, double EndS, bool Ok, string? Error);
+
+    [Fact]
+    public async Task Killing_one_of_three_expert_silos_under_load_fails_no_request_and_recovers_within_10_s()
+    {
+        using var dir = new TempDirectory("moecluster-kill-");
+        string model = dir.File("lat");
+        SyntheticCheckpoint.Write(model, ModelPresets.Get("tiny").Build(experts: 24), 13);
+        using var reference = MoeModel.Open(model);
+        int[] ports = FreePorts.Take(6);
+        string P(int p) => p.ToString(CultureInfo.InvariantCulture);
+        string url = $"http://127.0.0.1:{P(ports[5])}";
+        string[] common = ["--model", $"lat={model}", "--shards", "6", "--wire", "fp32"];
+        var silos = new List<BackgroundProcess>
+        {
+            BackgroundProcess.Moecluster(["silo", "--role", "frontend", "--name", "frontend", "--silo-port", P(ports[0]), "--gateway-port", P(ports[4]), "--urls", url, .. common]),
+        };
+        try
+        {
+            using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(60) };
+            var client = new GatewayClient(http);
+            await WaitAsync(silos, async () => (await http.GetAsync("/alive")).IsSuccessStatusCode, "front-end");
+            for (int i = 1; i <= 3; i++)
+            {
+                silos.Add(BackgroundProcess.Moecluster(["silo", "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(ports[i]), "--gateway-port", "0",
+                    "--primary", $"127.0.0.1:{P(ports[0])}", .. common]));
+            }
+
+            await WaitAsync(silos, async () => (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 3, "three expert silos");
+            var served = (await client.ModelsAsync()).Single();
+            int d = served.HiddenSize, layer = served.MoeLayers[0];
+
+            // Every shard active before the kill (so the victim holds some).
+            await client.ForwardAsync("lat", layer, [.. Enumerable.Range(0, 64 * d).Select(i => MathF.Sin(i * 0.1f))], 64, d, "fp32");
+            var victimShards = await ShardsOfAsync(client, "expert-2");
+            Assert.NotEmpty(victimShards);
+
+            var outcomes = new ConcurrentBag<Outcome>();
+            var clock = Stopwatch.StartNew();
+            using var stop = new CancellationTokenSource();
+            var workers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+            {
+                var rng = DeterministicRandom.For((ulong)w, "kill-load");
+                while (!stop.IsCancellationRequested)
+                {
+                    int tokens = rng.NextSingle() < 0.5f ? 1 : 8;
+                    var x = new float[tokens * d];
+                    for (int i = 0; i < x.Length; i++)
+                    {
+                        x[i] = (float)rng.NextGaussian();
+                    }
+
+                    double start = clock.Elapsed.TotalSeconds;
+                    try
+                    {
+                        var y = (await client.ForwardAsync("lat", layer, x, tokens, d, "fp32")).HiddenStates.Decode();
+                        double err = RelativeError.Of(y, reference.ForwardLayer(layer, x, tokens));
+                        outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, err <= 1e-5, err <= 1e-5 ? null : $"relative error {err:E2}"));
+                    }
+                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException or InvalidOperationException)
+                    {
+                        outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, false, e.Message));
+                    }
+                }
+            })).ToArray();
+
+            await Task.Delay(TimeSpan.FromSeconds(4));
+            double killedAt = clock.Elapsed.TotalSeconds;
+            using (var victim = Process.GetProcessById(silos[2].Id))
+            {
+                victim.Kill();
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(16));
+            await stop.CancelAsync();
+            await Task.WhenAll(workers);
+
+            var all = outcomes.OrderBy(o => o.StartS).ToList();
+            // "Normal" = 5 × the median latency of the steady state before the kill (its first second left out), at least 100 ms.
+            var before = all.Where(o => o.StartS > 1 && o.EndS < killedAt).Select(o => o.EndS - o.StartS).Order().ToList();
+            Assert.True(before.Count > 10, $"only {before.Count} requests before the kill");
+            double baselineP50 = before[before.Count / 2];
+            double normal = Math.Max(5 * baselineP50, 0.1);
+            double worst = all.Max(o => o.EndS - o.StartS);
+            var slow = all.Where(o => o.EndS > killedAt && o.EndS - o.StartS > normal).ToList();
+            double recovery = slow.Count == 0 ? 0 : slow.Max(o => o.EndS) - killedAt;
+            var afterShards = await ShardsOfAsync(client, null);
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"requests: {all.Count} sent, {all.Count(o => o.Ok)} answered correctly, {all.Count(o => !o.Ok)} failed; steady state before the kill: {before.Count} requests, p50 {baselineP50 * 1000:F1} ms; " +
+                $"worst latency {worst * 1000:F0} ms; {slow.Count} requests slower than {normal * 1000:F0} ms after the kill, the last ending {recovery:F2} s after it (recovery); victim shards [{string.Join(", ", victimShards)}]"));
+
+            Assert.True(all.All(o => o.Ok), "failed requests: " + string.Join("; ", all.Where(o => !o.Ok).Take(5).Select(o => $"at {o.StartS:F2} s: {o.Error}")));
+            Assert.True(all.Count(o => o.StartS > killedAt + 1) > 10, "too few requests after the kill to say anything");
+            Assert.True(recovery <= 10, $"recovery took {recovery:F2} s");
+
+            // The victim's shards now live on the two survivors, and the cluster knows only those.
+            Assert.Equal(2, (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>());
+            Assert.All(victimShards, s => Assert.Contains(s, afterShards));
+        }
+        finally
+        {
+            foreach (var silo in silos.AsEnumerable().Reverse())
+            {
+                silo.Stop(TimeSpan.FromSeconds(10));
+                silo.Dispose();
+            }
+        }
+    }
+
+    private static async Task<HashSet<string>> ShardsOfAsync(GatewayClient client, string? silo)
+    {
+        var stats = await client.StatsAsync();
+        return [.. stats["silos"]!.AsArray()
+            .Where(s => silo is null || s!["name"]!.GetValue<string>() == silo)
+            .SelectMany(s => s!["shards"]!.AsArray().Select(k => k!.GetValue<string>()))];
+    }
+
+    private static async Task WaitAsync(List<BackgroundProcess> silos, Func<Task<bool>> ready, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(90);
+        while (true)
+        {
+            if (silos.FirstOrDefault(s => s.HasExited) is { } dead)
+            {
+                throw new InvalidOperationException($"a silo exited while waiting for {what}:\n{dead.Output}");
+            }
+
+            try
+            {
+                if (await ready())
+                {
+                    return;
+                }
+            }
+            catch (HttpRequestException)
+            {
+            }
+
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"waited 90 s for {what}");
+            }
+
+            await Task.Delay(200);
+        }
+    }
+}
