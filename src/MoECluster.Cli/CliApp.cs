@@ -21,6 +21,7 @@ public static class CliApp
             RunCommand.Create(output, error),
             BenchCommand.Create(output, error),
             LoadCommand.Create(output, error),
+            ProbeCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

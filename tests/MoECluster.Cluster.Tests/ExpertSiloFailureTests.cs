@@ -13,8 +13,9 @@ namespace MoECluster.Cluster.Tests;
 /// <summary>
 /// Fault tolerance: under steady load, <c>kill -9</c> one of three expert silos. Its shards re-activate on the
 /// survivors (weights reloaded), routers retry the shard calls that were in flight (a forward is idempotent), and no
-/// request fails or is lost; every answer still equals the in-process forward. The worst latency (the interruption)
-/// and the time until latencies are back to normal (recovery) are measured; recovery must be ≤ 10 s.
+/// request fails or is lost; every answer still equals the in-process forward. Measured: the worst latency (the
+/// interruption) and the time from the kill until the victim's shards are active on the survivors (recovery); both
+/// must be ≤ 10 s.
 /// </summary>
 public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
 {
@@ -91,7 +92,19 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
                 victim.Kill();
             }
 
-            await Task.Delay(TimeSpan.FromSeconds(16));
+            // Recovery: from the kill until every shard the victim held is active again on a survivor (as /stats sees
+            // the silos that answer; the victim never answers again).
+            double? recoveredAt = null;
+            while (clock.Elapsed.TotalSeconds < killedAt + 16)
+            {
+                if (recoveredAt is null && victimShards.IsSubsetOf(await ShardsOfAsync(client, null)))
+                {
+                    recoveredAt = clock.Elapsed.TotalSeconds;
+                }
+
+                await Task.Delay(100);
+            }
+
             await stop.CancelAsync();
             await Task.WhenAll(workers);
 
@@ -103,15 +116,19 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
             double normal = Math.Max(5 * baselineP50, 0.1);
             double worst = all.Max(o => o.EndS - o.StartS);
             var slow = all.Where(o => o.EndS > killedAt && o.EndS - o.StartS > normal).ToList();
-            double recovery = slow.Count == 0 ? 0 : slow.Max(o => o.EndS) - killedAt;
+            double lastSlow = slow.Count == 0 ? 0 : slow.Max(o => o.EndS) - killedAt;
+            Assert.True(recoveredAt is not null, "the victim's shards were not active on the survivors 16 s after the kill");
+            double recovery = recoveredAt.Value - killedAt;
             var afterShards = await ShardsOfAsync(client, null);
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"requests: {all.Count} sent, {all.Count(o => o.Ok)} answered correctly, {all.Count(o => !o.Ok)} failed; steady state before the kill: {before.Count} requests, p50 {baselineP50 * 1000:F1} ms; " +
-                $"worst latency {worst * 1000:F0} ms; {slow.Count} requests slower than {normal * 1000:F0} ms after the kill, the last ending {recovery:F2} s after it (recovery); victim shards [{string.Join(", ", victimShards)}]"));
+                $"worst latency (interruption) {worst * 1000:F0} ms; victim shards [{string.Join(", ", victimShards)}] active on survivors {recovery:F2} s after the kill (recovery); " +
+                $"{slow.Count} requests slower than {normal * 1000:F0} ms after the kill, the last ending {lastSlow:F2} s after it"));
 
             Assert.True(all.All(o => o.Ok), "failed requests: " + string.Join("; ", all.Where(o => !o.Ok).Take(5).Select(o => $"at {o.StartS:F2} s: {o.Error}")));
             Assert.True(all.Count(o => o.StartS > killedAt + 1) > 10, "too few requests after the kill to say anything");
             Assert.True(recovery <= 10, $"recovery took {recovery:F2} s");
+            Assert.True(worst <= 10, $"a request took {worst:F2} s");
 
             // The victim's shards now live on the two survivors, and the cluster knows only those.
             Assert.Equal(2, (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>());
@@ -119,11 +136,9 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
         }
         finally
         {
-            foreach (var silo in silos.AsEnumerable().Reverse())
-            {
-                silo.Stop(TimeSpan.FromSeconds(10));
-                silo.Dispose();
-            }
+            // In parallel: the survivors may take their grace period to leave a cluster that lost a member.
+            await Task.WhenAll(silos.Select(s => Task.Run(() => s.Stop(TimeSpan.FromSeconds(10)))));
+            silos.ForEach(s => s.Dispose());
         }
     }
 

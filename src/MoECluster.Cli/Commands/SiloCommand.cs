@@ -47,14 +47,14 @@ internal static class SiloCommand
         };
         command.SetAction((parse, cancel) => RunAsync(error, parse.GetValue(role)!, new Dictionary<string, string?>
         {
-            ["Orleans:Name"] = parse.GetValue(name),
-            ["Orleans:Endpoints:SiloPort"] = parse.GetValue(siloPort)?.ToString(CultureInfo.InvariantCulture),
-            ["Orleans:Endpoints:GatewayPort"] = parse.GetValue(gatewayPort)?.ToString(CultureInfo.InvariantCulture),
-            ["Orleans:Clustering:PrimarySiloEndPoint"] = parse.GetValue(primary),
-            ["MoECluster:ShardsPerLayer"] = parse.GetValue(shards)?.ToString(CultureInfo.InvariantCulture),
-            ["MoECluster:DefaultWire"] = parse.GetValue(wire),
-            ["MoECluster:Compute:Backend"] = parse.GetValue(backend),
-            ["Urls"] = parse.GetValue(urls),
+            [ConfigurationKeys.SiloName] = parse.GetValue(name),
+            [ConfigurationKeys.SiloPort] = parse.GetValue(siloPort)?.ToString(CultureInfo.InvariantCulture),
+            [ConfigurationKeys.GatewayPort] = parse.GetValue(gatewayPort)?.ToString(CultureInfo.InvariantCulture),
+            [ConfigurationKeys.PrimarySiloEndPoint] = parse.GetValue(primary),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.ShardsPerLayer)}"] = parse.GetValue(shards)?.ToString(CultureInfo.InvariantCulture),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.DefaultWire)}"] = parse.GetValue(wire),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Compute)}:{nameof(ComputeOptions.Backend)}"] = parse.GetValue(backend),
+            [ConfigurationKeys.Urls] = parse.GetValue(urls),
         }, parse.GetValue(models) ?? [], parse.GetValue(parentPid), cancel));
         return command;
     }
@@ -62,15 +62,15 @@ internal static class SiloCommand
     /// <summary>The embedded defaults: a local cluster with no external service.</summary>
     internal static Dictionary<string, string?> Defaults(string role) => new()
     {
-        ["Orleans:ClusterId"] = "moecluster",
-        ["Orleans:ServiceId"] = "moecluster",
-        ["Orleans:Clustering:ProviderType"] = "Development",
-        ["Orleans:Endpoints:AdvertisedIPAddress"] = "127.0.0.1",
-        ["Orleans:Endpoints:SiloPort"] = "11111",
-        ["Orleans:Endpoints:GatewayPort"] = "30000",
-        ["Orleans:Name"] = role,
+        [ConfigurationKeys.ClusterId] = "moecluster",
+        [ConfigurationKeys.ServiceId] = "moecluster",
+        [ConfigurationKeys.ClusteringProviderType] = "Development",
+        [ConfigurationKeys.AdvertisedIPAddress] = "127.0.0.1",
+        [ConfigurationKeys.SiloPort] = ConfigurationKeys.DefaultSiloPort.ToString(CultureInfo.InvariantCulture),
+        [ConfigurationKeys.GatewayPort] = ConfigurationKeys.DefaultGatewayPort.ToString(CultureInfo.InvariantCulture),
+        [ConfigurationKeys.SiloName] = role,
         // The front-end's gateway; an expert silo serves only /health and /alive, on an ephemeral port unless told.
-        ["Urls"] = role == SiloRoles.Frontend ? "http://127.0.0.1:8080" : "http://127.0.0.1:0",
+        [ConfigurationKeys.Urls] = role == SiloRoles.Frontend ? $"http://127.0.0.1:{ConfigurationKeys.DefaultFrontendHttpPort}" : "http://127.0.0.1:0",
         ["Logging:LogLevel:Default"] = "Warning",
         ["Logging:LogLevel:MoECluster"] = "Information",
         ["Logging:LogLevel:Microsoft.Hosting.Lifetime"] = "Information",
@@ -82,7 +82,7 @@ internal static class SiloCommand
     private static async Task<int> RunAsync(TextWriter error, string role, Dictionary<string, string?> flags, string[] models, int? parentPid, CancellationToken cancel)
     {
         var overrides = flags.Where(kv => kv.Value is not null).ToDictionary(kv => kv.Key, kv => kv.Value);
-        overrides[$"Orleans:Metadata:{SiloRoles.MetadataKey}"] = role;
+        overrides[ConfigurationKeys.Role] = role;
         foreach (string model in models)
         {
             int eq = model.IndexOf('=', StringComparison.Ordinal);
@@ -92,7 +92,7 @@ internal static class SiloCommand
                 return CliApp.ExitUsage;
             }
 
-            overrides[$"MoECluster:Models:{model[..eq]}:Path"] = Path.GetFullPath(model[(eq + 1)..]);
+            overrides[ConfigurationKeys.ModelPath(model[..eq])] = Path.GetFullPath(model[(eq + 1)..]);
         }
 
         WebApplication host;
@@ -150,7 +150,7 @@ internal static class SiloCommand
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = [] });
         Configure(builder.Configuration, role, overrides);
-        builder.WebHost.UseUrls(builder.Configuration["Urls"]!);
+        builder.WebHost.UseUrls(builder.Configuration[ConfigurationKeys.Urls]!);
         builder.AddServiceDefaults(sources =>
         {
             sources.Meters.Add(TrafficLedger.MeterName);
@@ -175,7 +175,7 @@ internal static class SiloCommand
     {
         services.PostConfigure<EndpointOptions>(o =>
         {
-            if (IPAddress.TryParse(configuration["Orleans:Endpoints:AdvertisedIPAddress"], out IPAddress? address))
+            if (IPAddress.TryParse(configuration[ConfigurationKeys.AdvertisedIPAddress], out IPAddress? address))
             {
                 o.AdvertisedIPAddress = address;
             }

@@ -21,10 +21,10 @@ public static class MoeClusterSiloExtensions
         silo.Services.Configure<MoeClusterOptions>(configuration.GetSection(MoeClusterOptions.Section));
         silo.Services.Configure<SiloIdentity>(o =>
         {
-            o.Name = configuration["Orleans:Name"] ?? o.Name;
-            o.Role = configuration[$"Orleans:Metadata:{SiloRoles.MetadataKey}"] ?? o.Role;
+            o.Name = configuration[ConfigurationKeys.SiloName] ?? o.Name;
+            o.Role = configuration[ConfigurationKeys.Role] ?? o.Role;
         });
-        double timeout = configuration.GetValue($"{MoeClusterOptions.Section}:RequestTimeoutSeconds", 120.0);
+        double timeout = configuration.GetValue($"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.RequestTimeoutSeconds)}", 120.0);
         silo.Services.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(timeout + 10));
         // Failure detection in seconds rather than Orleans's defaults (tens of seconds): a killed expert silo's shards
         // must re-activate on the survivors while routers retry (ShardCallRetry). Each silo probes 3 others every

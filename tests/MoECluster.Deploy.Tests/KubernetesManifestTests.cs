@@ -1,0 +1,220 @@
+using System.Globalization;
+using System.Text;
+using MoECluster.Cluster.Hosting;
+using MoECluster.Deploy.Tests.Support;
+using MoECluster.ServiceDefaults;
+
+namespace MoECluster.Deploy.Tests;
+
+/// <summary>
+/// deploy/k8s parsed and cross-checked: every variable a silo gets is a configuration key of the code, container
+/// ports, probe ports and Service target ports are the ports its settings name, probes hit /health and /alive,
+/// experts ask for a GPU, and the advertised address is the pod's IP.
+/// </summary>
+public sealed class KubernetesManifestTests
+{
+    private static readonly string Dir = Path.Combine(Repo.Deploy, "k8s");
+
+    private static readonly List<Node> Objects = Directory.EnumerateFiles(Dir, "*.yaml")
+        .Where(f => Path.GetFileName(f) != "kustomization.yaml")
+        .Order(StringComparer.Ordinal)
+        .SelectMany(Yaml.LoadAll)
+        .ToList();
+
+    private static IEnumerable<Node> OfKind(string kind) => Objects.Where(o => o["kind"].Text == kind);
+
+    private static Node Named(string kind, string name) =>
+        OfKind(kind).SingleOrDefault(o => o["metadata"]["name"].Text == name) ?? throw new KeyNotFoundException($"no {kind} {name} in deploy/k8s");
+
+    private static IEnumerable<Node> Workloads => OfKind("Deployment").Concat(OfKind("StatefulSet"));
+
+    /// <summary>The silo containers: those that run the MoECluster image.</summary>
+    private static IEnumerable<(Node Workload, Node Pod, Node Container)> Silos =>
+        from w in Workloads
+        let pod = w["spec"]["template"]["spec"]
+        from c in pod["containers"].Items
+        where c["image"].Text == "moecluster"
+        select (w, pod, c);
+
+    private static Dictionary<string, string?> Environment(Node container, out Dictionary<string, string> fieldRefs)
+    {
+        var env = new Dictionary<string, string?>(StringComparer.Ordinal);
+        fieldRefs = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var source in container.Get("envFrom")?.Items ?? [])
+        {
+            var data = source.Has("configMapRef")
+                ? Named("ConfigMap", source["configMapRef"]["name"].Text)["data"].Entries.Select(kv => (kv.Key, kv.Value.Text))
+                : SecretData(Named("Secret", source["secretRef"]["name"].Text));
+            foreach (var (key, value) in data)
+            {
+                env[key] = value;
+            }
+        }
+
+        foreach (var entry in container.Get("env")?.Items ?? [])
+        {
+            string name = entry["name"].Text;
+            if (entry.Has("valueFrom"))
+            {
+                fieldRefs[name] = entry["valueFrom"]["fieldRef"]["fieldPath"].Text;
+                env[name] = $"<{fieldRefs[name]}>";
+            }
+            else
+            {
+                env[name] = entry["value"].Text;
+            }
+        }
+
+        return env;
+    }
+
+    private static IEnumerable<(string Key, string Value)> SecretData(Node secret) =>
+        (secret.Get("stringData")?.Entries.Select(kv => (kv.Key, kv.Value.Text)) ?? [])
+            .Concat(secret.Get("data")?.Entries.Select(kv => (kv.Key, Encoding.UTF8.GetString(Convert.FromBase64String(kv.Value.Text)))) ?? []);
+
+    private static Dictionary<string, int> ContainerPorts(Node container) =>
+        container["ports"].Items.ToDictionary(p => p.Get("name")?.Text ?? p["containerPort"].Text, p => p["containerPort"].Int);
+
+    private static int ResolvePort(Node port, Dictionary<string, int> containerPorts, string where) =>
+        int.TryParse(port.Text, NumberStyles.None, CultureInfo.InvariantCulture, out int number)
+            ? number
+            : containerPorts.TryGetValue(port.Text, out int named) ? named : throw new InvalidDataException($"{where}: port {port.Text} names no container port");
+
+    private static string RoleOf(Node container) =>
+        SiloSettings.RoleOf(container.Where, container["args"].Items.Select(a => a.Text).ToList());
+
+    [Fact]
+    public void There_are_a_frontend_and_an_expert_workload()
+    {
+        var roles = Silos.Select(s => RoleOf(s.Container)).ToList();
+        Assert.Contains(SiloRoles.Frontend, roles);
+        Assert.Contains(SiloRoles.Expert, roles);
+        Assert.Equal("StatefulSet", Silos.Single(s => RoleOf(s.Container) == SiloRoles.Expert).Workload["kind"].Text);
+    }
+
+    [Fact]
+    public void Every_silo_variable_is_a_configuration_key_and_ports_match_the_settings()
+    {
+        foreach (var (workload, pod, container) in Silos)
+        {
+            string where = $"{workload["metadata"]["name"].Text}/{container["name"].Text}";
+            string role = RoleOf(container);
+            var env = Environment(container, out var fieldRefs);
+            SiloPorts ports = SiloSettings.Check(where, role, env);
+
+            // The advertised address is the pod's IP (downward API); the silo listens on it too.
+            Assert.True(fieldRefs.TryGetValue(SiloSettings.Env(ConfigurationKeys.AdvertisedIPAddress), out string? ip) && ip == "status.podIP",
+                $"{where}: {SiloSettings.Env(ConfigurationKeys.AdvertisedIPAddress)} must come from fieldRef status.podIP");
+            Assert.Equal("metadata.name", fieldRefs.GetValueOrDefault(SiloSettings.Env(ConfigurationKeys.SiloName)));
+
+            var containerPorts = ContainerPorts(container);
+            Assert.Equal(ports.Listening.Order(), containerPorts.Values.Order());
+            Assert.Equal(ports.Http, containerPorts["http"]);
+            Assert.Equal(ports.Silo, containerPorts["silo"]);
+
+            // Readiness on /health, liveness (and start-up) on /alive, all on the HTTP port of Urls.
+            Node readiness = container["readinessProbe"]["httpGet"];
+            Node liveness = container["livenessProbe"]["httpGet"];
+            Assert.Equal(ServiceDefaultsExtensions.HealthPath, readiness["path"].Text);
+            Assert.Equal(ServiceDefaultsExtensions.AlivePath, liveness["path"].Text);
+            Assert.Equal(ports.Http, ResolvePort(readiness["port"], containerPorts, where));
+            Assert.Equal(ports.Http, ResolvePort(liveness["port"], containerPorts, where));
+            if (container.Get("startupProbe") is Node startup)
+            {
+                Assert.Equal(ServiceDefaultsExtensions.AlivePath, startup["httpGet"]["path"].Text);
+                Assert.Equal(ports.Http, ResolvePort(startup["httpGet"]["port"], containerPorts, where));
+            }
+
+            // Time for Orleans' graceful shutdown (the host allows it 30 s).
+            Assert.True(pod["terminationGracePeriodSeconds"].Int >= 60, $"{where}: terminationGracePeriodSeconds < 60");
+            Assert.Equal("true", pod["securityContext"]["runAsNonRoot"].Text);
+
+            Node resources = container["resources"];
+            Assert.True(resources["requests"].Has("cpu") && resources["requests"].Has("memory"), $"{where}: no cpu/memory requests");
+            if (role == SiloRoles.Expert)
+            {
+                Assert.True(resources["limits"]["nvidia.com/gpu"].Int >= 1, $"{where}: an expert must request nvidia.com/gpu");
+                Assert.Equal("true", pod["nodeSelector"]["nvidia.com/gpu.present"].Text);
+                Assert.Contains(pod["tolerations"].Items, t => t["key"].Text == "nvidia.com/gpu");
+            }
+            else
+            {
+                Assert.False(resources.Get("limits")?.Has("nvidia.com/gpu") ?? false, $"{where}: a front-end needs no GPU");
+            }
+
+            // Every model path lies in a read-only mount of a read-only volume.
+            var mounts = container["volumeMounts"].Items.ToList();
+            foreach (var (key, value) in env.Where(kv => kv.Key.StartsWith("MoECluster__Models__", StringComparison.Ordinal)))
+            {
+                Node mount = mounts.SingleOrDefault(m => value!.StartsWith(m["mountPath"].Text + "/", StringComparison.Ordinal))
+                    ?? throw new InvalidDataException($"{where}: {key}={value} is in no volume mount");
+                Assert.Equal("true", mount["readOnly"].Text);
+                Node volume = pod["volumes"].Items.Single(v => v["name"].Text == mount["name"].Text);
+                Assert.True(volume.Has("hostPath") || volume["persistentVolumeClaim"]["readOnly"].Text == "true", $"{where}: the model volume is not read-only");
+                if (volume.Has("persistentVolumeClaim"))
+                {
+                    Named("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"].Text);
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Service_target_ports_are_container_ports_of_the_pods_they_select()
+    {
+        foreach (var service in OfKind("Service"))
+        {
+            string where = $"Service {service["metadata"]["name"].Text}";
+            var selector = service["spec"]["selector"].Entries.ToDictionary(kv => kv.Key, kv => kv.Value.Text);
+            var pods = Workloads.Where(w => selector.All(s => w["spec"]["template"]["metadata"]["labels"].Get(s.Key)?.Text == s.Value)).ToList();
+            var pod = Assert.Single(pods);
+            var containerPorts = pod["spec"]["template"]["spec"]["containers"].Items.SelectMany(c => ContainerPorts(c)).ToDictionary(kv => kv.Key, kv => kv.Value);
+            foreach (var port in service["spec"]["ports"].Items)
+            {
+                int target = ResolvePort(port["targetPort"], containerPorts, where);
+                Assert.True(containerPorts.ContainsValue(target), $"{where}: targetPort {port["targetPort"].Text} is no container port of {pod["metadata"]["name"].Text}");
+                Assert.Equal(port["port"].Int, target);
+            }
+        }
+
+        // The front-end Service exposes the gateway HTTP, silo and client gateway ports of the front-end silo.
+        var frontend = Named("Service", "moecluster-frontend")["spec"]["ports"].Items.Select(p => p["port"].Int).Order();
+        Assert.Equal(new[] { ConfigurationKeys.DefaultFrontendHttpPort, ConfigurationKeys.DefaultSiloPort, ConfigurationKeys.DefaultGatewayPort }.Order(), frontend);
+        Assert.Equal("moecluster-expert", Named("StatefulSet", "moecluster-expert")["spec"]["serviceName"].Text);
+        Assert.Equal("None", Named("Service", "moecluster-expert")["spec"]["clusterIP"].Text);
+    }
+
+    [Fact]
+    public void The_redis_secret_is_a_placeholder_that_points_at_the_redis_service()
+    {
+        string serviceKey = Named("ConfigMap", "moecluster-common")["data"][SiloSettings.Env(ConfigurationKeys.ClusteringServiceKey)].Text;
+        var secret = SecretData(Named("Secret", "moecluster-redis")).ToDictionary(kv => kv.Key, kv => kv.Value);
+        string connection = secret[SiloSettings.Env(ConfigurationKeys.ConnectionString(serviceKey))];
+        Assert.DoesNotContain("password", connection, StringComparison.OrdinalIgnoreCase);
+        string[] hostPort = connection.Split(',')[0].Split(':');
+        Node redis = Named("Service", hostPort[0]);
+        Assert.Contains(redis["spec"]["ports"].Items, p => p["port"].Text == hostPort[1]);
+        Assert.Contains("TEMPLATE", File.ReadAllText(Path.Combine(Dir, "secret-redis.yaml")), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Kustomization_lists_every_manifest_and_sets_the_namespace_and_image()
+    {
+        Node kustomization = Yaml.Load(Path.Combine(Dir, "kustomization.yaml"));
+        var resources = kustomization["resources"].Items.Select(r => r.Text).Order(StringComparer.Ordinal);
+        var files = Directory.EnumerateFiles(Dir, "*.yaml").Select(Path.GetFileName).Where(f => f != "kustomization.yaml").Order(StringComparer.Ordinal);
+        Assert.Equal(files, resources);
+        Assert.Equal(Assert.Single(OfKind("Namespace"))["metadata"]["name"].Text, kustomization["namespace"].Text);
+        Assert.Contains(kustomization["images"].Items, i => i["name"].Text == "moecluster");
+    }
+
+    [FactWithTool("kubectl", "that kustomize renders deploy/k8s")]
+    public void Kustomize_renders_the_manifests()
+    {
+        var result = Tools.Run(Tools.Find("kubectl")!, "kustomize", Dir);
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains("namespace: moecluster", result.Stdout, StringComparison.Ordinal);
+        Assert.Contains("image: moecluster:latest", result.Stdout, StringComparison.Ordinal);
+        Assert.Equal(Objects.Count, result.Stdout.Split("\n---\n").Length);
+    }
+}
