@@ -210,12 +210,12 @@ public sealed class LiveRoutingPageTests(ProcessClusterFixture cluster)
     }
 
     /// <summary>
-    /// What the page's <c>toLocaleString('en-US')</c> shows: the double's decimal value (17 significant digits tell
-    /// a true half from a near one) rounded half away from zero, thousands grouped.
+    /// What the page's <c>toLocaleString('en-US')</c> shows: ICU rounds the shortest decimal that round-trips the
+    /// double (not its exact binary value: 460.95 shows as 461.0), half away from zero, thousands grouped.
     /// </summary>
     private static string Shown(double value, int digits)
     {
-        decimal exact = decimal.Parse(value.ToString("G17", CultureInfo.InvariantCulture), NumberStyles.Float, CultureInfo.InvariantCulture);
+        decimal exact = decimal.Parse(value.ToString("R", CultureInfo.InvariantCulture), NumberStyles.Float, CultureInfo.InvariantCulture);
         return Math.Round(exact, digits, MidpointRounding.AwayFromZero).ToString("N" + digits.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
     }
 
