@@ -1,4 +1,5 @@
-using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Headers;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -10,6 +11,7 @@ using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Gateway.Health;
 using MoECluster.Gateway.Live;
+using MoECluster.Gateway.Security;
 using MoECluster.Wire;
 using Orleans.Dashboard;
 
@@ -21,7 +23,8 @@ namespace MoECluster.Gateway;
 /// Health (<c>/health</c>, <c>/alive</c>) is served by the service defaults from the health checks registered here.
 /// Bodies are JSON (<c>{"model", "wire", "hidden_states": [[...], ...]}</c>) or MessagePack
 /// (<see cref="GatewayForwardRequest"/>, Content-Type application/x-msgpack); the answer uses the same format.
-/// Bad input gets a 4xx with <c>{"error": "..."}</c>.
+/// Bad input gets a 4xx with <c>{"error": "..."}</c>; API keys, accounting and the body-size limit are
+/// <see cref="GatewayRequestGuard"/>'s, which <see cref="MapMoeGateway"/> puts ahead of every endpoint.
 /// </summary>
 public static class GatewayEndpoints
 {
@@ -36,19 +39,36 @@ public static class GatewayEndpoints
         WriteIndented = false,
     };
 
-    /// <summary>The gateway's services: request statistics, the live stats feed and the front-end readiness check.</summary>
+    /// <summary>The gateway's services: request statistics, the live stats feed, the front-end readiness check, API keys.</summary>
     public static IServiceCollection AddMoeGateway(this IServiceCollection services)
     {
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<GatewayRequestStatistics>();
         services.AddSingleton<LiveStatsFeed>();
         services.AddHealthChecks().AddCheck<ExpertSilosHealthCheck>("expert-silos");
+        services.AddMoeGatewaySecurity();
         return services;
     }
 
-    public static IEndpointRouteBuilder MapMoeGateway(this IEndpointRouteBuilder app)
+    /// <summary>API keys (loaded and checked at start-up) and the start-up warning for an open gateway beyond loopback.</summary>
+    public static IServiceCollection AddMoeGatewaySecurity(this IServiceCollection services)
     {
-        app.MapPost("/v1/layers/{layer:int}/forward", (int layer, HttpContext http) => ForwardAsync(http, layer));
+        services.TryAddSingleton<GatewayApiKeys>();
+        services.AddHostedService<GatewaySecurityCheck>();
+        return services;
+    }
+
+    /// <summary>
+    /// Puts <see cref="GatewayRequestGuard"/> (API keys, accounting, body-size limit) ahead of every endpoint of
+    /// <paramref name="app"/> and maps the gateway's endpoints. The health probes mapped by the service defaults stay open.
+    /// </summary>
+    public static WebApplication MapMoeGateway(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        app.UseMiddleware<GatewayRequestGuard>();
+
+        // {layer} is taken as text so that a layer that is no integer gets the same clear 404 as an unknown one.
+        app.MapPost("/v1/layers/{layer}/forward", (string layer, HttpContext http) => ForwardAsync(http, layer));
         app.MapPost("/v1/forward", (Delegate)((HttpContext http) => ForwardAsync(http, layer: null)));
         app.MapGet("/v1/models", (ModelCatalog catalog, IOptions<MoeClusterOptions> options) => Results.Json(
             options.Value.Models.Keys.Select(id => catalog.Get(id).Config).Zip(options.Value.Models.Keys, (c, id) => new
@@ -69,45 +89,29 @@ public static class GatewayEndpoints
         return app;
     }
 
-    private static async Task<IResult> ForwardAsync(HttpContext http, int? layer)
+    private static async Task<IResult> ForwardAsync(HttpContext http, string? layer)
     {
-        var statistics = http.RequestServices.GetRequiredService<GatewayRequestStatistics>();
-        long started = Stopwatch.GetTimestamp();
-        var outcome = new ForwardOutcome();
-        var result = await ForwardCoreAsync(http, layer, outcome);
-        int status = (result as IStatusCodeHttpResult)?.StatusCode ?? StatusCodes.Status200OK;
-        if (status < 300)
+        // The guard counts the request once it is answered; it reads what was resolved here.
+        var outcome = http.Features.Get<ForwardOutcome>() ?? new ForwardOutcome();
+        try
         {
-            statistics.RecordAnswered(outcome.Model, outcome.Tokens, Stopwatch.GetElapsedTime(started));
+            return await ForwardCoreAsync(http, layer, outcome);
         }
-        else if (status < 500)
+        catch (GatewayRequestException e)
         {
-            statistics.RecordRejected(outcome.Model);
+            return Error(e.StatusCode, e.Message);
         }
-        else
-        {
-            statistics.RecordFailed(outcome.Model);
-        }
-
-        return result;
     }
 
-    private static async Task<IResult> ForwardCoreAsync(HttpContext http, int? layer, ForwardOutcome outcome)
+    private static async Task<IResult> ForwardCoreAsync(HttpContext http, string? layerText, ForwardOutcome outcome)
     {
         var options = http.RequestServices.GetRequiredService<IOptions<MoeClusterOptions>>().Value;
         var catalog = http.RequestServices.GetRequiredService<ModelCatalog>();
         var grains = http.RequestServices.GetRequiredService<IGrainFactory>();
-        bool msgpack = IsMessagePack(http.Request.ContentType);
-        ForwardInput input;
-        try
-        {
-            byte[] body = await ReadBodyAsync(http.Request, options.WireLimits.MaxMessageBytes);
-            input = msgpack ? FromMessagePack(body, options.WireLimits) : FromJson(body);
-        }
-        catch (BadRequestException e)
-        {
-            return Error(e.StatusCode, e.Message);
-        }
+        bool msgpack = BodyFormat(http.Request.ContentType);
+        var limits = new GatewayBodyLimits(options.Gateway.MaxTokensPerRequest, options.Gateway.MaxJsonDepth, options.WireLimits);
+        byte[] body = await ReadBodyAsync(http, options.Gateway.MaxRequestBytes);
+        ForwardInput input = msgpack ? GatewayRequestParser.ParseMessagePack(body, limits) : GatewayRequestParser.ParseJson(body, limits);
 
         string modelId;
         try
@@ -120,16 +124,22 @@ public static class GatewayEndpoints
         }
 
         outcome.Model = modelId;
-        outcome.Tokens = input.Tokens;
         var config = catalog.Get(modelId).Config;
+        int? layer = null;
+        if (layerText is not null)
+        {
+            if (!int.TryParse(layerText, NumberStyles.None, CultureInfo.InvariantCulture, out int l) || !config.MoeLayers.Contains(l))
+            {
+                string shown = layerText.Length <= 32 ? layerText : layerText[..32] + "...";
+                return Error(StatusCodes.Status404NotFound, $"layer {shown} is not an MoE layer of {modelId}; MoE layers: {string.Join(", ", config.MoeLayers)}");
+            }
+
+            layer = l;
+        }
+
         if (input.Width != config.HiddenSize)
         {
             return Error(StatusCodes.Status400BadRequest, $"hidden_states rows are {input.Width} wide; model {modelId} has hidden_size {config.HiddenSize}");
-        }
-
-        if (layer is int l && !config.MoeLayers.Contains(l))
-        {
-            return Error(StatusCodes.Status404NotFound, $"layer {l} is not an MoE layer of {modelId}; MoE layers: {string.Join(", ", config.MoeLayers)}");
         }
 
         int bad = Array.FindIndex(input.Hidden, v => !float.IsFinite(v));
@@ -141,7 +151,8 @@ public static class GatewayEndpoints
         string wire = input.Wire ?? options.DefaultWire;
         if (!WireDTypes.TryParse(wire, out _))
         {
-            return Error(StatusCodes.Status400BadRequest, $"wire '{wire}' is not one of fp32, bf16, fp16");
+            string shown = wire.Length <= 32 ? wire : wire[..32] + "...";
+            return Error(StatusCodes.Status400BadRequest, $"wire '{shown}' is not one of fp32, bf16, fp16");
         }
 
         ForwardReply reply;
@@ -162,6 +173,7 @@ public static class GatewayEndpoints
             return Error(StatusCodes.Status503ServiceUnavailable, e.Message);
         }
 
+        outcome.Tokens = input.Tokens;
         var traffic = reply.Layers.Select(t => new GatewayLayerTraffic
         {
             Layer = t.Layer,
@@ -199,112 +211,88 @@ public static class GatewayEndpoints
         return Results.Json(new { model = modelId, hidden_states = rows, layers = traffic }, Json);
     }
 
-    private static bool IsMessagePack(string? contentType) =>
-        contentType is not null && (contentType.StartsWith(MessagePackContentType, StringComparison.OrdinalIgnoreCase)
-            || contentType.StartsWith("application/msgpack", StringComparison.OrdinalIgnoreCase)
-            || contentType.StartsWith("application/vnd.msgpack", StringComparison.OrdinalIgnoreCase));
-
-    private static async Task<byte[]> ReadBodyAsync(HttpRequest request, int limit)
+    /// <summary>
+    /// True for a MessagePack body, false for JSON; anything else is refused with 415 before the body is read.
+    /// JSON is <c>application/json</c> (or <c>application/*+json</c>) in UTF-8; MessagePack is
+    /// <c>application/x-msgpack</c>, <c>application/msgpack</c> or <c>application/vnd.msgpack</c>.
+    /// </summary>
+    private static bool BodyFormat(string? contentType)
     {
+        if (contentType is not null && MediaTypeHeaderValue.TryParse(contentType, out var media) && media.MediaType is { } type)
+        {
+            if (IsMessagePack(type))
+            {
+                return true;
+            }
+
+            bool json = type.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+                || (type.StartsWith("application/", StringComparison.OrdinalIgnoreCase) && type.EndsWith("+json", StringComparison.OrdinalIgnoreCase));
+            string? charset = media.CharSet?.Trim('"');
+            if (json && (charset is null || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase) || charset.Equals("utf8", StringComparison.OrdinalIgnoreCase)))
+            {
+                return false;
+            }
+        }
+
+        string shown = contentType is null ? "none" : contentType.Length <= 64 ? $"'{contentType}'" : $"'{contentType[..64]}...'";
+        throw new GatewayRequestException(StatusCodes.Status415UnsupportedMediaType,
+            $"Content-Type {shown} is not supported: send application/json (UTF-8) or {MessagePackContentType}");
+    }
+
+    private static bool IsMessagePack(string mediaType) =>
+        mediaType.Equals(MessagePackContentType, StringComparison.OrdinalIgnoreCase)
+        || mediaType.Equals("application/msgpack", StringComparison.OrdinalIgnoreCase)
+        || mediaType.Equals("application/vnd.msgpack", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// The body, at most <paramref name="limit"/> bytes (MoECluster:Gateway:MaxRequestBytes): refused with 413 from its
+    /// Content-Length before anything is read, or as soon as what arrives (chunked or lying) passes the limit. The
+    /// buffer grows with the bytes received, never from the declared length.
+    /// </summary>
+    private static async Task<byte[]> ReadBodyAsync(HttpContext http, int limit)
+    {
+        var request = http.Request;
         if (request.ContentLength is long declared && declared > limit)
         {
-            throw new BadRequestException(StatusCodes.Status413PayloadTooLarge, $"request body of {declared} bytes exceeds the limit of {limit} bytes");
+            throw TooLarge(limit, declared);
         }
 
         using var buffer = new MemoryStream();
-        var chunk = new byte[81920];
-        int read;
-        while ((read = await request.Body.ReadAsync(chunk)) > 0)
+        var chunk = new byte[(int)Math.Min(81920, (long)limit + 1)];
+        try
         {
-            if (buffer.Length + read > limit)
+            int read;
+            while ((read = await request.Body.ReadAsync(chunk, http.RequestAborted)) > 0)
             {
-                throw new BadRequestException(StatusCodes.Status413PayloadTooLarge, $"request body exceeds the limit of {limit} bytes");
-            }
+                if (buffer.Length + read > limit)
+                {
+                    throw TooLarge(limit, null);
+                }
 
-            buffer.Write(chunk, 0, read);
+                buffer.Write(chunk, 0, read);
+            }
+        }
+        catch (BadHttpRequestException e)
+        {
+            // The server's own guard (MaxRequestBodySize, set to the same limit) or a malformed chunked body.
+            throw e.StatusCode == StatusCodes.Status413PayloadTooLarge
+                ? TooLarge(limit, null)
+                : new GatewayRequestException(e.StatusCode, $"bad request body: {e.Message}", e);
         }
 
         if (buffer.Length == 0)
         {
-            throw new BadRequestException(StatusCodes.Status400BadRequest, "empty request body");
+            throw new GatewayRequestException(StatusCodes.Status400BadRequest, "empty request body");
         }
 
         return buffer.ToArray();
     }
 
-    private static ForwardInput FromMessagePack(byte[] body, WireLimits limits)
-    {
-        try
-        {
-            var request = GatewayWire.DecodeRequest(body, limits);
-            return new ForwardInput(request.Model, request.Wire, request.HiddenStates.Decode(), request.HiddenStates.Rows, request.HiddenStates.Width);
-        }
-        catch (WireFormatException e)
-        {
-            throw new BadRequestException(StatusCodes.Status400BadRequest, $"malformed MessagePack body: {e.Message}");
-        }
-    }
-
-    private static ForwardInput FromJson(byte[] body)
-    {
-        JsonForwardRequest? request;
-        try
-        {
-            request = JsonSerializer.Deserialize<JsonForwardRequest>(body, Json);
-        }
-        catch (JsonException e)
-        {
-            throw new BadRequestException(StatusCodes.Status400BadRequest, $"malformed JSON body: {e.Message}");
-        }
-
-        if (request?.HiddenStates is not { Length: > 0 } rows)
-        {
-            throw new BadRequestException(StatusCodes.Status400BadRequest, "hidden_states is missing or empty: expected [[...], ...] of shape [T, d]");
-        }
-
-        int width = rows[0]?.Length ?? 0;
-        if (width == 0)
-        {
-            throw new BadRequestException(StatusCodes.Status400BadRequest, "hidden_states[0] is empty");
-        }
-
-        var hidden = new float[(long)rows.Length * width];
-        for (int t = 0; t < rows.Length; t++)
-        {
-            if (rows[t] is not { } row || row.Length != width)
-            {
-                throw new BadRequestException(StatusCodes.Status400BadRequest, $"hidden_states[{t}] has {rows[t]?.Length ?? 0} values; row 0 has {width}");
-            }
-
-            row.CopyTo(hidden, (long)t * width);
-        }
-
-        return new ForwardInput(request.Model, request.Wire, hidden, rows.Length, width);
-    }
+    private static GatewayRequestException TooLarge(int limit, long? declared) => new(
+        StatusCodes.Status413PayloadTooLarge,
+        declared is long d
+            ? string.Create(CultureInfo.InvariantCulture, $"request body of {d} bytes exceeds the limit of {limit} bytes (MoECluster:Gateway:MaxRequestBytes)")
+            : string.Create(CultureInfo.InvariantCulture, $"request body exceeds the limit of {limit} bytes (MoECluster:Gateway:MaxRequestBytes)"));
 
     private static IResult Error(int status, string message) => Results.Json(new { error = message }, Json, statusCode: status);
-
-    /// <summary>What the request statistics need to know of a forward request once it is answered.</summary>
-    private sealed class ForwardOutcome
-    {
-        public string Model { get; set; } = string.Empty;
-
-        public int Tokens { get; set; }
-    }
-
-    private sealed record ForwardInput(string? Model, string? Wire, float[] Hidden, int Tokens, int Width);
-
-    private sealed class JsonForwardRequest
-    {
-        public string? Model { get; set; }
-
-        public string? Wire { get; set; }
-
-        public float[]?[]? HiddenStates { get; set; }
-    }
-
-    private sealed class BadRequestException(int statusCode, string message) : Exception(message)
-    {
-        public int StatusCode { get; } = statusCode;
-    }
 }

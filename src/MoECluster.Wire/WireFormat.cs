@@ -125,11 +125,14 @@ public static class WireFormat
                 $"ShardRequest.Weights: expected {4 * total} bytes ({total} float32 weights, the sum of PairCounts), got {Length(weights)}."));
         }
 
-        // seenInRow[e - first] == row + 1 when expert e already appeared in this row: O(pairs), whatever the row sizes.
-        var seenInRow = new int[expertCount];
+        // One bit per possible uint16 expert id (8 KiB on the stack), set while a row is checked and cleared after it:
+        // O(1) per pair whatever the row sizes, and no allocation sized by ExpertCount, which the sender chose.
+        Span<ulong> seen = stackalloc ulong[(ushort.MaxValue + 1) / 64];
+        seen.Clear();
         int k = 0;
         for (int row = 0; row < counts.Length; row++)
         {
+            int rowStart = k;
             for (int end = k + counts[row]; k < end; k++)
             {
                 float weight = BinaryPrimitives.ReadSingleLittleEndian(weights.AsSpan(k * 4));
@@ -146,13 +149,19 @@ public static class WireFormat
                         $"ShardRequest.Experts[{k}] (row {row}): expert {expert} is outside this shard's range [{first}, {first + expertCount})."));
                 }
 
-                if (seenInRow[expert - first] == row + 1)
+                ulong bit = 1UL << (expert & 63);
+                if ((seen[expert >> 6] & bit) != 0)
                 {
                     throw new WireFormatException(Invariant(
                         $"ShardRequest.Experts[{k}]: duplicate expert {expert} in row {row} (each expert at most once per row)."));
                 }
 
-                seenInRow[expert - first] = row + 1;
+                seen[expert >> 6] |= bit;
+            }
+
+            for (int j = rowStart; j < k; j++)
+            {
+                seen[BinaryPrimitives.ReadUInt16LittleEndian(experts.AsSpan(j * 2)) >> 6] = 0;
             }
         }
     }
@@ -402,7 +411,7 @@ public static class WireFormat
     }
 
     /// <summary>Validates an activation block's dtype, shape and data length; returns its row count.</summary>
-    internal static int ValidateBlock(string field, ActivationBlock? block, WireLimits limits)
+    internal static int ValidateBlock(string field, [System.Diagnostics.CodeAnalysis.NotNull] ActivationBlock? block, WireLimits limits)
     {
         if (block is null)
         {

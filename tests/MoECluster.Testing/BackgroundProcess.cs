@@ -36,6 +36,11 @@ public sealed class BackgroundProcess : IDisposable
     public static BackgroundProcess Start(string program, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach ((string name, string value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[name] = value;
+        }
+
         foreach (string a in args)
         {
             info.ArgumentList.Add(a);

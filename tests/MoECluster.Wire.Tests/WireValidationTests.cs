@@ -170,6 +170,37 @@ public sealed class WireValidationTests
         Assert.Equal(5, WireFormat.DecodeRequest(WireFormat.Serialize(request), Limits).PairTotal);
     }
 
+    /// <summary>
+    /// Regression (found by the decoder fuzzer, tests/MoECluster.Fuzz): the duplicate check allocated an int per expert
+    /// of the claimed shard range, so this 44-byte request (FirstExpert 0, ExpertCount 65535, one row) made the
+    /// receiver allocate 262 KB. The check now uses a fixed bitset on the stack.
+    /// </summary>
+    [Fact]
+    public void A_wide_claimed_expert_range_costs_no_allocation_per_expert()
+    {
+        byte[] fuzzed = Convert.FromHexString("9B01A36C61740300CDFFFF94000101C4048F1FEC3EC40101C4020000C404B1655F3F00CF381B73485B34A000");
+        WireFormat.DecodeRequest(fuzzed, Limits);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        ShardRequest request = WireFormat.DecodeRequest(fuzzed, Limits);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(65535, request.ExpertCount);
+        Assert.True(allocated < 8 * 1024, $"decoding a {fuzzed.Length}-byte request allocated {allocated} bytes");
+    }
+
+    [Fact]
+    public void Duplicates_are_found_at_the_edges_of_the_id_space_and_forgotten_between_rows()
+    {
+        float[] rows = new float[3 * 2];
+        ShardRequest request = WireFormat.BuildRequest(
+            "m", 0, 0, 65535, rows, 3, 2, WireDType.F32, [2, 2, 2], [0, 65534, 65534, 63, 64, 0], [1f, 1f, 1f, 1f, 1f, 1f], WireDType.F32, 1);
+        Assert.Equal(6, WireFormat.DecodeRequest(WireFormat.Serialize(request), Limits).PairTotal);
+        BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 3), 65534);   // row 1 becomes (65534, 65534)
+        AssertMentions(RefuseRequest(request), "ShardRequest.Experts[3]", "duplicate expert 65534 in row 1");
+        BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 3), 63);
+        BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 5), 64);       // row 2 becomes (64, 64)
+        AssertMentions(RefuseRequest(request), "ShardRequest.Experts[5]", "duplicate expert 64 in row 2");
+    }
+
     [Theory]
     [InlineData(float.NaN, "NaN")]
     [InlineData(float.PositiveInfinity, "Infinity")]

@@ -32,6 +32,9 @@ public sealed class MoeClusterOptions
     /// <summary>Bounds every decoded wire message must respect (untrusted input).</summary>
     public MoECluster.Wire.WireLimits WireLimits { get; set; } = new();
 
+    /// <summary>The HTTP gateway of front-end silos: API keys and request limits ("MoECluster:Gateway").</summary>
+    public GatewayOptions Gateway { get; init; } = new();
+
     public string ResolveModel(string? requested)
     {
         string? id = requested ?? DefaultModel ?? Models.Keys.FirstOrDefault();
@@ -44,6 +47,35 @@ public sealed class MoeClusterOptions
 
         return id;
     }
+}
+
+/// <summary>
+/// The "MoECluster:Gateway" section: who may call the gateway and how large a request may be. Every limit is
+/// checked before anything is allocated from a size the request claims.
+/// </summary>
+public sealed class GatewayOptions
+{
+    public const int DefaultMaxRequestBytes = 64 << 20;
+    public const int DefaultMaxTokensPerRequest = 8192;
+    public const int DefaultMaxJsonDepth = 8;
+
+    /// <summary>
+    /// Accepted API keys (<c>MoECluster__Gateway__ApiKeys__0=...</c>). With any key configured (here or in
+    /// <see cref="ApiKeysFile"/>), every endpoint but /health and /alive needs one; with none, the gateway is open.
+    /// </summary>
+    public List<string> ApiKeys { get; init; } = [];
+
+    /// <summary>A file with one API key per line (blank lines and lines starting with # are ignored), so keys need not sit in the environment or on a command line.</summary>
+    public string? ApiKeysFile { get; set; }
+
+    /// <summary>Largest request body, in bytes: 413 beyond (checked from Content-Length and while reading).</summary>
+    public int MaxRequestBytes { get; set; } = DefaultMaxRequestBytes;
+
+    /// <summary>Most hidden-state rows (tokens) one forward request may carry: 413 beyond.</summary>
+    public int MaxTokensPerRequest { get; set; } = DefaultMaxTokensPerRequest;
+
+    /// <summary>Deepest nesting of a JSON body (the body itself needs 3): 400 beyond.</summary>
+    public int MaxJsonDepth { get; set; } = DefaultMaxJsonDepth;
 }
 
 public sealed class ComputeOptions

@@ -10,6 +10,9 @@ namespace MoECluster.Gateway.Live;
 /// The live routing page at <c>/</c> (HTML, script and style embedded in this assembly: no CDN, works offline) and
 /// its feed, <c>GET /v1/stats/stream</c>: server-sent events, one <c>stats</c> event with the <c>/stats</c>
 /// document per interval (<c>?interval_ms=</c>, 250–10000, default 1000).
+/// With API keys configured, the page, its assets and the stream need a key like every other path but the health
+/// probes: a browser sends it as the password of HTTP Basic credentials after one login prompt, since an
+/// <c>EventSource</c> cannot carry a header (see <see cref="Security.GatewayRequestGuard"/> for why not a query string).
 /// </summary>
 public static class LivePage
 {

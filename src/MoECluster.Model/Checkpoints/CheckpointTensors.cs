@@ -186,7 +186,15 @@ public sealed class CheckpointTensors : IDisposable
                 string.Create(CultureInfo.InvariantCulture, $"the index file is {length} bytes, over the 100 MiB limit."));
         }
 
-        byte[] bytes = File.ReadAllBytes(indexPath);
+        return ParseIndex(indexPath, File.ReadAllBytes(indexPath));
+    }
+
+    /// <summary>
+    /// Parses the bytes of an index file: its weight_map, in file order, with every shard file name validated.
+    /// Every refusal is a <see cref="SafetensorsFormatException"/> naming <paramref name="indexPath"/>.
+    /// </summary>
+    internal static List<KeyValuePair<string, string>> ParseIndex(string indexPath, ReadOnlyMemory<byte> bytes)
+    {
         JsonDocument document;
         try
         {
@@ -199,61 +207,74 @@ public sealed class CheckpointTensors : IDisposable
 
         using (document)
         {
-            JsonElement root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
+            try
             {
-                throw new SafetensorsFormatException(indexPath, $"the index must be a JSON object, but it is {root.ValueKind}.");
+                return ReadWeightMap(indexPath, document.RootElement);
             }
-
-            JsonElement? map = null;
-            foreach (JsonProperty property in root.EnumerateObject())
+            catch (InvalidOperationException ex)
             {
-                if (property.NameEquals("weight_map"))
-                {
-                    if (map is not null)
-                    {
-                        throw new SafetensorsFormatException(indexPath, "duplicate \"weight_map\" key.");
-                    }
-
-                    map = property.Value;
-                }
+                // JsonDocument validates structure only: a name or string with an invalid escape (a lone surrogate)
+                // or invalid UTF-8 is refused when it is read as text.
+                throw new SafetensorsFormatException(indexPath, $"the index is not valid JSON: {ex.Message}", ex);
             }
-
-            if (map is null)
-            {
-                throw new SafetensorsFormatException(indexPath, "missing \"weight_map\".");
-            }
-
-            if (map.Value.ValueKind != JsonValueKind.Object)
-            {
-                throw new SafetensorsFormatException(indexPath, $"\"weight_map\" must be an object mapping tensor names to shard file names, but it is {map.Value.ValueKind}.");
-            }
-
-            var entries = new List<KeyValuePair<string, string>>();
-            var seen = new HashSet<string>(StringComparer.Ordinal);
-            foreach (JsonProperty entry in map.Value.EnumerateObject())
-            {
-                if (!seen.Add(entry.Name))
-                {
-                    throw new SafetensorsFormatException(indexPath, $"duplicate tensor name '{entry.Name}' in weight_map.");
-                }
-
-                if (entry.Value.ValueKind != JsonValueKind.String)
-                {
-                    throw new SafetensorsFormatException(indexPath, $"weight_map value for tensor '{entry.Name}' must be a file name string, but it is {entry.Value.ValueKind}.");
-                }
-
-                string shard = entry.Value.GetString()!;
-                if (!IsPlainFileName(shard))
-                {
-                    throw new SafetensorsFormatException(indexPath, $"weight_map value '{shard}' for tensor '{entry.Name}' is not a plain file name (no directories, '..' or rooted paths allowed).");
-                }
-
-                entries.Add(new KeyValuePair<string, string>(entry.Name, shard));
-            }
-
-            return entries;
         }
+    }
+
+    private static List<KeyValuePair<string, string>> ReadWeightMap(string indexPath, JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            throw new SafetensorsFormatException(indexPath, $"the index must be a JSON object, but it is {root.ValueKind}.");
+        }
+
+        JsonElement? map = null;
+        foreach (JsonProperty property in root.EnumerateObject())
+        {
+            if (property.NameEquals("weight_map"))
+            {
+                if (map is not null)
+                {
+                    throw new SafetensorsFormatException(indexPath, "duplicate \"weight_map\" key.");
+                }
+
+                map = property.Value;
+            }
+        }
+
+        if (map is null)
+        {
+            throw new SafetensorsFormatException(indexPath, "missing \"weight_map\".");
+        }
+
+        if (map.Value.ValueKind != JsonValueKind.Object)
+        {
+            throw new SafetensorsFormatException(indexPath, $"\"weight_map\" must be an object mapping tensor names to shard file names, but it is {map.Value.ValueKind}.");
+        }
+
+        var entries = new List<KeyValuePair<string, string>>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (JsonProperty entry in map.Value.EnumerateObject())
+        {
+            if (!seen.Add(entry.Name))
+            {
+                throw new SafetensorsFormatException(indexPath, $"duplicate tensor name '{entry.Name}' in weight_map.");
+            }
+
+            if (entry.Value.ValueKind != JsonValueKind.String)
+            {
+                throw new SafetensorsFormatException(indexPath, $"weight_map value for tensor '{entry.Name}' must be a file name string, but it is {entry.Value.ValueKind}.");
+            }
+
+            string shard = entry.Value.GetString()!;
+            if (!IsPlainFileName(shard))
+            {
+                throw new SafetensorsFormatException(indexPath, $"weight_map value '{shard}' for tensor '{entry.Name}' is not a plain file name (no directories, '..' or rooted paths allowed).");
+            }
+
+            entries.Add(new KeyValuePair<string, string>(entry.Name, shard));
+        }
+
+        return entries;
     }
 
     private static bool IsPlainFileName(string name) =>

@@ -17,15 +17,64 @@ public static class HiddenStatesFile
     public static float[] Read(string path, int hiddenSize, out int tokens) => Read(path, (int?)hiddenSize, out tokens, out _);
 
     /// <summary>Reads <c>hidden_states</c> of any width (checked against <paramref name="hiddenSize"/> when given).</summary>
+    /// <exception cref="SafetensorsFormatException">The file is no valid safetensors file.</exception>
+    /// <exception cref="InvalidDataException">It has no usable <c>hidden_states</c> tensor (name, shape, dtype, non-finite values).</exception>
     public static float[] Read(string path, int? hiddenSize, out int tokens, out int width)
     {
         using var file = SafetensorsFile.Open(path);
-        if (!file.TryGetTensor(TensorName, out TensorInfo? info))
+        return FromTensors(path, file.Tensors, hiddenSize, (info, values) => new TensorRef(file, info).ReadAsFloat32(values), out tokens, out width);
+    }
+
+    /// <summary>
+    /// <see cref="Read(string, int?, out int, out int)"/> on the bytes of a whole file: the same validation and
+    /// conversion, without a file (what the decoder fuzzer drives).
+    /// </summary>
+    internal static float[] Decode(string path, ReadOnlySpan<byte> fileBytes, int? hiddenSize, out int tokens, out int width)
+    {
+        var header = SafetensorsFile.ParseLayout(path, fileBytes, fileBytes.Length, out long dataStart);
+        ReadOnlySpan<byte> data = fileBytes[(int)dataStart..];
+        if (!TryFind(header.Tensors, out TensorInfo? info))
         {
-            string have = file.Tensors.Count == 0 ? "no tensors" : "tensors " + string.Join(", ", file.Tensors.Take(5).Select(t => t.Name));
-            throw new InvalidDataException($"{path} has no tensor '{TensorName}' (it has {have})");
+            throw NoTensor(path, header.Tensors);
         }
 
+        Validate(path, info, hiddenSize);
+        var values = new float[info.ElementCount];
+        ElementConversions.ToSingle(info.DType, data[(int)info.Begin..(int)info.End], values);
+        return Finish(path, values, info, out tokens, out width);
+    }
+
+    private delegate void ReadInto(TensorInfo info, Span<float> values);
+
+    private static float[] FromTensors(string path, IReadOnlyList<TensorInfo> tensors, int? hiddenSize, ReadInto read, out int tokens, out int width)
+    {
+        if (!TryFind(tensors, out TensorInfo? info))
+        {
+            throw NoTensor(path, tensors);
+        }
+
+        Validate(path, info, hiddenSize);
+
+        // The shape was checked against the tensor's byte length when the header was parsed: this is bounded by the file.
+        var values = new float[info.ElementCount];
+        read(info, values);
+        return Finish(path, values, info, out tokens, out width);
+    }
+
+    private static bool TryFind(IReadOnlyList<TensorInfo> tensors, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out TensorInfo? info)
+    {
+        info = tensors.FirstOrDefault(t => t.Name == TensorName);
+        return info is not null;
+    }
+
+    private static InvalidDataException NoTensor(string path, IReadOnlyList<TensorInfo> tensors)
+    {
+        string have = tensors.Count == 0 ? "no tensors" : "tensors " + string.Join(", ", tensors.Take(5).Select(t => t.Name));
+        return new InvalidDataException($"{path} has no tensor '{TensorName}' (it has {have})");
+    }
+
+    private static void Validate(string path, TensorInfo info, int? hiddenSize)
+    {
         if (info.Shape.Count != 2 || (hiddenSize is int d && info.Shape[1] != d) || info.Shape[1] < 1 || info.Shape[1] > 1 << 20)
         {
             throw new InvalidDataException($"{path}: {TensorName} has shape {TensorShapes.Format(info.Shape)}, expected [T, {(hiddenSize is int h ? h.ToString(System.Globalization.CultureInfo.InvariantCulture) + "] (the model's hidden_size)" : "d]")}");
@@ -40,16 +89,16 @@ public static class HiddenStatesFile
         {
             throw new InvalidDataException($"{path}: {TensorName} has dtype {DTypes.ToSafetensorsName(info.DType)}; allowed F32, BF16, F16, F64");
         }
+    }
 
+    private static float[] Finish(string path, float[] values, TensorInfo info, out int tokens, out int width)
+    {
         tokens = (int)info.Shape[0];
         width = (int)info.Shape[1];
-        int rowWidth = width;
-        var values = new float[(long)tokens * width];
-        new TensorRef(file, info).ReadAsFloat32(values);
         int bad = FirstNonFinite(values);
         if (bad >= 0)
         {
-            throw new InvalidDataException($"{path}: {TensorName}[{bad / rowWidth}, {bad % rowWidth}] is {values[bad]}; inputs must be finite");
+            throw new InvalidDataException($"{path}: {TensorName}[{bad / width}, {bad % width}] is {values[bad]}; inputs must be finite");
         }
 
         return values;

@@ -81,24 +81,9 @@ public sealed unsafe class SafetensorsFile : IDisposable
             acquired = true;
             start += view.PointerOffset;
 
-            ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(new ReadOnlySpan<byte>(start, LengthPrefixBytes));
-            if (headerLength > SafetensorsHeader.MaxHeaderBytes)
-            {
-                throw new SafetensorsFormatException(
-                    fullPath,
-                    string.Create(CultureInfo.InvariantCulture, $"header length {headerLength} exceeds the 100 MiB limit ({SafetensorsHeader.MaxHeaderBytes} bytes)."));
-            }
-
-            if (headerLength > (ulong)(length - LengthPrefixBytes))
-            {
-                throw new SafetensorsFormatException(
-                    fullPath,
-                    string.Create(CultureInfo.InvariantCulture, $"header length {headerLength} runs past the end of the file ({length} bytes)."));
-            }
-
-            long dataStart = LengthPrefixBytes + (long)headerLength;
+            long headLength = Math.Min(length, LengthPrefixBytes + SafetensorsHeader.MaxHeaderBytes);
+            var header = ParseLayout(fullPath, new ReadOnlySpan<byte>(start, (int)headLength), length, out long dataStart);
             long dataLength = length - dataStart;
-            var header = SafetensorsHeader.Parse(fullPath, new ReadOnlySpan<byte>(start + LengthPrefixBytes, (int)headerLength), dataLength);
             return new SafetensorsFile(fullPath, map, view, start + dataStart, dataLength, header);
         }
         catch
@@ -120,6 +105,41 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
             throw;
         }
+    }
+
+    /// <summary>
+    /// Validates the layout of a safetensors file of <paramref name="fileLength"/> bytes whose first bytes are
+    /// <paramref name="head"/> (at least the 8-byte length prefix and the header it declares, when the file has them):
+    /// the header length against the 100 MiB limit and the file, then the whole header against the data buffer.
+    /// Returns the header and where the data buffer starts. The only input is untrusted bytes: nothing is allocated
+    /// from a size they claim, and every refusal is a <see cref="SafetensorsFormatException"/>.
+    /// </summary>
+    internal static SafetensorsHeader ParseLayout(string path, ReadOnlySpan<byte> head, long fileLength, out long dataStart)
+    {
+        if (fileLength < LengthPrefixBytes || head.Length < LengthPrefixBytes)
+        {
+            throw new SafetensorsFormatException(
+                path,
+                string.Create(CultureInfo.InvariantCulture, $"the file is {fileLength} bytes long, shorter than the 8-byte header length prefix."));
+        }
+
+        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(head);
+        if (headerLength > SafetensorsHeader.MaxHeaderBytes)
+        {
+            throw new SafetensorsFormatException(
+                path,
+                string.Create(CultureInfo.InvariantCulture, $"header length {headerLength} exceeds the 100 MiB limit ({SafetensorsHeader.MaxHeaderBytes} bytes)."));
+        }
+
+        if (headerLength > (ulong)(fileLength - LengthPrefixBytes) || headerLength > (ulong)(head.Length - LengthPrefixBytes))
+        {
+            throw new SafetensorsFormatException(
+                path,
+                string.Create(CultureInfo.InvariantCulture, $"header length {headerLength} runs past the end of the file ({fileLength} bytes)."));
+        }
+
+        dataStart = LengthPrefixBytes + (long)headerLength;
+        return SafetensorsHeader.Parse(path, head.Slice(LengthPrefixBytes, (int)headerLength), fileLength - dataStart);
     }
 
     /// <summary>Looks a tensor up by name.</summary>

@@ -201,6 +201,32 @@ public sealed class CheckpointTensorsTests : IDisposable
         Assert.Contains("not valid JSON", ex.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Regression (found by the decoder fuzzer, tests/MoECluster.Fuzz): JsonDocument checks structure only, so a name
+    /// or value with a lone surrogate escape or invalid UTF-8 escaped as InvalidOperationException when read as text.
+    /// </summary>
+    [Theory]
+    [InlineData("{\"weight_map\":{\"\\ud800\":\"s1.safetensors\"}}")]
+    [InlineData("{\"weight_map\":{\"w\":\"s1\\udc00.safetensors\"}}")]
+    public void Index_with_a_string_that_is_not_text_is_rejected_as_invalid_JSON(string json)
+    {
+        File.WriteAllText(_temp.File("model.safetensors.index.json"), json);
+
+        var ex = Assert.Throws<SafetensorsFormatException>(() => CheckpointTensors.OpenDirectory(_temp.Path));
+
+        Assert.Contains("not valid JSON", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Index_with_invalid_UTF8_in_a_name_is_rejected_as_invalid_JSON()
+    {
+        File.WriteAllBytes(_temp.File("model.safetensors.index.json"), [.. "{\"weight_map\":{\"w"u8, 0xC3, 0x28, .. "\":\"s1.safetensors\"}}"u8]);
+
+        var ex = Assert.Throws<SafetensorsFormatException>(() => CheckpointTensors.OpenDirectory(_temp.Path));
+
+        Assert.Contains("not valid JSON", ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Index_without_weight_map_is_rejected()
     {

@@ -1,0 +1,275 @@
+using System.Diagnostics;
+using System.Text;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Hosting;
+using MoECluster.Gateway.Live;
+
+namespace MoECluster.Gateway.Security;
+
+/// <summary>
+/// The gateway's front door, ahead of every endpoint:
+/// <list type="bullet">
+/// <item>API keys. With keys configured, every path except the health probes (/health, /alive) needs one:
+/// <c>Authorization: Bearer KEY</c> or <c>X-Api-Key: KEY</c> on any request, or HTTP Basic with the key as password
+/// (any user name) on GET and HEAD only. Missing or wrong: 401 with <c>{"error": ...}</c> and
+/// <c>WWW-Authenticate: Bearer</c> (plus <c>Basic</c> on GET/HEAD).</item>
+/// <item>Accounting: every request to a forward endpoint, whatever answers it (this guard, routing, the handler),
+/// is counted in <see cref="GatewayRequestStatistics"/> as answered (2xx), rejected (4xx) or failed (5xx).</item>
+/// <item>The body-size limit handed to the server for forward requests, and <c>{"error": ...}</c> bodies for the
+/// 4xx that routing answers without one (405 wrong method, 404 no such endpoint).</item>
+/// </list>
+/// </summary>
+/// <remarks>
+/// Why Basic on GET/HEAD: a browser cannot put a header on an <c>EventSource</c> (the live page's stream) or on the
+/// Orleans Dashboard's own requests, but it answers a <c>Basic</c> challenge with its login prompt and then sends the
+/// credentials itself to every same-origin request. Keys in query strings were the alternative; they end up in
+/// browser history, proxy and access logs and Referer headers, so none is read from a URL. Browser-cached
+/// credentials are ambient (a page on another site can make the browser send them), so they are accepted only for
+/// reads: GET and HEAD endpoints have no side effects, and the same-origin policy keeps their answers from other
+/// sites. Forward requests (POST) need a key in a header, which no other site can make a browser add.
+/// The live page (<c>/</c>) and its assets need a key too: they hold no data, but protecting them is what makes the
+/// browser ask for the key before the page opens its stream.
+/// </remarks>
+public sealed partial class GatewayRequestGuard(
+    RequestDelegate next,
+    GatewayApiKeys keys,
+    GatewayRequestStatistics statistics,
+    IOptions<MoeClusterOptions> options,
+    ILogger<GatewayRequestGuard> logger)
+{
+    public const string ApiKeyHeader = "X-Api-Key";
+    public const string Realm = "moecluster";
+
+    /// <summary>Paths open without a key: the health probes of the service defaults.</summary>
+    private static readonly string[] OpenPaths = ["/health", "/alive"];
+
+    public async Task InvokeAsync(HttpContext http)
+    {
+        ArgumentNullException.ThrowIfNull(http);
+        string path = http.Request.Path.Value ?? "/";
+        bool forward = IsForwardPath(path);
+        ForwardOutcome? outcome = null;
+        long started = Stopwatch.GetTimestamp();
+        if (forward)
+        {
+            outcome = new ForwardOutcome();
+            http.Features.Set(outcome);
+            if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } size)
+            {
+                size.MaxRequestBodySize = options.Value.Gateway.MaxRequestBytes;
+            }
+        }
+
+        try
+        {
+            if (keys.Enabled && !IsOpenPath(path) && !Authorize(http, out string reason))
+            {
+                LogRefused(logger, http.Request.Method, Shorten(path), http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason);
+                await ChallengeAsync(http, reason);
+            }
+            else
+            {
+                await next(http);
+                // A refusal without a body (routing's 405 and 404): no content type was set, nothing was written.
+                if (!http.Response.HasStarted && http.Response.StatusCode >= 400 && string.IsNullOrEmpty(http.Response.ContentType) && IsApiPath(path))
+                {
+                    await WriteMissingErrorAsync(http, path);
+                }
+            }
+        }
+        catch when (forward)
+        {
+            statistics.RecordFailed(outcome!.Model);
+            throw;
+        }
+
+        if (forward)
+        {
+            int status = http.Response.StatusCode;
+            if (status < 300)
+            {
+                statistics.RecordAnswered(outcome!.Model, outcome.Tokens, Stopwatch.GetElapsedTime(started));
+            }
+            else if (status < 500)
+            {
+                statistics.RecordRejected(outcome!.Model);
+            }
+            else
+            {
+                statistics.RecordFailed(outcome!.Model);
+            }
+        }
+    }
+
+    /// <summary><c>POST /v1/forward</c> and <c>POST /v1/layers/{layer}/forward</c>, whatever the method and layer text.</summary>
+    public static bool IsForwardPath(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        const string Layers = "/v1/layers/";
+        const string Forward = "/forward";
+        if (path.Equals("/v1/forward", StringComparison.OrdinalIgnoreCase))
+        {
+            return true;
+        }
+
+        return path.Length > Layers.Length + Forward.Length
+            && path.StartsWith(Layers, StringComparison.OrdinalIgnoreCase)
+            && path.EndsWith(Forward, StringComparison.OrdinalIgnoreCase)
+            && path.AsSpan(Layers.Length, path.Length - Layers.Length - Forward.Length).IndexOf('/') < 0;
+    }
+
+    private static bool IsOpenPath(string path) =>
+        OpenPaths.Any(open => path.Equals(open, StringComparison.OrdinalIgnoreCase) || path.Equals(open + "/", StringComparison.OrdinalIgnoreCase));
+
+    private static bool IsApiPath(string path) =>
+        path.StartsWith("/v1/", StringComparison.OrdinalIgnoreCase) || path.Equals("/stats", StringComparison.OrdinalIgnoreCase);
+
+    private static bool IsReadOnly(string method) => HttpMethods.IsGet(method) || HttpMethods.IsHead(method);
+
+    private bool Authorize(HttpContext http, out string reason)
+    {
+        var headers = http.Request.Headers;
+        bool presented = false;
+        bool basicOnWrite = false;
+        foreach (string? value in headers[ApiKeyHeader])
+        {
+            presented = true;
+            if (value is not null && keys.IsValid(value.Trim()))
+            {
+                reason = string.Empty;
+                return true;
+            }
+        }
+
+        foreach (string? value in headers.Authorization)
+        {
+            if (value is null)
+            {
+                continue;
+            }
+
+            string credentials = value.Trim();
+            if (TryScheme(credentials, "Bearer", out string token))
+            {
+                presented = true;
+                if (keys.IsValid(token))
+                {
+                    reason = string.Empty;
+                    return true;
+                }
+            }
+            else if (TryScheme(credentials, "Basic", out string encoded))
+            {
+                if (!IsReadOnly(http.Request.Method))
+                {
+                    basicOnWrite = true;
+                    continue;
+                }
+
+                presented = true;
+                if (TryBasicPassword(encoded, out string password) && keys.IsValid(password))
+                {
+                    reason = string.Empty;
+                    return true;
+                }
+            }
+        }
+
+        reason = presented ? "wrong API key"
+            : basicOnWrite ? "Basic credentials on a request that is not GET or HEAD"
+            : "no API key";
+        return false;
+    }
+
+    private static bool TryScheme(string credentials, string scheme, out string parameter)
+    {
+        if (credentials.Length > scheme.Length && credentials.StartsWith(scheme, StringComparison.OrdinalIgnoreCase) && credentials[scheme.Length] == ' ')
+        {
+            parameter = credentials[(scheme.Length + 1)..].Trim();
+            return true;
+        }
+
+        parameter = string.Empty;
+        return false;
+    }
+
+    /// <summary>The password of Basic credentials (base64 of "user:password"); the user name is ignored.</summary>
+    private static bool TryBasicPassword(string encoded, out string password)
+    {
+        password = string.Empty;
+        var bytes = new byte[((encoded.Length + 3) / 4) * 3];
+        if (!Convert.TryFromBase64String(encoded, bytes, out int written))
+        {
+            return false;
+        }
+
+        string decoded;
+        try
+        {
+            decoded = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true).GetString(bytes, 0, written);
+        }
+        catch (DecoderFallbackException)
+        {
+            return false;
+        }
+
+        int colon = decoded.IndexOf(':', StringComparison.Ordinal);
+        if (colon < 0)
+        {
+            return false;
+        }
+
+        password = decoded[(colon + 1)..];
+        return true;
+    }
+
+    private static Task ChallengeAsync(HttpContext http, string reason)
+    {
+        var response = http.Response;
+        response.StatusCode = StatusCodes.Status401Unauthorized;
+        response.Headers.CacheControl = "no-store";
+        string bearer = reason == "wrong API key" ? $"Bearer realm=\"{Realm}\", error=\"invalid_token\"" : $"Bearer realm=\"{Realm}\"";
+        response.Headers.WWWAuthenticate = IsReadOnly(http.Request.Method)
+            ? new Microsoft.Extensions.Primitives.StringValues([bearer, $"Basic realm=\"{Realm}\", charset=\"UTF-8\""])
+            : new Microsoft.Extensions.Primitives.StringValues(bearer);
+        string message = reason switch
+        {
+            "wrong API key" => "the API key is not valid",
+            "no API key" => $"an API key is required: send 'Authorization: Bearer <key>' or '{ApiKeyHeader}: <key>'",
+            _ => $"Basic credentials are accepted only on GET and HEAD requests: send 'Authorization: Bearer <key>' or '{ApiKeyHeader}: <key>'",
+        };
+        return response.WriteAsJsonAsync(new { error = message }, GatewayEndpoints.Json);
+    }
+
+    private static Task WriteMissingErrorAsync(HttpContext http, string path)
+    {
+        var response = http.Response;
+        string message = response.StatusCode switch
+        {
+            StatusCodes.Status405MethodNotAllowed => $"method {http.Request.Method} is not allowed on {Shorten(path)}"
+                + (response.Headers.Allow.Count > 0 ? $"; allowed: {response.Headers.Allow}" : string.Empty),
+            StatusCodes.Status404NotFound => $"no endpoint {Shorten(path)}",
+            int status => ReasonPhrases.GetReasonPhrase(status),
+        };
+        return response.WriteAsJsonAsync(new { error = message }, GatewayEndpoints.Json);
+    }
+
+    /// <summary>Request paths are the client's text: shown at most 200 characters long.</summary>
+    private static string Shorten(string path) => path.Length <= 200 ? path : string.Concat(path.AsSpan(0, 200), "...");
+
+    // Neither the key presented nor any configured key is logged: only that a request was refused, and why.
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Refused {Method} {Path} from {RemoteAddress}: {Reason}")]
+    private static partial void LogRefused(ILogger logger, string method, string path, string remoteAddress, string reason);
+}
+
+/// <summary>What the accounting needs from the forward handler: the resolved model and the tokens answered.</summary>
+internal sealed class ForwardOutcome
+{
+    public string Model { get; set; } = string.Empty;
+
+    public int Tokens { get; set; }
+}
