@@ -22,6 +22,7 @@ public static class CliApp
             BenchCommand.Create(output, error),
             LoadCommand.Create(output, error),
             ProbeCommand.Create(output, error),
+            PrepareModelsCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

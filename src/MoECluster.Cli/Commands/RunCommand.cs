@@ -15,17 +15,10 @@ namespace MoECluster.Cli.Commands;
 /// </summary>
 internal static class RunCommand
 {
-    internal static readonly Dictionary<string, (string Latent, string Standard)> Pairs = new()
-    {
-        ["tiny"] = ("tiny", "tiny-standard"),
-        ["super"] = ("super-shape", "super-standard"),
-        ["paper16b"] = ("paper16b-latent", "paper16b-standard"),
-    };
-
     public static Command Create(TextWriter output, TextWriter error)
     {
         var preset = new Option<string>("--preset") { Description = "Model pair to generate and serve: tiny, super (Nemotron-3 Super widths) or paper16b.", DefaultValueFactory = _ => "super" };
-        preset.AcceptOnlyFromAmong([.. Pairs.Keys]);
+        preset.AcceptOnlyFromAmong([.. ModelPairs.Names]);
         var experts = new Option<int?>("--experts") { Description = "Routed experts per layer of the generated pair (default: the preset's; 64 for super)." };
         var layers = new Option<int>("--layers") { Description = "MoE layers of the generated pair.", DefaultValueFactory = _ => 1 };
         var model = new Option<string?>("--model") { Description = "Serve this model directory instead of a generated pair." };
@@ -89,8 +82,7 @@ internal sealed record RunSettings(
         }
     }
 
-    public IReadOnlyList<(string Id, string Preset)> GeneratedModels() =>
-        Model is null ? [("standard", RunCommand.Pairs[Preset].Standard), ("latent", RunCommand.Pairs[Preset].Latent)] : [];
+    public IReadOnlyList<PairMember> GeneratedModels() => Model is null ? ModelPairs.Plan(Preset, Experts, Layers, ModelsDir) : [];
 
     public static string Number(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
 }

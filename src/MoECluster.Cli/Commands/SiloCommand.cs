@@ -8,6 +8,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Configuration.Memory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using MoECluster.Cli.LocalCluster;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
 using MoECluster.Gateway;
@@ -22,7 +23,8 @@ namespace MoECluster.Cli.Commands;
 /// holds expert shards. Configuration follows Aspire's conventions (appsettings.json, then environment variables
 /// such as Orleans__ClusterId, Orleans__Clustering__ProviderType, Orleans__Endpoints__SiloPort,
 /// MoECluster__Models__latent__Path), and the flags here override both. Embedded defaults: localhost
-/// (Development) clustering, cluster id "moecluster", advertised address 127.0.0.1.
+/// (Development) clustering, cluster id "moecluster", advertised address 127.0.0.1. Both roles serve HTTP on
+/// <c>Urls</c>: a front-end silo the gateway, an expert silo <c>/alive</c> and <c>/health</c> for launchers and probes.
 /// </summary>
 internal static class SiloCommand
 {
@@ -40,7 +42,7 @@ internal static class SiloCommand
         var wire = new Option<string?>("--wire") { Description = "Default payload element type: fp32, bf16 (default) or fp16." };
         var backend = new Option<string?>("--backend") { Description = "Compute: auto (GPU if present, else managed; the default), managed, reference or ilgpu." };
         backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
-        var parentPid = new Option<int?>("--parent-pid") { Description = "Stop when this process exits (used by moecluster run)." };
+        var parentPid = new Option<int?>("--parent-pid") { Description = $"Stop when this process exits (default: ${ParentProcess.EnvironmentVariable}; moecluster run and the launcher set it)." };
         var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")
         {
             role, name, siloPort, gatewayPort, primary, urls, models, shards, wire, backend, parentPid,
@@ -79,8 +81,22 @@ internal static class SiloCommand
         ["Logging:LogLevel:Microsoft.Extensions.Diagnostics.HealthChecks"] = "Critical",
     };
 
-    private static async Task<int> RunAsync(TextWriter error, string role, Dictionary<string, string?> flags, string[] models, int? parentPid, CancellationToken cancel)
+    /// <summary>How long a silo whose parent died may take to stop gracefully before it kills itself.</summary>
+    private static readonly TimeSpan OrphanGrace = TimeSpan.FromSeconds(5);
+
+    private static async Task<int> RunAsync(TextWriter error, string role, Dictionary<string, string?> flags, string[] models, int? parentPidFlag, CancellationToken cancel)
     {
+        int? parentPid;
+        try
+        {
+            parentPid = ParentProcess.Resolve(parentPidFlag);
+        }
+        catch (ArgumentException e)
+        {
+            error.WriteLine($"moecluster silo: error: {e.Message}");
+            return CliApp.ExitUsage;
+        }
+
         var overrides = flags.Where(kv => kv.Value is not null).ToDictionary(kv => kv.Key, kv => kv.Value);
         overrides[ConfigurationKeys.Role] = role;
         foreach (string model in models)
@@ -111,7 +127,7 @@ internal static class SiloCommand
             using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
             if (parentPid is int pid)
             {
-                _ = WatchParentAsync(pid, stop);
+                _ = WatchParentAsync(pid, role, stop, error);
             }
 
             try
@@ -182,22 +198,25 @@ internal static class SiloCommand
         });
     }
 
-    private static async Task WatchParentAsync(int pid, CancellationTokenSource stop)
+    /// <summary>
+    /// When the parent (a launcher) dies, stop: gracefully first, but the rest of the cluster is going away with the
+    /// parent, so a graceful stop that waits on it is cut short after <see cref="OrphanGrace"/>.
+    /// </summary>
+    private static async Task WatchParentAsync(int pid, string role, CancellationTokenSource stop, TextWriter error)
     {
         try
         {
-            using var parent = Process.GetProcessById(pid);
-            await parent.WaitForExitAsync(stop.Token);
-        }
-        catch (ArgumentException)
-        {
-            // already gone
+            await ParentProcess.WaitForExitAsync(pid, stop.Token);
         }
         catch (OperationCanceledException)
         {
             return;
         }
 
+        error.WriteLine($"moecluster silo ({role}): parent process {pid} exited; stopping");
         await stop.CancelAsync();
+        await Task.Delay(OrphanGrace);
+        using var self = Process.GetCurrentProcess();
+        self.Kill();
     }
 }

@@ -60,24 +60,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             return [("model", Path.GetFullPath(dir))];
         }
 
-        var result = new List<(string, string)>();
-        foreach (var (id, presetName) in settings.GeneratedModels())
-        {
-            var preset = ModelPresets.Get(presetName);
-            var config = preset.Build(settings.Experts, settings.Layers);
-            string target = Path.GetFullPath(Path.Combine(settings.ModelsDir, $"{presetName}-{config.NRoutedExperts}x{settings.Layers}"));
-            if (!SyntheticCheckpoint.IsSame(target, config, settings.Seed))
-            {
-                output.WriteLine($"generating {presetName} ({config.NRoutedExperts} experts, {settings.Layers} MoE layer(s)) in {target} ...");
-                var clock = Stopwatch.StartNew();
-                SyntheticCheckpoint.Write(target, config, settings.Seed);
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  done in {clock.Elapsed.TotalSeconds:F1} s"));
-            }
-
-            result.Add((id, target));
-        }
-
-        return result;
+        return ModelPreparation.Prepare(settings.GeneratedModels(), settings.Seed, output);
     }
 
     private async Task StartClusterAsync(List<(string Id, string Path)> models, CancellationToken cancel)

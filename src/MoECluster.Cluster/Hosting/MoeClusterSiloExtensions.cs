@@ -13,7 +13,8 @@ public static class MoeClusterSiloExtensions
     /// <summary>
     /// Adds MoECluster to a silo: options from the "MoECluster" section, silo metadata from "Orleans:Metadata"
     /// (the role), the expert-shard and silo-pinned placement directors, the model catalog, the traffic ledger, the
-    /// Orleans Dashboard's collectors and activity propagation for traces.
+    /// Orleans Dashboard's collectors, activity propagation for traces, and the keyed Redis connection that Orleans'
+    /// Redis clustering asks for when Orleans:Clustering:ServiceKey is set.
     /// </summary>
     public static ISiloBuilder AddMoeCluster(this ISiloBuilder silo, IConfiguration configuration)
     {
@@ -37,6 +38,10 @@ public static class MoeClusterSiloExtensions
             o.TableRefreshTimeout = TimeSpan.FromSeconds(2);
         });
         silo.Services.Configure<ClusterMembershipOptions>(configuration.GetSection("Orleans:Membership"));
+
+        // An expert shard loads (and packs) its experts' weights while it activates; a full-width shard on a small,
+        // busy machine can take longer than Orleans' default 30 s, which would fail the first request.
+        silo.Services.Configure<GrainCollectionOptions>(o => o.ActivationTimeout = TimeSpan.FromSeconds(Math.Max(timeout, o.ActivationTimeout.TotalSeconds)));
         silo.Services.AddPlacementDirector<ExpertShardPlacement, ExpertShardPlacementDirector>();
         silo.Services.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();
         silo.Services.AddSingleton<ModelCatalog>();
@@ -48,6 +53,7 @@ public static class MoeClusterSiloExtensions
 
         // Orleans traces grain calls as activities (sources Microsoft.Orleans.Runtime and .Application).
         silo.AddActivityPropagation();
+        silo.Services.AddKeyedRedisConnections(configuration);
         return silo;
     }
 }

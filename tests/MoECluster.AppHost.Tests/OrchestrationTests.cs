@@ -1,0 +1,240 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using MoECluster.AppHost.Model;
+using MoECluster.AppHost.Orchestration;
+using MoECluster.Testing;
+
+namespace MoECluster.AppHost.Tests;
+
+/// <summary>The orchestrator on small programs and in-process tasks: order, failures named with their last lines, stop, watchdog.</summary>
+public sealed class OrchestrationTests
+{
+    /// <summary>A writer the test can read while the application runs.</summary>
+    private sealed class Capture : TextWriter
+    {
+        private readonly StringBuilder _text = new();
+
+        public override Encoding Encoding => Encoding.UTF8;
+
+        public string Text
+        {
+            get
+            {
+                lock (_text)
+                {
+                    return _text.ToString();
+                }
+            }
+        }
+
+        public override void Write(char value)
+        {
+            lock (_text)
+            {
+                _text.Append(value);
+            }
+        }
+
+        public override void Write(string? value)
+        {
+            lock (_text)
+            {
+                _text.Append(value);
+            }
+        }
+    }
+
+    private static async Task<(int ExitCode, string Output, string Error)> RunUntilReadyAsync(DistributedApplication app, Func<string, Task>? whileReady = null)
+    {
+        using var output = new Capture();
+        using var error = new Capture();
+        using var stop = new CancellationTokenSource();
+        var run = app.RunAsync(output, error, color: false, stop.Token);
+        var clock = Stopwatch.StartNew();
+        while (!run.IsCompleted && !output.Text.Contains("ready in", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            await Task.Delay(50);
+        }
+
+        if (!run.IsCompleted && whileReady is not null)
+        {
+            await whileReady(output.Text);
+        }
+
+        await stop.CancelAsync();
+        int code = await run.WaitAsync(TimeSpan.FromSeconds(60));
+        return (code, output.Text, error.Text);
+    }
+
+    [Fact]
+    public async Task Resources_start_in_wait_order_and_one_shots_complete_before_their_dependents()
+    {
+        var builder = AppModelTests.NewBuilder();
+        var events = new List<string>();
+        Func<TaskContext, CancellationToken, Task<string?>> Record(string name, int delayMs) => async (_, cancel) =>
+        {
+            lock (events)
+            {
+                events.Add($"{name} start");
+            }
+
+            await Task.Delay(delayMs, cancel);
+            lock (events)
+            {
+                events.Add($"{name} end");
+            }
+
+            return name;
+        };
+
+        // Added in reverse: only the waits order them.
+        var last = builder.AddTask("last", Record("last", 0));
+        var middle = builder.AddTask("middle", Record("middle", 100));
+        var first = builder.AddTask("first", Record("first", 200));
+        var sibling = builder.AddTask("sibling", Record("sibling", 0));
+        last.WaitFor(middle);
+        middle.WaitForCompletion(first);
+        sibling.WaitFor(first);
+
+        var (code, output, error) = await RunUntilReadyAsync(builder.Build());
+        Assert.True(code == 0, output + error);
+        Assert.True(events.IndexOf("first end") < events.IndexOf("middle start"), string.Join(", ", events));
+        Assert.True(events.IndexOf("first end") < events.IndexOf("sibling start"), string.Join(", ", events));
+        Assert.True(events.IndexOf("middle end") < events.IndexOf("last start"), string.Join(", ", events));
+        Assert.Equal(8, events.Count);
+        Assert.Contains("ready in", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_child_that_exits_before_it_is_healthy_ends_the_launch_naming_it_with_its_last_lines()
+    {
+        var builder = AppModelTests.NewBuilder();
+        var port = builder.AddExecutable("crasher", "bash").WithArgs("-c", "echo starting up; echo 'fatal: no config' >&2; exit 3")
+            .WithHttpEndpoint().WithHttpHealthCheck("/health");
+        var never = builder.AddTask("after", (_, _) => Task.FromResult<string?>("ran"));
+        never.WaitFor(port);
+
+        var (code, output, error) = await RunUntilReadyAsync(builder.Build());
+        Assert.Equal(1, code);
+        Assert.Contains("error: crasher exited with code 3", error, StringComparison.Ordinal);
+        Assert.Contains("last lines of crasher:", error, StringComparison.Ordinal);
+        Assert.Contains("  fatal: no config", error, StringComparison.Ordinal);
+        Assert.Contains("[crasher] starting up", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("running after", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("ready in", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_failed_one_shot_stops_the_launch_and_a_timeout_names_what_it_waited_for()
+    {
+        var builder = AppModelTests.NewBuilder();
+        var job = builder.AddExecutable("job", "bash").WithArgs("-c", "echo 'disk full' >&2; exit 1");
+        builder.AddExecutable("server", "sleep").WithArgs("300").WaitForCompletion(job);
+        var (code, output, error) = await RunUntilReadyAsync(builder.Build());
+        Assert.Equal(1, code);
+        Assert.Contains("error: job exited with code 1", error, StringComparison.Ordinal);
+        Assert.Contains("disk full", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("started server", output, StringComparison.Ordinal);
+
+        builder = AppModelTests.NewBuilder(new() { ["AppHost:StartupTimeoutSeconds"] = "2" });
+        builder.AddExecutable("deaf", "sleep").WithArgs("300").WithHttpEndpoint().WithHttpHealthCheck("/ready");
+        var clock = Stopwatch.StartNew();
+        (code, output, error) = await RunUntilReadyAsync(builder.Build());
+        Assert.Equal(1, code);
+        Assert.Matches(@"error: deaf did not become healthy within 2 s \(last answer: http://127\.0\.0\.1:\d+/ready: ", error);
+        Assert.Contains("waiting for deaf (health http://127.0.0.1:", output, StringComparison.Ordinal);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"{clock.Elapsed}");
+        int pid = int.Parse(System.Text.RegularExpressions.Regex.Match(output, @"started deaf \(pid (\d+)").Groups[1].Value, CultureInfo.InvariantCulture);
+        Assert.False(BackgroundProcess.IsAlive(pid), "the launcher left 'deaf' running after the failure");
+    }
+
+    [Fact]
+    public async Task Stop_goes_in_reverse_order_and_a_child_that_ignores_SIGTERM_is_killed_after_the_grace()
+    {
+        using var dir = new TempDirectory();
+        string trapped = dir.File("trapped");
+        var builder = AppModelTests.NewBuilder(new() { ["AppHost:StopGraceSeconds"] = "1" });
+        var db = builder.AddExecutable("db", "bash").WithArgs("-c", "trap 'echo db stopping; exit 0' TERM; while :; do sleep 0.1; done");
+
+        // Healthy (so the stop can begin) only once it ignores SIGTERM.
+        builder.AddExecutable("stubborn", "bash").WithArgs("-c", $"trap '' TERM; touch '{trapped}'; while :; do sleep 0.1; done")
+            .WithHealthCheck(_ => "trap set", (_, _) => Task.FromResult(File.Exists(trapped) ? HealthCheckResult.Healthy("trap set") : HealthCheckResult.Unhealthy("no trap yet")))
+            .WaitFor(db);
+        string? ready = null;
+        var (code, output, error) = await RunUntilReadyAsync(builder.Build(), text =>
+        {
+            ready = text;
+            return Task.CompletedTask;
+        });
+        Assert.True(code == 0, output + error);
+        Assert.NotNull(ready);
+        int stubborn = output.IndexOf("stopping stubborn", StringComparison.Ordinal);
+        int db2 = output.IndexOf("stopping db", StringComparison.Ordinal);
+        Assert.True(stubborn >= 0 && db2 > stubborn, output);
+        Assert.True(output.Contains("stubborn did not stop within 1 s of SIGTERM: killed", StringComparison.Ordinal), output);
+        foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(ready!, @"pid (\d+)"))
+        {
+            Assert.False(BackgroundProcess.IsAlive(int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)), output);
+        }
+    }
+
+    [Fact]
+    public async Task The_watchdog_stops_its_child_when_the_launchers_end_of_the_pipe_closes()
+    {
+        var builder = AppModelTests.NewBuilder();
+        builder.AddExecutable("orphan", "sleep").WithArgs("300");
+        var instance = builder.Build().Model.Instance("orphan");
+        var console = new LauncherConsole(TextWriter.Null, TextWriter.Null, color: false);
+        using var process = ManagedProcess.Start(instance, console, 0, ExecutableLocator.Find("setsid"), withWatchdog: true);
+        try
+        {
+            Assert.NotNull(process.Watchdog);
+            await Task.Delay(300);
+            Assert.True(BackgroundProcess.IsAlive(process.Id));
+
+            // What the kernel does when the launcher dies, whatever the signal: the pipe's only writer goes away.
+            process.Watchdog!.CloseInput();
+            int code = await process.Exited.WaitAsync(TimeSpan.FromSeconds(10));
+            Assert.Equal(143, code); // 128 + SIGTERM
+            var clock = Stopwatch.StartNew();
+            while (!process.Watchdog.HasExited && clock.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                await Task.Delay(50);
+            }
+
+            Assert.True(process.Watchdog.HasExited, "the watchdog did not exit after its child stopped");
+        }
+        finally
+        {
+            process.Kill();
+        }
+    }
+
+    [Fact]
+    public void Preflight_names_a_missing_program_with_its_install_hint_and_a_busy_port()
+    {
+        using var busy = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        busy.Start();
+        int port = ((System.Net.IPEndPoint)busy.LocalEndpoint).Port;
+        var builder = AppModelTests.NewBuilder();
+        builder.AddExecutable("cache", "no-such-program-moecluster", "install it with `apt-get install -y no-such-program`");
+        builder.AddExecutable("web", "true").WithHttpEndpoint(port);
+        var problems = Preflight.Check(builder.Build().Model);
+        Assert.Contains("resource 'cache': no-such-program-moecluster is not installed (not found on PATH); install it with `apt-get install -y no-such-program`", problems);
+        Assert.Contains($"web: port {port} (http) is already in use on 127.0.0.1", problems);
+        Assert.Equal(2, problems.Count);
+    }
+
+    [Fact]
+    public async Task A_run_with_a_missing_program_fails_before_starting_anything()
+    {
+        var builder = AppModelTests.NewBuilder();
+        builder.AddExecutable("first", "sleep").WithArgs("300");
+        builder.AddExecutable("cache", "no-such-program-moecluster");
+        var (code, output, error) = await RunUntilReadyAsync(builder.Build());
+        Assert.Equal(1, code);
+        Assert.Contains("no-such-program-moecluster is not installed", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("started", output, StringComparison.Ordinal);
+    }
+}
