@@ -29,8 +29,8 @@ public sealed class ExpertSilosHealthCheck(ClusterStatistics statistics, IOption
     }
 }
 
-/// <summary>Readiness of any silo: this silo is Active in the cluster's membership table.</summary>
-public sealed class SiloMembershipHealthCheck(ILocalSiloDetails silo, IClusterMembershipService membership) : IHealthCheck
+/// <summary>Readiness of any silo: this silo is Active in the cluster's membership table (body: its name, role, address).</summary>
+public sealed class SiloMembershipHealthCheck(ILocalSiloDetails silo, IClusterMembershipService membership, IOptions<SiloIdentity> identity) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
@@ -38,7 +38,9 @@ public sealed class SiloMembershipHealthCheck(ILocalSiloDetails silo, IClusterMe
         var status = snapshot.GetSiloStatus(silo.SiloAddress);
         var data = new Dictionary<string, object>
         {
-            ["silo"] = silo.SiloAddress.ToString(),
+            ["silo"] = identity.Value.Name,
+            ["role"] = identity.Value.Role,
+            ["address"] = silo.SiloAddress.ToString(),
             ["silo_status"] = status.ToString(),
             ["active_silos"] = snapshot.Members.Values.Count(m => m.Status == SiloStatus.Active),
         };
