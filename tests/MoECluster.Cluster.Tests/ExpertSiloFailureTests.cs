@@ -27,11 +27,14 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
         using var dir = new TempDirectory("moecluster-kill-");
         string model = dir.File("lat");
         SyntheticCheckpoint.Write(model, ModelPresets.Get("tiny").Build(experts: 24), 13);
-        using var reference = MoeModel.Open(model);
+        // The in-process forward on the silos' own backend (auto = managed here): a token whose top-K sits on a near-tie
+        // may route differently when the gate is computed by another backend, and this test runs ~100k requests.
+        var managed = MoECluster.Cluster.Hosting.ComputeBackends.Create("managed", out _);
+        using var reference = MoeModel.Open(model, managed);
         int[] ports = FreePorts.Take(6);
         string P(int p) => p.ToString(CultureInfo.InvariantCulture);
         string url = $"http://127.0.0.1:{P(ports[5])}";
-        string[] common = ["--model", $"lat={model}", "--shards", "6", "--wire", "fp32"];
+        string[] common = ["--model", $"lat={model}", "--shards", "6", "--wire", "fp32", "--backend", "managed"];
         var silos = new List<BackgroundProcess>
         {
             BackgroundProcess.Moecluster(["silo", "--role", "frontend", "--name", "frontend", "--silo-port", P(ports[0]), "--gateway-port", P(ports[4]), "--urls", url, .. common]),
