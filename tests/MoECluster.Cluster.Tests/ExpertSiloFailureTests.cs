@@ -62,32 +62,7 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
             var outcomes = new ConcurrentBag<Outcome>();
             var clock = Stopwatch.StartNew();
             using var stop = new CancellationTokenSource();
-            var workers = Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
-            {
-                var rng = DeterministicRandom.For((ulong)w, "kill-load");
-                while (!stop.IsCancellationRequested)
-                {
-                    int tokens = rng.NextSingle() < 0.5f ? 1 : 8;
-                    var x = new float[tokens * d];
-                    for (int i = 0; i < x.Length; i++)
-                    {
-                        x[i] = (float)rng.NextGaussian();
-                    }
-
-                    double start = clock.Elapsed.TotalSeconds;
-                    try
-                    {
-                        var y = (await client.ForwardAsync("lat", layer, x, tokens, d, "fp32")).HiddenStates.Decode();
-                        double err = RelativeError.Of(y, reference.ForwardLayer(layer, x, tokens));
-                        outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, err <= 1e-5, err <= 1e-5 ? null : $"relative error {err:E2}"));
-                    }
-                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException or InvalidOperationException)
-                    {
-                        outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, false, e.Message));
-                    }
-                }
-            })).ToArray();
-
+            var workers = StartLoad(client, reference, d, layer, clock, outcomes, stop.Token);
             await Task.Delay(TimeSpan.FromSeconds(4));
             double killedAt = clock.Elapsed.TotalSeconds;
             using (var victim = Process.GetProcessById(silos[2].Id))
@@ -139,11 +114,114 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
         }
         finally
         {
+            // The front-end's log, for a failure's diagnosis (shown by the test runner when a test fails).
+            output.WriteLine(Tail(silos[0].Output));
+
             // In parallel: the survivors may take their grace period to leave a cluster that lost a member.
             await Task.WhenAll(silos.Select(s => Task.Run(() => s.Stop(TimeSpan.FromSeconds(10)))));
             silos.ForEach(s => s.Dispose());
         }
     }
+
+    [Fact]
+    public async Task An_expert_silo_that_joins_under_load_takes_over_shards_without_a_failed_request()
+    {
+        using var dir = new TempDirectory("moecluster-join-");
+        string model = dir.File("lat");
+        SyntheticCheckpoint.Write(model, ModelPresets.Get("tiny").Build(experts: 24), 13);
+        var managed = MoECluster.Cluster.Hosting.ComputeBackends.Create("managed", out _);
+        using var reference = MoeModel.Open(model, managed);
+        int[] ports = FreePorts.Take(6);
+        string P(int p) => p.ToString(CultureInfo.InvariantCulture);
+        string url = $"http://127.0.0.1:{P(ports[5])}";
+        string[] common = ["--model", $"lat={model}", "--shards", "6", "--wire", "fp32", "--backend", "managed"];
+        BackgroundProcess Expert(int i) => BackgroundProcess.Moecluster(["silo", "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(ports[i]), "--gateway-port", "0",
+            "--primary", $"127.0.0.1:{P(ports[0])}", .. common]);
+        var silos = new List<BackgroundProcess>
+        {
+            BackgroundProcess.Moecluster(["silo", "--role", "frontend", "--name", "frontend", "--silo-port", P(ports[0]), "--gateway-port", P(ports[4]), "--urls", url, .. common]),
+        };
+        try
+        {
+            using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(60) };
+            var client = new GatewayClient(http);
+            await WaitAsync(silos, async () => (await http.GetAsync("/alive")).IsSuccessStatusCode, "front-end");
+            silos.Add(Expert(1));
+            silos.Add(Expert(2));
+            await WaitAsync(silos, async () => (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 2, "two expert silos");
+            var served = (await client.ModelsAsync()).Single();
+            int d = served.HiddenSize, layer = served.MoeLayers[0];
+
+            var outcomes = new ConcurrentBag<Outcome>();
+            var clock = Stopwatch.StartNew();
+            using var stop = new CancellationTokenSource();
+            var workers = StartLoad(client, reference, d, layer, clock, outcomes, stop.Token);
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            double joinedAt = clock.Elapsed.TotalSeconds;
+            silos.Add(Expert(3));
+            double? tookOverAt = null;
+            while (clock.Elapsed.TotalSeconds < joinedAt + 20)
+            {
+                if (tookOverAt is null && (await ShardsOfAsync(client, "expert-3")).Count > 0)
+                {
+                    tookOverAt = clock.Elapsed.TotalSeconds;
+                }
+
+                await Task.Delay(100);
+            }
+
+            await stop.CancelAsync();
+            await Task.WhenAll(workers);
+            var all = outcomes.ToList();
+            var placement = (await client.StatsAsync())["silos"]!.AsArray().ToDictionary(x => x!["name"]!.GetValue<string>(), x => x!["shards"]!.AsArray().Count);
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"requests: {all.Count} sent, {all.Count(o => o.Ok)} answered correctly, {all.Count(o => !o.Ok)} failed; worst latency {all.Max(o => o.EndS - o.StartS) * 1000:F0} ms; " +
+                $"expert-3 started {joinedAt:F2} s in and held shards {(tookOverAt - joinedAt)?.ToString("F2", CultureInfo.InvariantCulture) ?? "never"} s later; shards per silo now: {string.Join(", ", placement.Select(kv => $"{kv.Key} {kv.Value}"))}"));
+
+            Assert.True(all.All(o => o.Ok), "failed requests: " + string.Join("; ", all.Where(o => !o.Ok).Take(5).Select(o => $"at {o.StartS:F2} s: {o.Error}")));
+            Assert.True(tookOverAt is not null, "the new expert silo never took over a shard");
+            Assert.True(tookOverAt - joinedAt <= 20, "took over too late");
+            // One model, one MoE layer, 6 shards: two per expert silo once the third has joined.
+            Assert.Equal(6, placement.Values.Sum());
+            Assert.Equal(2, placement["expert-3"]);
+        }
+        finally
+        {
+            output.WriteLine(Tail(silos[0].Output));
+            await Task.WhenAll(silos.Select(s => Task.Run(() => s.Stop(TimeSpan.FromSeconds(10)))));
+            silos.ForEach(s => s.Dispose());
+        }
+    }
+
+    /// <summary>Four closed-loop clients sending 1- or 8-token requests, each answer checked against the in-process forward.</summary>
+    private static Task[] StartLoad(GatewayClient client, MoeModel reference, int d, int layer, Stopwatch clock, ConcurrentBag<Outcome> outcomes, CancellationToken stop) =>
+        [.. Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            var rng = DeterministicRandom.For((ulong)w, "kill-load");
+            while (!stop.IsCancellationRequested)
+            {
+                int tokens = rng.NextSingle() < 0.5f ? 1 : 8;
+                var x = new float[tokens * d];
+                for (int i = 0; i < x.Length; i++)
+                {
+                    x[i] = (float)rng.NextGaussian();
+                }
+
+                double start = clock.Elapsed.TotalSeconds;
+                try
+                {
+                    var y = (await client.ForwardAsync("lat", layer, x, tokens, d, "fp32")).HiddenStates.Decode();
+                    double err = RelativeError.Of(y, reference.ForwardLayer(layer, x, tokens));
+                    outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, err <= 1e-5, err <= 1e-5 ? null : $"relative error {err:E2}"));
+                }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or InvalidOperationException)
+                {
+                    outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, false, e.Message));
+                }
+            }
+        }))];
+
+    private static string Tail(string log) => log.Length <= 6000 ? log : log[^6000..];
 
     private static async Task<HashSet<string>> ShardsOfAsync(GatewayClient client, string? silo)
     {

@@ -6,6 +6,7 @@ using MoECluster.Cluster.Telemetry;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Experts;
 using MoECluster.Wire;
+using Orleans.Runtime.MembershipService.SiloMetadata;
 
 namespace MoECluster.Cluster.Grains;
 
@@ -25,9 +26,15 @@ public sealed partial class ExpertShardGrain(
     ModelCatalog catalog,
     TrafficLedger ledger,
     ILocalSiloDetails silo,
+    IClusterMembershipService membership,
+    ISiloMetadataCache metadata,
     ILogger<ExpertShardGrain> logger) : Grain, IExpertShardGrain
 {
+    /// <summary>How often a shard checks that it sits where placement would put it now.</summary>
+    public static readonly TimeSpan PlacementCheckPeriod = TimeSpan.FromSeconds(2);
+
     private ExpertShard _shard = null!;
+    private SiloAddress? _pendingTarget;
     private GroupedExperts _experts = null!;
     private long _weightBytes;
 
@@ -40,6 +47,37 @@ public sealed partial class ExpertShardGrain(
         _weightBytes = _experts.WeightBytes;
         ledger.ShardActivated(Description());
         LogActivated(logger, _shard.Key, _shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
+        if (!catalog.Options.Pins.ContainsKey(_shard.Key))
+        {
+            this.RegisterGrainTimer(CheckPlacement, new GrainTimerCreationOptions(PlacementCheckPeriod, PlacementCheckPeriod));
+        }
+    }
+
+    /// <summary>
+    /// Rebalancing when expert silos join (or leave): placement is a function of the active expert silos, so when it
+    /// would now put this shard elsewhere — seen on two checks in a row, so a membership change in flight does not
+    /// move it back and forth — the shard migrates there once idle (the batch in progress finishes first; calls that
+    /// arrive meanwhile follow it to the new activation, which reloads the experts' weights on its silo).
+    /// </summary>
+    private Task CheckPlacement(CancellationToken cancellationToken)
+    {
+        var experts = ExpertShardPlacementDirector.ActiveExperts(membership.CurrentSnapshot, metadata);
+        var target = experts.Length == 0 ? null : ExpertShardPlacementDirector.Target(_shard.Key, experts);
+        if (target is null || target.Equals(silo.SiloAddress))
+        {
+            _pendingTarget = null;
+        }
+        else if (target.Equals(_pendingTarget))
+        {
+            LogMigrating(logger, _shard.Key, target);
+            this.MigrateOnIdle();
+        }
+        else
+        {
+            _pendingTarget = target;
+        }
+
+        return Task.CompletedTask;
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
@@ -110,4 +148,7 @@ public sealed partial class ExpertShardGrain(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Shard {Key} loaded {Experts} experts in {Milliseconds:F0} ms")]
     private static partial void LogActivated(ILogger logger, string key, int experts, double milliseconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Shard {Shard} moves to {Silo}: placement puts it there now")]
+    private static partial void LogMigrating(ILogger logger, string shard, SiloAddress silo);
 }

@@ -42,7 +42,16 @@ internal sealed class ExpertShardPlacementDirector(
             throw new OrleansException($"cannot place shard {key}: no active expert silo in the cluster (start a silo with --role expert)");
         }
 
-        int index = 0;
+        return Task.FromResult(Target(key, experts));
+    }
+
+    /// <summary>
+    /// Where an unpinned shard belongs among the active expert silos, <paramref name="experts"/> sorted by address:
+    /// shard i of layer l on expert silo (i + l) mod count. Shards use it too, to move when silos join.
+    /// </summary>
+    public static SiloAddress Target(string key, IReadOnlyList<SiloAddress> experts)
+    {
+        int index;
         try
         {
             var shard = ExpertShard.ParseKey(key);
@@ -50,11 +59,19 @@ internal sealed class ExpertShardPlacementDirector(
         }
         catch (FormatException)
         {
-            index = (int)(StableHash(key) % (uint)experts.Length);
+            index = (int)(StableHash(key) % (uint)experts.Count);
         }
 
-        return Task.FromResult(experts[index % experts.Length]);
+        return experts[index % experts.Count];
     }
+
+    /// <summary>The active expert silos of <paramref name="snapshot"/>, in the order <see cref="Target"/> expects.</summary>
+    public static SiloAddress[] ActiveExperts(ClusterMembershipSnapshot snapshot, ISiloMetadataCache metadata) =>
+        [.. snapshot.Members.Values
+            .Where(m => m.Status == SiloStatus.Active
+                && metadata.GetSiloMetadata(m.SiloAddress).Metadata.TryGetValue(SiloRoles.MetadataKey, out string? role) && role == SiloRoles.Expert)
+            .Select(m => m.SiloAddress)
+            .OrderBy(s => s.ToParsableString(), StringComparer.Ordinal)];
 
     private bool IsExpertSilo(SiloAddress silo) =>
         metadata.GetSiloMetadata(silo).Metadata.TryGetValue(SiloRoles.MetadataKey, out string? role) && role == SiloRoles.Expert;
