@@ -11,7 +11,7 @@ public sealed class ClusterStatistics(IGrainFactory grains)
     /// <summary>How long one silo may take to answer before the report goes on without it (a silo that just died).</summary>
     public static readonly TimeSpan SiloAnswerTimeout = TimeSpan.FromSeconds(2);
 
-    /// <summary>Every active silo's traffic; a silo that doesn't answer in time (dead, not yet declared) is left out.</summary>
+    /// <summary>Every active silo's traffic; a silo that doesn't answer in time or can't be reached yet is left out.</summary>
     public async Task<IReadOnlyList<SiloTraffic>> CollectAsync()
     {
         var management = grains.GetGrain<IManagementGrain>(0);
@@ -22,8 +22,10 @@ public sealed class ClusterStatistics(IGrainFactory grains)
             {
                 return await grains.GetGrain<ISiloTelemetryGrain>(s.ToParsableString()).GetTraffic().WaitAsync(SiloAnswerTimeout);
             }
-            catch (Exception e) when (e is TimeoutException || Routing.ShardCallRetry.IsSiloLoss(e))
+            catch (Exception e) when (e is TimeoutException or OrleansException || Routing.ShardCallRetry.IsSiloLoss(e))
             {
+                // Dead but not yet declared, or just joined and not yet in this silo's view of the membership
+                // (its pinned telemetry grain cannot be placed yet): the next report includes it.
                 return null;
             }
         });
