@@ -80,6 +80,40 @@ public static class ServiceDefaultsExtensions
         return builder;
     }
 
+    /// <summary>
+    /// Telemetry for a client process without a host (<c>moecluster load</c>): traces and metrics of its outgoing HTTP
+    /// calls, exported over OTLP with the standard <c>OTEL_*</c> variables when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is
+    /// set; null (nothing collected) otherwise. The client spans carry W3C trace context to the gateway, so a request
+    /// shows as one trace from the client through the router grain to the expert shards. Disposing flushes.
+    /// </summary>
+    public static IDisposable? StartClientTelemetry(string defaultServiceName, TelemetrySources? sources = null)
+    {
+        if (string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT")))
+        {
+            return null;
+        }
+
+        string service = Environment.GetEnvironmentVariable("OTEL_SERVICE_NAME") is { Length: > 0 } name ? name : defaultServiceName;
+        var tracing = Sdk.CreateTracerProviderBuilder()
+            .ConfigureResource(r => r.AddService(service, serviceInstanceId: Environment.MachineName + ":" + Environment.ProcessId))
+            .AddHttpClientInstrumentation();
+        var metrics = Sdk.CreateMeterProviderBuilder()
+            .ConfigureResource(r => r.AddService(service, serviceInstanceId: Environment.MachineName + ":" + Environment.ProcessId))
+            .AddHttpClientInstrumentation()
+            .AddRuntimeInstrumentation();
+        foreach (string source in sources?.ActivitySources ?? [])
+        {
+            tracing.AddSource(source);
+        }
+
+        foreach (string meter in sources?.Meters ?? [])
+        {
+            metrics.AddMeter(meter);
+        }
+
+        return new ClientTelemetry(tracing.AddOtlpExporter().Build(), metrics.AddOtlpExporter().Build());
+    }
+
     /// <summary>The OTLP endpoint this process exports to, or null when none is configured (then nothing is exported).</summary>
     public static string? OtlpEndpoint(IHostApplicationBuilder builder) =>
         string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]) ? null : builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"];
@@ -137,6 +171,16 @@ public static class ServiceDefaultsExtensions
         }
 
         return http.Response.Body.WriteAsync(buffer.ToArray()).AsTask();
+    }
+}
+
+/// <summary>The tracer and meter providers of a client process; disposing flushes and stops both.</summary>
+internal sealed class ClientTelemetry(TracerProvider tracing, MeterProvider metrics) : IDisposable
+{
+    public void Dispose()
+    {
+        tracing.Dispose();
+        metrics.Dispose();
     }
 }
 

@@ -95,23 +95,9 @@ public sealed class LauncherContractTests
         try
         {
             using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
-            var clock = Stopwatch.StartNew();
-            bool alive = false;
-            while (!alive && !silo.HasExited && clock.Elapsed < TimeSpan.FromSeconds(60))
-            {
-                try
-                {
-                    alive = (await http.GetAsync(new Uri($"http://127.0.0.1:{P(ports[0])}/alive"))).IsSuccessStatusCode;
-                }
-                catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
-                {
-                    await Task.Delay(200);
-                }
-            }
-
-            Assert.True(alive, silo.Output);
+            await ProcessWait.UntilAsync("the silo's /alive",
+                async () => (await http.GetAsync(new Uri($"http://127.0.0.1:{P(ports[0])}/alive"))).IsSuccessStatusCode, TimeSpan.FromSeconds(60), silo);
             parent.Kill();
-            clock.Restart();
             Assert.True(silo.WaitForExit(TimeSpan.FromSeconds(15)), "the silo outlived its parent:\n" + silo.Output);
             Assert.Contains($"parent process {P(parent.Id)} exited; stopping", silo.Output, StringComparison.Ordinal);
         }

@@ -39,7 +39,7 @@ public sealed class ApiKeyTests(ProcessClusterFixture cluster)
             "silo", "--role", "frontend", "--name", "keyed", "--silo-port", ports[0].ToString(CultureInfo.InvariantCulture), "--gateway-port", "0",
             "--urls", url, "--model", $"lat={cluster.LatentPath}");
         using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(30) };
-        await WaitAsync(silo, http);
+        await ProcessWait.UntilAsync("the front-end's /alive", async () => (await http.GetAsync("/alive")).IsSuccessStatusCode, TimeSpan.FromSeconds(90), silo);
 
         // Probes stay open (readiness is 503 here: this front-end has no expert silo).
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/alive")).StatusCode);
@@ -123,31 +123,5 @@ public sealed class ApiKeyTests(ProcessClusterFixture cluster)
         }
 
         return await http.SendAsync(request);
-    }
-
-    private static async Task WaitAsync(BackgroundProcess silo, HttpClient http)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
-        while (DateTime.UtcNow < deadline)
-        {
-            Assert.False(silo.HasExited, $"the front-end silo exited:\n{silo.Output}");
-            try
-            {
-                if ((await http.GetAsync("/alive")).IsSuccessStatusCode)
-                {
-                    return;
-                }
-            }
-            catch (HttpRequestException)
-            {
-            }
-            catch (TaskCanceledException)
-            {
-            }
-
-            await Task.Delay(200);
-        }
-
-        throw new TimeoutException($"the front-end silo did not answer /alive in 90 s:\n{silo.Output}");
     }
 }

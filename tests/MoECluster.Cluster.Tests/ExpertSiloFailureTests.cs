@@ -43,14 +43,14 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
         {
             using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(60) };
             var client = new GatewayClient(http);
-            await WaitAsync(silos, async () => (await http.GetAsync("/alive")).IsSuccessStatusCode, "front-end");
+            await ProcessWait.UntilAsync("front-end", async () => (await http.GetAsync("/alive")).IsSuccessStatusCode, TimeSpan.FromSeconds(90), silos);
             for (int i = 1; i <= 3; i++)
             {
                 silos.Add(BackgroundProcess.Moecluster(["silo", "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(ports[i]), "--gateway-port", "0",
                     "--primary", $"127.0.0.1:{P(ports[0])}", .. common]));
             }
 
-            await WaitAsync(silos, async () => (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 3, "three expert silos");
+            await ProcessWait.UntilAsync("three expert silos", async () => (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 3, TimeSpan.FromSeconds(90), silos);
             var served = (await client.ModelsAsync()).Single();
             int d = served.HiddenSize, layer = served.MoeLayers[0];
 
@@ -145,10 +145,10 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
         {
             using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(60) };
             var client = new GatewayClient(http);
-            await WaitAsync(silos, async () => (await http.GetAsync("/alive")).IsSuccessStatusCode, "front-end");
+            await ProcessWait.UntilAsync("front-end", async () => (await http.GetAsync("/alive")).IsSuccessStatusCode, TimeSpan.FromSeconds(90), silos);
             silos.Add(Expert(1));
             silos.Add(Expert(2));
-            await WaitAsync(silos, async () => (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 2, "two expert silos");
+            await ProcessWait.UntilAsync("two expert silos", async () => (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 2, TimeSpan.FromSeconds(90), silos);
             var served = (await client.ModelsAsync()).Single();
             int d = served.HiddenSize, layer = served.MoeLayers[0];
 
@@ -229,35 +229,5 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
         return [.. stats["silos"]!.AsArray()
             .Where(s => silo is null || s!["name"]!.GetValue<string>() == silo)
             .SelectMany(s => s!["shards"]!.AsArray().Select(k => k!.GetValue<string>()))];
-    }
-
-    private static async Task WaitAsync(List<BackgroundProcess> silos, Func<Task<bool>> ready, string what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(90);
-        while (true)
-        {
-            if (silos.FirstOrDefault(s => s.HasExited) is { } dead)
-            {
-                throw new InvalidOperationException($"a silo exited while waiting for {what}:\n{dead.Output}");
-            }
-
-            try
-            {
-                if (await ready())
-                {
-                    return;
-                }
-            }
-            catch (HttpRequestException)
-            {
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"waited 90 s for {what}");
-            }
-
-            await Task.Delay(200);
-        }
     }
 }

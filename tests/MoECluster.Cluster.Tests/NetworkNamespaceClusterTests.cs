@@ -62,24 +62,8 @@ public sealed class NetworkNamespaceClusterTests(ITestOutputHelper output)
 
             using var http = new HttpClient { BaseAddress = new Uri($"http://{net.Address(11)}:8080"), Timeout = TimeSpan.FromSeconds(60) };
             var client = new GatewayClient(http);
-            var deadline = DateTime.UtcNow.AddSeconds(120);
-            while (true)
-            {
-                Assert.False(processes.FirstOrDefault(p => p.HasExited) is { } dead, $"a process exited:\n{string.Join("\n---\n", processes.Select(p => p.Output))}");
-                try
-                {
-                    if ((await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 2)
-                    {
-                        break;
-                    }
-                }
-                catch (HttpRequestException)
-                {
-                }
-
-                Assert.True(DateTime.UtcNow < deadline, $"no healthy cluster in 120 s:\n{string.Join("\n---\n", processes.Select(p => p.Output))}");
-                await Task.Delay(250);
-            }
+            await ProcessWait.UntilAsync("two expert silos across the namespaces",
+                async () => (await client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 2, TimeSpan.FromSeconds(120), processes);
 
             // Parity: the cluster spread over four namespaces answers like the in-process forward.
             var served = (await client.ModelsAsync()).Single();

@@ -43,7 +43,7 @@ public sealed class ProcessClusterFixture : IAsyncLifetime
             "silo", "--role", "frontend", "--name", "frontend", "--silo-port", P(ports[0]), "--gateway-port", P(GatewayPort), "--urls", Url, .. models]));
         Http = new HttpClient { BaseAddress = new Uri(Url), Timeout = TimeSpan.FromMinutes(2) };
         Client = new GatewayClient(Http);
-        await WaitAsync(async () => (await Http.GetAsync("/alive")).IsSuccessStatusCode, "front-end silo");
+        await ProcessWait.UntilAsync("front-end silo", async () => (await Http.GetAsync("/alive")).IsSuccessStatusCode, TimeSpan.FromSeconds(90), _silos);
         for (int i = 1; i <= 2; i++)
         {
             _silos.Add(BackgroundProcess.Moecluster([
@@ -51,37 +51,7 @@ public sealed class ProcessClusterFixture : IAsyncLifetime
                 "--primary", $"127.0.0.1:{P(ports[0])}", .. models]));
         }
 
-        await WaitAsync(async () => (await Client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 2, "two expert silos");
-    }
-
-    private async Task WaitAsync(Func<Task<bool>> ready, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
-        while (DateTime.UtcNow < deadline)
-        {
-            if (_silos.FirstOrDefault(s => s.HasExited) is { } dead)
-            {
-                throw new InvalidOperationException($"a silo exited while waiting for {what}:\n{dead.Output}");
-            }
-
-            try
-            {
-                if (await ready())
-                {
-                    return;
-                }
-            }
-            catch (HttpRequestException)
-            {
-            }
-            catch (TaskCanceledException)
-            {
-            }
-
-            await Task.Delay(200);
-        }
-
-        throw new TimeoutException($"waited 90 s for {what}:\n{string.Join("\n---\n", _silos.Select(s => s.Output))}");
+        await ProcessWait.UntilAsync("two expert silos", async () => (await Client.HealthAsync()).Body?["expert_silos"]?.GetValue<int>() == 2, TimeSpan.FromSeconds(90), _silos);
     }
 
     public Task DisposeAsync()

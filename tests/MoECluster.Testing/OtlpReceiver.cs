@@ -58,6 +58,9 @@ public sealed class OtlpReceiver : IAsyncDisposable
 
     public IReadOnlyList<string> Bodies(string path) => [.. _received.Where(r => r.Path == path).Select(r => r.Body)];
 
+    /// <summary>Every span received so far (decoded from the trace exports).</summary>
+    public IReadOnlyList<OtlpSpan> Spans() => [.. Bodies("/v1/traces").SelectMany(b => OtlpSpans.Read(Encoding.Latin1.GetBytes(b)))];
+
     /// <summary>Waits until some body sent to <paramref name="path"/> contains every one of <paramref name="texts"/>.</summary>
     public async Task WaitForAsync(string path, TimeSpan timeout, params string[] texts)
     {

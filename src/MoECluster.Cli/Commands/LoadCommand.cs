@@ -1,5 +1,6 @@
 using System.CommandLine;
 using MoECluster.Cli.Load;
+using MoECluster.ServiceDefaults;
 
 namespace MoECluster.Cli.Commands;
 
@@ -42,6 +43,9 @@ internal static class LoadCommand
                 parse.GetValue(wire), parse.GetValue(json), parse.GetValue(html), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
                 "moecluster " + string.Join(' ', parse.Tokens.Select(t => t.Value)));
             settings.Validate();
+
+            // With OTEL_EXPORTER_OTLP_ENDPOINT set, every request is a client span whose trace continues in the cluster.
+            using var telemetry = ServiceDefaultsExtensions.StartClientTelemetry("moecluster-load");
             return await new LoadRunner(settings, output, error).RunAsync(cancel);
         }));
         return command;
