@@ -154,6 +154,40 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
     }
 
     [Fact]
+    public async Task Stats_taken_while_requests_are_in_flight_count_whole_batches_so_measured_equals_predicted()
+    {
+        using var lat = MoeModel.Open(cluster.LatentPath);
+        int d = lat.Config.HiddenSize, layer = lat.Config.MoeLayers[0];
+        float[] x = Gaussian(256 * d, new Random());
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        int answered = 0;
+        var senders = Enumerable.Range(0, 6).Select(i => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await cluster.Client.ForwardAsync(i % 2 == 0 ? "lat" : "std", layer, x, 256, d, "bf16");
+                Interlocked.Increment(ref answered);
+            }
+        })).ToArray();
+
+        int snapshots = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            var stats = await cluster.Client.StatsAsync();
+            snapshots++;
+            foreach (var m in stats["models"]!.AsArray())
+            {
+                long measured = m!["measured_payload_bytes"]!.GetValue<long>(), predicted = m["predicted_payload_bytes"]!.GetValue<long>();
+                Assert.True(measured == predicted,
+                    $"snapshot {snapshots} with requests in flight: {m["model"]} measured {measured:N0} payload bytes, predicted {predicted:N0}");
+            }
+        }
+
+        await Task.WhenAll(senders);
+        Assert.True(answered >= 12 && snapshots >= 10, $"too little overlap to tell: {answered} requests answered, {snapshots} snapshots");
+    }
+
+    [Fact]
     public async Task Json_bodies_work_like_messagepack_bodies()
     {
         using var reference = MoeModel.Open(cluster.LatentPath);

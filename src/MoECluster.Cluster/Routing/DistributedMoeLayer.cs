@@ -35,14 +35,16 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         var dispatches = ShardDispatchPlan.Build(plan, map);
         int routedRows = dispatches.Sum(d => d.Rows);
         long predicted = 2 * WireSize.ActivationBytes(routedRows, width, wire);
-        ledger.RecordBatch(modelId, Mode, layer, model.Config.HiddenSize, width, plan.TopK, tokens, predicted, plan.Experts, model.Config.NRoutedExperts);
-
         var calls = dispatches.Select(d => CallShardAsync(layer, d, z, width, wire, cancellationToken)).ToArray();
         var results = await Task.WhenAll(calls);
+        ledger.RecordBatch(
+            new LayerBatch(modelId, Mode, layer, model.Config.HiddenSize, width, plan.TopK, model.Config.NRoutedExperts, tokens, predicted),
+            plan.Experts,
+            [.. results.Select(r => new ShardCallTraffic(localSilo, r.Silo, r.Bytes.DispatchPayload, r.Bytes.DispatchMessage, r.Bytes.CombinePayload, r.Bytes.CombineMessage, r.Dispatch.Rows))]);
 
         var u = new float[tokens * width];
         long dispatchPayload = 0, combinePayload = 0, dispatchMessage = 0, combineMessage = 0;
-        foreach (var (dispatch, partials, r) in results)
+        foreach (var (dispatch, partials, r, _) in results)
         {
             for (int i = 0; i < dispatch.Rows; i++)
             {
@@ -89,7 +91,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         return (state, traffic);
     }
 
-    private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallBytes Bytes)> CallShardAsync(
+    private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallBytes Bytes, string Silo)> CallShardAsync(
         int layer, ShardDispatch dispatch, float[] z, int width, WireDType wire, CancellationToken cancellationToken)
     {
         float[] rows = ShardDispatchPlan.GatherRows(z, dispatch.Tokens, width);
@@ -108,9 +110,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         var response = WireFormat.DecodeResponse(reply.Bytes, catalog.Options.WireLimits, dispatch.Rows, width);
         float[] partials = response.Partials.Decode();
         var callBytes = new ShardCallBytes(request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length);
-        ledger.RecordPayload(modelId, Mode, layer, "dispatch", localSilo, response.Silo, callBytes.DispatchPayload, callBytes.DispatchMessage, dispatch.Rows);
-        ledger.RecordPayload(modelId, Mode, layer, "combine", response.Silo, localSilo, callBytes.CombinePayload, callBytes.CombineMessage, dispatch.Rows);
-        return (dispatch, partials, callBytes);
+        return (dispatch, partials, callBytes, response.Silo);
     }
 
     private readonly record struct ShardCallBytes(long DispatchPayload, long DispatchMessage, long CombinePayload, long CombineMessage);

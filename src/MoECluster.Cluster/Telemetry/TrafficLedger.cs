@@ -60,47 +60,41 @@ public sealed class TrafficLedger : IDisposable
 
     public SiloIdentity Identity { get; }
 
-    public void RecordPayload(string model, string mode, int layer, string direction, string from, string to, long payloadBytes, long messageBytes, int rows)
+    /// <summary>
+    /// Records one answered layer batch at once: its tokens, routing (expert counts, predicted bytes) and the payload of
+    /// every shard call (dispatch and combine). A snapshot therefore never sees a batch half counted, so measured and
+    /// predicted bytes per token agree at every instant, also while requests are in flight.
+    /// </summary>
+    public void RecordBatch(LayerBatch batch, ReadOnlySpan<int> experts, IReadOnlyList<ShardCallTraffic> calls)
     {
-        var tags = new TagList
+        var layerTags = new TagList { { "model", batch.Model }, { "mode", batch.Mode }, { "layer", batch.Layer } };
+        _predictedBytes.Add(batch.PredictedPayloadBytes, layerTags);
+        _tokens.Add(batch.Tokens, layerTags);
+        foreach (var call in calls)
         {
-            { "model", model }, { "mode", mode }, { "layer", layer }, { "direction", direction }, { "from", from }, { "to", to },
-        };
-        _payloadBytes.Add(payloadBytes, tags);
-        _messageBytes.Add(messageBytes, tags);
-        lock (_gate)
-        {
-            var key = (model, mode, layer, direction, from, to);
-            if (!_payload.TryGetValue(key, out long[]? v))
-            {
-                _payload[key] = v = new long[4];
-            }
-
-            v[0] += payloadBytes;
-            v[1] += messageBytes;
-            v[2]++;
-            v[3] += rows;
+            AddPayloadMetrics(batch, "dispatch", call.From, call.To, call.DispatchPayloadBytes, call.DispatchMessageBytes);
+            AddPayloadMetrics(batch, "combine", call.To, call.From, call.CombinePayloadBytes, call.CombineMessageBytes);
         }
-    }
 
-    public void RecordBatch(string model, string mode, int layer, int hiddenSize, int width, int topK, int tokens, long predictedPayloadBytes, ReadOnlySpan<int> experts, int expertCount)
-    {
-        var tags = new TagList { { "model", model }, { "mode", mode }, { "layer", layer } };
-        _predictedBytes.Add(predictedPayloadBytes, tags);
-        _tokens.Add(tokens, tags);
         lock (_gate)
         {
-            if (!_layers.TryGetValue((model, layer), out LayerState? state))
+            if (!_layers.TryGetValue((batch.Model, batch.Layer), out LayerState? state))
             {
-                _layers[(model, layer)] = state = new LayerState(mode, hiddenSize, width, topK, new long[expertCount]);
+                _layers[(batch.Model, batch.Layer)] = state = new LayerState(batch.Mode, batch.HiddenSize, batch.Width, batch.TopK, new long[batch.ExpertCount]);
             }
 
-            state.Tokens += tokens;
+            state.Tokens += batch.Tokens;
             state.Batches++;
-            state.Predicted += predictedPayloadBytes;
+            state.Predicted += batch.PredictedPayloadBytes;
             foreach (int e in experts)
             {
                 state.ExpertTokens[e]++;
+            }
+
+            foreach (var call in calls)
+            {
+                AddPayload(batch, "dispatch", call.From, call.To, call.DispatchPayloadBytes, call.DispatchMessageBytes, call.Rows);
+                AddPayload(batch, "combine", call.To, call.From, call.CombinePayloadBytes, call.CombineMessageBytes, call.Rows);
             }
         }
     }
@@ -176,6 +170,31 @@ public sealed class TrafficLedger : IDisposable
 
     public void Dispose() => _listener.Dispose();
 
+    private void AddPayloadMetrics(LayerBatch batch, string direction, string from, string to, long payloadBytes, long messageBytes)
+    {
+        var tags = new TagList
+        {
+            { "model", batch.Model }, { "mode", batch.Mode }, { "layer", batch.Layer }, { "direction", direction }, { "from", from }, { "to", to },
+        };
+        _payloadBytes.Add(payloadBytes, tags);
+        _messageBytes.Add(messageBytes, tags);
+    }
+
+    /// <summary>Adds one direction of a shard call to the payload table; the caller holds the lock.</summary>
+    private void AddPayload(LayerBatch batch, string direction, string from, string to, long payloadBytes, long messageBytes, int rows)
+    {
+        var key = (batch.Model, batch.Mode, batch.Layer, direction, from, to);
+        if (!_payload.TryGetValue(key, out long[]? v))
+        {
+            _payload[key] = v = new long[4];
+        }
+
+        v[0] += payloadBytes;
+        v[1] += messageBytes;
+        v[2]++;
+        v[3] += rows;
+    }
+
     private sealed class LayerState(string mode, int hiddenSize, int width, int topK, long[] expertTokens)
     {
         public string Mode { get; } = mode;
@@ -195,6 +214,12 @@ public sealed class TrafficLedger : IDisposable
         public long Predicted { get; set; }
     }
 }
+
+/// <summary>One layer batch of one model as the router planned it: tokens, widths, and the payload bytes its plan predicts.</summary>
+public sealed record LayerBatch(string Model, string Mode, int Layer, int HiddenSize, int Width, int TopK, int ExpertCount, int Tokens, long PredictedPayloadBytes);
+
+/// <summary>One answered shard call of a batch: the router's silo (From), the shard's silo (To), the bytes each way, the rows.</summary>
+public readonly record struct ShardCallTraffic(string From, string To, long DispatchPayloadBytes, long DispatchMessageBytes, long CombinePayloadBytes, long CombineMessageBytes, int Rows);
 
 /// <summary>This silo's name and role, as configured (Orleans:Name, Orleans:Metadata:moecluster-role).</summary>
 public sealed class SiloIdentity
