@@ -212,6 +212,41 @@ public sealed class OrchestrationTests
     }
 
     [Fact]
+    public async Task The_stop_path_and_the_exit_monitor_may_dispose_a_watchdog_at_the_same_time()
+    {
+        // Both dispose it when a guarded child stops; two concurrent disposals of one Process race on its input pipe
+        // (seen in CI: ObjectDisposedException "Cannot access a closed pipe" out of a launcher's stop).
+        using var child = Process.Start(new ProcessStartInfo("sleep", ["300"]) { UseShellExecute = false })!;
+        try
+        {
+            for (int round = 0; round < 100; round++)
+            {
+                var watchdog = Watchdog.Start(child.Id, "race", setsid: null);
+                int pid = watchdog.Id;
+                using var go = new Barrier(4);
+                await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(() =>
+                {
+                    go.SignalAndWait();
+                    watchdog.Dispose();
+                })));
+                var clock = Stopwatch.StartNew();
+                while (BackgroundProcess.IsAlive(pid) && clock.Elapsed < TimeSpan.FromSeconds(5))
+                {
+                    await Task.Delay(20);
+                }
+
+                Assert.False(BackgroundProcess.IsAlive(pid), $"round {round}: the watchdog outlived its disposal");
+            }
+
+            Assert.False(child.HasExited, "a killed watchdog must leave its child alone");
+        }
+        finally
+        {
+            child.Kill();
+        }
+    }
+
+    [Fact]
     public void Preflight_names_a_missing_program_with_its_install_hint_and_a_busy_port()
     {
         using var busy = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);

@@ -23,6 +23,7 @@ internal sealed class Watchdog : IDisposable
         """;
 
     private readonly Process _process;
+    private int _disposed;
 
     private Watchdog(Process process) => _process = process;
 
@@ -60,8 +61,17 @@ internal sealed class Watchdog : IDisposable
     /// <summary>What the launcher's death does: end-of-file on the watchdog's input (it then stops its child).</summary>
     internal void CloseInput() => _process.StandardInput.Close();
 
+    /// <summary>
+    /// Kills the watchdog. Safe to call more than once and from several threads: the stop path and the monitor of the
+    /// guarded child's exit both call it, and two concurrent disposals of one Process race on its input pipe.
+    /// </summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         try
         {
             if (!_process.HasExited)
