@@ -212,6 +212,21 @@ public sealed class OrchestrationTests
     }
 
     [Fact]
+    public async Task The_last_lines_of_a_child_that_exits_at_once_are_read_before_its_exit_is_reported()
+    {
+        var builder = AppModelTests.NewBuilder();
+        builder.AddExecutable("quick", "sh").WithArgs("-c", "echo 'disk full' >&2; exit 1");
+        var instance = builder.Build().Model.Instance("quick");
+        var console = new LauncherConsole(TextWriter.Null, TextWriter.Null, color: false);
+        for (int round = 0; round < 200; round++)
+        {
+            using var process = ManagedProcess.Start(instance, console, 0, setsid: null, withWatchdog: false);
+            Assert.Equal(1, await process.Exited.WaitAsync(TimeSpan.FromSeconds(10)));
+            Assert.True(process.LastLines().Contains("disk full"), $"round {round}: exit reported before the output was read");
+        }
+    }
+
+    [Fact]
     public async Task The_stop_path_and_the_exit_monitor_may_dispose_a_watchdog_at_the_same_time()
     {
         // Both dispose it when a guarded child stops; two concurrent disposals of one Process race on its input pipe

@@ -82,22 +82,24 @@ internal sealed class ManagedProcess : IDisposable
                 return;
             }
 
-            if (managed?._quiet != true)
+            // Lines that arrive before the ManagedProcess exists are kept in `early`, which it takes over under the
+            // same lock: no line is lost between the two.
+            ManagedProcess? target;
+            lock (early)
             {
-                console.ChildLine(instance.Name, colorIndex, e.Data);
-            }
-
-            if (managed is null)
-            {
-                lock (early)
+                target = managed;
+                if (target is null)
                 {
                     early.Add(e.Data);
                 }
             }
-            else
+
+            if (target?._quiet != true)
             {
-                managed.Keep(e.Data);
+                console.ChildLine(instance.Name, colorIndex, e.Data);
             }
+
+            target?.Keep(e.Data);
         }
 
         process.OutputDataReceived += Forward;
@@ -114,14 +116,17 @@ internal sealed class ManagedProcess : IDisposable
 
         // Nothing is written to the children's input; closing it now gives them end-of-file, as from /dev/null.
         process.StandardInput.Close();
-        managed = new ManagedProcess(instance.Name, process);
-        lock (early)
-        {
-            early.ForEach(managed.Keep);
-        }
 
+        // Reading starts before the exit is awaited: Process.WaitForExitAsync waits for the output to be read to the
+        // end only if asynchronous reading has begun, so a child that exits at once would otherwise be reported
+        // before its last lines were read (seen in CI: "job exited with code 1" without its "disk full").
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
+        lock (early)
+        {
+            managed = new ManagedProcess(instance.Name, process);
+            early.ForEach(managed.Keep);
+        }
         if (withWatchdog)
         {
             managed.Watchdog = Watchdog.Start(process.Id, instance.Name, setsid);
