@@ -86,7 +86,7 @@ public static class ServiceDefaultsExtensions
     /// set; null (nothing collected) otherwise. The client spans carry W3C trace context to the gateway, so a request
     /// shows as one trace from the client through the router grain to the expert shards. Disposing flushes.
     /// </summary>
-    public static IDisposable? StartClientTelemetry(string defaultServiceName, TelemetrySources? sources = null)
+    public static IDisposable? StartClientTelemetry(string defaultServiceName)
     {
         if (string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT")))
         {
@@ -94,24 +94,10 @@ public static class ServiceDefaultsExtensions
         }
 
         string service = Environment.GetEnvironmentVariable("OTEL_SERVICE_NAME") is { Length: > 0 } name ? name : defaultServiceName;
-        var tracing = Sdk.CreateTracerProviderBuilder()
-            .ConfigureResource(r => r.AddService(service, serviceInstanceId: Environment.MachineName + ":" + Environment.ProcessId))
-            .AddHttpClientInstrumentation();
-        var metrics = Sdk.CreateMeterProviderBuilder()
-            .ConfigureResource(r => r.AddService(service, serviceInstanceId: Environment.MachineName + ":" + Environment.ProcessId))
-            .AddHttpClientInstrumentation()
-            .AddRuntimeInstrumentation();
-        foreach (string source in sources?.ActivitySources ?? [])
-        {
-            tracing.AddSource(source);
-        }
-
-        foreach (string meter in sources?.Meters ?? [])
-        {
-            metrics.AddMeter(meter);
-        }
-
-        return new ClientTelemetry(tracing.AddOtlpExporter().Build(), metrics.AddOtlpExporter().Build());
+        void Resource(ResourceBuilder resource) => resource.AddService(service, serviceInstanceId: Environment.MachineName + ":" + Environment.ProcessId);
+        return new ClientTelemetry(
+            Sdk.CreateTracerProviderBuilder().ConfigureResource(Resource).AddHttpClientInstrumentation().AddOtlpExporter().Build(),
+            Sdk.CreateMeterProviderBuilder().ConfigureResource(Resource).AddHttpClientInstrumentation().AddRuntimeInstrumentation().AddOtlpExporter().Build());
     }
 
     /// <summary>The OTLP endpoint this process exports to, or null when none is configured (then nothing is exported).</summary>

@@ -40,11 +40,11 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         ledger.RecordBatch(
             new LayerBatch(modelId, Mode, layer, model.Config.HiddenSize, width, plan.TopK, model.Config.NRoutedExperts, tokens, predicted),
             plan.Experts,
-            [.. results.Select(r => new ShardCallTraffic(localSilo, r.Silo, r.Bytes.DispatchPayload, r.Bytes.DispatchMessage, r.Bytes.CombinePayload, r.Bytes.CombineMessage, r.Dispatch.Rows))]);
+            [.. results.Select(r => r.Traffic)]);
 
         var u = new float[tokens * width];
         long dispatchPayload = 0, combinePayload = 0, dispatchMessage = 0, combineMessage = 0;
-        foreach (var (dispatch, partials, r, _) in results)
+        foreach (var (dispatch, partials, r) in results)
         {
             for (int i = 0; i < dispatch.Rows; i++)
             {
@@ -56,10 +56,10 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
                 }
             }
 
-            dispatchPayload += r.DispatchPayload;
-            combinePayload += r.CombinePayload;
-            dispatchMessage += r.DispatchMessage;
-            combineMessage += r.CombineMessage;
+            dispatchPayload += r.DispatchPayloadBytes;
+            combinePayload += r.CombinePayloadBytes;
+            dispatchMessage += r.DispatchMessageBytes;
+            combineMessage += r.CombineMessageBytes;
         }
 
         var y = new float[x.Length];
@@ -91,7 +91,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         return (state, traffic);
     }
 
-    private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallBytes Bytes, string Silo)> CallShardAsync(
+    private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallTraffic Traffic)> CallShardAsync(
         int layer, ShardDispatch dispatch, float[] z, int width, WireDType wire, CancellationToken cancellationToken)
     {
         float[] rows = ShardDispatchPlan.GatherRows(z, dispatch.Tokens, width);
@@ -109,9 +109,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         WireBytes reply = await retry.ExecuteAsync(async cancel => await shard.Compute(new WireBytes(bytes), cancel), cancellationToken);
         var response = WireFormat.DecodeResponse(reply.Bytes, catalog.Options.WireLimits, dispatch.Rows, width);
         float[] partials = response.Partials.Decode();
-        var callBytes = new ShardCallBytes(request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length);
-        return (dispatch, partials, callBytes, response.Silo);
+        return (dispatch, partials, new ShardCallTraffic(
+            localSilo, response.Silo, request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length, dispatch.Rows));
     }
-
-    private readonly record struct ShardCallBytes(long DispatchPayload, long DispatchMessage, long CombinePayload, long CombineMessage);
 }
