@@ -23,7 +23,8 @@ internal sealed class Watchdog : IDisposable
         """;
 
     private readonly Process _process;
-    private int _disposed;
+    private readonly Lock _gate = new();
+    private bool _disposed;
 
     private Watchdog(Process process) => _process = process;
 
@@ -62,27 +63,36 @@ internal sealed class Watchdog : IDisposable
     internal void CloseInput() => _process.StandardInput.Close();
 
     /// <summary>
-    /// Kills the watchdog. Safe to call more than once and from several threads: the stop path and the monitor of the
-    /// guarded child's exit both call it, and two concurrent disposals of one Process race on its input pipe.
+    /// Kills the watchdog and waits for it to be gone. Safe to call more than once and from several threads (the stop
+    /// path and the monitor of the guarded child's exit both call it): concurrent disposals of one Process race on its
+    /// input pipe, so callers take turns, and a caller that finds it already disposed returns only once it is gone.
     /// </summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        lock (_gate)
         {
-            return;
-        }
-
-        try
-        {
-            if (!_process.HasExited)
+            if (_disposed)
             {
-                _process.Kill();
+                return;
             }
-        }
-        catch (InvalidOperationException)
-        {
-        }
 
-        _process.Dispose();
+            _disposed = true;
+            try
+            {
+                if (!_process.HasExited)
+                {
+                    _process.Kill();
+                }
+
+                // SIGKILL is delivered asynchronously: wait until it is gone, so "stopped every process" holds when
+                // the launcher says it.
+                _process.WaitForExit(TimeSpan.FromSeconds(5));
+            }
+            catch (InvalidOperationException)
+            {
+            }
+
+            _process.Dispose();
+        }
     }
 }
