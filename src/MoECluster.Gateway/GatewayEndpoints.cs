@@ -9,9 +9,11 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Routing;
 using MoECluster.Gateway.Health;
 using MoECluster.Gateway.Live;
 using MoECluster.Gateway.Security;
+using MoECluster.Model.Numerics;
 using MoECluster.Wire;
 using Orleans.Dashboard;
 
@@ -160,6 +162,16 @@ public static class GatewayEndpoints
         {
             reply = await grains.GetGrain<IMoeRouterGrain>(modelId).Forward(new ForwardCall(layer, input.Hidden, input.Tokens, wire), http.RequestAborted);
         }
+        catch (ForwardOverflowException e)
+        {
+            // Finite input whose forward leaves the float32 range (or the wire's): the input is too large for the model.
+            return Error(StatusCodes.Status422UnprocessableEntity, e.Message);
+        }
+        catch (ShardFailureException e)
+        {
+            // An expert shard refused or broke a call the router built: the cluster's fault.
+            return Error(StatusCodes.Status502BadGateway, e.Message);
+        }
         catch (ArgumentException e)
         {
             return Error(StatusCodes.Status400BadRequest, e.Message);
@@ -171,6 +183,12 @@ public static class GatewayEndpoints
         catch (OrleansException e)
         {
             return Error(StatusCodes.Status503ServiceUnavailable, e.Message);
+        }
+
+        if (Array.FindIndex(reply.Hidden, v => !float.IsFinite(v)) is int nonFinite and >= 0)
+        {
+            // The router checks every step; an answer that is not finite anyway is an internal failure, never a 200.
+            return Error(StatusCodes.Status502BadGateway, $"the cluster computed a non-finite value at hidden_states[{nonFinite / input.Width}][{nonFinite % input.Width}]");
         }
 
         outcome.Tokens = input.Tokens;

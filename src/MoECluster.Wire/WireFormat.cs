@@ -348,14 +348,19 @@ public static class WireFormat
 
     /// <summary>
     /// Walks the MessagePack structure without materializing anything (bins and strings are stepped over by
-    /// length) and refuses nesting deeper than <see cref="MaxObjectGraphDepth"/>, truncation and trailing bytes.
-    /// MessagePack's own depth limit covers only what its formatters read: values it skips (unknown trailing
-    /// fields) are skipped at any depth, so a deeply nested extra field would otherwise pass.
+    /// length) and refuses nesting deeper than <see cref="MaxObjectGraphDepth"/>, truncation, trailing bytes and a
+    /// key that appears twice in one map. MessagePack's own depth limit covers only what its formatters read: values it
+    /// skips (unknown trailing fields) are skipped at any depth, so a deeply nested extra field would otherwise pass;
+    /// and its formatters take the last of two equal keys, where the JSON parser refuses them — so two messages that
+    /// read differently to different readers (a smuggling trick) are refused here. Keys compare by value: a string
+    /// by its UTF-8 bytes (whatever str header encodes it), an integer by its value.
     /// </summary>
     private static void CheckStructure(string name, ReadOnlyMemory<byte> bytes)
     {
         var reader = new MessagePackReader(bytes);
         Span<long> remaining = stackalloc long[MaxObjectGraphDepth + 1];
+        Span<bool> isMap = stackalloc bool[MaxObjectGraphDepth + 1];
+        HashSet<string>?[]? keys = null;
         int depth = 0;
         remaining[0] = 1;
         try
@@ -373,7 +378,21 @@ public static class WireFormat
                 }
 
                 remaining[depth]--;
+                if (isMap[depth] && remaining[depth] % 2 == 1 && KeyIdentity(ref reader) is string key)
+                {
+                    // A map's items alternate key, value; the key just read is a scalar.
+                    keys ??= new HashSet<string>?[MaxObjectGraphDepth + 1];
+                    if (!(keys[depth] ??= new HashSet<string>(StringComparer.Ordinal)).Add(key))
+                    {
+                        throw new WireFormatException(Invariant(
+                            $"{name}: duplicate key {ShowKey(key)} in a map (before byte {reader.Consumed}): one key, one value."));
+                    }
+
+                    continue;
+                }
+
                 long items;
+                bool map = false;
                 switch (reader.NextMessagePackType)
                 {
                     case MessagePackType.Array:
@@ -381,6 +400,7 @@ public static class WireFormat
                         break;
                     case MessagePackType.Map:
                         items = 2L * reader.ReadMapHeader();
+                        map = true;
                         break;
                     default:
                         reader.Skip();
@@ -394,6 +414,11 @@ public static class WireFormat
                 }
 
                 remaining[++depth] = items;
+                isMap[depth] = map;
+                if (keys is not null)
+                {
+                    keys[depth]?.Clear();
+                }
             }
         }
         catch (Exception ex) when (ex is not WireFormatException)
@@ -408,6 +433,43 @@ public static class WireFormat
             throw new WireFormatException(Invariant(
                 $"{name}: {bytes.Length - reader.Consumed} trailing bytes after a {reader.Consumed}-byte message."));
         }
+    }
+
+    /// <summary>
+    /// Reads a scalar map key and returns what identifies it ("s" + hex of a string's UTF-8 bytes, "i" + an integer's
+    /// value, "r" + hex of any other scalar's encoding); null, with nothing read, for an array or map key, which the
+    /// walk then descends into as usual (so its depth is checked).
+    /// </summary>
+    private static string? KeyIdentity(ref MessagePackReader reader)
+    {
+        switch (reader.NextMessagePackType)
+        {
+            case MessagePackType.String:
+                var text = reader.ReadStringSequence();
+                return text is { } sequence ? "s" + Convert.ToHexString(System.Buffers.BuffersExtensions.ToArray(sequence)) : "n";
+            case MessagePackType.Integer:
+                return reader.NextCode == MessagePackCode.UInt64 ? "i" + reader.ReadUInt64().ToString(CultureInfo.InvariantCulture) : "i" + reader.ReadInt64().ToString(CultureInfo.InvariantCulture);
+            case MessagePackType.Array:
+            case MessagePackType.Map:
+                return null;
+            default:
+                var start = reader.Position;
+                reader.Skip();
+                return "r" + Convert.ToHexString(System.Buffers.BuffersExtensions.ToArray(reader.Sequence.Slice(start, reader.Position)));
+        }
+    }
+
+    /// <summary>A key identity as the error shows it: a string in quotes (at most 64 characters), else its value or encoding.</summary>
+    private static string ShowKey(string key)
+    {
+        if (key[0] == 's')
+        {
+            string text = System.Text.Encoding.UTF8.GetString(Convert.FromHexString(key.AsSpan(1)));
+            return "'" + (text.Length <= 64 ? text : text[..64] + "...") + "'";
+        }
+
+        string value = key[1..];
+        return value.Length <= 64 ? value : value[..64] + "...";
     }
 
     /// <summary>Validates an activation block's dtype, shape and data length; returns its row count.</summary>

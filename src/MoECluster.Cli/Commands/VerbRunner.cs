@@ -17,7 +17,8 @@ internal static class VerbRunner
         }
         catch (Exception e) when (e is UsageException or ModelConfigException or InvalidDataException or SafetensorsFormatException
             or NotSupportedException or FileNotFoundException
-            or DirectoryNotFoundException or ArgumentException or KeyNotFoundException or UnauthorizedAccessException)
+            or DirectoryNotFoundException or ArgumentException or KeyNotFoundException or UnauthorizedAccessException
+            or MoECluster.Model.Numerics.ForwardOverflowException)
         {
             error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
             return CliApp.ExitUsage;
@@ -38,7 +39,7 @@ internal static class VerbRunner
         }
         catch (Exception e) when (e is UsageException or ModelConfigException or InvalidDataException or SafetensorsFormatException
             or NotSupportedException or FileNotFoundException or DirectoryNotFoundException or ArgumentException or KeyNotFoundException
-            or UnauthorizedAccessException)
+            or UnauthorizedAccessException or MoECluster.Model.Numerics.ForwardOverflowException)
         {
             error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
             return CliApp.ExitUsage;

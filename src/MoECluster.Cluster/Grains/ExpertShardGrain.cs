@@ -1,10 +1,12 @@
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.Extensions.Logging;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;
 using MoECluster.Cluster.Telemetry;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Experts;
+using MoECluster.Model.Numerics;
 using MoECluster.Wire;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 
@@ -133,9 +135,17 @@ public sealed partial class ExpertShardGrain(
 
         int[] experts = [.. expertIds.Select(e => (int)e)];
         float[] partials = await Task.Run(() => _experts.ComputePartials(z, rows, offsets, experts, weights), cancellationToken);
+        var encoded = ActivationBlock.Encode(partials, rows, _experts.Width, r.ResponseDType);
+        if (encoded.FindNonFinite() >= 0)
+        {
+            // The partial sums are finite (ComputePartials checked them): they do not fit the reply's element type.
+            throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
+                $"layer {_shard.Layer}: the partial sums of shard {_shard.Key} reach {FloatRange.MaxAbs(partials):G3}, beyond the range of the {WireDTypes.Name(r.ResponseDType)} wire"));
+        }
+
         var response = new ShardResponse
         {
-            Partials = ActivationBlock.Encode(partials, rows, _experts.Width, r.ResponseDType),
+            Partials = encoded,
             Silo = silo.SiloAddress.ToString(),
             RequestId = r.RequestId,
             ComputeMicroseconds = (long)clock.Elapsed.TotalMicroseconds,

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
@@ -14,6 +15,12 @@ namespace MoECluster.Cluster.Routing;
 /// here on the model library, the experts run in <see cref="IExpertShardGrain"/>s. Per layer and batch: route in
 /// d, project to ℓ, group rows by shard (one row per token and shard), send one ℓ-wide MessagePack payload per
 /// shard in parallel, sum the returned ℓ-wide partials in fp32 in shard order, project back to d.
+/// <para>
+/// Numbers stay numbers: the model library throws <see cref="ForwardOverflowException"/> where a step leaves the
+/// float32 range (the input is too large: the client's to fix), and so does this class where the rows do not fit the
+/// wire's element type (fp16 holds ±65504). A shard that refuses a call, or answers what does not decode or is not
+/// finite, is the cluster's fault: <see cref="ShardFailureException"/>.
+/// </para>
 /// </summary>
 public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IGrainFactory grains, TrafficLedger ledger, string localSilo, ShardCallRetry retry)
 {
@@ -35,7 +42,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         var dispatches = ShardDispatchPlan.Build(plan, map);
         int routedRows = dispatches.Sum(d => d.Rows);
         long predicted = 2 * WireSize.ActivationBytes(routedRows, width, wire);
-        var calls = dispatches.Select(d => CallShardAsync(layer, d, z, width, wire, cancellationToken)).ToArray();
+        var calls = dispatches.Select(d => CallShardAsync(layer, d, z, x, width, wire, cancellationToken)).ToArray();
         var results = await Task.WhenAll(calls);
         ledger.RecordBatch(
             new LayerBatch(modelId, Mode, layer, model.Config.HiddenSize, width, plan.TopK, model.Config.NRoutedExperts, tokens, predicted),
@@ -62,6 +69,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
             combineMessage += r.CombineMessageBytes;
         }
 
+        ForwardOverflowException.ThrowIfNonFinite(u, layer, "the sum of the expert shards' partial sums", x);
         var y = new float[x.Length];
         await Task.Run(() => mixer.Finish(u, x, tokens, y), cancellationToken);
         var traffic = new LayerTraffic(layer, Mode, WireDTypes.Name(wire), tokens, width, routedRows,
@@ -85,6 +93,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
                 state[i] += y[i];
             }
 
+            ForwardOverflowException.ThrowIfNonFinite(state, layer, "the residual sum x + mixer(RMSNorm(x))", x);
             traffic.Add(t);
         }
 
@@ -92,7 +101,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
     }
 
     private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallTraffic Traffic)> CallShardAsync(
-        int layer, ShardDispatch dispatch, float[] z, int width, WireDType wire, CancellationToken cancellationToken)
+        int layer, ShardDispatch dispatch, float[] z, float[] x, int width, WireDType wire, CancellationToken cancellationToken)
     {
         float[] rows = ShardDispatchPlan.GatherRows(z, dispatch.Tokens, width);
         var counts = new byte[dispatch.Rows];
@@ -104,12 +113,51 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         ushort[] experts = [.. dispatch.Experts.Select(e => checked((ushort)e))];
         var request = WireFormat.BuildRequest(modelId, layer, dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount,
             rows, dispatch.Rows, width, wire, counts, experts, dispatch.Weights, wire, Interlocked.Increment(ref _requests));
+        if (request.Rows.FindNonFinite() >= 0)
+        {
+            // z is finite (Prepare checked it): its values do not fit the wire's element type.
+            throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
+                $"layer {layer}: the routed rows reach {FloatRange.MaxAbs(rows):G3}, beyond the range of the {WireDTypes.Name(wire)} wire ({WireRange(wire)}), for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: send it with wire fp32 or bf16, or scale it down"));
+        }
+
         byte[] bytes = WireFormat.Serialize(request);
         var shard = grains.GetGrain<IExpertShardGrain>(dispatch.Shard.Key);
-        WireBytes reply = await retry.ExecuteAsync(async cancel => await shard.Compute(new WireBytes(bytes), cancel), cancellationToken);
-        var response = WireFormat.DecodeResponse(reply.Bytes, catalog.Options.WireLimits, dispatch.Rows, width);
+        WireBytes reply;
+        ShardResponse response;
+        try
+        {
+            reply = await retry.ExecuteAsync(async cancel => await shard.Compute(new WireBytes(bytes), cancel), cancellationToken);
+            response = WireFormat.DecodeResponse(reply.Bytes, catalog.Options.WireLimits, dispatch.Rows, width);
+        }
+        catch (ForwardOverflowException e)
+        {
+            throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
+                $"layer {layer}: the routed experts' output is outside the range of float32 or of the wire for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3} (expert shard: {e.Message}); the forward cannot be computed for inputs this large: scale them down"), e);
+        }
+        catch (Exception e) when (!IsPassThrough(e))
+        {
+            throw new ShardFailureException($"expert shard {dispatch.Shard.Key} failed: {e.Message}", e);
+        }
+
+        int bad = response.Partials.FindNonFinite();
+        if (bad >= 0)
+        {
+            throw new ShardFailureException(string.Create(CultureInfo.InvariantCulture,
+                $"expert shard {dispatch.Shard.Key} on {response.Silo} answered a non-finite partial sum (row {bad / width}, column {bad % width}) for finite rows"));
+        }
+
         float[] partials = response.Partials.Decode();
         return (dispatch, partials, new ShardCallTraffic(
             localSilo, response.Silo, request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length, dispatch.Rows));
     }
+
+    /// <summary>What a shard call may throw that is not the shard's failure: cancellation, the deadline, a silo lost for good (Orleans' own).</summary>
+    private static bool IsPassThrough(Exception e) => e is OperationCanceledException or TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e);
+
+    private static string WireRange(WireDType wire) => wire switch
+    {
+        WireDType.F16 => "fp16 holds ±65504",
+        WireDType.BF16 => "bf16 holds ±3.39e38",
+        _ => "fp32 holds ±3.4e38",
+    };
 }

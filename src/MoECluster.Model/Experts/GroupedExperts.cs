@@ -1,6 +1,7 @@
 using System.Buffers;
 using MoECluster.Model.Compute;
 using MoECluster.Model.Dispatch;
+using MoECluster.Model.Numerics;
 
 namespace MoECluster.Model.Experts;
 
@@ -9,7 +10,8 @@ namespace MoECluster.Model.Experts;
 /// rows, compute down(relu(up(z))²) on the backend, and scatter each result row to its slot. Experts run one after
 /// another; each backend parallelises inside its Linear. Per-expert buffers come from the shared array pool.
 /// Slot outputs are combined by <see cref="WeightedSum"/> in a fixed order, so the result does not depend on the
-/// thread schedule.
+/// thread schedule. An expert output or a combined row outside the float32 range (from finite rows: the input is too
+/// large for the model) throws <see cref="ForwardOverflowException"/> naming the layer, the expert and the step.
 /// </summary>
 public sealed class GroupedExperts
 {
@@ -17,13 +19,17 @@ public sealed class GroupedExperts
     private readonly IComputeBackend _backend;
 
     /// <param name="experts">Expert weights indexed by expert id; null where this process does not hold the expert.</param>
-    public GroupedExperts(IReadOnlyList<ExpertWeights?> experts, int routedWidth, int intermediate, IComputeBackend backend)
+    /// <param name="layer">The backbone layer the experts belong to (named in errors).</param>
+    public GroupedExperts(IReadOnlyList<ExpertWeights?> experts, int routedWidth, int intermediate, IComputeBackend backend, int layer)
     {
+        Layer = layer;
         _backend = backend;
         _experts = [.. experts.Select(e => e is null ? null : new PreparedExpert(e, backend.Prepare(e.Up), backend.Prepare(e.Down)))];
         Width = routedWidth;
         Intermediate = intermediate;
     }
+
+    public int Layer { get; }
 
     public int Width { get; }
 
@@ -74,6 +80,7 @@ public sealed class GroupedExperts
                 }
 
                 _backend.ExpertFfn(expert.Up, expert.Down, gathered, n, output);
+                ForwardOverflowException.ThrowIfNonFinite(output, Layer, $"the output of expert {e} (its FFN down(relu(up(z))²))", z);
                 for (int i = 0; i < n; i++)
                 {
                     output.Slice(i * w, w).CopyTo(slotOutputs.Slice(slots[i] * w, w));
@@ -103,7 +110,9 @@ public sealed class GroupedExperts
 
         var slotOutputs = new float[pairs * w];
         Compute(z, slotRows, new TokenPermutation(experts, _experts.Length), slotOutputs);
-        return WeightedSum.OverSlots(rows, pairOffsets, weights, slotOutputs, w);
+        float[] partials = WeightedSum.OverSlots(rows, pairOffsets, weights, slotOutputs, w);
+        ForwardOverflowException.ThrowIfNonFinite(partials, Layer, "the weighted sum of the routed experts' outputs", z);
+        return partials;
     }
 
     private sealed record PreparedExpert(ExpertWeights Weights, IPreparedLinear Up, IPreparedLinear Down);

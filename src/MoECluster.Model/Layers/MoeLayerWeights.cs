@@ -128,16 +128,45 @@ public sealed class MoeLayerWeights
             throw new InvalidDataException(string.Join("; ", parts));
         }
 
+        // A NaN or infinity in the weights would turn every answer into one and be blamed on the input (a forward
+        // whose inputs and weights are finite and whose result is not has overflowed): refuse the checkpoint instead.
+        float[] normWeight = norm!.Value.ReadAllAsFloat32();
+        float[] gateBias = bias?.ReadAllAsFloat32() ?? new float[n];
+        var corrupt = new List<string>();
+        CheckVector(MoeTensorNames.Norm(layer), normWeight, corrupt);
+        CheckVector(MoeTensorNames.GateBias(layer), gateBias, corrupt);
+        foreach (var matrix in new[] { gate, down, up, sharedUp, sharedDown }.Concat(expertWeights.SelectMany(e => e is null ? [] : new[] { e.Up, e.Down })))
+        {
+            if (matrix?.FindNonFinite() is (int row, int col))
+            {
+                corrupt.Add($"{matrix.Name} has a NaN or infinity at [{row}, {col}]");
+            }
+        }
+
+        if (corrupt.Count > 0)
+        {
+            throw new InvalidDataException($"layer {layer} has non-finite weights (a corrupt checkpoint): {string.Join("; ", corrupt.Take(8))}{(corrupt.Count > 8 ? $"; ... ({corrupt.Count - 8} more)" : string.Empty)}");
+        }
+
         return new MoeLayerWeights(layer, config)
         {
-            NormWeight = norm!.Value.ReadAllAsFloat32(),
+            NormWeight = normWeight,
             Gate = gate!,
-            GateBias = bias?.ReadAllAsFloat32() ?? new float[n],
+            GateBias = gateBias,
             LatentDown = down,
             LatentUp = up,
             SharedUp = sharedUp,
             SharedDown = sharedDown,
             Experts = expertWeights,
         };
+    }
+
+    private static void CheckVector(string name, float[] values, List<string> corrupt)
+    {
+        int bad = FloatRange.FirstNonFinite(values);
+        if (bad >= 0)
+        {
+            corrupt.Add($"{name} has a NaN or infinity at [{bad}]");
+        }
     }
 }

@@ -34,7 +34,7 @@ public sealed class MoeMixer
         _latentUp = weights.LatentUp is { } up ? _backend.Prepare(up) : null;
         _sharedUp = weights.SharedUp is { } s1 ? _backend.Prepare(s1) : null;
         _sharedDown = weights.SharedDown is { } s2 ? _backend.Prepare(s2) : null;
-        _experts = new GroupedExperts(weights.Experts, weights.Config.RoutedWidth, weights.Config.MoeIntermediateSize, _backend);
+        _experts = new GroupedExperts(weights.Experts, weights.Config.RoutedWidth, weights.Config.MoeIntermediateSize, _backend, weights.Layer);
     }
 
     public IComputeBackend Backend => _backend;
@@ -82,22 +82,36 @@ public sealed class MoeMixer
         }
 
         float[] slotOutputs = new float[slots * w];
-        _experts.Compute(z, slotRows, new TokenPermutation(plan, Config.NRoutedExperts), slotOutputs);
+        try
+        {
+            _experts.Compute(z, slotRows, new TokenPermutation(plan, Config.NRoutedExperts), slotOutputs);
+        }
+        catch (ForwardOverflowException e) when (e.Stage is string stage)
+        {
+            // The experts see the routed rows z; the caller knows its input x.
+            throw ForwardOverflowException.At(Layer, stage, FloatRange.MaxAbs(x), e);
+        }
+
         float[] u = WeightedSum.OverSlots(tokens, offsets, plan.Weights, slotOutputs, w);
+        ForwardOverflowException.ThrowIfNonFinite(u, Layer, "the weighted sum of the routed experts' outputs", x);
         Finish(u, x, tokens, y);
     }
 
     /// <summary>
     /// The part before dispatch: gate logits in d (fp32), top-K routing, and the routed rows z = W_down x
-    /// ([tokens, w]; z = x for a standard MoE).
+    /// ([tokens, w]; z = x for a standard MoE). Logits or rows outside the float32 range (the input is too large for
+    /// the model) throw <see cref="ForwardOverflowException"/>.
     /// </summary>
     public (RoutingPlan Plan, float[] Z) Prepare(ReadOnlySpan<float> x, int tokens)
     {
-        RoutingPlan plan = Route(x, tokens);
+        float[] logits = GateLogits(x, tokens);
+        ForwardOverflowException.ThrowIfNonFinite(logits, Layer, "the gate logits W_g x", x);
+        RoutingPlan plan = Router.Route(logits, tokens);
         float[] z = new float[tokens * Config.RoutedWidth];
         if (_latentDown is { } down)
         {
             _backend.Linear(down, x, tokens, z);
+            ForwardOverflowException.ThrowIfNonFinite(z, Layer, "the latent projection W_down x", x);
         }
         else
         {
@@ -107,7 +121,10 @@ public sealed class MoeMixer
         return (plan, z);
     }
 
-    /// <summary>The part after combine: y = W_up u (u for a standard MoE) + S2 relu(S1 x)².</summary>
+    /// <summary>
+    /// The part after combine: y = W_up u (u for a standard MoE) + S2 relu(S1 x)². A y outside the float32 range
+    /// throws <see cref="ForwardOverflowException"/>.
+    /// </summary>
     public void Finish(ReadOnlySpan<float> u, ReadOnlySpan<float> x, int tokens, Span<float> y)
     {
         CheckShape(x, tokens, y);
@@ -125,11 +142,14 @@ public sealed class MoeMixer
         {
             var shared = new float[tokens * d];
             _backend.ExpertFfn(s1, s2, x, tokens, shared);
+            ForwardOverflowException.ThrowIfNonFinite(shared, Layer, "the shared expert S2 relu(S1 x)²", x);
             for (int i = 0; i < shared.Length; i++)
             {
                 y[i] += shared[i];
             }
         }
+
+        ForwardOverflowException.ThrowIfNonFinite(y, Layer, _latentUp is null ? "the mixer output y" : "the mixer output y = W_up u + shared expert", x);
     }
 
     private void CheckShape(ReadOnlySpan<float> x, int tokens, Span<float> y)

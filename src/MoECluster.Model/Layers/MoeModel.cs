@@ -80,7 +80,7 @@ public sealed class MoeModel : IDisposable
         }
 
         var weights = MoeLayerWeights.Load(Tensors, Config, layer, Enumerable.Range(first, count));
-        return new GroupedExperts(weights.Experts, Config.RoutedWidth, Config.MoeIntermediateSize, Backend);
+        return new GroupedExperts(weights.Experts, Config.RoutedWidth, Config.MoeIntermediateSize, Backend, layer);
     }
 
     private void CheckMoeLayer(int layer)
@@ -115,6 +115,8 @@ public sealed class MoeModel : IDisposable
             {
                 state[i] += y[i];
             }
+
+            ForwardOverflowException.ThrowIfNonFinite(state, layer, "the residual sum x + mixer(RMSNorm(x))", x);
 
             progress?.Report(layer);
         }

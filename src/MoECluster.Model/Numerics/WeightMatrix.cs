@@ -54,6 +54,21 @@ public sealed unsafe class WeightMatrix
         return new ReadOnlySpan<byte>(_data + ((long)row * _rowBytes), _rowBytes);
     }
 
+    /// <summary>The first (row, column) that holds a NaN or an infinity, or null when every weight is finite.</summary>
+    public (int Row, int Col)? FindNonFinite()
+    {
+        for (int r = 0; r < Rows; r++)
+        {
+            long c = FloatRange.FirstNonFinite(DType, RowBytes(r));
+            if (c >= 0)
+            {
+                return (r, (int)c);
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Widens row <paramref name="row"/> to fp32 into <paramref name="destination"/> (length Cols).</summary>
     public void ReadRow(int row, Span<float> destination) =>
         ElementConversions.ToSingle(DType, RowBytes(row), destination[..Cols]);
