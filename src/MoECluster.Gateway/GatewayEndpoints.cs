@@ -72,19 +72,34 @@ public static class GatewayEndpoints
         // {layer} is taken as text so that a layer that is no integer gets the same clear 404 as an unknown one.
         app.MapPost("/v1/layers/{layer}/forward", (string layer, HttpContext http) => ForwardAsync(http, layer));
         app.MapPost("/v1/forward", (Delegate)((HttpContext http) => ForwardAsync(http, layer: null)));
-        app.MapGet("/v1/models", (ModelCatalog catalog, IOptions<MoeClusterOptions> options) => Results.Json(
-            options.Value.Models.Keys.Select(id => catalog.Get(id).Config).Zip(options.Value.Models.Keys, (c, id) => new
+        app.MapGet("/v1/models", (ModelCatalog catalog, IOptions<MoeClusterOptions> options) =>
+        {
+            var configs = new List<(string Id, MoECluster.Model.Configuration.MoeModelConfig Config)>();
+            foreach (string id in options.Value.Models.Keys)
             {
-                id,
-                mode = c.IsLatent ? "latent" : "standard",
-                hidden_size = c.HiddenSize,
-                latent_size = c.MoeLatentSize,
-                experts = c.NRoutedExperts,
-                top_k = c.NumExpertsPerTok,
-                moe_layers = c.MoeLayers,
-                shards_per_layer = Math.Min(options.Value.ShardsPerLayer, c.NRoutedExperts),
-                is_default = id == options.Value.ResolveModel(null),
-            }), Json));
+                try
+                {
+                    configs.Add((id, catalog.Get(id).Config));
+                }
+                catch (Exception e) when (IsModelUnavailable(e))
+                {
+                    return Error(StatusCodes.Status503ServiceUnavailable, $"model {id} cannot be opened on this front-end: {e.Message}");
+                }
+            }
+
+            return Results.Json(configs.Select(m => new
+            {
+                id = m.Id,
+                mode = m.Config.IsLatent ? "latent" : "standard",
+                hidden_size = m.Config.HiddenSize,
+                latent_size = m.Config.MoeLatentSize,
+                experts = m.Config.NRoutedExperts,
+                top_k = m.Config.NumExpertsPerTok,
+                moe_layers = m.Config.MoeLayers,
+                shards_per_layer = Math.Min(options.Value.ShardsPerLayer, m.Config.NRoutedExperts),
+                is_default = m.Id == options.Value.ResolveModel(null),
+            }), Json);
+        });
         app.MapGet("/stats", async (LiveStatsFeed feed, CancellationToken cancel) => Results.Json(await feed.CollectAsync(cancel), Json));
         app.MapLivePage();
         app.MapOrleansDashboard(routePrefix: DashboardPath);
@@ -126,7 +141,17 @@ public static class GatewayEndpoints
         }
 
         outcome.Model = modelId;
-        var config = catalog.Get(modelId).Config;
+        MoECluster.Model.Configuration.MoeModelConfig config;
+        try
+        {
+            config = catalog.Get(modelId).Config;
+        }
+        catch (Exception e) when (IsModelUnavailable(e))
+        {
+            // The server's files, not the client's request: tried again on the next request.
+            return Error(StatusCodes.Status503ServiceUnavailable, $"model {modelId} cannot be opened on this front-end: {e.Message}");
+        }
+
         int? layer = null;
         if (layerText is not null)
         {
@@ -311,6 +336,10 @@ public static class GatewayEndpoints
         declared is long d
             ? string.Create(CultureInfo.InvariantCulture, $"request body of {d} bytes exceeds the limit of {limit} bytes (MoECluster:Gateway:MaxRequestBytes)")
             : string.Create(CultureInfo.InvariantCulture, $"request body exceeds the limit of {limit} bytes (MoECluster:Gateway:MaxRequestBytes)"));
+
+    /// <summary>Why a configured model may fail to open: its files are missing, unreadable or corrupt.</summary>
+    private static bool IsModelUnavailable(Exception e) => e is IOException or InvalidDataException or UnauthorizedAccessException
+        or MoECluster.Model.Configuration.ModelConfigException or MoECluster.Model.Checkpoints.SafetensorsFormatException;
 
     private static IResult Error(int status, string message) => Results.Json(new { error = message }, Json, statusCode: status);
 }

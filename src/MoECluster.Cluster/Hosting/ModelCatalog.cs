@@ -9,7 +9,8 @@ namespace MoECluster.Cluster.Hosting;
 
 /// <summary>
 /// The models this silo can open, by id, each opened (memory-mapped) once per process on first use and shared
-/// by every grain of the silo. Routers take the router half of a layer; shards load only their own experts.
+/// by every grain of the silo. Routers take the router half of a layer; shards load only their own experts. A model
+/// that fails to open is not cached: the next use tries again (a model directory may appear after the silo started).
 /// </summary>
 public sealed partial class ModelCatalog(IOptions<MoeClusterOptions> options, ILogger<ModelCatalog> logger) : IDisposable
 {
@@ -33,7 +34,19 @@ public sealed partial class ModelCatalog(IOptions<MoeClusterOptions> options, IL
             throw new ArgumentException($"unknown model '{id}'; served models: {string.Join(", ", Options.Models.Keys)}");
         }
 
-        return _models.GetOrAdd(id, _ => new Lazy<MoeModel>(() => MoeModel.Open(entry.Path, Backend))).Value;
+        var model = _models.GetOrAdd(id, _ => new Lazy<MoeModel>(() => MoeModel.Open(entry.Path, Backend)));
+        try
+        {
+            return model.Value;
+        }
+        catch (Exception e)
+        {
+            // A model that cannot be opened now (its directory not written yet, a file being copied) is tried again on the
+            // next use, not remembered as broken: forget this attempt (only this one, should another have replaced it).
+            _models.TryRemove(new KeyValuePair<string, Lazy<MoeModel>>(id, model));
+            LogOpenFailed(logger, id, entry.Path, e.Message);
+            throw;
+        }
     }
 
     /// <summary>The shard map of one layer: ShardsPerLayer contiguous ranges (fewer when the layer has fewer experts).</summary>
@@ -55,6 +68,9 @@ public sealed partial class ModelCatalog(IOptions<MoeClusterOptions> options, IL
             disposable.Dispose();
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Model {Id} at {Path} cannot be opened (tried again on next use): {Reason}")]
+    private static partial void LogOpenFailed(ILogger logger, string id, string path, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Compute: {Note}")]
     private static partial void LogBackend(ILogger logger, string note);

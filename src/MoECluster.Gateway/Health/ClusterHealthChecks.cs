@@ -52,10 +52,10 @@ public sealed class SiloMembershipHealthCheck(ILocalSiloDetails silo, IClusterMe
 
 public static class SiloHealthCheckExtensions
 {
-    /// <summary>Registers the readiness check every silo serves at <c>/health</c>: this silo is Active.</summary>
+    /// <summary>Registers the readiness checks every silo serves at <c>/health</c>: this silo is Active, and it can open every configured model.</summary>
     public static IServiceCollection AddSiloHealthChecks(this IServiceCollection services)
     {
-        services.AddHealthChecks().AddCheck<SiloMembershipHealthCheck>("silo");
+        services.AddHealthChecks().AddCheck<SiloMembershipHealthCheck>("silo").AddCheck<ModelsHealthCheck>("models");
         return services;
     }
 }
