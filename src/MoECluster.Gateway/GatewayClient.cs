@@ -14,7 +14,9 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
     /// <summary>The served models as the gateway lists them (<c>GET /v1/models</c>).</summary>
     public async Task<IReadOnlyList<ServedModel>> ModelsAsync(CancellationToken cancellationToken = default)
     {
-        var models = await http.GetFromJsonAsync<List<ServedModel>>("/v1/models", GatewayEndpoints.Json, cancellationToken);
+        using var response = await http.GetAsync("/v1/models", cancellationToken);
+        await ThrowOnErrorAsync(response, cancellationToken);
+        var models = await response.Content.ReadFromJsonAsync<List<ServedModel>>(GatewayEndpoints.Json, cancellationToken);
         return models ?? [];
     }
 
@@ -43,8 +45,22 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
         return GatewayWire.DecodeResponse(body, _limits);
     }
 
-    public async Task<JsonNode> StatsAsync(CancellationToken cancellationToken = default) =>
-        JsonNode.Parse(await http.GetStringAsync("/stats", cancellationToken)) ?? new JsonObject();
+    public async Task<JsonNode> StatsAsync(CancellationToken cancellationToken = default)
+    {
+        using var response = await http.GetAsync("/stats", cancellationToken);
+        await ThrowOnErrorAsync(response, cancellationToken);
+        return JsonNode.Parse(await response.Content.ReadAsStringAsync(cancellationToken)) ?? new JsonObject();
+    }
+
+    /// <summary>A 4xx/5xx becomes a <see cref="GatewayException"/> carrying the status and the gateway's message.</summary>
+    private static async Task ThrowOnErrorAsync(HttpResponseMessage response, CancellationToken cancellationToken)
+    {
+        if (!response.IsSuccessStatusCode)
+        {
+            byte[] body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
+            throw new GatewayException((int)response.StatusCode, ErrorText(body));
+        }
+    }
 
     /// <summary>The health document and whether the gateway answered 200.</summary>
     public async Task<(bool Healthy, JsonNode? Body)> HealthAsync(CancellationToken cancellationToken = default)

@@ -27,9 +27,10 @@ internal static class ForwardCommand
         backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
         var wire = new Option<string?>("--wire") { Description = "With --cluster: payload element type between router and shards: fp32, bf16 or fp16 (default: the cluster's)." };
         wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
+        var apiKey = ApiKeyOption.Create();
         var command = new Command("forward", "Compute an MoE layer (or the MoE stack) for a batch of hidden states, in process or on a cluster.")
         {
-            model, input, outputPath, layer, stack, cluster, modelId, wire, backend,
+            model, input, outputPath, layer, stack, cluster, modelId, wire, backend, apiKey,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("forward", error, async () =>
         {
@@ -45,7 +46,7 @@ internal static class ForwardCommand
             string? url = parse.GetValue(cluster);
             if (url is not null)
             {
-                return await OnClusterAsync(output, url, parse.GetValue(modelId), parse.GetValue(input)!, outFile, layerIndex, runStack, parse.GetValue(wire), cancel);
+                return await OnClusterAsync(output, url, parse.GetValue(modelId), parse.GetValue(input)!, outFile, layerIndex, runStack, parse.GetValue(wire), ApiKeyOption.Resolve(parse.GetValue(apiKey)), cancel);
             }
 
             string dir = parse.GetValue(model) ?? throw new UsageException("--model is required without --cluster");
@@ -77,14 +78,14 @@ internal static class ForwardCommand
         return command;
     }
 
-    private static async Task<int> OnClusterAsync(TextWriter output, string url, string? modelId, string input, string outFile, int? layer, bool stack, string? wire, CancellationToken cancel)
+    private static async Task<int> OnClusterAsync(TextWriter output, string url, string? modelId, string input, string outFile, int? layer, bool stack, string? wire, string? apiKey, CancellationToken cancel)
     {
         if (!Uri.TryCreate(url, UriKind.Absolute, out Uri? baseUri) || (baseUri.Scheme != Uri.UriSchemeHttp && baseUri.Scheme != Uri.UriSchemeHttps))
         {
             throw new UsageException($"--cluster {url} is not an http(s) URL");
         }
 
-        using var http = new HttpClient { BaseAddress = baseUri, Timeout = TimeSpan.FromMinutes(10) };
+        using var http = new HttpClient { BaseAddress = baseUri, Timeout = TimeSpan.FromMinutes(10) }.WithApiKey(apiKey);
         var client = new GatewayClient(http);
         IReadOnlyList<ServedModel> models;
         try

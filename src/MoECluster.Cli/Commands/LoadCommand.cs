@@ -31,9 +31,10 @@ internal static class LoadCommand
         var slo = new Option<double?>("--slo-p99") { Description = "Exit code 3 when the measured p99 latency exceeds this many milliseconds." };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the inputs, arrivals and token counts.", DefaultValueFactory = _ => 1UL };
         var timeout = new Option<double>("--timeout") { Description = "Seconds before a request counts as failed.", DefaultValueFactory = _ => 30 };
+        var apiKey = ApiKeyOption.Create();
         var command = new Command("load", "Load-test a running cluster's gateway: throughput, latency percentiles, bytes per token standard vs latent.")
         {
-            url, mode, rate, concurrency, duration, warmup, tokens, models, wire, json, html, slo, seed, timeout,
+            url, mode, rate, concurrency, duration, warmup, tokens, models, wire, json, html, slo, seed, timeout, apiKey,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("load", error, async () =>
         {
@@ -41,7 +42,7 @@ internal static class LoadCommand
                 parse.GetValue(url)!, parse.GetValue(mode)!, parse.GetValue(rate), parse.GetValue(concurrency), parse.GetValue(duration),
                 parse.GetValue(warmup), LoadSettings.ParseTokens(parse.GetValue(tokens)!), LoadSettings.ParseModels(parse.GetValue(models)),
                 parse.GetValue(wire), parse.GetValue(json), parse.GetValue(html), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
-                "moecluster " + string.Join(' ', parse.Tokens.Select(t => t.Value)));
+                "moecluster " + string.Join(' ', Redacted(parse.Tokens.Select(t => t.Value))), ApiKeyOption.Resolve(parse.GetValue(apiKey)));
             settings.Validate();
 
             // With OTEL_EXPORTER_OTLP_ENDPOINT set, every request is a client span whose trace continues in the cluster.
@@ -49,5 +50,28 @@ internal static class LoadCommand
             return await new LoadRunner(settings, output, error).RunAsync(cancel);
         }));
         return command;
+    }
+
+    /// <summary>The command line as the report records it: the value of --api-key replaced, so no key reaches a file.</summary>
+    internal static IEnumerable<string> Redacted(IEnumerable<string> tokens)
+    {
+        bool next = false;
+        foreach (string token in tokens)
+        {
+            if (next)
+            {
+                next = false;
+                yield return "***";
+            }
+            else if (token == "--api-key")
+            {
+                next = true;
+                yield return token;
+            }
+            else
+            {
+                yield return token.StartsWith("--api-key=", StringComparison.Ordinal) ? "--api-key=***" : token;
+            }
+        }
     }
 }

@@ -18,16 +18,17 @@ internal static class ProbeCommand
         var url = new Argument<string?>("URL") { Description = "The URL to GET (default: the first of this process's Urls, at --path).", Arity = ArgumentArity.ZeroOrOne };
         var path = new Option<string>("--path") { Description = "Path probed when URL is omitted: /alive (liveness, the default) or /health (readiness).", DefaultValueFactory = _ => "/alive" };
         var timeout = new Option<double>("--timeout") { Description = "Seconds to wait for the answer (default 5).", DefaultValueFactory = _ => 5 };
+        var apiKey = ApiKeyOption.Create();
         var command = new Command("probe", "GET a health endpoint: exit 0 on HTTP 2xx, 1 otherwise (for container health checks).")
         {
-            url, path, timeout,
+            url, path, timeout, apiKey,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("probe", error, () =>
-            RunAsync(output, error, parse.GetValue(url), parse.GetValue(path)!, parse.GetValue(timeout), cancel)));
+            RunAsync(output, error, parse.GetValue(url), parse.GetValue(path)!, parse.GetValue(timeout), ApiKeyOption.Resolve(parse.GetValue(apiKey)), cancel)));
         return command;
     }
 
-    private static async Task<int> RunAsync(TextWriter output, TextWriter error, string? url, string path, double timeoutSeconds, CancellationToken cancel)
+    private static async Task<int> RunAsync(TextWriter output, TextWriter error, string? url, string path, double timeoutSeconds, string? apiKey, CancellationToken cancel)
     {
         if (timeoutSeconds <= 0 || double.IsNaN(timeoutSeconds))
         {
@@ -35,7 +36,7 @@ internal static class ProbeCommand
         }
 
         Uri target = url is not null ? ParseUrl(url) : OwnUrl(path);
-        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(timeoutSeconds) };
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(timeoutSeconds) }.WithApiKey(apiKey);
         try
         {
             using var response = await http.GetAsync(target, HttpCompletionOption.ResponseHeadersRead, cancel);

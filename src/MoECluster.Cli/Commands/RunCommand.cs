@@ -38,9 +38,11 @@ internal static class RunCommand
         var backend = new Option<string>("--backend") { Description = "Compute on the silos: auto (GPU if present, else managed), managed, reference or ilgpu.", DefaultValueFactory = _ => "auto" };
         backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
         var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
+        var apiKey = ApiKeyOption.Create();
+        apiKey.Description = $"API key the sample traffic sends, for when the silos' environment turns gateway keys on (MoECluster__Gateway__ApiKeys__0 or ApiKeysFile); default: ${ApiKeyOption.EnvironmentVariable}.";
         var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
         {
-            preset, experts, layers, model, modelsDir, expertSilos, shards, wire, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend,
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
         {
@@ -48,7 +50,7 @@ internal static class RunCommand
                 parse.GetValue(preset)!, parse.GetValue(experts), parse.GetValue(layers), parse.GetValue(model), parse.GetValue(modelsDir)!,
                 parse.GetValue(expertSilos), parse.GetValue(shards), parse.GetValue(wire)!, parse.GetValue(tokens), parse.GetValue(urls)!,
                 parse.GetValue(siloPort), parse.GetValue(gatewayPort), parse.GetValue(once), parse.GetValue(report), parse.GetValue(stack),
-                parse.GetValue(seed), parse.GetValue(verbose), parse.GetValue(backend)!);
+                parse.GetValue(seed), parse.GetValue(verbose), parse.GetValue(backend)!, ApiKeyOption.Resolve(parse.GetValue(apiKey)));
             settings.Validate();
             return await new LocalClusterRun(settings, output, error).RunAsync(cancel);
         }));
@@ -58,7 +60,7 @@ internal static class RunCommand
 
 internal sealed record RunSettings(
     string Preset, int? Experts, int Layers, string? Model, string ModelsDir, int ExpertSilos, int Shards, string Wire, int Tokens,
-    string Urls, int SiloPort, int GatewayPort, bool Once, string? Report, bool Stack, ulong Seed, bool Verbose, string Backend)
+    string Urls, int SiloPort, int GatewayPort, bool Once, string? Report, bool Stack, ulong Seed, bool Verbose, string Backend, string? ApiKey = null)
 {
     public void Validate()
     {

@@ -44,6 +44,11 @@ internal static class VerbRunner
             error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
             return CliApp.ExitUsage;
         }
+        catch (MoECluster.Gateway.GatewayException e) when (e.StatusCode == 401)
+        {
+            error.WriteLine($"moecluster {verb}: error: the gateway answered 401: {OneLine(e.Message)} ({ApiKeyOption.Hint})");
+            return CliApp.ExitFailure;
+        }
         catch (Exception e) when (e is IOException or HttpRequestException or MoECluster.Gateway.GatewayException or TaskCanceledException)
         {
             error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");

@@ -24,7 +24,7 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
         {
             BaseAddress = settings.BaseAddress(),
             Timeout = Timeout.InfiniteTimeSpan,
-        };
+        }.WithApiKey(settings.ApiKey);
         var client = new GatewayClient(http);
         var targets = await TargetsAsync(client, cancel);
         var inputs = Inputs(targets);

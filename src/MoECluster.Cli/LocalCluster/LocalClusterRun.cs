@@ -20,7 +20,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         try
         {
             await StartClusterAsync(models, cancel);
-            using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromMinutes(15) };
+            using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromMinutes(15) }.WithApiKey(settings.ApiKey);
             var client = new GatewayClient(http);
             var report = await SampleTrafficAsync(client, models, cancel);
             bool passed = report["checks_passed"]!.GetValue<bool>();
@@ -71,7 +71,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         _silos.Add(ChildSilo.Start("frontend", [
             "--role", "frontend", "--name", "frontend", "--silo-port", P(settings.SiloPort), "--gateway-port", P(settings.GatewayPort),
             "--urls", settings.Urls, .. common], error, settings.Verbose));
-        using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) };
+        using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) }.WithApiKey(settings.ApiKey);
         await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
         for (int i = 1; i <= settings.ExpertSilos; i++)
         {
