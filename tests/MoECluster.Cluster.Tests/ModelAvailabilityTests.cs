@@ -40,6 +40,7 @@ public sealed class ModelAvailabilityTests
 
             // Not ready: membership says Active, but the model cannot be opened; the body names it.
             using var expertHttp = new HttpClient { BaseAddress = new Uri(expertUrl), Timeout = TimeSpan.FromSeconds(10) };
+            await ProcessWait.UntilAsync("the expert's /alive", async () => (await expertHttp.GetAsync("/alive")).IsSuccessStatusCode, TimeSpan.FromSeconds(60), silos);
             using (var health = await expertHttp.GetAsync("/health"))
             {
                 string body = await health.Content.ReadAsStringAsync();

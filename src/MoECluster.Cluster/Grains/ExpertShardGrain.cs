@@ -140,7 +140,7 @@ public sealed partial class ExpertShardGrain(
         {
             // The partial sums are finite (ComputePartials checked them): they do not fit the reply's element type.
             throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                $"layer {_shard.Layer}: the partial sums of shard {_shard.Key} reach {FloatRange.MaxAbs(partials):G3}, beyond the range of the {WireDTypes.Name(r.ResponseDType)} wire"));
+                $"layer {_shard.Layer}: the experts' partial sums reach {FloatRange.MaxAbs(partials):G3}, beyond the range of the {WireDTypes.Name(r.ResponseDType)} wire ({(r.ResponseDType == WireDType.F16 ? "±65504" : "±3.39e38")})"));
         }
 
         var response = new ShardResponse

@@ -131,8 +131,11 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         }
         catch (ForwardOverflowException e)
         {
-            throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                $"layer {layer}: the routed experts' output is outside the range of float32 or of the wire for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3} (expert shard: {e.Message}); the forward cannot be computed for inputs this large: scale them down"), e);
+            // The shard names the step in terms of its rows z; the client knows its input x.
+            throw e.Stage is string stage
+                ? ForwardOverflowException.At(layer, stage, FloatRange.MaxAbs(x), e)
+                : new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
+                    $"{e.Message}, for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: send it with wire fp32 or bf16, or scale it down"), null, e);
         }
         catch (Exception e) when (!IsPassThrough(e))
         {

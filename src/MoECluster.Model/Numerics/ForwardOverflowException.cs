@@ -24,18 +24,19 @@ public sealed class ForwardOverflowException : ArithmeticException
     {
     }
 
-    private ForwardOverflowException(string message, string stage, Exception? innerException)
+    /// <summary>An overflow whose step is known (as a process that received it from another keeps it).</summary>
+    public ForwardOverflowException(string message, string? stage, Exception? innerException)
         : base(message, innerException) => Stage = stage;
 
     /// <summary>The step that overflowed (e.g. "the output of expert 5 ..."), where this process knows it.</summary>
     public string? Stage { get; }
 
     /// <summary>
-    /// "layer L: STAGE is outside the float32 range for this input (largest input magnitude M): ..." —
+    /// "layer L: the float32 range is exceeded in STAGE for this input, whose largest magnitude is M: ..." —
     /// <paramref name="stage"/> names the step (e.g. "the expert FFN of expert 5").
     /// </summary>
     public static ForwardOverflowException At(int layer, string stage, float inputMaxAbs, Exception? innerException = null) => new(string.Create(CultureInfo.InvariantCulture,
-        $"layer {layer}: {stage} is outside the float32 range (|value| > 3.4e38) for this input, whose largest magnitude is {inputMaxAbs:G3}; the forward cannot be computed in float32 for inputs this large: scale them down"),
+        $"layer {layer}: the float32 range (|value| ≤ 3.4e38) is exceeded in {stage} for this input, whose largest magnitude is {inputMaxAbs:G3}; the forward cannot be computed in float32 for inputs this large: scale them down"),
         stage, innerException);
 
     /// <summary>Throws <see cref="At"/> when <paramref name="values"/> holds a NaN or an infinity.</summary>

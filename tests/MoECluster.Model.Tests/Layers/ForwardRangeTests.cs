@@ -47,7 +47,7 @@ public sealed class ForwardRangeTests
 
         var e = Assert.Throws<ForwardOverflowException>(() => model.ForwardLayer(1, x, tokens));
         Assert.StartsWith("layer 1: ", e.Message, StringComparison.Ordinal);
-        Assert.Contains("outside the float32 range", e.Message, StringComparison.Ordinal);
+        Assert.Contains("the float32 range (|value| ≤ 3.4e38) is exceeded in ", e.Message, StringComparison.Ordinal);
         Assert.Contains($"largest magnitude is {magnitude.ToString("G3", CultureInfo.InvariantCulture)}", e.Message, StringComparison.Ordinal);
     }
 
