@@ -23,6 +23,7 @@ public static class CliApp
             LoadCommand.Create(output, error),
             ProbeCommand.Create(output, error),
             PrepareModelsCommand.Create(output, error),
+            TlsCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

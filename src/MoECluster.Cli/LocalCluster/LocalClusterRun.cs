@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using MoECluster.Cli.Commands;
+using MoECluster.Cluster.Security;
 using MoECluster.Gateway;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
@@ -68,16 +69,21 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         string[] modelArgs = [.. models.SelectMany(m => new[] { "--model", $"{m.Id}={m.Path}" })];
         string[] common = [.. modelArgs, "--shards", settings.Shards.ToString(CultureInfo.InvariantCulture), "--wire", settings.Wire, "--backend", settings.Backend];
         string P(int port) => port.ToString(CultureInfo.InvariantCulture);
+
+        // Mutual TLS between the silos: the certificates are made once beside the models and reused by later runs.
+        string tlsDir = LocalClusterTls.DirectoryFor(settings.ModelsDir);
+        output.WriteLine(LocalClusterTls.Ensure(tlsDir));
+        var tls = LocalClusterTls.Environment(tlsDir);
         _silos.Add(ChildSilo.Start("frontend", [
             "--role", "frontend", "--name", "frontend", "--silo-port", P(settings.SiloPort), "--gateway-port", P(settings.GatewayPort),
-            "--urls", settings.Urls, .. common], error, settings.Verbose));
+            "--urls", settings.Urls, .. common], error, settings.Verbose, tls));
         using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) };
         await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
         for (int i = 1; i <= settings.ExpertSilos; i++)
         {
             _silos.Add(ChildSilo.Start($"expert-{i}", [
                 "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(settings.SiloPort + i), "--gateway-port", "0",
-                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", .. common], error, settings.Verbose));
+                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", .. common], error, settings.Verbose, tls));
         }
 
         var client = new GatewayClient(http);
