@@ -106,9 +106,10 @@ public sealed partial class ClusterTls : IDisposable
         {
             if (!tls.IsTrusted(certificate, usage, out string reason))
             {
+                string subject = certificate.Subject;
                 tls.Dispose();
                 throw new InvalidOperationException(
-                    $"{Key(nameof(ClusterTlsOptions.CertificatePath))}: the certificate {certificatePath} ({certificate.Subject}) cannot serve in this cluster: {reason}; {MakeThem}");
+                    $"{Key(nameof(ClusterTlsOptions.CertificatePath))}: the certificate {certificatePath} ({subject}) cannot serve in this cluster: {reason}; {MakeThem}");
             }
         }
 
