@@ -95,8 +95,11 @@ public sealed class TlsClusterFixture : IAsyncLifetime
 /// </summary>
 public sealed class ClusterTlsTests(TlsClusterFixture cluster) : IClassFixture<TlsClusterFixture>
 {
-    /// <summary>Longer than a legitimate join takes here (ExpertJoinTime; about 5 s, 6.3 s in the report).</summary>
-    private static readonly TimeSpan JoinWindow = TimeSpan.FromSeconds(20);
+    /// <summary>
+    /// Longer than a legitimate join takes here: 20 s (a join took about 5 s on a quiet machine, 6.3 s in the issue's
+    /// report), or 1.5 times what the fixture's own expert took when the machine is busy (up to 60 s).
+    /// </summary>
+    private TimeSpan JoinWindow => TimeSpan.FromSeconds(Math.Clamp(1.5 * cluster.ExpertJoinTime.TotalSeconds, 20, 60));
 
     private async Task<(float[] X, float[] Expected, int D, int Layer)> SampleAsync()
     {
