@@ -18,6 +18,10 @@
 # --redis HOST:PORT   Redis for cluster membership, written into a new common.env (default: a placeholder)
 # --advertise-ip IP   this host's address for the other silos, written into a new common.env
 #                     (default: the first address of hostname -I)
+# --tls-dir DIR       the cluster's TLS material for this host: DIR/ca.crt, DIR/tls.crt, DIR/tls.key (from
+#                     `moecluster tls init` or `tls issue`), copied to /etc/moecluster/tls. Without it, a host
+#                     that has none gets a new CA and certificate (moecluster tls init): fine for the first
+#                     host; give the others certificates from the same CA (deploy/README.md)
 # --start WHAT        after installing, enable and start: frontend, experts or all
 # --uninstall         stop and remove the units and the program; keeps /etc/moecluster and /var/lib/moecluster
 # --purge             with --uninstall: also remove /etc/moecluster (models in /var/lib/moecluster stay)
@@ -33,6 +37,7 @@ gpus=""
 redis=""
 advertise_ip=""
 start=""
+tls_from=""
 action="install"
 purge=0
 publish_dir=""
@@ -67,6 +72,7 @@ while [ $# -gt 0 ]; do
     --redis) need_value "$1" $#; redis="$2"; shift 2 ;;
     --advertise-ip) need_value "$1" $#; advertise_ip="$2"; shift 2 ;;
     --start) need_value "$1" $#; start="$2"; shift 2 ;;
+    --tls-dir) need_value "$1" $#; tls_from="$2"; shift 2 ;;
     --uninstall) action="uninstall"; shift ;;
     --purge) purge=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -106,6 +112,11 @@ case "$start" in
 esac
 [ -z "$root" ] || [ -z "$start" ] || die "--start cannot be combined with --root (nothing runs from a staging root)"
 [ "$purge" = 0 ] || [ "$action" = "uninstall" ] || die "--purge goes with --uninstall"
+if [ -n "$tls_from" ]; then
+  for f in ca.crt tls.crt tls.key; do
+    [ -f "$tls_from/$f" ] || die "--tls-dir $tls_from has no $f (moecluster tls init --dir DIR, or tls issue, writes ca.crt, tls.crt, tls.key)"
+  done
+fi
 
 # With --root nothing touches the running system: no account, no systemctl.
 live=0
@@ -308,14 +319,48 @@ env_file() {
   [ "$is_root" = 0 ] || chown root:root "$root$confdir/$name"
   say installed "$confdir/$name"
 }
-env_file "$here/systemd/env/common.env" common.env REDIS="$redis" ADVERTISE_IP="$advertise_ip" MODELDIR="$modeldir"
-env_file "$here/systemd/env/frontend.env" frontend.env
+env_file "$here/systemd/env/common.env" common.env REDIS="$redis" ADVERTISE_IP="$advertise_ip" MODELDIR="$modeldir" CONFDIR="$confdir"
+env_file "$here/systemd/env/frontend.env" frontend.env CONFDIR="$confdir"
 env_file "$here/systemd/env/expert.env" expert.env
 for ((i = 0; i < gpus; i++)); do
   env_file "$here/systemd/env/expert-instance.env" "expert-$i.env" INSTANCE="$i" SILO_PORT="$((11112 + i))" HTTP_PORT="$((8081 + i))"
 done
 
-# 6. systemd: reload changed units; start only what was asked for.
+# 6. Secrets the services read: the cluster's TLS material and the gateway's API keys. Readable by root and the
+#    service account's group; the CA key (when tls init made one here) by root only.
+group="${owner#*:}"
+tlsdir="$confdir/tls"
+secret_owner() {
+  [ "$is_root" = 0 ] || chown "root:$group" "$root$1"
+}
+if [ -n "$tls_from" ]; then
+  install -d -m 0750 "$root$tlsdir"
+  secret_owner "$tlsdir"
+  install_file "$tls_from/ca.crt" "$tlsdir/ca.crt" 0644 || true
+  install_file "$tls_from/tls.crt" "$tlsdir/tls.crt" 0644 || true
+  install_file "$tls_from/tls.key" "$tlsdir/tls.key" 0640 || true
+  secret_owner "$tlsdir/tls.key"
+elif [ -f "$root$tlsdir/tls.crt" ]; then
+  say kept "$tlsdir/ (the cluster's certificates; --tls-dir DIR replaces them)"
+else
+  install -d -m 0750 "$root$tlsdir"
+  secret_owner "$tlsdir"
+  "$dest/moecluster" tls init --dir "$root$tlsdir" >/dev/null || die "moecluster tls init --dir $root$tlsdir failed"
+  chmod 0640 "$root$tlsdir/tls.key"
+  secret_owner "$tlsdir/tls.key"
+  say created "$tlsdir/ (a new cluster CA: other hosts need certificates from it, see deploy/README.md)"
+fi
+keys="$confdir/gateway-keys"
+if [ -f "$root$keys" ]; then
+  say kept "$keys (exists; not overwritten)"
+else
+  (umask 077 && { echo "# MoECluster gateway API keys: one per line; clients send Authorization: Bearer KEY."; od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; echo; } >"$work/gateway-keys")
+  install -m 0640 "$work/gateway-keys" "$root$keys"
+  secret_owner "$keys"
+  say created "$keys (one new API key; the gateway needs one on every request)"
+fi
+
+# 7. systemd: reload changed units; start only what was asked for.
 if [ "$units_changed" = 1 ]; then
   systemctl_live daemon-reload
 fi

@@ -1,6 +1,7 @@
 using MoECluster.AppHost;
 using MoECluster.AppHost.Integrations;
 using MoECluster.AppHost.Model;
+using MoECluster.Cluster.Security;
 
 var builder = DistributedApplication.CreateBuilder(args);
 var parsed = AppHostOptions.Parse(builder, Console.Out, Console.Error);
@@ -10,6 +11,7 @@ if (parsed.Options is not { } options)
 }
 
 MoEClusterApp.Describe(builder, options);
+Console.WriteLine(MoEClusterApp.PrepareTls(options));
 return await builder.Build().RunAsync();
 
 namespace MoECluster.AppHost
@@ -23,7 +25,8 @@ namespace MoECluster.AppHost
 
             var redis = options.Redis ? builder.AddRedis("redis") : null;
             var orleans = builder.AddOrleans("moecluster")
-                .WithClustering(redis);                                  // localhost clustering without --redis
+                .WithClustering(redis)                                   // localhost clustering without --redis
+                .WithTls(LocalClusterTls.DirectoryFor(options.ModelsDir)); // mutual TLS: certificates made once, beside the models
 
             var models = builder.AddProject<Projects.MoECluster_Cli>("models")
                 .WithModelGeneration(options);                           // one-shot: generates the pair if it is missing
@@ -55,5 +58,8 @@ namespace MoECluster.AppHost
             builder.AddWarmup("warmup", frontend, expertSilos: options.Replicas)   // /health counts them all, then one forward per model
                 .WaitFor(experts);
         }
+
+        /// <summary>Makes the cluster's TLS material in &lt;models-dir&gt;/tls unless usable material is there already; one line that says which.</summary>
+        public static string PrepareTls(AppHostOptions options) => LocalClusterTls.Ensure(LocalClusterTls.DirectoryFor(options.ModelsDir));
     }
 }

@@ -24,6 +24,7 @@ public static class CliApp
             ProbeCommand.Create(output, error),
             PrepareModelsCommand.Create(output, error),
             ChaosCommand.Create(output, error),
+            TlsCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

@@ -75,6 +75,9 @@ public sealed class MoEClusterAppTests
             Assert.Equal(Path.Combine(dir.Path, "tiny-standard-16x2"), env["MoECluster__Models__standard__Path"]);
             Assert.Equal(Path.Combine(dir.Path, "tiny-16x2"), env["MoECluster__Models__latent__Path"]);
             Assert.Equal("3", env["MoECluster__ShardsPerLayer"]);
+            Assert.Equal(Path.Combine(dir.Path, "tls", "tls.crt"), env["MoECluster__Tls__CertificatePath"]);
+            Assert.Equal(Path.Combine(dir.Path, "tls", "tls.key"), env["MoECluster__Tls__KeyPath"]);
+            Assert.Equal(Path.Combine(dir.Path, "tls", "ca.crt"), env["MoECluster__Tls__CaPath"]);
             Assert.Equal("managed", env["MoECluster__Compute__Backend"]);
             Assert.Equal("4242", env["MOECLUSTER_PARENT_PID"]);
             Assert.Equal("Production", env["DOTNET_ENVIRONMENT"]);
@@ -174,5 +177,27 @@ public sealed class MoEClusterAppTests
         {
             Assert.Contains(option, output.ToString(), StringComparison.Ordinal);
         }
+    }
+
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void The_launcher_makes_the_clusters_TLS_material_once_beside_the_models_and_reuses_it()
+    {
+        using var dir = new MoECluster.Testing.TempDirectory();
+        var (_, options) = Describe(["--preset", "tiny", "--models-dir", dir.Path]);
+        string first = MoEClusterApp.PrepareTls(options);
+        Assert.Contains($"made the local cluster's CA and certificate in {Path.Combine(dir.Path, "tls")}", first, StringComparison.Ordinal);
+        string certificate = File.ReadAllText(Path.Combine(dir.Path, "tls", "tls.crt"));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(dir.Path, "tls", "tls.key")));
+
+        string second = MoEClusterApp.PrepareTls(options);
+        Assert.Contains("reused", second, StringComparison.Ordinal);
+        Assert.Equal(certificate, File.ReadAllText(Path.Combine(dir.Path, "tls", "tls.crt")));
+
+        // Material that no longer loads (a key of another certificate) is made anew, saying why.
+        File.WriteAllText(Path.Combine(dir.Path, "tls", "tls.key"), File.ReadAllText(Path.Combine(dir.Path, "tls", "ca.key")));
+        string third = MoEClusterApp.PrepareTls(options);
+        Assert.Contains("made new certificates", third, StringComparison.Ordinal);
+        using var tls = MoECluster.Cluster.Security.ClusterTls.Load(new() { Directory = Path.Combine(dir.Path, "tls") });
     }
 }

@@ -122,6 +122,28 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
     }
 
     [Fact]
+    public async Task Bytes_written_to_TCP_exceed_Orleans_socket_bytes_by_the_TLS_records_alone()
+    {
+        using var reference = MoeModel.Open(cluster.StandardPath);
+        int d = reference.Config.HiddenSize;
+        int tokens = 4096;
+        float[] x = Gaussian(tokens * d, new Random());
+        await cluster.Client.ForwardAsync("std", reference.Config.MoeLayers[0], x[..(8 * d)], 8, d, "fp32"); // warm: shards active, connections open
+        var before = (await cluster.Client.StatsAsync())["totals"]!;
+        await cluster.Client.ForwardAsync("std", reference.Config.MoeLayers[0], x, tokens, d, "fp32");
+        var after = (await cluster.Client.StatsAsync())["totals"]!;
+        Assert.True(after["tls"]!.GetValue<bool>(), "the silos should talk mutual TLS");
+        long socket = after["socket_bytes"]!.GetValue<long>() - before["socket_bytes"]!.GetValue<long>();
+        long tcp = after["tcp_bytes"]!.GetValue<long>() - before["tcp_bytes"]!.GetValue<long>();
+        Assert.True(socket > 1_000_000, $"too little traffic to measure: {socket}");
+
+        // TLS 1.3 adds 22 bytes per record (header, content type, AEAD tag) and a record holds up to 16 KiB: well under
+        // 1 % on megabyte messages, but never nothing.
+        double overhead = (double)(tcp - socket) / socket;
+        Assert.True(overhead > 0 && overhead < 0.01, $"TCP bytes {tcp:N0} vs Orleans socket bytes {socket:N0}: {overhead:P3} over");
+    }
+
+    [Fact]
     public async Task Stats_show_measured_bytes_beside_predictions_and_d_over_l_fewer_bytes_per_routed_row()
     {
         using var lat = MoeModel.Open(cluster.LatentPath);

@@ -36,6 +36,7 @@ public sealed partial class RunCommandTests
     }
 
     [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
     public void Run_once_reports_routed_bytes_of_both_designs_and_stops_every_process()
     {
         using var dir = new TempDirectory();
@@ -53,7 +54,15 @@ public sealed partial class RunCommandTests
             Assert.Equal(r!["predicted_payload_bytes"]!.GetValue<long>(), r["payload_bytes"]!.GetValue<long>());
             Assert.True(r["relative_error_vs_in_process"]!.GetValue<double>() <= 1e-2);
             Assert.True(r["socket_bytes_during_request"]!.GetValue<long>() > r["message_bytes"]!.GetValue<long>());
+
+            // The silos talk mutual TLS with the certificates the launcher made; TCP carries the TLS records on top.
+            Assert.True(r["tls"]!.GetValue<bool>());
+            Assert.True(r["tcp_bytes_during_request"]!.GetValue<long>() > r["socket_bytes_during_request"]!.GetValue<long>());
         }
+
+        Assert.Contains($"TLS: made the local cluster's CA and certificate in {dir.File("models")}/tls", run.Stdout, StringComparison.Ordinal);
+        Assert.Contains("TCP bytes / Orleans socket bytes = ", run.Stdout, StringComparison.Ordinal);
+        Assert.Equal("600", Convert.ToString((int)File.GetUnixFileMode(dir.File("models/tls/tls.key")), 8));
 
         var ratio = json["standard_over_latent"]!;
         Assert.Equal(4.0, ratio["analytic_d_over_l"]!.GetValue<double>());

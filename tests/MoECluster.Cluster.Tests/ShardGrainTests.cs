@@ -2,11 +2,19 @@ using System.Buffers.Binary;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using MoECluster.Cluster.Grains;
+using MoECluster.Cluster.Security;
+using MoECluster.Model.Layers;
+using MoECluster.Model.Numerics;
+using MoECluster.Testing;
 using MoECluster.Wire;
 
 namespace MoECluster.Cluster.Tests;
 
-/// <summary>An Orleans client talks to expert-shard grains directly, as a router would.</summary>
+/// <summary>
+/// An Orleans client with the cluster's certificate (mutual TLS) talks to grains directly, as a router would; it is
+/// authenticated, not trusted with unbounded work: grains enforce the gateway's limits and activate only the shards
+/// the routing table names.
+/// </summary>
 [Collection(ProcessClusterGroup.Name)]
 public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifetime
 {
@@ -17,7 +25,9 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
     public async Task InitializeAsync()
     {
         var builder = Host.CreateApplicationBuilder();
-        builder.UseOrleansClient(c => c.UseLocalhostClustering(cluster.GatewayPort, serviceId: "moecluster", clusterId: "moecluster"));
+        var tls = TestTls.Cluster.Load();
+        builder.Services.AddSingleton(tls);
+        builder.UseOrleansClient(c => c.UseLocalhostClustering(cluster.GatewayPort, serviceId: "moecluster", clusterId: "moecluster").UseClusterTls(tls));
         _client = builder.Build();
         await _client.StartAsync();
     }
@@ -78,5 +88,62 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         var shard = Client.GetGrain<IExpertShardGrain>("lat/1/0-4");
         var e = await Assert.ThrowsAnyAsync<Exception>(() => shard.Compute(new WireBytes([0x93, 0x01, 0xC1])));
         Assert.Contains("lat/1/0-4", e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("lat/1/0-16")] // the whole layer in one shard
+    [InlineData("lat/1/0-3")]  // part of a map shard
+    [InlineData("lat/1/04-8")] // a map range spelled differently: another grain identity for the same experts
+    [InlineData("lat/0/0-4")]  // not an MoE layer
+    public async Task A_shard_outside_the_shard_map_does_not_activate(string key)
+    {
+        var shard = Client.GetGrain<IExpertShardGrain>(key);
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => shard.Describe());
+        Assert.Contains(key, e.Message, StringComparison.Ordinal);
+        Assert.True(e.Message.Contains("not in the shard map", StringComparison.Ordinal) || e.Message.Contains("not an MoE layer", StringComparison.Ordinal), e.Message);
+
+        // And no silo holds it: /stats lists every activated shard of every silo.
+        var stats = await cluster.Client.StatsAsync();
+        var held = stats["silos"]!.AsArray().SelectMany(s => s!["shards"]!.AsArray().Select(k => k!.GetValue<string>())).ToList();
+        Assert.DoesNotContain(key, held);
+    }
+
+    [Fact]
+    public async Task The_router_refuses_more_tokens_than_the_gateway_allows()
+    {
+        using var model = MoeModel.Open(cluster.LatentPath);
+        int d = model.Config.HiddenSize;
+        int tokens = MoECluster.Cluster.Hosting.GatewayOptions.DefaultMaxTokensPerRequest + 1;
+        var router = Client.GetGrain<IMoeRouterGrain>("lat");
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => router.Forward(new ForwardCall(model.Config.MoeLayers[0], new float[tokens * d], tokens, "fp32")));
+        Assert.Contains("MoECluster:Gateway:MaxTokensPerRequest", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"{tokens} tokens", e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(float.NaN)]
+    [InlineData(float.PositiveInfinity)]
+    [InlineData(float.NegativeInfinity)]
+    public async Task The_router_refuses_non_finite_hidden_states_before_any_shard_sees_them(float bad)
+    {
+        using var model = MoeModel.Open(cluster.LatentPath);
+        int d = model.Config.HiddenSize;
+        var x = new float[4 * d];
+        x[(2 * d) + 5] = bad;
+        var router = Client.GetGrain<IMoeRouterGrain>("lat");
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => router.Forward(new ForwardCall(model.Config.MoeLayers[0], x, 4, "fp32")));
+        Assert.Contains("hidden_states[2][5] is not a finite number", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task The_router_called_directly_with_the_clusters_certificate_answers_like_the_in_process_forward()
+    {
+        using var model = MoeModel.Open(cluster.LatentPath);
+        int d = model.Config.HiddenSize, layer = model.Config.MoeLayers[0];
+        var rng = DeterministicRandom.For(17, "direct-router");
+        float[] x = [.. Enumerable.Range(0, 16 * d).Select(_ => (float)rng.NextGaussian())];
+        var reply = await Client.GetGrain<IMoeRouterGrain>("lat").Forward(new ForwardCall(layer, x, 16, "fp32"));
+        double err = RelativeError.Of(reply.Hidden, model.ForwardLayer(layer, x, 16));
+        Assert.True(err <= 1e-5, $"relative error {err:E2}");
     }
 }

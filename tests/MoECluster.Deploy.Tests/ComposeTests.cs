@@ -79,6 +79,19 @@ public sealed class ComposeTests
                 Assert.Contains(volumes, v => v.Length >= 3 && v[^1] == "ro" && path!.StartsWith(v[^2] + "/", StringComparison.Ordinal));
             }
 
+            // The cluster's certificates and (front-end) the API keys come from read-only mounts; the Orleans ports are not published.
+            Assert.Contains(volumes, v => v.Length >= 3 && v[^1] == "ro" && v[^2] == SiloSettings.TlsDirectory(env));
+            if (SiloSettings.ApiKeysFile(env) is string keys)
+            {
+                Assert.Contains(volumes, v => v.Length >= 3 && v[^1] == "ro" && keys.StartsWith(v[^2] + "/", StringComparison.Ordinal));
+            }
+
+            foreach (var mapping in service.Get("ports")?.Items ?? [])
+            {
+                int container = int.Parse(mapping.Text.Split(':')[^1], System.Globalization.CultureInfo.InvariantCulture);
+                Assert.True(container != ports.Silo && container != ports.Gateway, $"{name} publishes the Orleans port {container} on the host");
+            }
+
             Assert.True(Seconds(service["stop_grace_period"].Text) >= 60, $"{name}: stop_grace_period < 60 s leaves Orleans no time to shut down");
             Assert.Equal("service_healthy", service["depends_on"]["redis"]["condition"].Text);
 

@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Security;
 using MoECluster.Deploy.Tests.Support;
 
 namespace MoECluster.Deploy.Tests;
@@ -42,6 +43,62 @@ public sealed class InstallScriptTests
 
         // Nothing outside the root, and no enablement links: install does not start or enable anything.
         Assert.DoesNotContain(install.Snapshot(), e => e.Contains(".wants", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void It_makes_the_clusters_certificates_and_an_API_key_readable_by_the_service_only()
+    {
+        using var install = new Installation();
+        var result = install.Install();
+        AssertOk(result);
+        Assert.Contains("created    /etc/moecluster/tls/", result.Stdout, StringComparison.Ordinal);
+        Assert.Equal("750", Installation.ModeOf(install.Under("/etc/moecluster/tls")));
+        Assert.Equal("644", Installation.ModeOf(install.Under("/etc/moecluster/tls/ca.crt")));
+        Assert.Equal("644", Installation.ModeOf(install.Under("/etc/moecluster/tls/tls.crt")));
+        Assert.Equal("640", Installation.ModeOf(install.Under("/etc/moecluster/tls/tls.key")));
+        Assert.Equal("600", Installation.ModeOf(install.Under("/etc/moecluster/tls/ca.key")));
+        using (var tls = ClusterTls.Load(new ClusterTlsOptions { Directory = install.Under("/etc/moecluster/tls") }))
+        {
+            Assert.True(tls.IsTrusted(tls.Certificate, ClusterTls.ClientAuthOid, out string reason), reason);
+        }
+
+        string keys = install.Under("/etc/moecluster/gateway-keys");
+        Assert.Equal("640", Installation.ModeOf(keys));
+        var lines = File.ReadAllLines(keys).Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();
+        Assert.Matches("^[0-9a-f]{64}$", Assert.Single(lines));
+        Assert.DoesNotContain(lines[0], result.Stdout, StringComparison.Ordinal);
+
+        // A second run keeps both (a new CA would cut this host off from the others).
+        string before = File.ReadAllText(install.Under("/etc/moecluster/tls/tls.crt")) + File.ReadAllText(keys);
+        var again = install.Install();
+        AssertOk(again);
+        Assert.Equal(before, File.ReadAllText(install.Under("/etc/moecluster/tls/tls.crt")) + File.ReadAllText(keys));
+        Assert.Contains("kept       /etc/moecluster/tls/", again.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Tls_dir_installs_a_certificate_issued_from_the_first_hosts_CA()
+    {
+        using var first = new Installation();
+        AssertOk(first.Install());
+        string ca = first.Under("/etc/moecluster/tls");
+        using var issued = new MoECluster.Testing.TempDirectory("moecluster-issued-");
+        var issue = MoECluster.Testing.ChildProcess.Moecluster("tls", "issue", "--dir", ca, "--name", "host-2", "--out", issued.Path);
+        AssertOk(issue);
+
+        using var second = new Installation();
+        AssertOk(second.Install("--tls-dir", issued.Path));
+        string dir = second.Under("/etc/moecluster/tls");
+        Assert.False(File.Exists(Path.Combine(dir, "ca.key")), "the CA key must not travel to other hosts");
+        Assert.Equal("640", Installation.ModeOf(Path.Combine(dir, "tls.key")));
+        using var host1 = ClusterTls.Load(new ClusterTlsOptions { Directory = ca });
+        using var host2 = ClusterTls.Load(new ClusterTlsOptions { Directory = dir });
+        Assert.True(host1.IsTrusted(host2.Certificate, ClusterTls.ClientAuthOid, out string r1), r1);
+        Assert.True(host2.IsTrusted(host1.Certificate, ClusterTls.ServerAuthOid, out string r2), r2);
+
+        var missing = second.Install("--tls-dir", second.Under("/nowhere"));
+        Assert.Equal(2, missing.ExitCode);
+        Assert.Contains("has no ca.crt", missing.Stderr, StringComparison.Ordinal);
     }
 
     [Fact]

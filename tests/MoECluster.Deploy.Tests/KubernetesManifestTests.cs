@@ -177,11 +177,96 @@ public sealed class KubernetesManifestTests
             }
         }
 
-        // The front-end Service exposes the gateway HTTP, silo and client gateway ports of the front-end silo.
-        var frontend = Named("Service", "moecluster-frontend")["spec"]["ports"].Items.Select(p => p["port"].Int).Order();
-        Assert.Equal(new[] { ConfigurationKeys.DefaultFrontendHttpPort, ConfigurationKeys.DefaultSiloPort, ConfigurationKeys.DefaultGatewayPort }.Order(), frontend);
+        // The front-end Service exposes the gateway's HTTP port only; no Service carries an Orleans port.
+        var frontend = Named("Service", "moecluster-frontend")["spec"]["ports"].Items.Select(p => p["port"].Int);
+        Assert.Equal([ConfigurationKeys.DefaultFrontendHttpPort], frontend);
+        foreach (var service in OfKind("Service"))
+        {
+            foreach (var port in service["spec"]["ports"].Items)
+            {
+                Assert.True(port["port"].Int is not (ConfigurationKeys.DefaultSiloPort or ConfigurationKeys.DefaultGatewayPort),
+                    $"Service {service["metadata"]["name"].Text} exposes the Orleans port {port["port"].Int}");
+            }
+        }
+
         Assert.Equal("moecluster-expert", Named("StatefulSet", "moecluster-expert")["spec"]["serviceName"].Text);
         Assert.Equal("None", Named("Service", "moecluster-expert")["spec"]["clusterIP"].Text);
+    }
+
+    [Fact]
+    public void Every_silo_mounts_the_clusters_certificates_and_the_frontend_its_API_keys_from_Secrets()
+    {
+        foreach (var (workload, pod, container) in Silos)
+        {
+            string where = $"{workload["metadata"]["name"].Text}/{container["name"].Text}";
+            var env = Environment(container, out _);
+            var mounts = container["volumeMounts"].Items.ToList();
+            Node SecretMountedAt(string path)
+            {
+                Node mount = mounts.SingleOrDefault(m => path == m["mountPath"].Text || path.StartsWith(m["mountPath"].Text + "/", StringComparison.Ordinal))
+                    ?? throw new InvalidDataException($"{where}: {path} is in no volume mount");
+                Assert.Equal("true", mount["readOnly"].Text);
+                Node volume = pod["volumes"].Items.Single(v => v["name"].Text == mount["name"].Text);
+                Assert.True(volume.Has("secret"), $"{where}: {path} must come from a Secret");
+
+                // Readable by the silo's group (fsGroup), by no one else.
+                Assert.Equal(pod["securityContext"]["runAsGroup"].Text, pod["securityContext"]["fsGroup"].Text);
+                Assert.Equal("0440", volume["secret"]["defaultMode"].Text);
+                return volume["secret"];
+            }
+
+            Assert.Equal("moecluster-tls", SecretMountedAt(SiloSettings.TlsDirectory(env)!)["secretName"].Text);
+            if (RoleOf(container) == SiloRoles.Frontend)
+            {
+                string keys = SiloSettings.ApiKeysFile(env)!;
+                Assert.Equal("moecluster-api-keys", SecretMountedAt(keys)["secretName"].Text);
+                Assert.Equal("gateway-keys", Path.GetFileName(keys));
+            }
+        }
+
+        // The Secrets themselves are made by the operator (deploy/README.md), never committed.
+        Assert.DoesNotContain(OfKind("Secret"), s => s["metadata"]["name"].Text is "moecluster-tls" or "moecluster-api-keys");
+        string readme = File.ReadAllText(Path.Combine(Repo.Deploy, "README.md"));
+        Assert.Contains("create secret generic moecluster-tls", readme, StringComparison.Ordinal);
+        Assert.Contains("create secret generic moecluster-api-keys", readme, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_network_policy_keeps_the_Orleans_ports_to_the_clusters_own_pods()
+    {
+        Node policy = Named("NetworkPolicy", "moecluster-silos");
+        var selector = policy["spec"]["podSelector"]["matchLabels"].Entries.ToDictionary(kv => kv.Key, kv => kv.Value.Text);
+        foreach (var (workload, _, _) in Silos)
+        {
+            var labels = workload["spec"]["template"]["metadata"]["labels"];
+            Assert.True(selector.All(s => labels.Get(s.Key)?.Text == s.Value), $"the policy does not select {workload["metadata"]["name"].Text}");
+        }
+
+        Assert.Contains(policy["spec"]["policyTypes"].Items, t => t.Text == "Ingress");
+        foreach (var rule in policy["spec"]["ingress"].Items)
+        {
+            var ports = rule["ports"].Items.Select(p => p["port"].Int).ToList();
+            if (!ports.Any(p => p is ConfigurationKeys.DefaultSiloPort or ConfigurationKeys.DefaultGatewayPort))
+            {
+                continue;
+            }
+
+            // A rule that opens an Orleans port names its sources, and they are pods (no ipBlock, no namespace-wide opening).
+            var sources = rule.Get("from")?.Items.ToList() ?? [];
+            Assert.True(sources.Count > 0, $"an ingress rule opens {string.Join(", ", ports)} to everyone");
+            foreach (var source in sources)
+            {
+                Assert.True(source.Has("podSelector") && !source.Has("ipBlock") && !source.Has("namespaceSelector"), "Orleans ports must be open to selected pods only");
+                var from = source["podSelector"]["matchLabels"].Entries.ToDictionary(kv => kv.Key, kv => kv.Value.Text);
+                bool silos = from.Count > 0 && from.All(s => selector.TryGetValue(s.Key, out string? v) && v == s.Value);
+                bool clients = from.Count == 1 && from.GetValueOrDefault("moecluster.io/orleans-client") == "true";
+                Assert.True(silos || (clients && ports.All(p => p == ConfigurationKeys.DefaultGatewayPort)),
+                    $"an ingress rule opens {string.Join(", ", ports)} to pods other than the silos ({string.Join(", ", from)})");
+            }
+        }
+
+        // The silo port is opened to the silos at all (or the cluster could not form).
+        Assert.Contains(policy["spec"]["ingress"].Items, r => r.Has("from") && r["ports"].Items.Any(p => p["port"].Int == ConfigurationKeys.DefaultSiloPort));
     }
 
     [Fact]

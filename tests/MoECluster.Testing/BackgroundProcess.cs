@@ -44,24 +44,21 @@ public sealed class BackgroundProcess : IDisposable
     /// <summary>Starts <c>dotnet moecluster.dll args…</c>.</summary>
     public static BackgroundProcess Moecluster(params string[] args) => Start("dotnet", [ChildProcess.CliDll, .. args]);
 
-    /// <summary>Starts <c>dotnet moecluster.dll args…</c> with extra environment variables.</summary>
+    /// <summary>Starts <c>dotnet moecluster.dll args…</c> with extra environment variables (any MoECluster__Tls__ key among them replaces the test run's TLS material).</summary>
     public static BackgroundProcess Moecluster(IReadOnlyDictionary<string, string> environment, params string[] args) =>
         Start("dotnet", [ChildProcess.CliDll, .. args], environment);
 
     public static BackgroundProcess Start(string program, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach ((string name, string value) in environment ?? new Dictionary<string, string>())
-        {
-            info.Environment[name] = value;
-        }
-
         foreach (string a in args)
         {
             info.ArgumentList.Add(a);
         }
 
-        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        // Silos started by tests form a mutual-TLS cluster with the test run's certificates, unless the test sets
+        // MoECluster__Tls__* itself (variables pass through `env` and `ip netns exec` to the silo).
+        foreach (var (name, value) in TestTls.WithClusterTls(environment))
         {
             info.Environment[name] = value;
         }

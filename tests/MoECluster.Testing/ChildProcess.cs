@@ -14,7 +14,7 @@ public static class ChildProcess
 
     public static Result Moecluster(params string[] args) => Run("dotnet", [CliDll, .. args]);
 
-    public static Result Run(string program, IEnumerable<string> args, TimeSpan? timeout = null)
+    public static Result Run(string program, IEnumerable<string> args, TimeSpan? timeout = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(program)
         {
@@ -22,6 +22,10 @@ public static class ChildProcess
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        foreach (var (name, value) in TestTls.WithClusterTls(environment))
+        {
+            info.Environment[name] = value;
+        }
         foreach (string a in args)
         {
             info.ArgumentList.Add(a);

@@ -1,4 +1,5 @@
 using MoECluster.AppHost.Model;
+using MoECluster.Cluster.Security;
 
 namespace MoECluster.AppHost.Integrations;
 
@@ -29,6 +30,9 @@ public sealed class OrleansResource(string name) : IResource
     /// <summary>The silo resources that reference the cluster, in the order they did.</summary>
     public IList<IResource> Silos { get; } = [];
 
+    /// <summary>Where the cluster's TLS material lies (ca.crt, tls.crt, tls.key); every silo gets the paths. Null: the silos' own configuration decides.</summary>
+    public string? TlsDirectory { get; set; }
+
     internal void Apply(EnvironmentContext context)
     {
         var instance = context.Instance;
@@ -39,6 +43,14 @@ public sealed class OrleansResource(string name) : IResource
         env["Orleans__Endpoints__AdvertisedIPAddress"] = "127.0.0.1";
         env["Orleans__Endpoints__SiloPort"] = instance.Endpoint(SiloEndpoint).Port.Invariant();
         env["Orleans__Endpoints__GatewayPort"] = instance.Endpoints.TryGetValue(GatewayEndpoint, out var gateway) ? gateway.Port.Invariant() : "0";
+        if (TlsDirectory is { } tls)
+        {
+            foreach (var (name, value) in LocalClusterTls.Environment(tls))
+            {
+                env[name] = value;
+            }
+        }
+
         if (Clustering is { } redis)
         {
             env["Orleans__Clustering__ProviderType"] = "Redis";
@@ -67,6 +79,13 @@ public static class OrleansResourceExtensions
             builder.WithAnnotation(new ResourceReferenceAnnotation(redis.Resource));
         }
 
+        return builder;
+    }
+
+    /// <summary>Mutual TLS between the silos with the material in <paramref name="directory"/> (see <see cref="LocalClusterTls"/>).</summary>
+    public static IResourceBuilder<OrleansResource> WithTls(this IResourceBuilder<OrleansResource> builder, string directory)
+    {
+        builder.Resource.TlsDirectory = Path.GetFullPath(directory);
         return builder;
     }
 

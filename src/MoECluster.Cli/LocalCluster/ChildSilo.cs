@@ -28,7 +28,7 @@ internal sealed class ChildSilo : IDisposable
 
     public int Id => _process.Id;
 
-    public static ChildSilo Start(string name, IEnumerable<string> siloArguments, TextWriter log, bool echo)
+    public static ChildSilo Start(string name, IEnumerable<string> siloArguments, TextWriter log, bool echo, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(Environment.ProcessPath ?? "dotnet")
         {
@@ -39,6 +39,11 @@ internal sealed class ChildSilo : IDisposable
         if (IsDotnetHost(info.FileName))
         {
             info.ArgumentList.Add(typeof(ChildSilo).Assembly.Location);
+        }
+
+        foreach (var (variable, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[variable] = value;
         }
 
         info.ArgumentList.Add("silo");

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using MoECluster.Cli.Commands;
+using MoECluster.Cluster.Security;
 using MoECluster.Gateway;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
@@ -68,16 +69,21 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         string[] modelArgs = [.. models.SelectMany(m => new[] { "--model", $"{m.Id}={m.Path}" })];
         string[] common = [.. modelArgs, "--shards", settings.Shards.ToString(CultureInfo.InvariantCulture), "--wire", settings.Wire, "--backend", settings.Backend];
         string P(int port) => port.ToString(CultureInfo.InvariantCulture);
+
+        // Mutual TLS between the silos: the certificates are made once beside the models and reused by later runs.
+        string tlsDir = LocalClusterTls.DirectoryFor(settings.ModelsDir);
+        output.WriteLine(LocalClusterTls.Ensure(tlsDir));
+        var tls = LocalClusterTls.Environment(tlsDir);
         _silos.Add(ChildSilo.Start("frontend", [
             "--role", "frontend", "--name", "frontend", "--silo-port", P(settings.SiloPort), "--gateway-port", P(settings.GatewayPort),
-            "--urls", settings.Urls, .. common], error, settings.Verbose));
+            "--urls", settings.Urls, .. common], error, settings.Verbose, tls));
         using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) }.WithApiKey(settings.ApiKey);
         await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
         for (int i = 1; i <= settings.ExpertSilos; i++)
         {
             _silos.Add(ChildSilo.Start($"expert-{i}", [
                 "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(settings.SiloPort + i), "--gateway-port", "0",
-                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", .. common], error, settings.Verbose));
+                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", .. common], error, settings.Verbose, tls));
         }
 
         var client = new GatewayClient(http);
@@ -131,7 +137,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         output.WriteLine();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire}, compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
-        output.WriteLine($"{"model",-9} {"mode",-8} {"d",6} {"width",6} {"payload measured",17} {"predicted",10} {"message",9} {"socket",9}  {"rel. error",10}  check");
+        output.WriteLine($"{"model",-9} {"mode",-8} {"d",6} {"width",6} {"payload measured",17} {"predicted",10} {"message",9} {"socket",9} {"tcp",9}  {"rel. error",10}  check");
         foreach (var (id, path) in models)
         {
             var info = served.Single(m => m.Id == id);
@@ -156,11 +162,11 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                 var warmClock = Stopwatch.StartNew();
                 await client.ForwardAsync(id, layer, x[..d], 1, d, settings.Wire, cancel);
                 double warmSeconds = warmClock.Elapsed.TotalSeconds;
-                long socketBefore = await SocketBytesAsync(client, cancel);
+                var (socketBefore, tcpBefore, tls) = await SocketBytesAsync(client, cancel);
                 var clock = Stopwatch.StartNew();
                 var response = await client.ForwardAsync(id, layer, x, settings.Tokens, d, settings.Wire, cancel);
                 double clusterSeconds = clock.Elapsed.TotalSeconds;
-                long socketAfter = await SocketBytesAsync(client, cancel);
+                var (socketAfter, tcpAfter, _) = await SocketBytesAsync(client, cancel);
                 float[] y = response.HiddenStates.Decode();
                 clock.Restart();
                 float[] expected = layer is int l ? reference.ForwardLayer(l, x, settings.Tokens) : reference.ForwardStack(x, settings.Tokens);
@@ -174,9 +180,10 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                 long predicted = response.Layers.Sum(t => t.PredictedPayloadBytes);
                 long message = response.Layers.Sum(t => t.DispatchMessageBytes + t.CombineMessageBytes);
                 long socket = socketAfter - socketBefore;
+                long tcp = tcpAfter - tcpBefore;
                 int width = response.Layers[0].Width;
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{id,-9} {info.Mode,-8} {d,6} {width,6} {perToken(payload),17:N0} {perToken(predicted),10:N0} {perToken(message),9:N0} {perToken(socket),9:N0}  {err,10:E2}  {(ok ? "ok" : "FAILED")} ({name}, cluster {clusterSeconds:F2} s after a {warmSeconds:F1} s warm-up, in-process reference {localSeconds:F2} s)"));
+                    $"{id,-9} {info.Mode,-8} {d,6} {width,6} {perToken(payload),17:N0} {perToken(predicted),10:N0} {perToken(message),9:N0} {perToken(socket),9:N0} {perToken(tcp),9:N0}  {err,10:E2}  {(ok ? "ok" : "FAILED")} ({name}, cluster {clusterSeconds:F2} s after a {warmSeconds:F1} s warm-up, in-process reference {localSeconds:F2} s)"));
                 rows.Add(new JsonObject
                 {
                     ["model"] = id,
@@ -195,12 +202,16 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                     ["predicted_payload_bytes"] = predicted,
                     ["message_bytes"] = message,
                     ["socket_bytes_during_request"] = socket,
+                    ["tcp_bytes_during_request"] = tcp,
+                    ["tls"] = tls,
+                    ["tcp_over_socket"] = socket > 0 ? (double)tcp / socket : null,
                     ["bytes_per_token_per_layer"] = new JsonObject
                     {
                         ["payload_measured"] = perToken(payload),
                         ["payload_predicted"] = perToken(predicted),
                         ["message_measured"] = perToken(message),
                         ["socket_measured"] = perToken(socket),
+                        ["tcp_measured"] = perToken(tcp),
                     },
                     ["relative_error_vs_in_process"] = err,
                     ["tolerance"] = tolerance,
@@ -235,10 +246,19 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                 ["payload_predicted"] = Ratio("payload_predicted"),
                 ["message_measured"] = Ratio("message_measured"),
                 ["socket_measured"] = Ratio("socket_measured"),
+                ["tcp_measured"] = Ratio("tcp_measured"),
                 ["analytic_d_over_l"] = analytic,
             };
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"standard / latent bytes per token: payload {Ratio("payload_measured"):F2} measured, {Ratio("payload_predicted"):F2} predicted; MessagePack messages {Ratio("message_measured"):F2}; Orleans socket {Ratio("socket_measured"):F2}; d/l = {analytic:F2}"));
+                $"standard / latent bytes per token: payload {Ratio("payload_measured"):F2} measured, {Ratio("payload_predicted"):F2} predicted; MessagePack messages {Ratio("message_measured"):F2}; Orleans socket {Ratio("socket_measured"):F2}; TCP {Ratio("tcp_measured"):F2}; d/l = {analytic:F2}"));
+            foreach (var row in layerRows)
+            {
+                if (row["tcp_over_socket"]?.GetValue<double>() is double overhead)
+                {
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"{row["model"]!.GetValue<string>()}: TCP bytes / Orleans socket bytes = {overhead:F4} ({(row["tls"]!.GetValue<bool>() ? "mutual TLS 1.3 on every silo connection" : "TLS off")}: {(overhead - 1) * 100:F2}% more on the wire)"));
+                }
+            }
         }
 
         var stats = await client.StatsAsync(cancel);
@@ -248,10 +268,11 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         return report;
     }
 
-    private static async Task<long> SocketBytesAsync(GatewayClient client, CancellationToken cancel)
+    /// <summary>Orleans' socket bytes (messages + frames, above TLS) and the bytes written to TCP (beneath TLS), cluster-wide, silo to silo.</summary>
+    private static async Task<(long Socket, long Tcp, bool Tls)> SocketBytesAsync(GatewayClient client, CancellationToken cancel)
     {
-        var stats = await client.StatsAsync(cancel);
-        return stats["totals"]?["socket_bytes"]?.GetValue<long>() ?? 0;
+        var totals = (await client.StatsAsync(cancel))["totals"];
+        return (totals?["socket_bytes"]?.GetValue<long>() ?? 0, totals?["tcp_bytes"]?.GetValue<long>() ?? 0, totals?["tls"]?.GetValue<bool>() ?? false);
     }
 
     private async Task StopAsync()

@@ -42,9 +42,25 @@ public sealed partial class ExpertShardGrain(
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        _shard = ExpertShard.ParseKey(this.GetPrimaryKeyString());
+        string key = this.GetPrimaryKeyString();
+        _shard = ExpertShard.ParseKey(key);
         var clock = Stopwatch.StartNew();
         var model = catalog.Get(_shard.Model);
+
+        // Only the shards the routing table names may activate: a caller cannot make a silo load an expert range of
+        // its choosing (a whole layer in one shard, say). Checked before any weight is touched.
+        if (!model.Config.MoeLayers.Contains(_shard.Layer))
+        {
+            throw new ArgumentException($"shard {_shard.Key}: layer {_shard.Layer} is not an MoE layer of {_shard.Model}; MoE layers: {string.Join(", ", model.Config.MoeLayers)}");
+        }
+
+        var map = catalog.ShardMap(_shard.Model, _shard.Layer);
+        if (!map.Shards.Any(s => s.Key == key))
+        {
+            throw new ArgumentException(
+                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the shard map of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {catalog.Options.ShardsPerLayer}: {string.Join(", ", map.Shards.Select(s => s.Key))})");
+        }
+
         _experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.FirstExpert, _shard.ExpertCount), cancellationToken);
         _weightBytes = _experts.WeightBytes;
         ledger.ShardActivated(Description());

@@ -23,9 +23,28 @@ public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, I
         string modelId = this.GetPrimaryKeyString();
         var model = catalog.Get(modelId);
         int d = model.Config.HiddenSize;
+        if (call?.Hidden is null || call.Wire is null)
+        {
+            throw new ArgumentException("a forward call needs hidden states and a wire type");
+        }
+
+        // An Orleans client holding the cluster's certificate is authenticated, not trusted with unbounded work: the
+        // router enforces the gateway's limits itself.
+        int maxTokens = catalog.Options.Gateway.MaxTokensPerRequest;
+        if (call.Tokens > maxTokens)
+        {
+            throw new ArgumentException($"{call.Tokens} tokens exceed MoECluster:Gateway:MaxTokensPerRequest ({maxTokens})");
+        }
+
         if (call.Tokens < 1 || call.Hidden.Length != (long)call.Tokens * d)
         {
             throw new ArgumentException($"hidden states must be [tokens >= 1, {d}]; got {call.Hidden.Length} values for {call.Tokens} tokens");
+        }
+
+        int bad = Array.FindIndex(call.Hidden, v => !float.IsFinite(v));
+        if (bad >= 0)
+        {
+            throw new ArgumentException($"hidden_states[{bad / d}][{bad % d}] is not a finite number");
         }
 
         if (!WireDTypes.TryParse(call.Wire, out WireDType wire))

@@ -35,6 +35,9 @@ public sealed class MoeClusterOptions
     /// <summary>The HTTP gateway of front-end silos: API keys and request limits ("MoECluster:Gateway").</summary>
     public GatewayOptions Gateway { get; init; } = new();
 
+    /// <summary>Mutual TLS on every Orleans connection ("MoECluster:Tls"): on unless turned off explicitly.</summary>
+    public Security.ClusterTlsOptions Tls { get; init; } = new();
+
     public string ResolveModel(string? requested)
     {
         string? id = requested ?? DefaultModel ?? Models.Keys.FirstOrDefault();

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using MoECluster.Cluster.Placement;
+using MoECluster.Cluster.Security;
 using MoECluster.Cluster.Telemetry;
 using Orleans.Configuration;
 using Orleans.Dashboard;
@@ -14,16 +15,21 @@ public static class MoeClusterSiloExtensions
     /// Adds MoECluster to a silo: options from the "MoECluster" section, silo metadata from "Orleans:Metadata"
     /// (the role), the expert-shard and silo-pinned placement directors, the model catalog, the traffic ledger, the
     /// Orleans Dashboard's collectors, activity propagation for traces, and the keyed Redis connection that Orleans'
-    /// Redis clustering asks for when Orleans:Clustering:ServiceKey is set.
+    /// Redis clustering asks for when Orleans:Clustering:ServiceKey is set, and mutual TLS on every Orleans connection
+    /// (MoECluster:Tls; the files are loaded and checked here, so a silo without usable ones fails before it starts,
+    /// with an <see cref="InvalidOperationException"/> that names the file and the remedy).
     /// </summary>
     public static ISiloBuilder AddMoeCluster(this ISiloBuilder silo, IConfiguration configuration)
     {
+        var tls = ClusterTls.FromConfiguration(configuration);
+        silo.UseClusterConnections(tls);
         silo.UseSiloMetadata(configuration);
         silo.Services.Configure<MoeClusterOptions>(configuration.GetSection(MoeClusterOptions.Section));
         silo.Services.Configure<SiloIdentity>(o =>
         {
             o.Name = configuration[ConfigurationKeys.SiloName] ?? o.Name;
             o.Role = configuration[ConfigurationKeys.Role] ?? o.Role;
+            o.Tls = tls is not null;
         });
         double timeout = configuration.GetValue($"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.RequestTimeoutSeconds)}", 120.0);
         silo.Services.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(timeout + 10));

@@ -41,6 +41,7 @@ public sealed record StatsReport(
     IReadOnlyList<ModelSummary> Models,
     IReadOnlyList<PayloadTraffic> SiloPairs,
     IReadOnlyList<SocketTraffic> Socket,
+    IReadOnlyList<TcpTraffic> Tcp,
     TrafficTotals Totals,
     double? StandardOverLatentBytesPerToken)
 {
@@ -63,12 +64,17 @@ public sealed record StatsReport(
             .OrderBy(m => m.Model, StringComparer.Ordinal)
             .ToList();
         var socket = silos.SelectMany(s => s.Socket).Select(s => s with { FromSilo = Name(s.FromSilo), ToSilo = Name(s.ToSilo) }).ToList();
+        var tcp = silos.SelectMany(s => s.Tcp).Select(t => t with { FromSilo = Name(t.FromSilo) }).ToList();
+        var siloTcp = tcp.Where(t => t.Kind == TcpByteCounting.Silo).ToList();
         var totals = new TrafficTotals(
             payload.Sum(p => p.PayloadBytes),
             payload.Sum(p => p.MessageBytes),
             payload.Sum(p => p.Messages),
             socket.Sum(s => s.MessageBytes + s.FrameBytes),
-            socket.Sum(s => s.Messages));
+            socket.Sum(s => s.Messages),
+            siloTcp.Sum(t => t.BytesWritten),
+            siloTcp.Sum(t => t.Connections),
+            silos.Count > 0 && silos.All(s => s.Tcp.Count == 0 || s.Tcp.All(t => t.Tls)) && silos.Any(s => s.Tcp.Any(t => t.Tls)));
         var standard = models.FirstOrDefault(m => m.Mode == "standard");
         var latent = models.FirstOrDefault(m => m.Mode == "latent");
         double? ratio = standard is { MeasuredPayloadBytesPerToken: > 0 } && latent is { MeasuredPayloadBytesPerToken: > 0 }
@@ -79,6 +85,7 @@ public sealed record StatsReport(
             models,
             [.. payload.Select(p => p with { FromSilo = Name(p.FromSilo), ToSilo = Name(p.ToSilo) })],
             socket,
+            tcp,
             totals,
             ratio);
     }
@@ -86,7 +93,12 @@ public sealed record StatsReport(
 
 public sealed record SiloSummary(string Address, string Name, string Role, IReadOnlyList<string> Shards);
 
-public sealed record TrafficTotals(long PayloadBytes, long MessageBytes, long Messages, long SocketBytes, long SocketMessages);
+/// <summary>
+/// Cluster-wide sums. <see cref="SocketBytes"/>: what Orleans handed its connections silo to silo (messages + frames,
+/// above TLS); <see cref="TcpBytes"/>: what those connections wrote to TCP (beneath TLS: records, handshakes and
+/// connection preambles included); <see cref="Tls"/>: every silo's Orleans connections use TLS.
+/// </summary>
+public sealed record TrafficTotals(long PayloadBytes, long MessageBytes, long Messages, long SocketBytes, long SocketMessages, long TcpBytes, long TcpConnections, bool Tls);
 
 /// <summary>
 /// One model's routed traffic. Bytes per token are per token and per MoE layer, dispatch + combine:

@@ -10,8 +10,9 @@ namespace MoECluster.Cluster.Telemetry;
 /// This silo's byte accounting. Routers record the payload they send (dispatch) and receive (combine) per layer,
 /// mode and silo pair; a MeterListener records what Orleans itself put on the socket (the
 /// <c>orleans-messaging-sent-messages-size</c> histogram of meter Microsoft.Orleans, silo-to-silo, plus the
-/// 8-byte length frame Orleans writes before each message). Everything is also published as metrics on the
-/// meter <c>MoECluster</c>.
+/// 8-byte length frame Orleans writes before each message), and a connection middleware beneath TLS counts the
+/// bytes Orleans' connections actually wrote to TCP (<see cref="TcpByteCounting"/>: TLS records and handshakes
+/// included). Everything is also published as metrics on the meter <c>MoECluster</c>.
 /// </summary>
 public sealed class TrafficLedger : IDisposable
 {
@@ -27,12 +28,14 @@ public sealed class TrafficLedger : IDisposable
     private readonly Dictionary<(string Model, int Layer), LayerState> _layers = [];
     private readonly Dictionary<(string To, string Direction), long[]> _socket = [];
     private readonly Dictionary<string, ShardDescription> _shards = [];
+    private readonly Dictionary<string, long[]> _tcp = [];
     private readonly MeterListener _listener;
     private readonly Counter<long> _payloadBytes;
     private readonly Counter<long> _messageBytes;
     private readonly Counter<long> _predictedBytes;
     private readonly Counter<long> _tokens;
     private readonly Counter<long> _socketBytes;
+    private readonly Counter<long> _tcpBytes;
 
     public TrafficLedger(IMeterFactory meters, IOptions<SiloIdentity> identity)
     {
@@ -43,6 +46,7 @@ public sealed class TrafficLedger : IDisposable
         _predictedBytes = meter.CreateCounter<long>("moecluster.routed.predicted.bytes", "By", "Payload bytes predicted from the routing plans (rows x width x element size)");
         _tokens = meter.CreateCounter<long>("moecluster.tokens", "{token}", "Tokens served per model and layer");
         _socketBytes = meter.CreateCounter<long>("moecluster.orleans.socket.bytes", "By", "Silo-to-silo bytes Orleans sent (message + 8-byte frame), by remote silo");
+        _tcpBytes = meter.CreateCounter<long>("moecluster.tcp.bytes", "By", "Bytes Orleans' connections wrote to TCP (beneath TLS: records and handshakes included), by connection kind (silo, gateway)");
 
         _listener = new MeterListener
         {
@@ -99,6 +103,25 @@ public sealed class TrafficLedger : IDisposable
         }
     }
 
+    /// <summary>An Orleans connection of this silo opened (<see cref="TcpByteCounting.Silo"/> or <see cref="TcpByteCounting.Gateway"/>).</summary>
+    public void TcpConnectionOpened(string kind)
+    {
+        lock (_gate)
+        {
+            Tcp(kind)[1]++;
+        }
+    }
+
+    /// <summary>Bytes an Orleans connection of this silo handed to the TCP transport.</summary>
+    public void TcpBytesWritten(string kind, long bytes)
+    {
+        _tcpBytes.Add(bytes, new KeyValuePair<string, object?>("kind", kind));
+        lock (_gate)
+        {
+            Tcp(kind)[0] += bytes;
+        }
+    }
+
     public void ShardActivated(ShardDescription shard)
     {
         lock (_gate)
@@ -126,8 +149,20 @@ public sealed class TrafficLedger : IDisposable
                 [.. _payload.Select(p => new PayloadTraffic(p.Key.Model, p.Key.Mode, p.Key.Layer, p.Key.Direction, p.Key.From, p.Key.To, p.Value[0], p.Value[1], p.Value[2], p.Value[3]))],
                 [.. _layers.Select(l => new LayerTotals(l.Key.Model, l.Value.Mode, l.Key.Layer, l.Value.HiddenSize, l.Value.Width, l.Value.TopK, l.Value.Tokens, l.Value.Batches, l.Value.Predicted, [.. l.Value.ExpertTokens]))],
                 [.. _socket.Select(s => new SocketTraffic(silo, s.Key.To, s.Key.Direction, s.Value[0], s.Value[1], s.Value[0] * OrleansFrameBytes))],
-                [.. _shards.Values]);
+                [.. _shards.Values],
+                [.. _tcp.Select(t => new TcpTraffic(silo, t.Key, t.Value[1], t.Value[0], Identity.Tls))]);
         }
+    }
+
+    /// <summary>The counters of one connection kind; the caller holds the lock.</summary>
+    private long[] Tcp(string kind)
+    {
+        if (!_tcp.TryGetValue(kind, out long[]? v))
+        {
+            _tcp[kind] = v = new long[2];
+        }
+
+        return v;
     }
 
     private void OnOrleansMessageSent(Instrument instrument, int bytes, ReadOnlySpan<KeyValuePair<string, object?>> tags, object? state)
@@ -221,9 +256,11 @@ public sealed record LayerBatch(string Model, string Mode, int Layer, int Hidden
 /// <summary>One answered shard call of a batch: the router's silo (From), the shard's silo (To), the bytes each way, the rows.</summary>
 public readonly record struct ShardCallTraffic(string From, string To, long DispatchPayloadBytes, long DispatchMessageBytes, long CombinePayloadBytes, long CombineMessageBytes, int Rows);
 
-/// <summary>This silo's name and role, as configured (Orleans:Name, Orleans:Metadata:moecluster-role).</summary>
+/// <summary>This silo's name and role, as configured (Orleans:Name, Orleans:Metadata:moecluster-role), and whether its Orleans connections use TLS.</summary>
 public sealed class SiloIdentity
 {
+    public bool Tls { get; set; }
+
     public string Name { get; set; } = Environment.MachineName;
 
     public string Role { get; set; } = SiloRoles.Frontend;

@@ -54,4 +54,16 @@ public sealed record SiloTraffic(
     [property: Id(3)] IReadOnlyList<PayloadTraffic> Payload,
     [property: Id(4)] IReadOnlyList<LayerTotals> Layers,
     [property: Id(5)] IReadOnlyList<SocketTraffic> Socket,
-    [property: Id(6)] IReadOnlyList<Grains.ShardDescription> Shards);
+    [property: Id(6)] IReadOnlyList<Grains.ShardDescription> Shards,
+    [property: Id(7)] IReadOnlyList<TcpTraffic> Tcp);
+
+/// <summary>What this silo's Orleans connections of one kind (silo, gateway) wrote to TCP: beneath TLS, so TLS records and handshakes count.</summary>
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.tcp-traffic")]
+public sealed record TcpTraffic(
+    [property: Id(0)] string FromSilo,
+    [property: Id(1)] string Kind,
+    [property: Id(2)] long Connections,
+    [property: Id(3)] long BytesWritten,
+    [property: Id(4)] bool Tls);

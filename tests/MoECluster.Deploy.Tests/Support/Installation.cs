@@ -5,7 +5,8 @@ namespace MoECluster.Deploy.Tests.Support;
 
 /// <summary>
 /// deploy/install.sh run for real into a temporary root (DESTDIR-style, --root ... --no-user), from a stand-in
-/// published directory: an executable `moecluster` script, a dll and a native library in a subdirectory.
+/// published directory: an executable `moecluster` script (which runs the real `moecluster tls` verb), a dll and a
+/// native library in a subdirectory.
 /// </summary>
 public sealed class Installation : IDisposable
 {
@@ -22,7 +23,8 @@ public sealed class Installation : IDisposable
         Publish = Path.Combine(_dir.Path, "publish");
         Root = Path.Combine(_dir.Path, "root");
         Directory.CreateDirectory(Path.Combine(Publish, "runtimes", "linux-x64", "native"));
-        WriteFile("moecluster", "#!/bin/sh\necho \"stand-in moecluster $*\"\n", executable: true);
+        // `moecluster tls ...` (install.sh makes the cluster's certificates with it) runs the real verb.
+        WriteFile("moecluster", $"#!/bin/sh\nif [ \"$1\" = tls ]; then exec dotnet '{ChildProcess.CliDll}' \"$@\"; fi\necho \"stand-in moecluster $*\"\n", executable: true);
         WriteFile("moecluster.dll", "not really a dll\n");
         WriteFile("runtimes/linux-x64/native/libstandin.so", "not really a library\n");
     }

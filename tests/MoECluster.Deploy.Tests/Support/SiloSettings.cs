@@ -1,5 +1,6 @@
 using System.Globalization;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Security;
 
 namespace MoECluster.Deploy.Tests.Support;
 
@@ -86,10 +87,36 @@ public static class SiloSettings
             Assert.Contains(backend, ComputeBackends.Names);
         }
 
+        // Mutual TLS on every Orleans connection: never turned off in a deployment, the material from files.
+        Assert.False(e.TryGetValue(Env(TlsKey(nameof(ClusterTlsOptions.Enabled))), out string? tlsOn) && !string.Equals(tlsOn, "true", StringComparison.OrdinalIgnoreCase),
+            $"{where}: turns TLS off ({Env(TlsKey(nameof(ClusterTlsOptions.Enabled)))}={tlsOn}): any process that reaches its Orleans ports could join");
+        Assert.True(TlsDirectory(e) is not null || new[] { nameof(ClusterTlsOptions.CertificatePath), nameof(ClusterTlsOptions.KeyPath), nameof(ClusterTlsOptions.CaPath) }.All(p => e.ContainsKey(Env(TlsKey(p)))),
+            $"{where}: sets neither {Env(TlsKey(nameof(ClusterTlsOptions.Directory)))} nor the three TLS file paths");
+
+        // API keys on by default on the gateway: from a file (a mounted Secret, a 0640 file), never a literal key in the deployment.
+        if (role == SiloRoles.Frontend)
+        {
+            Assert.True(ApiKeysFile(e) is not null, $"{where}: a front-end in deploy/ must turn API keys on ({Env(GatewayKey(nameof(GatewayOptions.ApiKeysFile)))})");
+        }
+
+        Assert.DoesNotContain(e.Keys, k => k.StartsWith(Env(GatewayKey(nameof(GatewayOptions.ApiKeys))) + "__", StringComparison.OrdinalIgnoreCase));
+
         var ports = new SiloPorts(http, silo, gateway);
         Assert.True(ports.Listening.Count == (gateway == 0 ? 2 : 3), $"{where}: HTTP, silo and gateway ports must differ ({ports})");
         return ports;
     }
+
+    /// <summary>The directory MoECluster__Tls__Directory names, if set.</summary>
+    public static string? TlsDirectory(IReadOnlyDictionary<string, string?> env) =>
+        env.FirstOrDefault(kv => string.Equals(kv.Key, Env(TlsKey(nameof(ClusterTlsOptions.Directory))), StringComparison.OrdinalIgnoreCase)).Value;
+
+    /// <summary>The file MoECluster__Gateway__ApiKeysFile names, if set.</summary>
+    public static string? ApiKeysFile(IReadOnlyDictionary<string, string?> env) =>
+        env.FirstOrDefault(kv => string.Equals(kv.Key, Env(GatewayKey(nameof(GatewayOptions.ApiKeysFile))), StringComparison.OrdinalIgnoreCase)).Value;
+
+    private static string TlsKey(string property) => $"{ClusterTlsOptions.Section}:{property}";
+
+    private static string GatewayKey(string property) => $"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Gateway)}:{property}";
 
     /// <summary>The role a `moecluster silo --role R` command line runs.</summary>
     public static string RoleOf(string where, IReadOnlyList<string> args)
