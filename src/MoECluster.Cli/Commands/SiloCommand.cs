@@ -206,7 +206,7 @@ internal static class SiloCommand
     {
         try
         {
-            await ParentProcess.WaitForExitAsync(pid, stop.Token);
+            await ParentProcess.WaitForExitAsync(pid, stop.Token, message => error.WriteLine($"moecluster silo ({role}): {message}"));
         }
         catch (OperationCanceledException)
         {
