@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -11,6 +12,7 @@ using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Routing;
 using MoECluster.Gateway.Health;
+using MoECluster.Gateway.Limits;
 using MoECluster.Gateway.Live;
 using MoECluster.Gateway.Security;
 using MoECluster.Model.Numerics;
@@ -26,11 +28,17 @@ namespace MoECluster.Gateway;
 /// Bodies are JSON (<c>{"model", "wire", "hidden_states": [[...], ...]}</c>) or MessagePack
 /// (<see cref="GatewayForwardRequest"/>, Content-Type application/x-msgpack); the answer uses the same format.
 /// Bad input gets a 4xx with <c>{"error": "..."}</c>; API keys, accounting and the body-size limit are
-/// <see cref="GatewayRequestGuard"/>'s, which <see cref="MapMoeGateway"/> puts ahead of every endpoint.
+/// <see cref="GatewayRequestGuard"/>'s, which <see cref="MapMoeGateway"/> puts ahead of every endpoint. A forward
+/// request is admitted by <see cref="GatewayAdmission"/> before its body is read (requests and body bytes in flight)
+/// and again before it reaches a router (the bounded queue); beyond either, 503 with Retry-After. Its body is read into
+/// one pooled buffer (<see cref="PooledRequestBody"/>), given back as soon as it is decoded.
 /// </summary>
 public static class GatewayEndpoints
 {
     public const string MessagePackContentType = "application/x-msgpack";
+
+    /// <summary>The most characters of an unknown model name an error message repeats.</summary>
+    public const int MaxModelNameShown = 64;
 
     /// <summary>Where the Orleans Dashboard (Microsoft.Orleans.Dashboard) is mounted.</summary>
     public const string DashboardPath = "/dashboard";
@@ -47,6 +55,7 @@ public static class GatewayEndpoints
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton<GatewayRequestStatistics>();
         services.AddSingleton<LiveStatsFeed>();
+        services.AddSingleton<GatewayAdmission>();
         services.AddHealthChecks().AddCheck<ExpertSilosHealthCheck>("expert-silos");
         services.AddMoeGatewaySecurity();
         return services;
@@ -67,6 +76,9 @@ public static class GatewayEndpoints
     public static WebApplication MapMoeGateway(this WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
+
+        // Resolved now so that limits that cannot work together fail the start, not the first request.
+        _ = app.Services.GetRequiredService<GatewayAdmission>();
         app.UseMiddleware<GatewayRequestGuard>();
 
         // {layer} is taken as text so that a layer that is no integer gets the same clear 404 as an unknown one.
@@ -118,6 +130,12 @@ public static class GatewayEndpoints
         {
             return Error(e.StatusCode, e.Message);
         }
+        catch (GatewayOverloadException e)
+        {
+            outcome.Overloaded = true;
+            http.Response.Headers.RetryAfter = GatewayAdmission.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+            return Error(StatusCodes.Status503ServiceUnavailable, e.Message);
+        }
     }
 
     private static async Task<IResult> ForwardCoreAsync(HttpContext http, string? layerText, ForwardOutcome outcome)
@@ -127,8 +145,31 @@ public static class GatewayEndpoints
         var grains = http.RequestServices.GetRequiredService<IGrainFactory>();
         bool msgpack = BodyFormat(http.Request.ContentType);
         var limits = new GatewayBodyLimits(options.Gateway.MaxTokensPerRequest, options.Gateway.MaxJsonDepth, options.WireLimits);
-        byte[] body = await ReadBodyAsync(http, options.Gateway.MaxRequestBytes);
-        ForwardInput input = msgpack ? GatewayRequestParser.ParseMessagePack(body, limits) : GatewayRequestParser.ParseJson(body, limits);
+        var admission = http.RequestServices.GetRequiredService<GatewayAdmission>();
+        int maxBytes = options.Gateway.MaxRequestBytes;
+        if (http.Request.ContentLength is long declared && declared > maxBytes)
+        {
+            // Refused from its Content-Length alone: nothing to reserve, nothing read.
+            return Error(StatusCodes.Status413PayloadTooLarge, string.Create(CultureInfo.InvariantCulture,
+                $"request body of {declared} bytes exceeds the limit of {maxBytes} bytes (MoECluster:Gateway:MaxRequestBytes)"));
+        }
+
+        // Admitted before any byte of the body is read: a body of unknown length (chunked) reserves the whole size limit.
+        bool canHaveBody = http.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody ?? true;
+        using var ticket = admission.Admit(http.Request.ContentLength ?? (canHaveBody ? maxBytes : 0));
+        ForwardInput input;
+        using (var body = await PooledRequestBody.ReadAsync(http, maxBytes, TimeSpan.FromSeconds(options.Gateway.BodyReadTimeoutSeconds)))
+        {
+            input = msgpack ? GatewayRequestParser.ParseMessagePack(body.Memory, limits) : GatewayRequestParser.ParseJson(body.Memory.Span, limits);
+        }
+
+        ticket.ReleaseBody();
+        if (input.Model is { Length: > MaxModelNameShown } name)
+        {
+            // A model id is short; the client's text is not echoed whole.
+            return Error(StatusCodes.Status404NotFound, string.Create(CultureInfo.InvariantCulture,
+                $"unknown model '{name[..MaxModelNameShown]}...' ({name.Length} characters); served models: {string.Join(", ", options.Models.Keys)}"));
+        }
 
         string modelId;
         try
@@ -185,6 +226,8 @@ public static class GatewayEndpoints
         ForwardReply reply;
         try
         {
+            // The bounded queue in front of the routers: wait until this request's tokens fit (or 503).
+            using var routers = await admission.EnterRoutersAsync(input.Tokens, http.RequestAborted);
             reply = await grains.GetGrain<IMoeRouterGrain>(modelId).Forward(new ForwardCall(layer, input.Hidden, input.Tokens, wire), http.RequestAborted);
         }
         catch (ForwardOverflowException e)
@@ -286,56 +329,6 @@ public static class GatewayEndpoints
         mediaType.Equals(MessagePackContentType, StringComparison.OrdinalIgnoreCase)
         || mediaType.Equals("application/msgpack", StringComparison.OrdinalIgnoreCase)
         || mediaType.Equals("application/vnd.msgpack", StringComparison.OrdinalIgnoreCase);
-
-    /// <summary>
-    /// The body, at most <paramref name="limit"/> bytes (MoECluster:Gateway:MaxRequestBytes): refused with 413 from its
-    /// Content-Length before anything is read, or as soon as what arrives (chunked or lying) passes the limit. The
-    /// buffer grows with the bytes received, never from the declared length.
-    /// </summary>
-    private static async Task<byte[]> ReadBodyAsync(HttpContext http, int limit)
-    {
-        var request = http.Request;
-        if (request.ContentLength is long declared && declared > limit)
-        {
-            throw TooLarge(limit, declared);
-        }
-
-        using var buffer = new MemoryStream();
-        var chunk = new byte[(int)Math.Min(81920, (long)limit + 1)];
-        try
-        {
-            int read;
-            while ((read = await request.Body.ReadAsync(chunk, http.RequestAborted)) > 0)
-            {
-                if (buffer.Length + read > limit)
-                {
-                    throw TooLarge(limit, null);
-                }
-
-                buffer.Write(chunk, 0, read);
-            }
-        }
-        catch (BadHttpRequestException e)
-        {
-            // The server's own guard (MaxRequestBodySize, set to the same limit) or a malformed chunked body.
-            throw e.StatusCode == StatusCodes.Status413PayloadTooLarge
-                ? TooLarge(limit, null)
-                : new GatewayRequestException(e.StatusCode, $"bad request body: {e.Message}", e);
-        }
-
-        if (buffer.Length == 0)
-        {
-            throw new GatewayRequestException(StatusCodes.Status400BadRequest, "empty request body");
-        }
-
-        return buffer.ToArray();
-    }
-
-    private static GatewayRequestException TooLarge(int limit, long? declared) => new(
-        StatusCodes.Status413PayloadTooLarge,
-        declared is long d
-            ? string.Create(CultureInfo.InvariantCulture, $"request body of {d} bytes exceeds the limit of {limit} bytes (MoECluster:Gateway:MaxRequestBytes)")
-            : string.Create(CultureInfo.InvariantCulture, $"request body exceeds the limit of {limit} bytes (MoECluster:Gateway:MaxRequestBytes)"));
 
     /// <summary>Why a configured model may fail to open: its files are missing, unreadable or corrupt.</summary>
     private static bool IsModelUnavailable(Exception e) => e is IOException or InvalidDataException or UnauthorizedAccessException

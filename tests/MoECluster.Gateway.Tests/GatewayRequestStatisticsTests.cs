@@ -49,6 +49,21 @@ public sealed class GatewayRequestStatisticsTests
     }
 
     [Fact]
+    public void Overloaded_and_disconnected_requests_are_counted_apart_from_failures_and_rejections()
+    {
+        var stats = new GatewayRequestStatistics(new ManualClock());
+        stats.RecordAnswered("latent", 8, TimeSpan.FromMilliseconds(2));
+        stats.RecordOverloaded(string.Empty);
+        stats.RecordOverloaded("latent");
+        stats.RecordDisconnected(string.Empty);
+
+        var report = stats.Snapshot();
+        Assert.Equal(new RequestCounts(Sent: 1, Answered: 1, Failed: 0, Rejected: 0, Overloaded: 2, Disconnected: 1), report.Requests);
+        var latent = report.PerModel.Single(m => m.Model == "latent");
+        Assert.Equal((1L, 0L, 0L, 1L, 0L), (latent.Answered, latent.Failed, latent.Rejected, latent.Overloaded, latent.Disconnected));
+    }
+
+    [Fact]
     public void Tokens_per_second_average_the_last_completed_seconds()
     {
         var clock = new ManualClock();

@@ -13,6 +13,7 @@ using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
 using MoECluster.Gateway;
 using MoECluster.Gateway.Health;
+using MoECluster.Gateway.Limits;
 using MoECluster.ServiceDefaults;
 using Orleans.Configuration;
 
@@ -175,6 +176,7 @@ internal static class SiloCommand
             sources.ActivitySources.Add("Microsoft.Orleans.Application");
         });
         builder.Services.AddSiloHealthChecks();
+        builder.Services.AddMoeConnectionLimits();
         builder.UseOrleans(silo => silo.AddMoeCluster(builder.Configuration));
         ConfigureEndpoints(builder.Services, builder.Configuration);
         return builder;
@@ -206,7 +208,7 @@ internal static class SiloCommand
     {
         try
         {
-            await ParentProcess.WaitForExitAsync(pid, stop.Token);
+            await ParentProcess.WaitForExitAsync(pid, stop.Token, message => error.WriteLine($"moecluster silo ({role}): {message}"));
         }
         catch (OperationCanceledException)
         {

@@ -79,6 +79,51 @@ public sealed class GatewayOptions
 
     /// <summary>Deepest nesting of a JSON body (the body itself needs 3): 400 beyond.</summary>
     public int MaxJsonDepth { get; set; } = DefaultMaxJsonDepth;
+
+    /// <summary>
+    /// Most HTTP connections the silo holds at once (Kestrel's MaxConcurrentConnections); a connection beyond is closed
+    /// as soon as it is accepted. Never more than three quarters of the process's open-file limit, so that connections
+    /// cannot take the file handles the silo needs for itself.
+    /// </summary>
+    public int MaxConnections { get; set; } = 10_000;
+
+    /// <summary>
+    /// Most HTTP connections from one client address (IPv4 address, or /64 prefix of an IPv6 address); a connection
+    /// beyond is closed as soon as it is accepted. 0 = no per-client limit (for a gateway behind a proxy, whose
+    /// connections all come from the proxy's address).
+    /// </summary>
+    public int MaxConnectionsPerClient { get; set; } = 256;
+
+    /// <summary>Most connections upgraded to another protocol (WebSockets; Kestrel's MaxConcurrentUpgradedConnections).</summary>
+    public int MaxUpgradedConnections { get; set; } = 100;
+
+    /// <summary>How long an idle keep-alive connection stays open (Kestrel's KeepAliveTimeout).</summary>
+    public double KeepAliveTimeoutSeconds { get; set; } = 60;
+
+    /// <summary>How long a client may take to send a request's headers (Kestrel's RequestHeadersTimeout).</summary>
+    public double RequestHeadersTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>Most forward requests admitted at once (reading their body, queued for a router, or forwarded): 503 beyond.</summary>
+    public int MaxRequestsInFlight { get; set; } = 512;
+
+    /// <summary>
+    /// Most request-body bytes held at once, over every forward request: a request reserves its Content-Length (a
+    /// chunked one <see cref="MaxRequestBytes"/>) before its body is read, and gets 503 when the reservation does not fit.
+    /// At least <see cref="MaxRequestBytes"/>.
+    /// </summary>
+    public long MaxBodyBytesInFlight { get; set; } = 256L << 20;
+
+    /// <summary>How long reading one request's body may take (its budget is held meanwhile): 408 beyond.</summary>
+    public double BodyReadTimeoutSeconds { get; set; } = 60;
+
+    /// <summary>Most tokens the routers of this front-end forward at once; a request waits in the queue until its tokens fit. At least <see cref="MaxTokensPerRequest"/>.</summary>
+    public int MaxTokensInFlight { get; set; } = DefaultMaxTokensPerRequest;
+
+    /// <summary>Most tokens waiting in the queue in front of the routers: 503 for a request that does not fit.</summary>
+    public int MaxQueuedTokens { get; set; } = DefaultMaxTokensPerRequest;
+
+    /// <summary>How long a request may wait in the queue in front of the routers: 503 beyond.</summary>
+    public double QueueTimeoutSeconds { get; set; } = 10;
 }
 
 public sealed class ComputeOptions

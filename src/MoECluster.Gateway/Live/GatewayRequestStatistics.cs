@@ -3,7 +3,9 @@ using HdrHistogram;
 namespace MoECluster.Gateway.Live;
 
 /// <summary>
-/// What this gateway's clients saw: forward requests answered, failed (5xx) and rejected (4xx), tokens served, and
+/// What this gateway's clients saw: forward requests answered, failed (5xx), rejected (4xx), refused for overload (a
+/// limit of "MoECluster:Gateway" reached: 503 with Retry-After) and abandoned by their client (it disconnected before
+/// the answer), tokens served, and
 /// the latency of answered requests from arrival to reply, in HDR histograms (1 µs to 1 h, 3 significant digits):
 /// one since start and one over a sliding window of the last <see cref="RecentSeconds"/> seconds, kept as one
 /// histogram per second. Tokens per second come from the same per-second buckets.
@@ -62,6 +64,24 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
         }
     }
 
+    /// <summary>Records a request refused because a limit on work in flight was reached (503 with Retry-After): neither the client's fault nor a failure.</summary>
+    public void RecordOverloaded(string model)
+    {
+        lock (_gate)
+        {
+            Model(model).Overloaded++;
+        }
+    }
+
+    /// <summary>Records a request whose client disconnected before it was answered.</summary>
+    public void RecordDisconnected(string model)
+    {
+        lock (_gate)
+        {
+            Model(model).Disconnected++;
+        }
+    }
+
     public GatewayRequestReport Snapshot()
     {
         lock (_gate)
@@ -93,13 +113,19 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
             long answered = _models.Values.Sum(m => m.Answered);
             return new GatewayRequestReport(
                 now,
-                new RequestCounts(answered + _models.Values.Sum(m => m.Failed), answered, _models.Values.Sum(m => m.Failed), _models.Values.Sum(m => m.Rejected)),
+                new RequestCounts(
+                    answered + _models.Values.Sum(m => m.Failed),
+                    answered,
+                    _models.Values.Sum(m => m.Failed),
+                    _models.Values.Sum(m => m.Rejected),
+                    _models.Values.Sum(m => m.Overloaded),
+                    _models.Values.Sum(m => m.Disconnected)),
                 _models.Values.Sum(m => m.Tokens),
                 (double)rateTokens / Math.Clamp(now - _startSecond, 1, RateSeconds),
                 Percentiles.Of(_all),
                 Percentiles.Of(recent),
                 RecentSeconds,
-                [.. _models.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => new ModelRequestCounts(m.Key, m.Value.Answered, m.Value.Failed, m.Value.Rejected, m.Value.Tokens))],
+                [.. _models.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => new ModelRequestCounts(m.Key, m.Value.Answered, m.Value.Failed, m.Value.Rejected, m.Value.Tokens, m.Value.Overloaded, m.Value.Disconnected))],
                 timeline);
         }
     }
@@ -152,11 +178,18 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
 
         public long Rejected { get; set; }
 
+        public long Overloaded { get; set; }
+
+        public long Disconnected { get; set; }
+
         public long Tokens { get; set; }
     }
 }
 
-/// <summary>The <c>gateway</c> section of <c>/stats</c>. Latencies in milliseconds; <c>sent</c> = answered + failed.</summary>
+/// <summary>
+/// The <c>gateway</c> section of <c>/stats</c>. Latencies in milliseconds; <c>sent</c> = answered + failed (rejected,
+/// overloaded and disconnected requests are counted apart).
+/// </summary>
 public sealed record GatewayRequestReport(
     long UnixSeconds,
     RequestCounts Requests,
@@ -168,9 +201,9 @@ public sealed record GatewayRequestReport(
     IReadOnlyList<ModelRequestCounts> PerModel,
     IReadOnlyList<TimelinePoint> Timeline);
 
-public sealed record RequestCounts(long Sent, long Answered, long Failed, long Rejected);
+public sealed record RequestCounts(long Sent, long Answered, long Failed, long Rejected, long Overloaded = 0, long Disconnected = 0);
 
-public sealed record ModelRequestCounts(string Model, long Answered, long Failed, long Rejected, long Tokens);
+public sealed record ModelRequestCounts(string Model, long Answered, long Failed, long Rejected, long Tokens, long Overloaded = 0, long Disconnected = 0);
 
 /// <summary>Tokens and requests answered in the second starting at <see cref="UnixSecond"/>.</summary>
 public sealed record TimelinePoint(long UnixSecond, long Tokens, long Requests);

@@ -1,16 +1,17 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Gateway.Limits;
 
 namespace MoECluster.Gateway.Live;
 
 /// <summary>
 /// The document of <c>GET /stats</c> and of every event of <c>GET /v1/stats/stream</c>: the cluster's routed
 /// traffic (<see cref="StatsReport"/>, collected from every silo) plus this gateway's request figures under
-/// <c>gateway</c>. Collections are shared: however many pages are open, the silos are asked at most once per
-/// <see cref="MinimumInterval"/>.
+/// <c>gateway</c> (and what its limits hold now under <c>gateway.limits</c>). Collections are shared: however many
+/// pages are open, the silos are asked at most once per <see cref="MinimumInterval"/>.
 /// </summary>
-public sealed class LiveStatsFeed(ClusterStatistics cluster, GatewayRequestStatistics requests, TimeProvider clock) : IDisposable
+public sealed class LiveStatsFeed(ClusterStatistics cluster, GatewayRequestStatistics requests, GatewayAdmission admission, TimeProvider clock) : IDisposable
 {
     public static readonly TimeSpan MinimumInterval = TimeSpan.FromMilliseconds(500);
 
@@ -22,7 +23,9 @@ public sealed class LiveStatsFeed(ClusterStatistics cluster, GatewayRequestStati
     {
         var report = await cluster.ReportAsync().WaitAsync(cancel);
         var document = (JsonObject)JsonSerializer.SerializeToNode(report, GatewayEndpoints.Json)!;
-        document["gateway"] = JsonSerializer.SerializeToNode(requests.Snapshot(), GatewayEndpoints.Json);
+        var gateway = (JsonObject)JsonSerializer.SerializeToNode(requests.Snapshot(), GatewayEndpoints.Json)!;
+        gateway["limits"] = JsonSerializer.SerializeToNode(admission.Report(), GatewayEndpoints.Json);
+        document["gateway"] = gateway;
         return document;
     }
 

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Gateway.Limits;
 using MoECluster.Gateway.Live;
 
 namespace MoECluster.Gateway.Security;
@@ -18,7 +19,10 @@ namespace MoECluster.Gateway.Security;
 /// (any user name) on GET and HEAD only. Missing or wrong: 401 with <c>{"error": ...}</c> and
 /// <c>WWW-Authenticate: Bearer</c> (plus <c>Basic</c> on GET/HEAD).</item>
 /// <item>Accounting: every request to a forward endpoint, whatever answers it (this guard, routing, the handler),
-/// is counted in <see cref="GatewayRequestStatistics"/> as answered (2xx), rejected (4xx) or failed (5xx).</item>
+/// is counted in <see cref="GatewayRequestStatistics"/> as answered (2xx), rejected (4xx), failed (5xx), refused for
+/// overload (the 503 of a limit on work in flight) or disconnected (its client went away first; no stack trace is
+/// logged for it).</item>
+/// <item>The Orleans Dashboard's log stream (<c>/dashboard/Trace</c>) only with API keys configured (403 without).</item>
 /// <item>The body-size limit handed to the server for forward requests, and <c>{"error": ...}</c> bodies for the
 /// 4xx that routing answers without one (405 wrong method, 404 no such endpoint).</item>
 /// </list>
@@ -71,6 +75,11 @@ public sealed partial class GatewayRequestGuard(
                 LogRefused(logger, http.Request.Method, Shorten(path), http.Connection.RemoteIpAddress?.ToString() ?? "unknown", reason);
                 await ChallengeAsync(http, reason);
             }
+            else if (!keys.Enabled && IsTracePath(path))
+            {
+                http.Response.StatusCode = StatusCodes.Status403Forbidden;
+                await http.Response.WriteAsJsonAsync(new { error = TraceClosedMessage }, GatewayEndpoints.Json);
+            }
             else
             {
                 await next(http);
@@ -81,6 +90,17 @@ public sealed partial class GatewayRequestGuard(
                 }
             }
         }
+        catch (Exception e) when (forward && PooledRequestBody.IsClientGone(http, e))
+        {
+            // Nobody to answer and nothing wrong with the server: counted apart, logged without a stack trace. The
+            // request is aborted so that the server does not try to drain a body whose connection is gone (which it
+            // would log as an error with a stack trace when the read failed mid-way).
+            statistics.RecordDisconnected(outcome!.Model);
+            http.Abort();
+            LogClientGone(logger, http.Request.Method, path);
+
+            return;
+        }
         catch when (forward)
         {
             statistics.RecordFailed(outcome!.Model);
@@ -90,7 +110,15 @@ public sealed partial class GatewayRequestGuard(
         if (forward)
         {
             int status = http.Response.StatusCode;
-            if (status < 300)
+            if (http.RequestAborted.IsCancellationRequested && !http.Response.HasStarted)
+            {
+                statistics.RecordDisconnected(outcome!.Model);
+            }
+            else if (outcome!.Overloaded)
+            {
+                statistics.RecordOverloaded(outcome.Model);
+            }
+            else if (status < 300)
             {
                 statistics.RecordAnswered(outcome!.Model, outcome.Tokens, Stopwatch.GetElapsedTime(started));
             }
@@ -121,6 +149,21 @@ public sealed partial class GatewayRequestGuard(
             && path.EndsWith(Forward, StringComparison.OrdinalIgnoreCase)
             && path.AsSpan(Layers.Length, path.Length - Layers.Length - Forward.Length).IndexOf('/') < 0;
     }
+
+    /// <summary>
+    /// The Orleans Dashboard's live log stream. It is served only with API keys configured (and then, like every path
+    /// but the health probes, only to a key holder): a silo's log names other clients' addresses, model paths and
+    /// internal errors, more than the API itself tells anyone who can reach the port.
+    /// </summary>
+    public static bool IsTracePath(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        const string Trace = GatewayEndpoints.DashboardPath + "/Trace";
+        return path.StartsWith(Trace, StringComparison.OrdinalIgnoreCase) && (path.Length == Trace.Length || path[Trace.Length] == '/');
+    }
+
+    public const string TraceClosedMessage = "the Orleans Dashboard's log stream (" + GatewayEndpoints.DashboardPath + "/Trace) is served only when API keys are configured "
+        + "(MoECluster:Gateway:ApiKeys or MoECluster:Gateway:ApiKeysFile); the silos' logs are on their standard output";
 
     private static bool IsOpenPath(string path) =>
         OpenPaths.Any(open => path.Equals(open, StringComparison.OrdinalIgnoreCase) || path.Equals(open + "/", StringComparison.OrdinalIgnoreCase));
@@ -261,6 +304,9 @@ public sealed partial class GatewayRequestGuard(
     /// <summary>Request paths are the client's text: shown at most 200 characters long.</summary>
     private static string Shorten(string path) => path.Length <= 200 ? path : string.Concat(path.AsSpan(0, 200), "...");
 
+    [LoggerMessage(Level = LogLevel.Debug, Message = "The client of {Method} {Path} went away before its answer")]
+    private static partial void LogClientGone(ILogger logger, string method, string path);
+
     // Neither the key presented nor any configured key is logged: only that a request was refused, and why.
     [LoggerMessage(Level = LogLevel.Warning, Message = "Refused {Method} {Path} from {RemoteAddress}: {Reason}")]
     private static partial void LogRefused(ILogger logger, string method, string path, string remoteAddress, string reason);
@@ -272,4 +318,7 @@ internal sealed class ForwardOutcome
     public string Model { get; set; } = string.Empty;
 
     public int Tokens { get; set; }
+
+    /// <summary>Refused because a limit on work in flight was reached (a 503 counted apart from failures).</summary>
+    public bool Overloaded { get; set; }
 }

@@ -35,6 +35,8 @@ function renderGateway(g) {
   setFigure('requests-answered', g.requests.answered, fmt(g.requests.answered, 0));
   setFigure('requests-failed', g.requests.failed, fmt(g.requests.failed, 0));
   setFigure('requests-rejected', g.requests.rejected, fmt(g.requests.rejected, 0));
+  setFigure('requests-overloaded', g.requests.overloaded ?? 0, fmt(g.requests.overloaded ?? 0, 0));
+  setFigure('requests-disconnected', g.requests.disconnected ?? 0, fmt(g.requests.disconnected ?? 0, 0));
   $('requests-failed').classList.toggle('bad', g.requests.failed > 0);
   $('recent-window').textContent = g.recent_window_seconds;
   for (const [prefix, p] of [['latency', g.latency_ms], ['recent', g.recent_latency_ms]]) {
