@@ -15,7 +15,7 @@ namespace MoECluster.Cluster.Routing;
 /// d, project to ℓ, group rows by shard (one row per token and shard), send one ℓ-wide MessagePack payload per
 /// shard in parallel, sum the returned ℓ-wide partials in fp32 in shard order, project back to d.
 /// </summary>
-public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IGrainFactory grains, TrafficLedger ledger, string localSilo, ShardCallRetry retry)
+public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IGrainFactory grains, TrafficLedger ledger, string localSilo, ShardCallRetry retry, ShardCallHedging hedging, IShardAlternateClient alternates)
 {
     private long _requests;
 
@@ -106,7 +106,14 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
             rows, dispatch.Rows, width, wire, counts, experts, dispatch.Weights, wire, Interlocked.Increment(ref _requests));
         byte[] bytes = WireFormat.Serialize(request);
         var shard = grains.GetGrain<IExpertShardGrain>(dispatch.Shard.Key);
-        WireBytes reply = await retry.ExecuteAsync(async cancel => await shard.Compute(new WireBytes(bytes), cancel), cancellationToken);
+        WireBytes reply = await retry.ExecuteAsync(
+            async cancel => await hedging.CallAsync(
+                dispatch.Shard.Key,
+                dispatch.Rows,
+                c => shard.Compute(new WireBytes(bytes), c),
+                (silo, c) => alternates.On(silo).Compute(dispatch.Shard.Key, new WireBytes(bytes), c),
+                cancel),
+            cancellationToken);
         var response = WireFormat.DecodeResponse(reply.Bytes, catalog.Options.WireLimits, dispatch.Rows, width);
         float[] partials = response.Partials.Decode();
         return (dispatch, partials, new ShardCallTraffic(
