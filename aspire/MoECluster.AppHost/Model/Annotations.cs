@@ -42,6 +42,12 @@ public sealed record HintAnnotation(string DisplayText, Func<ResourceInstance, s
 /// </summary>
 public sealed record ParentProcessAnnotation(string EnvironmentVariable) : IResourceAnnotation;
 
+/// <summary>
+/// When a process of <see cref="Resource"/> exits and is restarted, restart this resource's processes too (they cannot
+/// outlive it: the expert silos of localhost clustering, whose membership table lives in the front-end).
+/// </summary>
+public sealed record RestartWithAnnotation(IResource Resource) : IResourceAnnotation;
+
 public enum WaitType
 {
     /// <summary>Every replica started and passed its health checks (a resource without health checks: started).</summary>

@@ -77,6 +77,10 @@ public static class ResourceBuilderExtensions
     public static IResourceBuilder<T> WithHealthCheck<T>(this IResourceBuilder<T> builder, Func<ResourceInstance, string> describe, Func<ResourceInstance, CancellationToken, Task<HealthCheckResult>> check)
         where T : IProcessResource => builder.WithAnnotation(new HealthCheckAnnotation(describe, check));
 
+    /// <summary>Restart this resource's processes whenever a process of <paramref name="dependency"/> is restarted after an exit.</summary>
+    public static IResourceBuilder<T> RestartWith<T>(this IResourceBuilder<T> builder, IResourceBuilder<IResource> dependency)
+        where T : IResource => builder.WithAnnotation(new RestartWithAnnotation(dependency.Resource));
+
     /// <summary>Start only once every replica of <paramref name="dependency"/> is healthy; stop before it.</summary>
     public static IResourceBuilder<T> WaitFor<T>(this IResourceBuilder<T> builder, IResourceBuilder<IResource> dependency)
         where T : IResourceWithWaitSupport => builder.WithAnnotation(new WaitAnnotation(dependency.Resource, WaitType.UntilHealthy));
