@@ -17,8 +17,8 @@ namespace MoECluster.Cluster.Routing;
 /// again to the shard's alternate (<see cref="ShardKeys.Alternate"/>, placed on another expert silo), and the first
 /// answer wins; the other call is cancelled. A shard call is a pure function of its rows, so either answer is the
 /// answer. After an alternate has answered an overdue call, the shard's calls go to the alternate first for
-/// <see cref="ShardHedgingOptions.PreferAlternateSeconds"/> (hedged back the same way), so a hung silo costs one hedge
-/// delay per shard and period, not one per request. One instance per silo: every router activation shares the latencies.
+/// <see cref="ShardHedgingOptions.PreferAlternateSeconds"/> or until membership changes (hedged back the same way), so
+/// a hung silo costs one hedge delay per shard and period, not one per request. One instance per silo: every router activation shares the latencies.
 /// </summary>
 public sealed partial class ShardCallHedging(
     IOptions<MoeClusterOptions> options,
@@ -37,7 +37,8 @@ public sealed partial class ShardCallHedging(
     {
         var settings = options.Value.ShardHedging;
         string alternateKey = ShardKeys.Alternate(key);
-        var experts = ExpertShardPlacementDirector.ActiveExperts(membership.CurrentSnapshot, metadata);
+        var snapshot = membership.CurrentSnapshot;
+        var experts = ExpertShardPlacementDirector.ActiveExperts(snapshot, metadata);
         if (!settings.Enabled || experts.Length < 2)
         {
             return await primary(cancellationToken);
@@ -46,7 +47,7 @@ public sealed partial class ShardCallHedging(
         // Where the alternate lives: the next expert silo after the shard's own (never the same one, with two or more).
         var alternateSilo = ExpertShardPlacementDirector.Target(alternateKey, experts);
         var state = _shards.GetOrAdd(key, k => new ShardState(k));
-        bool alternateFirst = state.Preferred() != key;
+        bool alternateFirst = state.Preferred(snapshot.Version) != key;
         string first = alternateFirst ? alternateKey : key, second = alternateFirst ? key : alternateKey;
         Func<CancellationToken, Task<T>> callFirst = alternateFirst ? c => alternate(alternateSilo, c) : primary;
         Func<CancellationToken, Task<T>> callSecond = alternateFirst ? primary : c => alternate(alternateSilo, c);
@@ -79,7 +80,7 @@ public sealed partial class ShardCallHedging(
             try
             {
                 T answer = await other;
-                Won(state, other == secondCall, second, settings);
+                Won(state, other == secondCall, second, settings, snapshot.Version);
                 return answer;
             }
             catch (Exception) when (!cancellationToken.IsCancellationRequested)
@@ -90,15 +91,15 @@ public sealed partial class ShardCallHedging(
 
         await (winner == firstCall ? secondCancel : firstCancel).CancelAsync();
         Observe(other);
-        Won(state, winner == secondCall, second, settings);
+        Won(state, winner == secondCall, second, settings, snapshot.Version);
         return await winner;
     }
 
-    private void Won(ShardState state, bool hedgeWon, string hedgeKey, ShardHedgingOptions settings)
+    private void Won(ShardState state, bool hedgeWon, string hedgeKey, ShardHedgingOptions settings, MembershipVersion version)
     {
         if (hedgeWon)
         {
-            state.Prefer(hedgeKey, settings);
+            state.Prefer(hedgeKey, settings, version);
             HedgeWon(logger, hedgeKey, settings.PreferAlternateSeconds);
         }
     }
@@ -130,21 +131,27 @@ public sealed partial class ShardCallHedging(
         private readonly HashSet<string> _called = new(StringComparer.Ordinal);
         private string _preferred = shardKey;
         private long _preferredUntil;
+        private MembershipVersion _preferredIn = MembershipVersion.MinValue;
 
-        public string Preferred()
+        /// <summary>
+        /// The key to call first: the one that answered an overdue call, for a while, and only while membership is
+        /// unchanged (once the hung silo is declared dead, the shard itself is re-placed and called first again).
+        /// </summary>
+        public string Preferred(MembershipVersion version)
         {
             lock (_latency)
             {
-                return _preferred != _key && Stopwatch.GetTimestamp() < _preferredUntil ? _preferred : _key;
+                return _preferred != _key && Stopwatch.GetTimestamp() < _preferredUntil && version == _preferredIn ? _preferred : _key;
             }
         }
 
-        public void Prefer(string hedgeKey, ShardHedgingOptions settings)
+        public void Prefer(string hedgeKey, ShardHedgingOptions settings, MembershipVersion version)
         {
             lock (_latency)
             {
                 _preferred = hedgeKey;
                 _preferredUntil = Stopwatch.GetTimestamp() + (long)(settings.PreferAlternateSeconds * Stopwatch.Frequency);
+                _preferredIn = version;
             }
         }
 
