@@ -37,6 +37,7 @@ namespace MoECluster.AppHost
                 .WithHttpEndpoint(options.Port)                          // the gateway
                 .WithEnvironment("MoECluster__ExpectedExpertSilos", options.Replicas.Invariant())   // /health: degraded below
                 .WithHttpHealthCheck("/alive")
+                .WithHttpLiveness("/alive")                              // hung 10 s: killed and restarted
                 .WithUrl("/", "live routing page")
                 .WithUrl("/dashboard", "Orleans dashboard")
                 .WithUrl("/stats", "stats")
@@ -51,6 +52,7 @@ namespace MoECluster.AppHost
                 .WithServedModels(served, options)
                 .WithHttpEndpoint()                                      // a free port each, for /alive and /health
                 .WithHttpHealthCheck("/health")                          // 200 once the silo is active in the cluster
+                .WithHttpLiveness("/alive")
                 .WaitFor(frontend);
             if (redis is null)
             {

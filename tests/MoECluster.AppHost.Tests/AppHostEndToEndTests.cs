@@ -14,7 +14,7 @@ namespace MoECluster.AppHost.Tests;
 /// Every child is tracked three ways (the pids it prints, the launcher's children in /proc, and processes whose command
 /// line or environment carries this test's unique models directory or marker), and killed at the end whatever happened.
 /// </summary>
-public sealed partial class AppHostEndToEndTests
+public sealed partial class AppHostEndToEndTests(Xunit.Abstractions.ITestOutputHelper log)
 {
     private static string AppHostDll => Path.Combine(AppContext.BaseDirectory, "MoECluster.AppHost.dll");
 
@@ -207,6 +207,7 @@ public sealed partial class AppHostEndToEndTests
         }
 
         string output = launch.Process.Output;
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"first correct forward {servedAt?.ToString("F2", CultureInfo.InvariantCulture) ?? "never"} s after kill -9 of the front-end"));
         Assert.True(servedAt is not null, $"no forward succeeded within 40 s of the kill (last: {last}):\n{output}");
         Assert.True(servedAt <= 15, $"forwards succeeded again only {servedAt:F2} s after the kill:\n{output}");
         Assert.Matches(@"frontend \(pid \d+\) exited with code 137 after [\d.]+ s; restarting it in 0\.5 s \(restart 1, at most 5 within 120 s\)", output);

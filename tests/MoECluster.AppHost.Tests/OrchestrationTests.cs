@@ -218,6 +218,31 @@ public sealed class OrchestrationTests
     }
 
     [Fact]
+    public async Task A_child_that_stops_answering_its_liveness_check_once_ready_is_killed_and_restarted()
+    {
+        using var dir = new TempDirectory();
+        string hung = dir.File("hung");
+        var builder = AppModelTests.NewBuilder();
+        builder.AddExecutable("worker", "bash").WithArgs("-c", "echo worker up; exec sleep 300")
+            .WithAnnotation(new LivenessAnnotation(_ => "the hung flag", (_, _) => Task.FromResult(!File.Exists(hung)), TimeSpan.FromSeconds(2)));
+        var (code, output, error) = await RunUntilReadyAsync(builder.Build(), async _ =>
+        {
+            await Task.Delay(TimeSpan.FromSeconds(2));   // answered at least once: the check is armed
+            await File.WriteAllTextAsync(hung, "");
+            await Task.Delay(TimeSpan.FromSeconds(8));   // 2 s without an answer: killed, then restarted after 0.5 s
+            File.Delete(hung);
+            await Task.Delay(TimeSpan.FromSeconds(2));
+        });
+
+        Assert.True(code == 0, output + error);
+        Assert.Matches(@"worker \(pid \d+\) has not answered the hung flag for \d+ s \(hung\): killing it", error);
+        Assert.Matches(@"worker \(pid \d+\) exited with code 137 after [\d.]+ s; restarting it in 0\.5 s \(restart 1,", error);
+        Assert.Equal(1, Count(error, "has not answered"));
+        Assert.Equal(2, Count(output, "[worker] worker up"));
+        Assert.Matches(@"restarted worker:\n  worker +running +pid \d+ \(watchdog \d+\) +restarts 1", output);
+    }
+
+    [Fact]
     public void Restart_delays_double_start_over_after_a_stable_run_and_stop_at_the_crash_loop_limit()
     {
         var policy = new MoECluster.Cluster.Hosting.RestartPolicy(TimeSpan.FromSeconds(0.5), TimeSpan.FromSeconds(3), 4, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(30));

@@ -48,6 +48,12 @@ public sealed record ParentProcessAnnotation(string EnvironmentVariable) : IReso
 /// </summary>
 public sealed record RestartWithAnnotation(IResource Resource) : IResourceAnnotation;
 
+/// <summary>
+/// Liveness, once the application is ready: a process that has passed <see cref="IsAlive"/> and then fails it for
+/// <see cref="Timeout"/> is hung (stopped, deadlocked) and is killed, so that supervision restarts it.
+/// </summary>
+public sealed record LivenessAnnotation(Func<ResourceInstance, string> Describe, Func<ResourceInstance, CancellationToken, Task<bool>> IsAlive, TimeSpan Timeout) : IResourceAnnotation;
+
 public enum WaitType
 {
     /// <summary>Every replica started and passed its health checks (a resource without health checks: started).</summary>

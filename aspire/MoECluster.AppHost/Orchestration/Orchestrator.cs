@@ -254,6 +254,7 @@ internal sealed class Orchestrator(DistributedApplicationModel model, LauncherCo
         while (true)
         {
             var started = _clock.Elapsed;
+            _ = WatchLivenessAsync(instance, process);
             int code = await process.Exited;
             process.Watchdog?.Dispose();
             if (_stopping)
@@ -310,6 +311,52 @@ internal sealed class Orchestrator(DistributedApplicationModel model, LauncherCo
             process = next;
             console.Info($"restarted {instance.Name}:");
             console.Info(SummaryLine(instance));
+        }
+    }
+
+    /// <summary>
+    /// Once the application is ready and <paramref name="process"/> has passed its liveness check
+    /// (<see cref="LivenessAnnotation"/>), checks it every second; one that fails it for the annotation's timeout is hung
+    /// and is killed (the exit monitor restarts it).
+    /// </summary>
+    private async Task WatchLivenessAsync(ResourceInstance instance, ManagedProcess process)
+    {
+        if (instance.Resource.Annotations.OfType<LivenessAnnotation>().FirstOrDefault() is not { } liveness)
+        {
+            return;
+        }
+
+        long? lastAlive = null;
+        while (!process.HasExited && !_stopping)
+        {
+            await Task.WhenAny(process.Exited, Task.Delay(TimeSpan.FromSeconds(1)));
+            if (!_ready || process.HasExited || _stopping)
+            {
+                continue;
+            }
+
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            bool alive;
+            try
+            {
+                alive = await liveness.IsAlive(instance, timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                alive = false;
+            }
+
+            if (alive)
+            {
+                lastAlive = Stopwatch.GetTimestamp();
+            }
+            else if (lastAlive is long last && Stopwatch.GetElapsedTime(last) > liveness.Timeout && !process.HasExited && !_stopping)
+            {
+                console.Error(string.Create(CultureInfo.InvariantCulture,
+                    $"{instance.Name} (pid {process.Id}) has not answered {liveness.Describe(instance)} for {Stopwatch.GetElapsedTime(last).TotalSeconds:F0} s (hung): killing it"));
+                process.Kill();
+                return;
+            }
         }
     }
 

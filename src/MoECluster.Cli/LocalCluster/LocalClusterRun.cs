@@ -70,14 +70,16 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         string P(int port) => port.ToString(CultureInfo.InvariantCulture);
         _silos.Add(new SupervisedSilo("frontend", [
             "--role", "frontend", "--name", "frontend", "--silo-port", P(settings.SiloPort), "--gateway-port", P(settings.GatewayPort),
-            "--urls", settings.Urls, "--expected-expert-silos", P(settings.ExpertSilos), .. common], error, output, settings.Verbose));
+            "--urls", settings.Urls, "--expected-expert-silos", P(settings.ExpertSilos), .. common], Alive(settings.Urls), error, output, settings.Verbose));
         using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) };
         await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
         for (int i = 1; i <= settings.ExpertSilos; i++)
         {
+            // A fixed HTTP port per expert (free now), so that supervision can probe its /alive, before and after a restart.
+            string expertUrl = $"http://127.0.0.1:{P(FreeLoopbackPort())}";
             _silos.Add(new SupervisedSilo($"expert-{i}", [
                 "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(settings.SiloPort + i), "--gateway-port", "0",
-                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", .. common], error, output, settings.Verbose));
+                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", "--urls", expertUrl, .. common], Alive(expertUrl), error, output, settings.Verbose));
         }
 
         var client = new GatewayClient(http);
@@ -90,7 +92,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
 
         // From now on a silo that exits is restarted (localhost clustering: when the front-end, its primary, restarts,
         // the expert silos find the membership gone and exit; they are restarted too and rejoin).
-        output.WriteLine("supervising: a silo that exits is restarted with the same name and ports (backoff from 0.5 s, at most 5 restarts within 120 s)");
+        output.WriteLine("supervising: a silo that exits is restarted with the same name and ports (backoff from 0.5 s, at most 5 restarts within 120 s); one that does not answer /alive for 10 s is killed and restarted");
         _silos[0].ExitedUnexpectedly += _ =>
         {
             // Localhost clustering keeps the membership table in the front-end (its primary): the expert silos cannot
@@ -103,6 +105,17 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             }
         };
         _silos.ForEach(s => s.Supervise());
+    }
+
+    private static Uri Alive(string url) => new(new Uri(url), "/alive");
+
+    private static int FreeLoopbackPort()
+    {
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
     }
 
     private async Task WaitAsync(string what, Func<Task<bool>> ready, CancellationToken cancel)

@@ -8,15 +8,21 @@ namespace MoECluster.Cli.LocalCluster;
 /// A silo process of <c>moecluster run</c> under supervision: once the cluster is up, a silo that exits on its own
 /// (killed, crashed, told by the cluster that it was declared dead, or a silo of localhost clustering whose primary
 /// restarted) is started again with the same name, arguments and ports, after a backoff, and not again once it
-/// crash-loops (<see cref="RestartPolicy"/>). Each restart is printed. A stop asked for by the launcher is not restarted.
+/// crash-loops (<see cref="RestartPolicy"/>). A silo that stops answering its <c>/alive</c> for
+/// <see cref="LivenessTimeout"/> (hung: stopped, deadlocked) is killed, and so restarted. Each restart is printed. A
+/// stop asked for by the launcher is not restarted.
 /// </summary>
-internal sealed class SupervisedSilo(string name, string[] arguments, TextWriter log, TextWriter output, bool echo) : IDisposable
+internal sealed class SupervisedSilo(string name, string[] arguments, Uri alive, TextWriter log, TextWriter output, bool echo) : IDisposable
 {
+    /// <summary>How long a silo that answered <c>/alive</c> once may go without answering it before it is killed.</summary>
+    public static readonly TimeSpan LivenessTimeout = TimeSpan.FromSeconds(10);
+
     private readonly RestartPolicy _policy = RestartPolicy.Default();
     private readonly CancellationTokenSource _stopping = new();
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private ChildSilo _current = ChildSilo.Start(name, arguments, log, echo);
     private Task _supervision = Task.CompletedTask;
+    private Task _liveness = Task.CompletedTask;
 
     public string Name { get; } = name;
 
@@ -38,7 +44,11 @@ internal sealed class SupervisedSilo(string name, string[] arguments, TextWriter
     }
 
     /// <summary>Starts restarting the silo whenever it exits (from now on: an exit while the cluster starts is a failure).</summary>
-    public void Supervise() => _supervision = Task.Run(SuperviseAsync);
+    public void Supervise()
+    {
+        _supervision = Task.Run(SuperviseAsync);
+        _liveness = Task.Run(WatchLivenessAsync);
+    }
 
     public void Quiet() => Current.Quiet();
 
@@ -49,6 +59,14 @@ internal sealed class SupervisedSilo(string name, string[] arguments, TextWriter
         try
         {
             await _supervision;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        try
+        {
+            await _liveness;
         }
         catch (OperationCanceledException)
         {
@@ -101,6 +119,53 @@ internal sealed class SupervisedSilo(string name, string[] arguments, TextWriter
 
             Volatile.Write(ref _current, next);
             Write($"restarted {Name}: pid {next.Id}");
+        }
+    }
+
+    /// <summary>
+    /// Probes <c>/alive</c> every second (3 s timeout). Armed once the current process has answered (a silo that is
+    /// starting is left alone); a process that then answers nothing for <see cref="LivenessTimeout"/> is killed.
+    /// </summary>
+    private async Task WatchLivenessAsync()
+    {
+        var token = _stopping.Token;
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
+        int pid = -1;
+        long? lastAnswer = null;
+        while (!token.IsCancellationRequested)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(1), token);
+            var child = Current;
+            if (child.Id != pid)
+            {
+                (pid, lastAnswer) = (child.Id, null);
+            }
+
+            if (child.HasExited)
+            {
+                continue;
+            }
+
+            try
+            {
+                using var response = await http.GetAsync(alive, token);
+                if (response.IsSuccessStatusCode)
+                {
+                    lastAnswer = Stopwatch.GetTimestamp();
+                    continue;
+                }
+            }
+            catch (Exception e) when (e is HttpRequestException || (e is TaskCanceledException && !token.IsCancellationRequested))
+            {
+            }
+
+            if (lastAnswer is long last && Stopwatch.GetElapsedTime(last) > LivenessTimeout)
+            {
+                Write(string.Create(CultureInfo.InvariantCulture,
+                    $"{Name} (pid {child.Id}) has not answered {alive} for {Stopwatch.GetElapsedTime(last).TotalSeconds:F0} s (hung): killing it"));
+                child.Kill();
+                lastAnswer = null;
+            }
         }
     }
 
