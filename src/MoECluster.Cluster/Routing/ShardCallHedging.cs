@@ -31,38 +31,68 @@ public sealed partial class ShardCallHedging(
     /// <summary>
     /// Calls <paramref name="primary"/> (the shard's grain) or, when that is overdue, <paramref name="alternate"/> too (the
     /// shard's alternate on the silo placement gives it); returns the first successful answer. Failures of both (or of
-    /// the only call) propagate, for <see cref="ShardCallRetry"/>.
+    /// the only call) propagate, for <see cref="ShardCallRetry"/>. An attempt that has not answered within twice the hedge
+    /// delay (at least 2 s; not on a shard's first call) fails with <see cref="ShardCallTimeoutException"/>, which the
+    /// retry sends again: a call can be lost with a silo that membership has just declared dead, and with one expert silo
+    /// left there is nothing to hedge to.
     /// </summary>
     public async Task<T> CallAsync<T>(string key, int rows, Func<CancellationToken, Task<T>> primary, Func<SiloAddress, CancellationToken, Task<T>> alternate, CancellationToken cancellationToken)
     {
         var settings = options.Value.ShardHedging;
-        string alternateKey = ShardKeys.Alternate(key);
-        var snapshot = membership.CurrentSnapshot;
-        var experts = ExpertShardPlacementDirector.ActiveExperts(snapshot, metadata);
-        if (!settings.Enabled || experts.Length < 2)
+        if (!settings.Enabled)
         {
             return await primary(cancellationToken);
         }
 
-        // Where the alternate lives: the next expert silo after the shard's own (never the same one, with two or more).
-        var alternateSilo = ExpertShardPlacementDirector.Target(alternateKey, experts);
         var state = _shards.GetOrAdd(key, k => new ShardState(k));
-        bool alternateFirst = state.Preferred(snapshot.Version) != key;
-        string first = alternateFirst ? alternateKey : key, second = alternateFirst ? key : alternateKey;
-        Func<CancellationToken, Task<T>> callFirst = alternateFirst ? c => alternate(alternateSilo, c) : primary;
-        Func<CancellationToken, Task<T>> callSecond = alternateFirst ? primary : c => alternate(alternateSilo, c);
-        TimeSpan? delay = state.HedgeDelay(first, rows, settings);
+        var snapshot = membership.CurrentSnapshot;
+        string first = state.Preferred(snapshot.Version);
+
+        // An alternate that is called first may have no latency sample of its own yet: then the shard's is the measure.
+        TimeSpan? delay = state.HedgeDelay(first, rows, settings) ?? state.HedgeDelay(key, rows, settings);
         if (delay is null)
         {
-            return await TimedAsync(state, first, rows, callFirst, cancellationToken);
+            return await TimedAsync(state, key, rows, primary, cancellationToken);
         }
 
+        var attemptTimeout = TimeSpan.FromTicks(Math.Max(2 * delay.Value.Ticks, TimeSpan.FromSeconds(2).Ticks));
+        using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        attempt.CancelAfter(attemptTimeout);
+        try
+        {
+            return await HedgedAsync(state, snapshot, key, first, delay.Value, rows, primary, alternate, settings, attempt.Token);
+        }
+        catch (OperationCanceledException) when (attempt.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            TimedOut(logger, key, attemptTimeout.TotalMilliseconds);
+            throw new ShardCallTimeoutException($"shard call to {key} did not answer within {attemptTimeout.TotalMilliseconds:F0} ms");
+        }
+    }
+
+    private async Task<T> HedgedAsync<T>(
+        ShardState state, ClusterMembershipSnapshot snapshot, string key, string first, TimeSpan delay, int rows,
+        Func<CancellationToken, Task<T>> primary, Func<SiloAddress, CancellationToken, Task<T>> alternate, ShardHedgingOptions settings, CancellationToken cancellationToken)
+    {
+        string alternateKey = ShardKeys.Alternate(key);
+        var experts = ExpertShardPlacementDirector.ActiveExperts(snapshot, metadata);
+        if (experts.Length < 2)
+        {
+            // One expert silo (or none) in this view: the alternate would sit beside the shard; only the timeout helps.
+            return await TimedAsync(state, key, rows, primary, cancellationToken);
+        }
+
+        // Where the alternate lives: the next expert silo after the shard's own (never the same one, with two or more).
+        var alternateSilo = ExpertShardPlacementDirector.Target(alternateKey, experts);
+        bool alternateFirst = first != key;
+        string second = alternateFirst ? key : alternateKey;
+        Func<CancellationToken, Task<T>> callFirst = alternateFirst ? c => alternate(alternateSilo, c) : primary;
+        Func<CancellationToken, Task<T>> callSecond = alternateFirst ? primary : c => alternate(alternateSilo, c);
         using var firstCancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using var secondCancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var firstCall = TimedAsync(state, first, rows, callFirst, firstCancel.Token);
         using (var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
         {
-            if (await Task.WhenAny(firstCall, Task.Delay(delay.Value, wait.Token)) == firstCall)
+            if (await Task.WhenAny(firstCall, Task.Delay(delay, wait.Token)) == firstCall)
             {
                 await wait.CancelAsync();
                 return await firstCall;
@@ -70,7 +100,7 @@ public sealed partial class ShardCallHedging(
         }
 
         cancellationToken.ThrowIfCancellationRequested();
-        Hedging(logger, first, delay.Value.TotalMilliseconds, second);
+        Hedging(logger, first, delay.TotalMilliseconds, second);
         var secondCall = TimedAsync(state, second, rows, callSecond, secondCancel.Token);
         var winner = await Task.WhenAny(firstCall, secondCall);
         var other = winner == firstCall ? secondCall : firstCall;
@@ -107,7 +137,7 @@ public sealed partial class ShardCallHedging(
     private static async Task<T> TimedAsync<T>(ShardState state, string key, int rows, Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken)
     {
         long start = Stopwatch.GetTimestamp();
-        T result = await call(cancellationToken);
+        T result = await call(cancellationToken).WaitAsync(cancellationToken);
         state.Record(key, rows, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         return result;
     }
@@ -115,6 +145,9 @@ public sealed partial class ShardCallHedging(
     /// <summary>The losing call's outcome (usually its cancellation) is of no interest, but must not go unobserved.</summary>
     private static void Observe(Task task) =>
         task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "shard call to {Key} did not answer within {TimeoutMs:F0} ms: cancelled, to be sent again")]
+    private static partial void TimedOut(ILogger logger, string key, double timeoutMs);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "shard call to {Key} has not answered in {DelayMs:F0} ms: hedging to {Hedge}")]
     private static partial void Hedging(ILogger logger, string key, double delayMs, string hedge);
@@ -199,3 +232,6 @@ public sealed partial class ShardCallHedging(
         private readonly record struct Latency(double MeanMs, double DeviationMs, double MeanRows);
     }
 }
+
+/// <summary>A shard call (hedged or not) did not answer within its attempt timeout; <see cref="ShardCallRetry"/> sends it again.</summary>
+public sealed class ShardCallTimeoutException(string message) : TimeoutException(message);
