@@ -320,7 +320,7 @@ env_file() {
   say installed "$confdir/$name"
 }
 env_file "$here/systemd/env/common.env" common.env REDIS="$redis" ADVERTISE_IP="$advertise_ip" MODELDIR="$modeldir" CONFDIR="$confdir"
-env_file "$here/systemd/env/frontend.env" frontend.env CONFDIR="$confdir"
+env_file "$here/systemd/env/frontend.env" frontend.env CONFDIR="$confdir" EXPECTED_EXPERTS="$gpus"
 env_file "$here/systemd/env/expert.env" expert.env
 for ((i = 0; i < gpus; i++)); do
   env_file "$here/systemd/env/expert-instance.env" "expert-$i.env" INSTANCE="$i" SILO_PORT="$((11112 + i))" HTTP_PORT="$((8081 + i))"

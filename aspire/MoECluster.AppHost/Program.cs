@@ -38,7 +38,9 @@ namespace MoECluster.AppHost
                 .WithEndpoint(OrleansResource.GatewayEndpoint, options.GatewayPort)
                 .WithServedModels(served, options)
                 .WithHttpEndpoint(options.Port)                          // the gateway
+                .WithEnvironment("MoECluster__ExpectedExpertSilos", options.Replicas.Invariant())   // /health: degraded below
                 .WithHttpHealthCheck("/alive")
+                .WithHttpLiveness("/alive")                              // hung 10 s: killed and restarted
                 .WithUrl("/", "live routing page")
                 .WithUrl("/dashboard", "Orleans dashboard")
                 .WithUrl("/stats", "stats")
@@ -53,7 +55,13 @@ namespace MoECluster.AppHost
                 .WithServedModels(served, options)
                 .WithHttpEndpoint()                                      // a free port each, for /alive and /health
                 .WithHttpHealthCheck("/health")                          // 200 once the silo is active in the cluster
+                .WithHttpLiveness("/alive")
                 .WaitFor(frontend);
+            if (redis is null)
+            {
+                // Localhost clustering keeps the membership in the front-end: its restart ends the expert silos.
+                experts.RestartWith(frontend);
+            }
 
             builder.AddWarmup("warmup", frontend, expertSilos: options.Replicas)   // /health counts them all, then one forward per model
                 .WaitFor(experts);

@@ -14,7 +14,7 @@ namespace MoECluster.AppHost.Tests;
 /// Every child is tracked three ways (the pids it prints, the launcher's children in /proc, and processes whose command
 /// line or environment carries this test's unique models directory or marker), and killed at the end whatever happened.
 /// </summary>
-public sealed partial class AppHostEndToEndTests
+public sealed partial class AppHostEndToEndTests(Xunit.Abstractions.ITestOutputHelper log)
 {
     private static string AppHostDll => Path.Combine(AppContext.BaseDirectory, "MoECluster.AppHost.dll");
 
@@ -165,6 +165,69 @@ public sealed partial class AppHostEndToEndTests
         Assert.True(left.Count == 0, $"still running {clock.Elapsed.TotalSeconds:F1} s after kill -9: " + ProcessScan.Describe(left));
         Assert.Empty(ProcessScan.Mentioning(launch.Marker));
     }
+
+    [Fact]
+    public async Task A_front_end_killed_with_sigkill_is_restarted_with_its_expert_silos_and_forwards_succeed_again_within_15_s()
+    {
+        using var dir = new TempDirectory("moecluster-apphost-");
+        using var launch = new Launch(dir, "--backend", "managed");
+        await launch.WaitReadyAsync();
+        var running = SummaryPids(launch.Process.Output);
+        using var http = new HttpClient { BaseAddress = new Uri(launch.Url), Timeout = TimeSpan.FromSeconds(10) };
+        var client = new GatewayClient(http);
+        using var local = MoeModel.Open(Path.Combine(launch.ModelsDir, "tiny-8x1"));
+        var random = new Random(11);
+        float[] x = [.. Enumerable.Range(0, 5 * 64).Select(_ => (float)(random.NextDouble() * 2 - 1))];
+        float[] expected = local.ForwardStack(x, 5);
+
+        var clock = Stopwatch.StartNew();
+        using (var kill = Process.Start("kill", ["-KILL", P(running["frontend"])]))
+        {
+            kill.WaitForExit();
+        }
+
+        double? servedAt = null;
+        string last = "";
+        while (clock.Elapsed < TimeSpan.FromSeconds(40))
+        {
+            try
+            {
+                var response = await client.ForwardAsync("latent", layer: null, x, 5, 64, "fp32");
+                double error = Metrics.RelativeError(response.HiddenStates.Decode(), expected);
+                Assert.True(error <= 1e-4, $"cluster vs in-process after the restart: {error:E2}");
+                servedAt = clock.Elapsed.TotalSeconds;
+                break;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or GatewayException)
+            {
+                last = e.Message;
+            }
+
+            await Task.Delay(200);
+        }
+
+        string output = launch.Process.Output;
+        log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"first correct forward {servedAt?.ToString("F2", CultureInfo.InvariantCulture) ?? "never"} s after kill -9 of the front-end"));
+        Assert.True(servedAt is not null, $"no forward succeeded within 40 s of the kill (last: {last}):\n{output}");
+        Assert.True(servedAt <= 15, $"forwards succeeded again only {servedAt:F2} s after the kill:\n{output}");
+        Assert.Matches(@"frontend \(pid \d+\) exited with code 137 after [\d.]+ s; restarting it in 0\.5 s \(restart 1, at most 5 within 120 s\)", output);
+        Assert.Contains("expert-1, expert-2 must restart with frontend: restarting them", output, StringComparison.Ordinal);
+        var restarted = RestartedPids().Matches(output).ToDictionary(m => m.Groups[1].Value, m => int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture));
+        Assert.Equal(["expert-1", "expert-2", "frontend"], restarted.Keys.Order());
+        Assert.All(restarted, r => Assert.NotEqual(running[r.Key], r.Value));
+        Assert.All(restarted.Values, pid => Assert.True(BackgroundProcess.IsAlive(pid), output));
+
+        // Ctrl+C still stops everything, the restarted processes included.
+        var children = launch.Children();
+        ManagedProcess.Signal(launch.Process.Id, "INT");
+        Assert.True(launch.Process.WaitForExit(TimeSpan.FromSeconds(60)), "the launcher did not exit after SIGINT:\n" + launch.Process.Output);
+        Assert.Equal(0, launch.Process.ExitCode);
+        var left = ProcessScan.WaitAllGone(children.Concat(restarted.Values).Concat(ProcessScan.Mentioning(launch.Marker)), TimeSpan.FromSeconds(5));
+        Assert.True(left.Count == 0, "left behind: " + ProcessScan.Describe(left));
+    }
+
+    [GeneratedRegex(@"restarted ([a-z0-9-]+):\n  [a-z0-9-]+ +running +pid (\d+)")]
+    private static partial Regex RestartedPids();
 
     /// <summary>
     /// The first of <paramref name="count"/> consecutive ports free now, below Linux's ephemeral range (32768 and up),

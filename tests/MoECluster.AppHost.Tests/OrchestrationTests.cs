@@ -180,6 +180,103 @@ public sealed class OrchestrationTests
     }
 
     [Fact]
+    public async Task A_child_that_exits_once_ready_is_restarted_with_backoff_and_what_must_restart_with_it_is_restarted_too()
+    {
+        var builder = AppModelTests.NewBuilder();
+        var flaky = builder.AddExecutable("flaky", "bash").WithArgs("-c", "echo up; sleep 3; exit 7");
+        builder.AddExecutable("follower", "bash").WithArgs("-c", "echo follower up; exec sleep 300").WaitFor(flaky).RestartWith(flaky);
+        builder.AddExecutable("bystander", "bash").WithArgs("-c", "echo bystander up; exec sleep 300");
+        string? ready = null;
+        var (code, output, error) = await RunUntilReadyAsync(builder.Build(), async text =>
+        {
+            ready = text;
+
+            // flaky exits 3 s after each start: restarted after 0.5 s, then after 1 s (by about 8 s from now).
+            await Task.Delay(TimeSpan.FromSeconds(12));
+        });
+
+        Assert.True(code == 0, output + error);
+        Assert.NotNull(ready);
+        Assert.Matches(@"flaky \(pid \d+\) exited with code 7 after [\d.]+ s; restarting it in 0\.5 s \(restart 1, at most 5 within 120 s\)", error);
+        Assert.Matches(@"flaky \(pid \d+\) exited with code 7 after [\d.]+ s; restarting it in 1\.0 s \(restart 2, at most 5 within 120 s\)", error);
+        Assert.Contains("follower must restart with flaky: restarting them", output, StringComparison.Ordinal);
+        Assert.Matches(@"follower \(pid \d+\) exited with code 137 after [\d.]+ s; restarting it in 0\.5 s \(restart 1,", error);
+        Assert.Matches(@"restarted flaky:\n  flaky +running +pid \d+ \(watchdog \d+\) +restarts 1", output);
+        Assert.True(Count(output, "[flaky] up") >= 3, output);
+        Assert.True(Count(output, "[follower] follower up") >= 2, output);
+        Assert.Equal(1, Count(output, "[bystander] bystander up"));
+        Assert.DoesNotContain("bystander (pid", error, StringComparison.Ordinal);
+
+        // The stop is not an exit to restart: every process is gone, nothing started after it.
+        Assert.Contains("stopped every process", output, StringComparison.Ordinal);
+        int stopped = output.IndexOf("stopping every process", StringComparison.Ordinal);
+        Assert.DoesNotContain("restarted", output[stopped..], StringComparison.Ordinal);
+        foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(output, @"pid (\d+)"))
+        {
+            Assert.False(BackgroundProcess.IsAlive(int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)), $"pid {m.Groups[1].Value} outlived the stop:\n{output}");
+        }
+    }
+
+    [Fact]
+    public async Task A_child_that_stops_answering_its_liveness_check_once_ready_is_killed_and_restarted()
+    {
+        using var dir = new TempDirectory();
+        string hung = dir.File("hung");
+        var builder = AppModelTests.NewBuilder();
+        builder.AddExecutable("worker", "bash").WithArgs("-c", "echo worker up; exec sleep 300")
+            .WithAnnotation(new LivenessAnnotation(_ => "the hung flag", (_, _) => Task.FromResult(!File.Exists(hung)), TimeSpan.FromSeconds(2)));
+        var (code, output, error) = await RunUntilReadyAsync(builder.Build(), async _ =>
+        {
+            await Task.Delay(TimeSpan.FromSeconds(2));   // answered at least once: the check is armed
+            await File.WriteAllTextAsync(hung, "");
+            await Task.Delay(TimeSpan.FromSeconds(8));   // 2 s without an answer: killed, then restarted after 0.5 s
+            File.Delete(hung);
+            await Task.Delay(TimeSpan.FromSeconds(2));
+        });
+
+        Assert.True(code == 0, output + error);
+        Assert.Matches(@"worker \(pid \d+\) has not answered the hung flag for \d+ s \(hung\): killing it", error);
+        Assert.Matches(@"worker \(pid \d+\) exited with code 137 after [\d.]+ s; restarting it in 0\.5 s \(restart 1,", error);
+        Assert.Equal(1, Count(error, "has not answered"));
+        Assert.Equal(2, Count(output, "[worker] worker up"));
+        Assert.Matches(@"restarted worker:\n  worker +running +pid \d+ \(watchdog \d+\) +restarts 1", output);
+    }
+
+    [Fact]
+    public void Restart_delays_double_start_over_after_a_stable_run_and_stop_at_the_crash_loop_limit()
+    {
+        var policy = new MoECluster.Cluster.Hosting.RestartPolicy(TimeSpan.FromSeconds(0.5), TimeSpan.FromSeconds(3), 4, TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(30));
+        TimeSpan S(double s) => TimeSpan.FromSeconds(s);
+        Assert.Equal(S(0.5), policy.NextDelay(S(10), S(1)));
+        Assert.Equal(S(1), policy.NextDelay(S(11), S(1)));
+        Assert.Equal(S(2), policy.NextDelay(S(13), S(1)));
+
+        // A run of 30 s or more starts the backoff over; the delay is capped.
+        Assert.Equal(S(0.5), policy.NextDelay(S(50), S(35)));
+        Assert.Equal(4, policy.Restarts);
+
+        // Four restarts within 60 s: a crash loop, no fifth.
+        Assert.Null(policy.NextDelay(S(51), S(1)));
+        Assert.Equal(4, policy.Restarts);
+
+        // Once the oldest restarts leave the window, restarts resume, with the backoff of a process that keeps failing.
+        Assert.Equal(S(1), policy.NextDelay(S(75), S(1)));
+        Assert.Equal(S(2), policy.NextDelay(S(76), S(1)));
+        Assert.Equal(S(3), policy.NextDelay(S(120), S(1)));
+    }
+
+    private static int Count(string text, string what)
+    {
+        int n = 0;
+        for (int i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + what.Length, StringComparison.Ordinal))
+        {
+            n++;
+        }
+
+        return n;
+    }
+
+    [Fact]
     public async Task The_watchdog_stops_its_child_when_the_launchers_end_of_the_pipe_closes()
     {
         var builder = AppModelTests.NewBuilder();

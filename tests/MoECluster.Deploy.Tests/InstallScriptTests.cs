@@ -39,6 +39,8 @@ public sealed class InstallScriptTests
         Assert.Contains($"ConnectionStrings__redis={Installation.Redis}\n", common, StringComparison.Ordinal);
         Assert.Contains($"Orleans__Endpoints__AdvertisedIPAddress={Installation.AdvertiseIp}\n", common, StringComparison.Ordinal);
         Assert.Contains("MoECluster__Models__latent__Path=/var/lib/moecluster/models/latent\n", common, StringComparison.Ordinal);
+        string frontend = File.ReadAllText(install.Under("/etc/moecluster/frontend.env"));
+        Assert.Contains($"MoECluster__ExpectedExpertSilos={Installation.Gpus.ToString(System.Globalization.CultureInfo.InvariantCulture)}\n", frontend, StringComparison.Ordinal);
         Assert.Contains("nothing started", result.Stdout, StringComparison.Ordinal);
 
         // Nothing outside the root, and no enablement links: install does not start or enable anything.

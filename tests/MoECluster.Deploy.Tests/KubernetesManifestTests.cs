@@ -270,6 +270,20 @@ public sealed class KubernetesManifestTests
     }
 
     [Fact]
+    public void The_expected_expert_count_is_the_expert_replicas_and_every_silo_pod_is_restarted_when_it_exits()
+    {
+        string key = SiloSettings.Env($"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.ExpectedExpertSilos)}");
+        int expected = int.Parse(Named("ConfigMap", "moecluster-common")["data"][key].Text, CultureInfo.InvariantCulture);
+        Assert.Equal(Named("StatefulSet", "moecluster-expert")["spec"]["replicas"].Int, expected);
+
+        // A silo that exits (killed, crashed, or declared dead after a hang) must come back: Always, which is also the default.
+        foreach (var (workload, pod, _) in Silos)
+        {
+            Assert.Equal("Always", pod.Get("restartPolicy")?.Text ?? "Always");
+        }
+    }
+
+    [Fact]
     public void The_redis_secret_is_a_placeholder_that_points_at_the_redis_service()
     {
         string serviceKey = Named("ConfigMap", "moecluster-common")["data"][SiloSettings.Env(ConfigurationKeys.ClusteringServiceKey)].Text;

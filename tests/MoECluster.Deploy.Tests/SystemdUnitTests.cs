@@ -26,12 +26,16 @@ public sealed class SystemdUnitTests(InstalledFixture fixture) : IClassFixture<I
 
     [Theory]
     [MemberData(nameof(Units))]
-    public void Units_restart_on_failure_stop_gracefully_and_are_hardened(string unit)
+    public void Units_restart_whatever_the_exit_with_a_crash_loop_limit_stop_gracefully_and_are_hardened(string unit)
     {
         var u = new SystemdUnit(Repo.File("deploy", "systemd", unit));
         Assert.Contains("network-online.target", u.One("Unit", "After"), StringComparison.Ordinal);
         Assert.Contains("network-online.target", u.One("Unit", "Wants"), StringComparison.Ordinal);
-        Assert.Equal("on-failure", u.One("Service", "Restart"));
+        // A silo told it was declared dead (after a hang) may exit with any code: it must come back all the same.
+        Assert.Equal("always", u.One("Service", "Restart"));
+        Assert.True(SystemdUnit.Seconds(u.One("Service", "RestartSec")) <= 2, $"{unit}: a restarted front-end must be back within seconds");
+        Assert.True(int.Parse(u.One("Unit", "StartLimitBurst"), CultureInfo.InvariantCulture) > 1);
+        Assert.True(SystemdUnit.Seconds(u.One("Unit", "StartLimitIntervalSec")) >= 60);
         Assert.Equal("SIGTERM", u.One("Service", "KillSignal"));
         Assert.True(SystemdUnit.Seconds(u.One("Service", "TimeoutStopSec")) >= 60, $"{unit}: TimeoutStopSec leaves Orleans' graceful shutdown (30 s) too little time");
         Assert.True(int.Parse(u.One("Service", "LimitNOFILE"), CultureInfo.InvariantCulture) >= 65536);

@@ -42,6 +42,18 @@ public sealed record HintAnnotation(string DisplayText, Func<ResourceInstance, s
 /// </summary>
 public sealed record ParentProcessAnnotation(string EnvironmentVariable) : IResourceAnnotation;
 
+/// <summary>
+/// When a process of <see cref="Resource"/> exits and is restarted, restart this resource's processes too (they cannot
+/// outlive it: the expert silos of localhost clustering, whose membership table lives in the front-end).
+/// </summary>
+public sealed record RestartWithAnnotation(IResource Resource) : IResourceAnnotation;
+
+/// <summary>
+/// Liveness, once the application is ready: a process that has passed <see cref="IsAlive"/> and then fails it for
+/// <see cref="Timeout"/> is hung (stopped, deadlocked) and is killed, so that supervision restarts it.
+/// </summary>
+public sealed record LivenessAnnotation(Func<ResourceInstance, string> Describe, Func<ResourceInstance, CancellationToken, Task<bool>> IsAlive, TimeSpan Timeout) : IResourceAnnotation;
+
 public enum WaitType
 {
     /// <summary>Every replica started and passed its health checks (a resource without health checks: started).</summary>

@@ -77,6 +77,32 @@ public static class ResourceBuilderExtensions
     public static IResourceBuilder<T> WithHealthCheck<T>(this IResourceBuilder<T> builder, Func<ResourceInstance, string> describe, Func<ResourceInstance, CancellationToken, Task<HealthCheckResult>> check)
         where T : IProcessResource => builder.WithAnnotation(new HealthCheckAnnotation(describe, check));
 
+    /// <summary>Kill (and so restart) a replica that stops answering <c>GET &lt;endpoint&gt;&lt;path&gt;</c> for <paramref name="timeout"/> (default 10 s) once it has answered.</summary>
+    public static IResourceBuilder<T> WithHttpLiveness<T>(this IResourceBuilder<T> builder, string path, TimeSpan? timeout = null, string endpointName = "http")
+        where T : IProcessResource
+    {
+        var http = new HttpClient { Timeout = TimeSpan.FromSeconds(3) };
+        return builder.WithAnnotation(new LivenessAnnotation(
+            i => i.Endpoint(endpointName).Address + path,
+            async (i, cancel) =>
+            {
+                try
+                {
+                    using var response = await http.GetAsync(new Uri(i.Endpoint(endpointName).Address + path), cancel);
+                    return response.IsSuccessStatusCode;
+                }
+                catch (Exception e) when (e is HttpRequestException || (e is TaskCanceledException && !cancel.IsCancellationRequested))
+                {
+                    return false;
+                }
+            },
+            timeout ?? TimeSpan.FromSeconds(10)));
+    }
+
+    /// <summary>Restart this resource's processes whenever a process of <paramref name="dependency"/> is restarted after an exit.</summary>
+    public static IResourceBuilder<T> RestartWith<T>(this IResourceBuilder<T> builder, IResourceBuilder<IResource> dependency)
+        where T : IResource => builder.WithAnnotation(new RestartWithAnnotation(dependency.Resource));
+
     /// <summary>Start only once every replica of <paramref name="dependency"/> is healthy; stop before it.</summary>
     public static IResourceBuilder<T> WaitFor<T>(this IResourceBuilder<T> builder, IResourceBuilder<IResource> dependency)
         where T : IResourceWithWaitSupport => builder.WithAnnotation(new WaitAnnotation(dependency.Resource, WaitType.UntilHealthy));

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using MoECluster.AppHost.Model;
+using MoECluster.Cluster.Hosting;
 
 namespace MoECluster.AppHost.Orchestration;
 
@@ -17,6 +18,8 @@ internal sealed class Orchestrator(DistributedApplicationModel model, LauncherCo
     private readonly HttpClient _http = new() { Timeout = Timeout.InfiniteTimeSpan };
     private readonly Stopwatch _clock = Stopwatch.StartNew();
     private readonly string? _setsid = ExecutableLocator.Find("setsid");
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> _restarts = new(StringComparer.Ordinal);
+    private readonly Lock _restartGate = new();
     private ResourceFailedException? _failure;
     private CancellationTokenSource? _startup;
     private volatile bool _ready;
@@ -238,25 +241,141 @@ internal sealed class Orchestrator(DistributedApplicationModel model, LauncherCo
         }
     }
 
-    /// <summary>A long-running process exited: while starting, that ends the launch; once ready, it is reported.</summary>
+    /// <summary>
+    /// A long-running process exited: while starting, that ends the launch; once ready, it is restarted (same instance:
+    /// name, arguments, ports, environment) after a backoff, and the resources that must restart with it are restarted
+    /// too (<see cref="RestartWithAnnotation"/>); a process that crash-loops (<see cref="RestartPolicy"/>) is reported and
+    /// left stopped. A stop the launcher asked for is never restarted.
+    /// </summary>
     private async Task MonitorAsync(ResourceInstance instance, ManagedProcess process)
     {
-        int code = await process.Exited;
-        process.Watchdog?.Dispose();
-        if (_stopping)
+        var policy = RestartPolicy.Default();
+        var state = _states[instance.Resource];
+        while (true)
+        {
+            var started = _clock.Elapsed;
+            _ = WatchLivenessAsync(instance, process);
+            int code = await process.Exited;
+            process.Watchdog?.Dispose();
+            if (_stopping)
+            {
+                return;
+            }
+
+            var failure = new ResourceFailedException(instance.Name, $"{instance.Name} exited with code {code}", process.LastLines());
+            if (!_ready)
+            {
+                Fail(failure);
+                return;
+            }
+
+            var ranFor = _clock.Elapsed - started;
+            if (policy.NextDelay(_clock.Elapsed, ranFor) is not { } delay)
+            {
+                ReportFailure(failure);
+                console.Error($"{instance.Name} was restarted {policy.Restarts} times, {policy.Describe()}: not restarting it again (crash loop); the other resources keep running; Ctrl+C stops them");
+                return;
+            }
+
+            console.Error(string.Create(CultureInfo.InvariantCulture,
+                $"{instance.Name} (pid {process.Id}) exited with code {code} after {ranFor.TotalSeconds:F1} s; restarting it in {delay.TotalSeconds:F1} s (restart {policy.Restarts}, {policy.Describe()})"));
+            RestartDependentsOf(instance);
+            await Task.Delay(delay);
+            ManagedProcess next;
+            lock (_restartGate)
+            {
+                if (_stopping)
+                {
+                    return;
+                }
+
+                try
+                {
+                    next = ManagedProcess.Start(instance, console, _colors[instance], _setsid, withWatchdog: !((IProcessResource)instance.Resource).StopsWithParent());
+                }
+                catch (ResourceFailedException e)
+                {
+                    ReportFailure(e);
+                    return;
+                }
+
+                lock (state.Processes)
+                {
+                    state.Processes[state.Processes.IndexOf(process)] = next;
+                }
+
+                _restarts[instance.Name] = policy.Restarts;
+            }
+
+            process.Dispose();
+            process = next;
+            console.Info($"restarted {instance.Name}:");
+            console.Info(SummaryLine(instance));
+        }
+    }
+
+    /// <summary>
+    /// Once the application is ready and <paramref name="process"/> has passed its liveness check
+    /// (<see cref="LivenessAnnotation"/>), checks it every second; one that fails it for the annotation's timeout is hung
+    /// and is killed (the exit monitor restarts it).
+    /// </summary>
+    private async Task WatchLivenessAsync(ResourceInstance instance, ManagedProcess process)
+    {
+        if (instance.Resource.Annotations.OfType<LivenessAnnotation>().FirstOrDefault() is not { } liveness)
         {
             return;
         }
 
-        var failure = new ResourceFailedException(instance.Name, $"{instance.Name} exited with code {code}", process.LastLines());
-        if (_ready)
+        long? lastAlive = null;
+        while (!process.HasExited && !_stopping)
         {
-            ReportFailure(failure);
-            console.Error("the other resources keep running; Ctrl+C stops them");
+            await Task.WhenAny(process.Exited, Task.Delay(TimeSpan.FromSeconds(1)));
+            if (!_ready || process.HasExited || _stopping)
+            {
+                continue;
+            }
+
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            bool alive;
+            try
+            {
+                alive = await liveness.IsAlive(instance, timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                alive = false;
+            }
+
+            if (alive)
+            {
+                lastAlive = Stopwatch.GetTimestamp();
+            }
+            else if (lastAlive is long last && Stopwatch.GetElapsedTime(last) > liveness.Timeout && !process.HasExited && !_stopping)
+            {
+                console.Error(string.Create(CultureInfo.InvariantCulture,
+                    $"{instance.Name} (pid {process.Id}) has not answered {liveness.Describe(instance)} for {Stopwatch.GetElapsedTime(last).TotalSeconds:F0} s (hung): killing it"));
+                process.Kill();
+                return;
+            }
         }
-        else
+    }
+
+    /// <summary>Kills the processes of every resource that must restart with <paramref name="instance"/>'s (their own supervision restarts them).</summary>
+    private void RestartDependentsOf(ResourceInstance instance)
+    {
+        foreach (var dependent in model.Resources.Where(r => r.Annotations.OfType<RestartWithAnnotation>().Any(a => ReferenceEquals(a.Resource, instance.Resource))))
         {
-            Fail(failure);
+            List<ManagedProcess> running;
+            lock (_states[dependent].Processes)
+            {
+                running = [.. _states[dependent].Processes.Where(p => !p.HasExited)];
+            }
+
+            if (running.Count > 0)
+            {
+                console.Info($"{string.Join(", ", running.Select(p => p.Name))} must restart with {instance.Name}: restarting them");
+                running.ForEach(p => p.Kill());
+            }
         }
     }
 
@@ -287,31 +406,42 @@ internal sealed class Orchestrator(DistributedApplicationModel model, LauncherCo
         }
     }
 
+    /// <summary>One resource's line of the listing: status, pid, restarts, endpoints.</summary>
+    private string SummaryLine(ResourceInstance instance)
+    {
+        var state = _states[instance.Resource];
+        ManagedProcess? process;
+        lock (state.Processes)
+        {
+            process = state.Processes.FirstOrDefault(p => p.Name == instance.Name);
+        }
+
+        string status = process is null ? "completed"
+            : !process.HasExited ? "running"
+            : model.IsOneShot(instance.Resource) && process.Exited.Result == 0 ? "completed"
+            : $"exited ({process.Exited.Result})";
+        string pid = process is null ? "" : $"pid {process.Id}{(process.Watchdog is { } w ? $" (watchdog {w.Id})" : "")}";
+        var where = instance.Endpoints.Values.Select(e => e.Scheme is "http" or "https" ? e.Address : $"{e.Name} {e.HostAndPort}").ToList();
+        if (process is null && state.Summary is not null)
+        {
+            where.Add(state.Summary);
+        }
+
+        if (_restarts.TryGetValue(instance.Name, out int restarts))
+        {
+            where.Insert(0, string.Create(CultureInfo.InvariantCulture, $"restarts {restarts}"));
+        }
+
+        return $"  {instance.Name,-10} {status,-10} {pid,-26} {string.Join("  ", where)}".TrimEnd();
+    }
+
     private void PrintSummary()
     {
         console.Info("");
         console.Info("resources:");
         foreach (var instance in model.Instances)
         {
-            var state = _states[instance.Resource];
-            ManagedProcess? process;
-            lock (state.Processes)
-            {
-                process = state.Processes.FirstOrDefault(p => p.Name == instance.Name);
-            }
-
-            string status = process is null ? "completed"
-                : !process.HasExited ? "running"
-                : model.IsOneShot(instance.Resource) && process.Exited.Result == 0 ? "completed"
-                : $"exited ({process.Exited.Result})";
-            string pid = process is null ? "" : $"pid {process.Id}{(process.Watchdog is { } w ? $" (watchdog {w.Id})" : "")}";
-            var where = instance.Endpoints.Values.Select(e => e.Scheme is "http" or "https" ? e.Address : $"{e.Name} {e.HostAndPort}").ToList();
-            if (process is null && state.Summary is not null)
-            {
-                where.Add(state.Summary);
-            }
-
-            console.Info($"  {instance.Name,-10} {status,-10} {pid,-26} {string.Join("  ", where)}".TrimEnd());
+            console.Info(SummaryLine(instance));
         }
 
         var lines = new List<(string Label, string Text)>();
@@ -347,7 +477,11 @@ internal sealed class Orchestrator(DistributedApplicationModel model, LauncherCo
     /// <summary>Stops each resource after everything that waits for it or references it has stopped.</summary>
     private async Task StopAllAsync(CancellationToken force)
     {
-        _stopping = true;
+        lock (_restartGate)
+        {
+            _stopping = true;
+        }
+
         if (!_states.Values.Any(s => s.Processes.Any(p => !p.HasExited)))
         {
             return;

@@ -43,10 +43,11 @@ internal static class SiloCommand
         var wire = new Option<string?>("--wire") { Description = "Default payload element type: fp32, bf16 (default) or fp16." };
         var backend = new Option<string?>("--backend") { Description = "Compute: auto (GPU if present, else managed; the default), managed, reference or ilgpu." };
         backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
+        var expectedExperts = new Option<int?>("--expected-expert-silos") { Description = "Expert silos the cluster should have (MoECluster:ExpectedExpertSilos): a front-end's /health says degraded while fewer serve." };
         var parentPid = new Option<int?>("--parent-pid") { Description = $"Stop when this process exits (default: ${ParentProcess.EnvironmentVariable}; moecluster run and the launcher set it)." };
         var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")
         {
-            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire, backend, parentPid,
+            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire, backend, expectedExperts, parentPid,
         };
         command.SetAction((parse, cancel) => RunAsync(error, parse.GetValue(role)!, new Dictionary<string, string?>
         {
@@ -57,6 +58,7 @@ internal static class SiloCommand
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.ShardsPerLayer)}"] = parse.GetValue(shards)?.ToString(CultureInfo.InvariantCulture),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.DefaultWire)}"] = parse.GetValue(wire),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Compute)}:{nameof(ComputeOptions.Backend)}"] = parse.GetValue(backend),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.ExpectedExpertSilos)}"] = parse.GetValue(expectedExperts)?.ToString(CultureInfo.InvariantCulture),
             [ConfigurationKeys.Urls] = parse.GetValue(urls),
         }, parse.GetValue(models) ?? [], parse.GetValue(parentPid), cancel));
         return command;

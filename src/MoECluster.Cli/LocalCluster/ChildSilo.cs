@@ -28,6 +28,9 @@ internal sealed class ChildSilo : IDisposable
 
     public int Id => _process.Id;
 
+    /// <summary>Completes when the process has exited (and its output has been read).</summary>
+    public Task WaitForExitAsync(CancellationToken cancellationToken = default) => _process.WaitForExitAsync(cancellationToken);
+
     public static ChildSilo Start(string name, IEnumerable<string> siloArguments, TextWriter log, bool echo, IReadOnlyDictionary<string, string>? environment = null)
     {
         var info = new ProcessStartInfo(Environment.ProcessPath ?? "dotnet")
@@ -105,6 +108,19 @@ internal sealed class ChildSilo : IDisposable
                 _process.Kill(entireProcessTree: true);
                 await _process.WaitForExitAsync();
             }
+        }
+    }
+
+    /// <summary>SIGKILL, without waiting.</summary>
+    public void Kill()
+    {
+        try
+        {
+            _process.Kill(entireProcessTree: true);
+        }
+        catch (InvalidOperationException)
+        {
+            // already exited
         }
     }
 

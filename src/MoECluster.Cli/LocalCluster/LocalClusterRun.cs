@@ -13,7 +13,7 @@ namespace MoECluster.Cli.LocalCluster;
 /// <summary>Starts the processes of <c>moecluster run</c>, drives the sample traffic, reports, and stops them.</summary>
 internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, TextWriter error)
 {
-    private readonly List<ChildSilo> _silos = [];
+    private readonly List<SupervisedSilo> _silos = [];
 
     public async Task<int> RunAsync(CancellationToken cancel)
     {
@@ -74,16 +74,18 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         string tlsDir = LocalClusterTls.DirectoryFor(settings.ModelsDir);
         output.WriteLine(LocalClusterTls.Ensure(tlsDir));
         var tls = LocalClusterTls.Environment(tlsDir);
-        _silos.Add(ChildSilo.Start("frontend", [
+        _silos.Add(new SupervisedSilo("frontend", [
             "--role", "frontend", "--name", "frontend", "--silo-port", P(settings.SiloPort), "--gateway-port", P(settings.GatewayPort),
-            "--urls", settings.Urls, .. common], error, settings.Verbose, tls));
+            "--urls", settings.Urls, "--expected-expert-silos", P(settings.ExpertSilos), .. common], Alive(settings.Urls), error, output, settings.Verbose, tls));
         using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) }.WithApiKey(settings.ApiKey);
         await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
         for (int i = 1; i <= settings.ExpertSilos; i++)
         {
-            _silos.Add(ChildSilo.Start($"expert-{i}", [
+            // A fixed HTTP port per expert (free now), so that supervision can probe its /alive, before and after a restart.
+            string expertUrl = $"http://127.0.0.1:{P(FreeLoopbackPort())}";
+            _silos.Add(new SupervisedSilo($"expert-{i}", [
                 "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(settings.SiloPort + i), "--gateway-port", "0",
-                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", .. common], error, settings.Verbose, tls));
+                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", "--urls", expertUrl, .. common], Alive(expertUrl), error, output, settings.Verbose, tls));
         }
 
         var client = new GatewayClient(http);
@@ -92,7 +94,34 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             var (_, body) = await client.HealthAsync(cancel);
             return body?["expert_silos"]?.GetValue<int>() == settings.ExpertSilos;
         }, cancel);
-        output.WriteLine($"cluster up: gateway {settings.Urls}, 1 front-end silo + {settings.ExpertSilos} expert silos (pids {string.Join(", ", _silos.Select(s => s.Id))}), {settings.Shards} shards per layer");
+        output.WriteLine($"cluster up: gateway {settings.Urls}, 1 front-end silo + {settings.ExpertSilos} expert silos (pids {string.Join(", ", _silos.Select(s => s.Current.Id))}), {settings.Shards} shards per layer");
+
+        // From now on a silo that exits is restarted (localhost clustering: when the front-end, its primary, restarts,
+        // the expert silos find the membership gone and exit; they are restarted too and rejoin).
+        output.WriteLine("supervising: a silo that exits is restarted with the same name and ports (backoff from 0.5 s, at most 5 restarts within 120 s); one that does not answer /alive for 10 s is killed and restarted");
+        _silos[0].ExitedUnexpectedly += _ =>
+        {
+            // Localhost clustering keeps the membership table in the front-end (its primary): the expert silos cannot
+            // survive its restart (Orleans makes them exit once they see the table start over, which took them 10-15 s),
+            // so they are restarted with it at once and rejoin the new front-end.
+            output.WriteLine("the front-end held the membership (localhost clustering): restarting the expert silos with it");
+            foreach (var expert in _silos.Skip(1))
+            {
+                expert.Kill();
+            }
+        };
+        _silos.ForEach(s => s.Supervise());
+    }
+
+    private static Uri Alive(string url) => new(new Uri(url), "/alive");
+
+    private static int FreeLoopbackPort()
+    {
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
     }
 
     private async Task WaitAsync(string what, Func<Task<bool>> ready, CancellationToken cancel)
@@ -100,9 +129,9 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         var clock = Stopwatch.StartNew();
         while (true)
         {
-            if (_silos.FirstOrDefault(s => s.HasExited) is { } dead)
+            if (_silos.FirstOrDefault(s => s.Current.HasExited) is { } dead)
             {
-                throw new IOException($"silo {dead.Name} exited with code {dead.ExitCode} while waiting for {what} (see its log lines above)");
+                throw new IOException($"silo {dead.Name} exited with code {dead.Current.ExitCode} while waiting for {what} (see its log lines above)");
             }
 
             try
@@ -277,6 +306,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
 
     private async Task StopAsync()
     {
+        await Task.WhenAll(_silos.Select(s => s.StopSupervisingAsync()));
         _silos.ForEach(s => s.Quiet());
 
         // Expert silos first, then the front-end silo: it is the primary of localhost clustering, and the others

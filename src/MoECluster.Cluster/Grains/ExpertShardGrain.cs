@@ -108,65 +108,7 @@ public sealed partial class ExpertShardGrain(
 
     public async Task<WireBytes> Compute(WireBytes request, CancellationToken cancellationToken = default)
     {
-        ShardRequest r;
-        try
-        {
-            r = WireFormat.DecodeRequest(request.Bytes, catalog.Options.WireLimits);
-        }
-        catch (WireFormatException e)
-        {
-            throw new ArgumentException($"shard {_shard.Key}: {e.Message}");
-        }
-
-        if (r.Model != _shard.Model || r.Layer != _shard.Layer || r.FirstExpert != _shard.FirstExpert || r.ExpertCount != _shard.ExpertCount)
-        {
-            throw new ArgumentException(
-                $"shard {_shard.Key} holds experts {_shard.FirstExpert}..{_shard.EndExpert - 1} of {_shard.Model} layer {_shard.Layer}; the request addresses experts {r.FirstExpert}..{r.FirstExpert + r.ExpertCount - 1} of {r.Model} layer {r.Layer}");
-        }
-
-        if (_experts.Width != r.Rows.Width)
-        {
-            throw new ArgumentException($"shard {_shard.Key}: rows are {r.Rows.Width} wide, the experts take {_experts.Width}");
-        }
-
-        var clock = Stopwatch.StartNew();
-        int bad = r.Rows.FindNonFinite();
-        if (bad >= 0)
-        {
-            throw new ArgumentException($"shard {_shard.Key}: row {bad / r.Rows.Width} has a non-finite value at column {bad % r.Rows.Width}");
-        }
-
-        float[] z = r.Rows.Decode();
-
-        int rows = r.Rows.Rows;
-        int pairs = r.PairTotal;
-        var expertIds = new ushort[pairs];
-        var weights = new float[pairs];
-        WireFormat.ReadPairs(r, expertIds, weights);
-        var offsets = new int[rows + 1];
-        for (int i = 0; i < rows; i++)
-        {
-            offsets[i + 1] = offsets[i] + r.PairCounts[i];
-        }
-
-        int[] experts = [.. expertIds.Select(e => (int)e)];
-        float[] partials = await Task.Run(() => _experts.ComputePartials(z, rows, offsets, experts, weights), cancellationToken);
-        var encoded = ActivationBlock.Encode(partials, rows, _experts.Width, r.ResponseDType);
-        if (encoded.FindNonFinite() >= 0)
-        {
-            // The partial sums are finite (ComputePartials checked them): they do not fit the reply's element type.
-            throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                $"layer {_shard.Layer}: the experts' partial sums reach {FloatRange.MaxAbs(partials):G3}, beyond the range of the {WireDTypes.Name(r.ResponseDType)} wire ({(r.ResponseDType == WireDType.F16 ? "±65504" : "±3.39e38")})"));
-        }
-
-        var response = new ShardResponse
-        {
-            Partials = encoded,
-            Silo = silo.SiloAddress.ToString(),
-            RequestId = r.RequestId,
-            ComputeMicroseconds = (long)clock.Elapsed.TotalMicroseconds,
-        };
-        return new WireBytes(WireFormat.Serialize(response));
+        return await ShardComputation.ComputeAsync(_shard, _experts, request, catalog.Options.WireLimits, silo.SiloAddress.ToString(), cancellationToken);
     }
 
     private ShardDescription Description() =>

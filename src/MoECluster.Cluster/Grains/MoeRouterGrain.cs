@@ -14,7 +14,7 @@ namespace MoECluster.Cluster.Grains;
 /// </summary>
 [StatelessWorker]
 [Reentrant]
-public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, ILocalSiloDetails silo, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
+public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, ShardCallHedging hedging, IShardAlternateClient alternates, ILocalSiloDetails silo, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
 {
     private DistributedMoeLayer? _layer;
 
@@ -57,7 +57,7 @@ public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, I
             throw new ArgumentException($"layer {l} is not an MoE layer of {modelId}; MoE layers: {string.Join(", ", model.Config.MoeLayers)}");
         }
 
-        _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(catalog.Options.ShardRetry, logger));
+        _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(catalog.Options.ShardRetry, logger), hedging, alternates);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(TimeSpan.FromSeconds(catalog.Options.RequestTimeoutSeconds));
         try

@@ -29,6 +29,15 @@ public sealed class MoeClusterOptions
     /// <summary>How routers retry a shard call whose silo went away.</summary>
     public ShardRetryOptions ShardRetry { get; init; } = new();
 
+    /// <summary>How routers hedge a shard call that is overdue (a hung silo): see ShardCallHedging.</summary>
+    public ShardHedgingOptions ShardHedging { get; init; } = new();
+
+    /// <summary>
+    /// Expert silos the cluster is meant to have (set by the launchers and deploy/); 0 = not configured. While fewer
+    /// serve, a front-end's <c>/health</c> says "degraded" (still HTTP 200: every request is still answered).
+    /// </summary>
+    public int ExpectedExpertSilos { get; set; }
+
     /// <summary>Bounds every decoded wire message must respect (untrusted input).</summary>
     public MoECluster.Wire.WireLimits WireLimits { get; set; } = new();
 
@@ -140,6 +149,38 @@ public sealed class ShardRetryOptions
     public double BaseDelayMilliseconds { get; set; } = 50;
 
     public double MaxDelayMilliseconds { get; set; } = 1000;
+}
+
+/// <summary>
+/// Hedging of shard calls ("MoECluster:ShardHedging"): when a shard call has not answered within a delay derived from
+/// that shard's recent latency, the same (idempotent) request goes to the shard's alternate — the same experts, loaded
+/// on demand by the alternates' grain service of the next expert silo — and the first answer wins; the shard then
+/// prefers its alternate for a while. This bounds what a hung silo (alive to TCP, answering nothing) costs a request,
+/// long before membership declares it dead.
+/// </summary>
+public sealed class ShardHedgingOptions
+{
+    /// <summary>Turns hedging off (calls then wait for membership to declare a hung silo dead).</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>
+    /// The hedge delay is this many times the shard's expected latency for the call's rows (its recent mean plus four
+    /// deviations, scaled up for a batch larger than usual). A shard without a latency sample yet (its first call,
+    /// which loads its weights) is not hedged.
+    /// </summary>
+    public double LatencyMultiplier { get; set; } = 4;
+
+    /// <summary>Never hedge sooner than this (a GC pause or a busy core must not double the work).</summary>
+    public double MinDelayMilliseconds { get; set; } = 1000;
+
+    /// <summary>Never wait longer than this before hedging.</summary>
+    public double MaxDelayMilliseconds { get; set; } = 30000;
+
+    /// <summary>After its alternate answered an overdue call, a shard's calls go to the alternate first for this long.</summary>
+    public double PreferAlternateSeconds { get; set; } = 10;
+
+    /// <summary>An alternate that has served nothing for this long is dropped (its weights are freed).</summary>
+    public double AlternateIdleSeconds { get; set; } = 60;
 }
 
 public sealed class ModelEntry

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Placement;
 using MoECluster.Cluster.Security;
 using MoECluster.Cluster.Telemetry;
@@ -36,9 +37,15 @@ public static class MoeClusterSiloExtensions
         // Failure detection in seconds rather than Orleans's defaults (tens of seconds): a killed expert silo's shards
         // must re-activate on the survivors while routers retry (ShardCallRetry). Each silo probes 3 others every
         // ProbeTimeout; 2 missed probes make a suspicion, 2 suspicions a death. Overridable: Orleans__Membership__*.
+        // MaxProbeTimeout bounds the adaptive probe timeout, and MaxProbeTimeout × NumMissedProbesLimit is also how long
+        // after the last message from a silo its death votes are suppressed (Orleans's connection-liveness check): left at
+        // its default (4 × ProbeTimeout) that floor was 16 s, which is how long a hung silo (SIGSTOP: connections open,
+        // nothing answered) took to be declared dead. 3 s makes it 6 s; routers hedge overdue shard calls long before
+        // (ShardCallHedging), so this only decides when the hung silo's shards are re-placed for good.
         silo.Services.Configure<ClusterMembershipOptions>(o =>
         {
             o.ProbeTimeout = TimeSpan.FromSeconds(2);
+            o.MaxProbeTimeout = TimeSpan.FromSeconds(3);
             o.NumMissedProbesLimit = 2;
             o.NumVotesForDeathDeclaration = 2;
             o.TableRefreshTimeout = TimeSpan.FromSeconds(2);
@@ -53,6 +60,8 @@ public static class MoeClusterSiloExtensions
         silo.Services.AddSingleton<ModelCatalog>();
         silo.Services.AddSingleton<TrafficLedger>();
         silo.Services.AddSingleton<ClusterStatistics>();
+        silo.Services.AddSingleton<Routing.ShardCallHedging>();
+        silo.AddShardAlternates();
 
         // Every silo reports grain and silo counters to the Orleans Dashboard, which the gateway mounts.
         silo.AddDashboard();

@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Routing;
 using MoECluster.Model.Dispatch;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Runtime.Placement;
@@ -47,15 +48,16 @@ internal sealed class ExpertShardPlacementDirector(
 
     /// <summary>
     /// Where an unpinned shard belongs among the active expert silos, <paramref name="experts"/> sorted by address:
-    /// shard i of layer l on expert silo (i + l) mod count. Shards use it too, to move when silos join.
+    /// shard i of layer l on expert silo (i + l) mod count, and its alternate (<see cref="ShardKeys"/>) on the next one,
+    /// so that the two sit on different silos whenever there are two. Shards use it too, to move when silos join.
     /// </summary>
     public static SiloAddress Target(string key, IReadOnlyList<SiloAddress> experts)
     {
         int index;
         try
         {
-            var shard = ExpertShard.ParseKey(key);
-            index = (shard.FirstExpert / shard.ExpertCount) + shard.Layer;
+            var shard = ShardKeys.Parse(key, out bool alternate);
+            index = (shard.FirstExpert / shard.ExpertCount) + shard.Layer + (alternate ? 1 : 0);
         }
         catch (FormatException)
         {

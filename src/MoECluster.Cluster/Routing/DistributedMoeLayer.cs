@@ -22,7 +22,7 @@ namespace MoECluster.Cluster.Routing;
 /// finite, is the cluster's fault: <see cref="ShardFailureException"/>.
 /// </para>
 /// </summary>
-public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IGrainFactory grains, TrafficLedger ledger, string localSilo, ShardCallRetry retry)
+public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IGrainFactory grains, TrafficLedger ledger, string localSilo, ShardCallRetry retry, ShardCallHedging hedging, IShardAlternateClient alternates)
 {
     private long _requests;
 
@@ -126,7 +126,14 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         ShardResponse response;
         try
         {
-            reply = await retry.ExecuteAsync(async cancel => await shard.Compute(new WireBytes(bytes), cancel), cancellationToken);
+            reply = await retry.ExecuteAsync(
+                async cancel => await hedging.CallAsync(
+                    dispatch.Shard.Key,
+                    dispatch.Rows,
+                    c => shard.Compute(new WireBytes(bytes), c),
+                    (silo, c) => alternates.On(silo).Compute(dispatch.Shard.Key, new WireBytes(bytes), c),
+                    cancel),
+                cancellationToken);
             response = WireFormat.DecodeResponse(reply.Bytes, catalog.Options.WireLimits, dispatch.Rows, width);
         }
         catch (ForwardOverflowException e)

@@ -13,7 +13,8 @@ namespace MoECluster.Cluster.Routing;
 /// membership has declared the silo dead, the shard's grain re-activates on a surviving expert silo (placement
 /// skips dead silos) and reloads its experts' weights there. Backoff is exponential with jitter, capped, and the
 /// whole thing is bounded by the request's deadline (the caller's cancellation token). Other failures (bad input,
-/// a shard refusing a range) are not retried.
+/// a shard refusing a range) are not retried. An attempt that did not answer in time (<see cref="ShardCallTimeoutException"/>,
+/// from <see cref="ShardCallHedging"/>) is sent again too.
 /// </summary>
 public sealed partial class ShardCallRetry
 {
@@ -44,7 +45,7 @@ public sealed partial class ShardCallRetry
 
     /// <summary>The failures that mean "the shard's silo is gone or unreachable", not "the request is wrong".</summary>
     public static bool IsSiloLoss(Exception e) => e is SiloUnavailableException or OrleansMessageRejectionException
-        or ConnectionFailedException or SocketConnectionException or GatewayTooBusyException;
+        or ConnectionFailedException or SocketConnectionException or GatewayTooBusyException or ShardCallTimeoutException;
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "shard call failed, retry {Attempt} in {DelayMs:F0} ms: {Error}: {Reason}")]
     private static partial void Retrying(ILogger logger, int attempt, double delayMs, string error, string reason);

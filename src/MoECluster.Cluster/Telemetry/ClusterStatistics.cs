@@ -81,7 +81,9 @@ public sealed record StatsReport(
             ? standard.MeasuredPayloadBytesPerToken / latent.MeasuredPayloadBytesPerToken
             : null;
         return new StatsReport(
-            [.. silos.Select(s => new SiloSummary(s.Silo, s.Name, s.Role, [.. s.Shards.Select(x => x.Key).Order(StringComparer.Ordinal)]))],
+            [.. silos.Select(s => new SiloSummary(s.Silo, s.Name, s.Role,
+                [.. s.Shards.Select(x => x.Key).Where(k => !Routing.ShardKeys.IsAlternate(k)).Order(StringComparer.Ordinal)],
+                [.. s.Shards.Select(x => x.Key).Where(Routing.ShardKeys.IsAlternate).Order(StringComparer.Ordinal)]))],
             models,
             [.. payload.Select(p => p with { FromSilo = Name(p.FromSilo), ToSilo = Name(p.ToSilo) })],
             socket,
@@ -91,7 +93,8 @@ public sealed record StatsReport(
     }
 }
 
-public sealed record SiloSummary(string Address, string Name, string Role, IReadOnlyList<string> Shards);
+/// <summary>A silo in <c>/stats</c>: the shards it holds, and the alternates (hedge targets of shards whose silo was overdue) it holds now.</summary>
+public sealed record SiloSummary(string Address, string Name, string Role, IReadOnlyList<string> Shards, IReadOnlyList<string> Alternates);
 
 /// <summary>
 /// Cluster-wide sums. <see cref="SocketBytes"/>: what Orleans handed its connections silo to silo (messages + frames,

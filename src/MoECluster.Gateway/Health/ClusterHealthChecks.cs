@@ -9,7 +9,11 @@ namespace MoECluster.Gateway.Health;
 
 /// <summary>
 /// Readiness of a front-end silo: it serves once at least one expert silo is active (shards can only live there).
-/// Its data (silos, expert_silos, models) appears in the <c>/health</c> body.
+/// While fewer expert silos are active than <see cref="MoeClusterOptions.ExpectedExpertSilos"/> (when configured), it
+/// is <em>degraded</em>: <c>/health</c> answers 200 — every request is still answered, by the shards re-placed on the
+/// silos that remain, so a readiness probe must not take the gateway out of service — with a body whose status says
+/// "degraded" and how many of how many serve. Its data (silos, expert_silos, expected_expert_silos, models) appears in
+/// the <c>/health</c> body.
 /// </summary>
 public sealed class ExpertSilosHealthCheck(ClusterStatistics statistics, IOptions<MoeClusterOptions> options) : IHealthCheck
 {
@@ -17,15 +21,26 @@ public sealed class ExpertSilosHealthCheck(ClusterStatistics statistics, IOption
     {
         var silos = await statistics.CollectAsync().WaitAsync(cancellationToken);
         int experts = silos.Count(s => s.Role == SiloRoles.Expert);
+        int expected = options.Value.ExpectedExpertSilos;
         var data = new Dictionary<string, object>
         {
             ["silos"] = silos.Count,
             ["expert_silos"] = experts,
             ["models"] = options.Value.Models.Keys.ToArray(),
         };
-        return experts > 0
-            ? HealthCheckResult.Healthy("expert silos are active", data)
-            : new HealthCheckResult(context.Registration.FailureStatus, "waiting for expert silos", data: data);
+        if (expected > 0)
+        {
+            data["expected_expert_silos"] = expected;
+        }
+
+        if (experts == 0)
+        {
+            return new HealthCheckResult(context.Registration.FailureStatus, "waiting for expert silos", data: data);
+        }
+
+        return experts < expected
+            ? HealthCheckResult.Degraded($"degraded: {experts} of {expected} expert silos are active", data: data)
+            : HealthCheckResult.Healthy("expert silos are active", data);
     }
 }
 

@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Routing;
+using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Dispatch;
+using MoECluster.Model.Experts;
+using Orleans.Runtime.Services;
+using Orleans.Services;
+
+namespace MoECluster.Cluster.Grains;
+
+/// <summary>
+/// The alternates of expert shards on one silo: a grain service (an Orleans system target, one per silo, addressed by
+/// the silo's address) that computes a shard's request like its <see cref="ExpertShardGrain"/> does, for the routers
+/// that hedge a call the shard's own activation has not answered (<see cref="ShardCallHedging"/>). A grain service,
+/// not a second grain, because a new grain activation must register in the grain directory, and a third of the
+/// directory lives on the very silo that hangs: an alternate grain would wait for it just as the call it replaces.
+/// A shard's experts are loaded on its first alternate call and dropped once no call came for
+/// <see cref="ShardHedgingOptions.AlternateIdleSeconds"/>; one batch at a time per shard, as in the grain.
+/// </summary>
+[Alias("moecluster.shard-alternates")]
+public interface IShardAlternateService : IGrainService
+{
+    /// <summary>Takes an encoded ShardRequest for the shard <paramref name="shardKey"/> names, returns an encoded ShardResponse.</summary>
+    [Alias("compute")]
+    Task<WireBytes> Compute(string shardKey, WireBytes request, CancellationToken cancellationToken = default);
+}
+
+/// <summary>Reaches the <see cref="IShardAlternateService"/> of a given silo.</summary>
+public interface IShardAlternateClient : IGrainServiceClient<IShardAlternateService>
+{
+    IShardAlternateService On(SiloAddress silo);
+}
+
+internal sealed class ShardAlternateClient(IServiceProvider services) : GrainServiceClient<IShardAlternateService>(services), IShardAlternateClient
+{
+    public IShardAlternateService On(SiloAddress silo) => GetGrainService(silo);
+}
+
+internal sealed partial class ShardAlternateService(
+    GrainId grainId,
+    Silo silo,
+    ILoggerFactory loggerFactory,
+    ModelCatalog catalog,
+    TrafficLedger ledger,
+    ILocalSiloDetails localSilo) : GrainService(grainId, silo, loggerFactory), IShardAlternateService
+{
+    private static readonly TimeSpan SweepPeriod = TimeSpan.FromSeconds(5);
+    private readonly ILogger _logger = loggerFactory.CreateLogger<ShardAlternateService>();
+    private readonly Dictionary<string, Alternate> _alternates = new(StringComparer.Ordinal);
+    private Task _sweeper = Task.CompletedTask;
+
+    public override Task Start()
+    {
+        _sweeper = SweepAsync(StoppedCancellationTokenSource.Token);
+        return base.Start();
+    }
+
+    public override async Task Stop()
+    {
+        await base.Stop();
+        try
+        {
+            await _sweeper;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    public async Task<WireBytes> Compute(string shardKey, WireBytes request, CancellationToken cancellationToken = default)
+    {
+        var shard = ExpertShard.ParseKey(shardKey);
+
+        // Only the shards the routing table names (the same ranges the grains hold), never an arbitrary range.
+        if (!catalog.ShardMap(shard.Model, shard.Layer).Shards.Any(s => s.Key == shard.Key))
+        {
+            throw new ArgumentException($"shard {shardKey} is not a shard of {shard.Model} layer {shard.Layer}");
+        }
+
+        Alternate alternate;
+        lock (_alternates)
+        {
+            if (!_alternates.TryGetValue(shard.Key, out alternate!))
+            {
+                alternate = new Alternate(shard, Task.Run(() => Load(shard), CancellationToken.None));
+                _alternates[shard.Key] = alternate;
+            }
+
+            alternate.LastUse = Stopwatch.GetTimestamp();
+        }
+
+        GroupedExperts experts;
+        try
+        {
+            experts = await alternate.Experts.WaitAsync(cancellationToken);
+        }
+        catch (Exception) when (alternate.Experts.IsFaulted)
+        {
+            // A failed load is not kept: the next call tries again.
+            lock (_alternates)
+            {
+                if (_alternates.TryGetValue(shard.Key, out var current) && current == alternate)
+                {
+                    _alternates.Remove(shard.Key);
+                }
+            }
+
+            throw;
+        }
+
+        await alternate.Gate.WaitAsync(cancellationToken);
+        try
+        {
+            return await ShardComputation.ComputeAsync(shard, experts, request, catalog.Options.WireLimits, localSilo.SiloAddress.ToString(), cancellationToken);
+        }
+        finally
+        {
+            alternate.Gate.Release();
+            alternate.LastUse = Stopwatch.GetTimestamp();
+        }
+    }
+
+    private GroupedExperts Load(ExpertShard shard)
+    {
+        var clock = Stopwatch.StartNew();
+        var experts = catalog.Get(shard.Model).ShardExperts(shard.Layer, shard.FirstExpert, shard.ExpertCount);
+        ledger.ShardActivated(new ShardDescription(ShardKeys.Alternate(shard.Key), localSilo.SiloAddress.ToString(), ledger.Identity.Role, shard.FirstExpert, shard.ExpertCount, experts.WeightBytes));
+        LogLoaded(_logger, shard.Key, shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
+        return experts;
+    }
+
+    /// <summary>Drops the alternates nothing has called for a while (their weights with them).</summary>
+    private async Task SweepAsync(CancellationToken stopped)
+    {
+        using var timer = new PeriodicTimer(SweepPeriod);
+        while (await timer.WaitForNextTickAsync(stopped))
+        {
+            double idle = catalog.Options.ShardHedging.AlternateIdleSeconds;
+            List<Alternate> dropped;
+            lock (_alternates)
+            {
+                dropped = [.. _alternates.Values.Where(a => a.Gate.CurrentCount == 1 && Stopwatch.GetElapsedTime(a.LastUse).TotalSeconds > idle)];
+                dropped.ForEach(a => _alternates.Remove(a.Shard.Key));
+            }
+
+            foreach (var a in dropped)
+            {
+                ledger.ShardDeactivated(ShardKeys.Alternate(a.Shard.Key));
+                LogDropped(_logger, a.Shard.Key, idle);
+            }
+        }
+    }
+
+    private sealed class Alternate(ExpertShard shard, Task<GroupedExperts> experts)
+    {
+        public ExpertShard Shard { get; } = shard;
+
+        public Task<GroupedExperts> Experts { get; } = experts;
+
+        public SemaphoreSlim Gate { get; } = new(1, 1);
+
+        public long LastUse { get; set; }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Alternate of shard {Key} loaded {Experts} experts in {Milliseconds:F0} ms")]
+    private static partial void LogLoaded(ILogger logger, string key, int experts, double milliseconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Alternate of shard {Key}: no call for {Seconds:F0} s; its experts are dropped")]
+    private static partial void LogDropped(ILogger logger, string key, double seconds);
+}
+
+public static class ShardAlternateServiceExtensions
+{
+    /// <summary>The alternates' grain service on every silo, and the client routers reach it with.</summary>
+    public static ISiloBuilder AddShardAlternates(this ISiloBuilder silo)
+    {
+        silo.AddGrainService<ShardAlternateService>();
+        silo.Services.AddSingleton<IShardAlternateClient, ShardAlternateClient>();
+        return silo;
+    }
+}

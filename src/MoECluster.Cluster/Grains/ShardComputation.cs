@@ -1,0 +1,80 @@
+using System.Diagnostics;
+using System.Globalization;
+using MoECluster.Model.Dispatch;
+using MoECluster.Model.Experts;
+using MoECluster.Model.Numerics;
+using MoECluster.Wire;
+
+namespace MoECluster.Cluster.Grains;
+
+/// <summary>
+/// What an expert shard does with one request, wherever it runs (its grain, or its alternate in
+/// <see cref="ShardAlternateService"/>): decode and validate the ShardRequest against the shard, compute the partial
+/// sums with the model library, encode the ShardResponse. Bad input is an <see cref="ArgumentException"/> naming the shard;
+/// a result outside float32 or the reply's element type a <see cref="ForwardOverflowException"/>.
+/// </summary>
+internal static class ShardComputation
+{
+    public static async Task<WireBytes> ComputeAsync(ExpertShard shard, GroupedExperts experts, WireBytes request, WireLimits limits, string silo, CancellationToken cancellationToken)
+    {
+        ShardRequest r;
+        try
+        {
+            r = WireFormat.DecodeRequest(request.Bytes, limits);
+        }
+        catch (WireFormatException e)
+        {
+            throw new ArgumentException($"shard {shard.Key}: {e.Message}");
+        }
+
+        if (r.Model != shard.Model || r.Layer != shard.Layer || r.FirstExpert != shard.FirstExpert || r.ExpertCount != shard.ExpertCount)
+        {
+            throw new ArgumentException(
+                $"shard {shard.Key} holds experts {shard.FirstExpert}..{shard.EndExpert - 1} of {shard.Model} layer {shard.Layer}; the request addresses experts {r.FirstExpert}..{r.FirstExpert + r.ExpertCount - 1} of {r.Model} layer {r.Layer}");
+        }
+
+        if (experts.Width != r.Rows.Width)
+        {
+            throw new ArgumentException($"shard {shard.Key}: rows are {r.Rows.Width} wide, the experts take {experts.Width}");
+        }
+
+        var clock = Stopwatch.StartNew();
+        int bad = r.Rows.FindNonFinite();
+        if (bad >= 0)
+        {
+            throw new ArgumentException($"shard {shard.Key}: row {bad / r.Rows.Width} has a non-finite value at column {bad % r.Rows.Width}");
+        }
+
+        float[] z = r.Rows.Decode();
+
+        int rows = r.Rows.Rows;
+        int pairs = r.PairTotal;
+        var expertIds = new ushort[pairs];
+        var weights = new float[pairs];
+        WireFormat.ReadPairs(r, expertIds, weights);
+        var offsets = new int[rows + 1];
+        for (int i = 0; i < rows; i++)
+        {
+            offsets[i + 1] = offsets[i] + r.PairCounts[i];
+        }
+
+        int[] ids = [.. expertIds.Select(e => (int)e)];
+        float[] partials = await Task.Run(() => experts.ComputePartials(z, rows, offsets, ids, weights), cancellationToken);
+        var encoded = ActivationBlock.Encode(partials, rows, experts.Width, r.ResponseDType);
+        if (encoded.FindNonFinite() >= 0)
+        {
+            // The partial sums are finite (ComputePartials checked them): they do not fit the reply's element type.
+            throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
+                $"layer {shard.Layer}: the experts' partial sums reach {FloatRange.MaxAbs(partials):G3}, beyond the range of the {WireDTypes.Name(r.ResponseDType)} wire ({(r.ResponseDType == WireDType.F16 ? "±65504" : "±3.39e38")})"));
+        }
+
+        var response = new ShardResponse
+        {
+            Partials = encoded,
+            Silo = silo,
+            RequestId = r.RequestId,
+            ComputeMicroseconds = (long)clock.Elapsed.TotalMicroseconds,
+        };
+        return new WireBytes(WireFormat.Serialize(response));
+    }
+}

@@ -1,0 +1,25 @@
+using MoECluster.Model.Dispatch;
+
+namespace MoECluster.Cluster.Routing;
+
+/// <summary>
+/// Expert-shard grain keys: a shard's own key (<c>model/layer/first-end</c>, <see cref="ExpertShard.Key"/>) and the key
+/// of its alternate (<c>model/layer/first-end/alt</c>): the same experts in a second activation that placement puts
+/// on another expert silo, which routers call when the shard's own activation is overdue (a hung silo). Both compute
+/// the same function of the same rows.
+/// </summary>
+public static class ShardKeys
+{
+    public const string AlternateSuffix = "/alt";
+
+    public static string Alternate(string key) => key + AlternateSuffix;
+
+    public static bool IsAlternate(string key) => key.EndsWith(AlternateSuffix, StringComparison.Ordinal);
+
+    /// <summary>The shard a key names (its own or its alternate's), and whether the key is the alternate's.</summary>
+    public static ExpertShard Parse(string key, out bool alternate)
+    {
+        alternate = IsAlternate(key);
+        return ExpertShard.ParseKey(alternate ? key[..^AlternateSuffix.Length] : key);
+    }
+}
