@@ -14,6 +14,7 @@ namespace MoECluster.AppHost.Tests;
 /// Every child is tracked three ways (the pids it prints, the launcher's children in /proc, and processes whose command
 /// line or environment carries this test's unique models directory or marker), and killed at the end whatever happened.
 /// </summary>
+[Collection(TimingSensitive.Name)]
 public sealed partial class AppHostEndToEndTests(Xunit.Abstractions.ITestOutputHelper log)
 {
     private static string AppHostDll => Path.Combine(AppContext.BaseDirectory, "MoECluster.AppHost.dll");

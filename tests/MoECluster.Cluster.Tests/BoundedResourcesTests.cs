@@ -14,6 +14,7 @@ namespace MoECluster.Cluster.Tests;
 /// at once, broken and abandoned requests. Each test fails on the gateway without its limits (see docs/RELIABILITY.md,
 /// "Bounded resources").
 /// </summary>
+[Collection(TimingSensitive.Name)]
 public sealed class BoundedResourcesTests(BoundedFrontendFixture cluster, ITestOutputHelper output) : IClassFixture<BoundedFrontendFixture>
 {
     private const int Width = 64;

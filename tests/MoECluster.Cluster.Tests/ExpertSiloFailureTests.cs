@@ -17,6 +17,7 @@ namespace MoECluster.Cluster.Tests;
 /// interruption) and the time from the kill until the victim's shards are active on the survivors (recovery); both
 /// must be ≤ 10 s.
 /// </summary>
+[Collection(TimingSensitive.Name)]
 public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
 {
     private sealed record Outcome(double StartS, double EndS, bool Ok, string? Error);

@@ -17,6 +17,7 @@ namespace MoECluster.Cluster.Tests;
 /// must answer exactly like the in-process forward, with shards on both expert hosts; then, under load, one expert
 /// host's link is cut: no request fails and its shards move to the other expert host.
 /// </summary>
+[Collection(TimingSensitive.Name)]
 public sealed class NetworkNamespaceClusterTests(ITestOutputHelper output)
 {
     [Fact]

@@ -17,6 +17,7 @@ namespace MoECluster.Cluster.Tests;
 /// front-end's <c>/health</c> while fewer expert silos serve than configured. Answers are checked against the
 /// in-process forward on the silos' own backend.
 /// </summary>
+[Collection(TimingSensitive.Name)]
 public sealed partial class RecoveryTests(ITestOutputHelper output)
 {
     private sealed record Outcome(double StartS, double EndS, bool Ok, string? Error);

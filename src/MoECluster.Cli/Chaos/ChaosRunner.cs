@@ -294,11 +294,13 @@ internal sealed class ChaosRunner(ChaosSettings settings, TextWriter output, Tex
                 break;
             }
 
-            // Front-end or expert at random, but the front-end at least once a run.
-            bool frontendDue = !faults.Any(f => f.Silo.Role == "frontend") && next + settings.FaultIntervalSeconds > latest;
-            var candidates = frontendDue ? silos.Where(s => s.Role == "frontend").ToList() : [.. silos];
+            // Front-end or expert at random, the kinds in turn; but the front-end is killed at least once a run (with
+            // localhost clustering it holds the membership: the hardest fault to come back from).
+            bool frontendKillDue = settings.Faults.Contains("kill") && next + settings.FaultIntervalSeconds > latest
+                && !faults.Any(f => f.Silo.Role == "frontend" && f.Kind == "kill");
+            var candidates = frontendKillDue ? silos.Where(s => s.Role == "frontend").ToList() : [.. silos];
             var victim = candidates.Count > 0 ? candidates[rng.Next(candidates.Count)] : silos[rng.Next(silos.Count)];
-            string what = settings.Faults[kind++ % settings.Faults.Count];
+            string what = frontendKillDue && candidates.Count > 0 ? "kill" : settings.Faults[kind++ % settings.Faults.Count];
             double hang = what == "hang" ? settings.HangMinSeconds + (rng.NextDouble() * (settings.HangMaxSeconds - settings.HangMinSeconds)) : 0;
             var fault = new Fault(clock.Elapsed.TotalSeconds, what, victim, hang);
             faults.Add(fault);
@@ -324,6 +326,16 @@ internal sealed class ChaosRunner(ChaosSettings settings, TextWriter output, Tex
                     }
 
                     break;
+            }
+
+            // A stopped silo goes first (a graceful stop takes a moment: until then the cluster still looks whole).
+            if (what is "term" or "kill")
+            {
+                var exitClock = Stopwatch.StartNew();
+                while (SiloProcesses.IsAlive(victim.Pid) && exitClock.Elapsed.TotalSeconds < settings.RecoveryTimeoutSeconds)
+                {
+                    await Task.Delay(50, cancel);
+                }
             }
 
             // Whole again: as many silo processes as at the start, /health ok (not degraded), a checked forward answered.
