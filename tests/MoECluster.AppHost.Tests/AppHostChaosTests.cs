@@ -23,7 +23,7 @@ public sealed partial class AppHostEndToEndTests
         using var chaos = BackgroundProcess.Moecluster(
             "chaos", "--url", launch.Url, "--launcher-pid", P(launch.Process.Id),
             "--model", $"latent={Path.Combine(launch.ModelsDir, "tiny-8x1")}", "--model", $"standard={Path.Combine(launch.ModelsDir, "tiny-standard-8x1")}",
-            "--duration", "60", "--warmup", "3", "--concurrency", "2", "--fault-interval", "4", "--hang", "3,12", "--recovery-timeout", "40",
+            "--duration", "60", "--warmup", "3", "--concurrency", "2", "--fault-interval", "3", "--hang", "3,8", "--recovery-timeout", "40",
             "--seed", seed, "--json", json);
         bool finished = chaos.WaitForExit(TimeSpan.FromMinutes(4));
         log.WriteLine(chaos.Output);

@@ -294,13 +294,12 @@ internal sealed class ChaosRunner(ChaosSettings settings, TextWriter output, Tex
                 break;
             }
 
-            // Front-end or expert at random, the kinds in turn; but the front-end is killed at least once a run (with
-            // localhost clustering it holds the membership: the hardest fault to come back from).
-            bool frontendKillDue = settings.Faults.Contains("kill") && next + settings.FaultIntervalSeconds > latest
-                && !faults.Any(f => f.Silo.Role == "frontend" && f.Kind == "kill");
+            // The kinds in turn, the victim at random (front-end or expert); but the run's first kill is the front-end's
+            // (with localhost clustering it holds the membership: the hardest fault to come back from).
+            string what = settings.Faults[kind++ % settings.Faults.Count];
+            bool frontendKillDue = what == "kill" && !faults.Any(f => f.Kind == "kill");
             var candidates = frontendKillDue ? silos.Where(s => s.Role == "frontend").ToList() : [.. silos];
             var victim = candidates.Count > 0 ? candidates[rng.Next(candidates.Count)] : silos[rng.Next(silos.Count)];
-            string what = frontendKillDue && candidates.Count > 0 ? "kill" : settings.Faults[kind++ % settings.Faults.Count];
             double hang = what == "hang" ? settings.HangMinSeconds + (rng.NextDouble() * (settings.HangMaxSeconds - settings.HangMinSeconds)) : 0;
             var fault = new Fault(clock.Elapsed.TotalSeconds, what, victim, hang);
             faults.Add(fault);

@@ -5,8 +5,8 @@ using MoECluster.Cli.Load;
 namespace MoECluster.Cli.Commands;
 
 /// <summary>
-/// <c>moecluster chaos</c>: load on a running local cluster while its silo processes (the front-end included) are
-/// killed, hung and stopped one at a time; every answer checked against the in-process forward. Exit 0 when no request
+/// <c>moecluster chaos</c>: load on a running local cluster while its silo processes are killed, hung and stopped one at
+/// a time (the kinds in turn, the victims at random; the first kill is the front-end's); every answer checked against the in-process forward. Exit 0 when no request
 /// failed, no answer was wrong and the cluster was whole again after every fault; 1 otherwise. bench/chaos.sh runs it
 /// against the main command's cluster.
 /// </summary>
