@@ -4,7 +4,8 @@
 # seconds (default 600): closed-loop load whose every answer is checked against the in-process forward, while random
 # silo processes of the launcher — the front-end included — are killed (SIGKILL), hung (SIGSTOP for 5-30 s, then
 # SIGCONT) and stopped (SIGTERM) one at a time, each followed by a wait until the cluster is whole again. The launcher
-# restarts what died. Writes $OUT/chaos-$PRESET-${DURATION}s.json and .md (OUT defaults to docs), stops the launcher,
+# restarts what died. Writes $OUT/chaos-$PRESET-${DURATION}s.json and .md (OUT defaults to docs; the launcher's log goes
+# to a temporary file whose path it prints), stops the launcher,
 # exits with the chaos run's code (0: no failed request, no wrong answer, every fault recovered).
 # Other knobs, passed through: CONCURRENCY (4), FAULT_INTERVAL (30 s), HANG (5,30), SEED (1), WIRE (bf16), PORT (8080),
 # SILO_PORT (11111), GATEWAY_PORT (30000), MODELS_DIR (models).
@@ -28,7 +29,7 @@ dotnet build aspire/MoECluster.AppHost -c Release -v quiet -nologo >&2
 apphost="aspire/MoECluster.AppHost/bin/Release/net10.0/MoECluster.AppHost.dll"
 cli="aspire/MoECluster.AppHost/bin/Release/net10.0/moecluster.dll"
 mkdir -p "$out"
-log="$out/chaos-$preset-${duration}s.launcher.log"
+log="$(mktemp "${TMPDIR:-/tmp}/chaos-launcher-XXXXXX.log")"   # the silos' output, prefixed by the launcher; kept
 
 dotnet "$apphost" --preset "$preset" --port "$port" --silo-port "${SILO_PORT:-11111}" --gateway-port "${GATEWAY_PORT:-30000}" \
   --models-dir "$models_dir" > "$log" 2>&1 &
