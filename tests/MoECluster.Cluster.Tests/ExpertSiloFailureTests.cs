@@ -20,8 +20,6 @@ namespace MoECluster.Cluster.Tests;
 [Collection(TimingSensitive.Name)]
 public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
 {
-    private sealed record Outcome(double StartS, double EndS, bool Ok, string? Error);
-
     [Fact]
     public async Task Killing_one_of_three_expert_silos_under_load_fails_no_request_and_recovers_within_10_s()
     {
@@ -57,13 +55,13 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
 
             // Every shard active before the kill (so the victim holds some).
             await client.ForwardAsync("lat", layer, [.. Enumerable.Range(0, 64 * d).Select(i => MathF.Sin(i * 0.1f))], 64, d, "fp32");
-            var victimShards = await ShardsOfAsync(client, "expert-2");
+            var victimShards = await CheckedLoad.ShardsOfAsync(client, "expert-2");
             Assert.NotEmpty(victimShards);
 
             var outcomes = new ConcurrentBag<Outcome>();
             var clock = Stopwatch.StartNew();
             using var stop = new CancellationTokenSource();
-            var workers = StartLoad(client, reference, d, layer, clock, outcomes, stop.Token);
+            var workers = CheckedLoad.Start(client, reference, "lat", layer, "kill-load", clock, outcomes, stop.Token);
             await Task.Delay(TimeSpan.FromSeconds(4));
             double killedAt = clock.Elapsed.TotalSeconds;
             using (var victim = Process.GetProcessById(silos[2].Id))
@@ -76,7 +74,7 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
             double? recoveredAt = null;
             while (clock.Elapsed.TotalSeconds < killedAt + 16)
             {
-                if (recoveredAt is null && victimShards.IsSubsetOf(await ShardsOfAsync(client, null)))
+                if (recoveredAt is null && victimShards.IsSubsetOf(await CheckedLoad.ShardsOfAsync(client, null)))
                 {
                     recoveredAt = clock.Elapsed.TotalSeconds;
                 }
@@ -98,7 +96,7 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
             double lastSlow = slow.Count == 0 ? 0 : slow.Max(o => o.EndS) - killedAt;
             Assert.True(recoveredAt is not null, "the victim's shards were not active on the survivors 16 s after the kill");
             double recovery = recoveredAt.Value - killedAt;
-            var afterShards = await ShardsOfAsync(client, null);
+            var afterShards = await CheckedLoad.ShardsOfAsync(client, null);
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"requests: {all.Count} sent, {all.Count(o => o.Ok)} answered correctly, {all.Count(o => !o.Ok)} failed; steady state before the kill: {before.Count} requests, p50 {baselineP50 * 1000:F1} ms; " +
                 $"worst latency (interruption) {worst * 1000:F0} ms; victim shards [{string.Join(", ", victimShards)}] active on survivors {recovery:F2} s after the kill (recovery); " +
@@ -156,14 +154,14 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
             var outcomes = new ConcurrentBag<Outcome>();
             var clock = Stopwatch.StartNew();
             using var stop = new CancellationTokenSource();
-            var workers = StartLoad(client, reference, d, layer, clock, outcomes, stop.Token);
+            var workers = CheckedLoad.Start(client, reference, "lat", layer, "kill-load", clock, outcomes, stop.Token);
             await Task.Delay(TimeSpan.FromSeconds(3));
             double joinedAt = clock.Elapsed.TotalSeconds;
             silos.Add(Expert(3));
             double? tookOverAt = null;
             while (clock.Elapsed.TotalSeconds < joinedAt + 20)
             {
-                if (tookOverAt is null && (await ShardsOfAsync(client, "expert-3")).Count > 0)
+                if (tookOverAt is null && (await CheckedLoad.ShardsOfAsync(client, "expert-3")).Count > 0)
                 {
                     tookOverAt = clock.Elapsed.TotalSeconds;
                 }
@@ -194,41 +192,5 @@ public sealed class ExpertSiloFailureTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>Four closed-loop clients sending 1- or 8-token requests, each answer checked against the in-process forward.</summary>
-    private static Task[] StartLoad(GatewayClient client, MoeModel reference, int d, int layer, Stopwatch clock, ConcurrentBag<Outcome> outcomes, CancellationToken stop) =>
-        [.. Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
-        {
-            var rng = DeterministicRandom.For((ulong)w, "kill-load");
-            while (!stop.IsCancellationRequested)
-            {
-                int tokens = rng.NextSingle() < 0.5f ? 1 : 8;
-                var x = new float[tokens * d];
-                for (int i = 0; i < x.Length; i++)
-                {
-                    x[i] = (float)rng.NextGaussian();
-                }
-
-                double start = clock.Elapsed.TotalSeconds;
-                try
-                {
-                    var y = (await client.ForwardAsync("lat", layer, x, tokens, d, "fp32")).HiddenStates.Decode();
-                    double err = RelativeError.Of(y, reference.ForwardLayer(layer, x, tokens));
-                    outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, err <= 1e-5, err <= 1e-5 ? null : $"relative error {err:E2}"));
-                }
-                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or InvalidOperationException)
-                {
-                    outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, false, e.Message));
-                }
-            }
-        }))];
-
     private static string Tail(string log) => log.Length <= 6000 ? log : log[^6000..];
-
-    private static async Task<HashSet<string>> ShardsOfAsync(GatewayClient client, string? silo)
-    {
-        var stats = await client.StatsAsync();
-        return [.. stats["silos"]!.AsArray()
-            .Where(s => silo is null || s!["name"]!.GetValue<string>() == silo)
-            .SelectMany(s => s!["shards"]!.AsArray().Select(k => k!.GetValue<string>()))];
-    }
 }

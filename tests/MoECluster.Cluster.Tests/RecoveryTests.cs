@@ -20,8 +20,6 @@ namespace MoECluster.Cluster.Tests;
 [Collection(TimingSensitive.Name)]
 public sealed partial class RecoveryTests(ITestOutputHelper output)
 {
-    private sealed record Outcome(double StartS, double EndS, bool Ok, string? Error);
-
     private static string P(int port) => port.ToString(CultureInfo.InvariantCulture);
 
     [Fact]
@@ -235,13 +233,13 @@ public sealed partial class RecoveryTests(ITestOutputHelper output)
             int layer = (await client.ModelsAsync()).Single(m => m.Id == "latent").MoeLayers[0];
             int d = reference.Config.HiddenSize;
             await client.ForwardAsync("latent", layer, [.. Enumerable.Range(0, 64 * d).Select(i => MathF.Sin(i * 0.1f))], 64, d, "fp32");
-            Assert.NotEmpty(await ShardsOfAsync(client, "expert-2"));
+            Assert.NotEmpty(await CheckedLoad.ShardsOfAsync(client, "expert-2"));
             int victim = Pids(run.Output)[2];
 
             var outcomes = new ConcurrentBag<Outcome>();
             var clock = Stopwatch.StartNew();
             using var stop = new CancellationTokenSource();
-            var workers = StartLoad(client, reference, d, layer, clock, outcomes, stop.Token);
+            var workers = CheckedLoad.Start(client, reference, "latent", layer, "hang-load", clock, outcomes, stop.Token);
             await Task.Delay(TimeSpan.FromSeconds(4));
             double stoppedAt = clock.Elapsed.TotalSeconds;
             Kill(victim, "STOP");
@@ -262,7 +260,7 @@ public sealed partial class RecoveryTests(ITestOutputHelper output)
             double? servesAgainAt = null;
             while (clock.Elapsed.TotalSeconds < continuedAt + 40)
             {
-                if ((await ShardsOfAsync(client, "expert-2")).Count > 0)
+                if ((await CheckedLoad.ShardsOfAsync(client, "expert-2")).Count > 0)
                 {
                     servesAgainAt = clock.Elapsed.TotalSeconds;
                     break;
@@ -299,34 +297,6 @@ public sealed partial class RecoveryTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>Four closed-loop clients sending 1- or 8-token requests to "latent", each answer checked against the in-process forward.</summary>
-    private static Task[] StartLoad(GatewayClient client, MoeModel reference, int d, int layer, Stopwatch clock, ConcurrentBag<Outcome> outcomes, CancellationToken stop) =>
-        [.. Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
-        {
-            var rng = DeterministicRandom.For((ulong)w, "hang-load");
-            while (!stop.IsCancellationRequested)
-            {
-                int tokens = rng.NextSingle() < 0.5f ? 1 : 8;
-                var x = new float[tokens * d];
-                for (int i = 0; i < x.Length; i++)
-                {
-                    x[i] = (float)rng.NextGaussian();
-                }
-
-                double start = clock.Elapsed.TotalSeconds;
-                try
-                {
-                    var y = (await client.ForwardAsync("latent", layer, x, tokens, d, "fp32")).HiddenStates.Decode();
-                    double err = RelativeError.Of(y, reference.ForwardLayer(layer, x, tokens));
-                    outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, err <= 1e-5, err <= 1e-5 ? null : $"relative error {err:E2}"));
-                }
-                catch (Exception e) when (e is HttpRequestException or TaskCanceledException or InvalidOperationException or GatewayException)
-                {
-                    outcomes.Add(new Outcome(start, clock.Elapsed.TotalSeconds, false, e.Message));
-                }
-            }
-        }))];
-
     /// <summary>One 8-token forward of the first MoE layer, checked against the in-process forward: null when correct, else what went wrong.</summary>
     private static async Task<string?> ForwardCheckedAsync(GatewayClient client, MoeModel reference, int seed, string model = "latent")
     {
@@ -345,20 +315,6 @@ public sealed partial class RecoveryTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<HashSet<string>> ShardsOfAsync(GatewayClient client, string silo)
-    {
-        try
-        {
-            var stats = await client.StatsAsync();
-            return [.. stats["silos"]!.AsArray()
-                .Where(s => s!["name"]!.GetValue<string>() == silo)
-                .SelectMany(s => s!["shards"]!.AsArray().Select(k => k!.GetValue<string>()))];
-        }
-        catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
-        {
-            return [];
-        }
-    }
 
     private static async Task<int?> ActiveSilosAsync(GatewayClient client)
     {
