@@ -9,7 +9,7 @@ namespace MoECluster.Kernels.Gpu;
 /// A group of routed experts run on the device: permute the batch's slots by expert, gather each slot's row,
 /// up projection → relu² → down projection for all experts at once (<see cref="StackedLinear"/> weights, one
 /// <see cref="LinearKernels.GroupedGemvKernel{TFormat}"/> launch each, reading the per-expert row ranges on the
-/// device), then the weighted combine back to tokens. The device counterpart of <see cref="ReferenceExperts"/>
+/// device), then the weighted combine back to tokens. The device counterpart of <see cref="GroupedExperts"/>
 /// followed by <see cref="WeightedSum"/>; nothing comes back to the host between the steps.
 /// </summary>
 public sealed class IlgpuExperts : IDisposable
@@ -133,7 +133,7 @@ public sealed class IlgpuExperts : IDisposable
     /// Enqueues the expert group on device data: z [tokens, PadColumns(width)] (pad columns zero, 16-byte
     /// aligned), experts and weights [tokens · topK] (a row names an expert at most once), u [tokens, width].
     /// Slots naming an expert this group does not hold add nothing (an expert shard's partial sum); the
-    /// host-span <see cref="Compute"/> rejects them instead, as <see cref="ReferenceExperts"/> does.
+    /// host-span <see cref="Compute"/> rejects them instead, as <see cref="GroupedExperts"/> does.
     /// </summary>
     public void ComputeOnDevice(ArrayView<float> z, int tokens, ArrayView<int> experts, ArrayView<float> weights, int topK, ArrayView<float> u)
     {

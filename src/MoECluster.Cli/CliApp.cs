@@ -12,7 +12,7 @@ public static class CliApp
 
     public static int Run(string[] args, TextWriter output, TextWriter error)
     {
-        var root = new RootCommand("MoECluster: LatentMoE and standard MoE layers, in process and (later) on an Orleans cluster.")
+        var root = new RootCommand("MoECluster: LatentMoE and standard MoE layers, in process and on an Orleans cluster.")
         {
             ForwardCommand.Create(output, error),
             InitModelCommand.Create(output, error),
