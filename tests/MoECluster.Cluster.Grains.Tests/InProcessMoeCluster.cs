@@ -4,6 +4,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Presets;
 using MoECluster.Testing;
@@ -35,7 +36,8 @@ public sealed record InProcessMoeClusterSetup
 /// TLS off: the in-memory transport has no sockets to protect). It serves a tiny LatentMoE model (<see cref="Latent"/>)
 /// and its standard twin (<see cref="Standard"/>), 16 experts in 4 shards per layer, two MoE layers each, written to a
 /// temporary directory, on the reference compute backend so that the in-process model (<see cref="Reference"/>) computes
-/// the same function. Share one per test class (<c>IClassFixture</c>); derive from it for another setup.
+/// the same function. Share one per test class (<c>IClassFixture</c>) or per collection (<see cref="InProcessMoeClusterGroup"/>);
+/// derive from it for another setup (<see cref="InProcessMoeClusterSetup"/>, <c>MoreSettings</c>).
 /// </summary>
 public class InProcessMoeCluster : IAsyncLifetime
 {
@@ -88,6 +90,13 @@ public class InProcessMoeCluster : IAsyncLifetime
         Cluster.Silos.Single(s => s.SiloAddress.ToString() == address).Name;
 
     public static string ModelPath(InProcessMoeCluster cluster, string model) => model == Latent ? cluster.LatentPath : cluster.StandardPath;
+
+    /// <summary>The keys of a layer's expert shards as routers address them (the shard map of MoECluster:ShardsPerLayer).</summary>
+    public IReadOnlyList<string> ShardKeys(string model, int layer)
+    {
+        int experts = Reference(model).Config.NRoutedExperts;
+        return [.. new ShardMap(model, layer, experts, Math.Min(_setup.ShardsPerLayer, experts)).Shards.Select(s => s.Key)];
+    }
 
     public T Service<T>(InProcessSiloHandle silo)
         where T : notnull => silo.SiloHost.Services.GetRequiredService<T>();
@@ -178,13 +187,16 @@ public class InProcessMoeCluster : IAsyncLifetime
             [$"{MoeClusterOptions.Section}:Compute:Backend"] = "reference",
             [$"{MoeClusterOptions.Section}:Tls:Enabled"] = "false",
         };
-        foreach (var (key, value) in _setup.Settings)
+        foreach (var (key, value) in _setup.Settings.Concat(MoreSettings()))
         {
             settings[key] = value;
         }
 
         return settings;
     }
+
+    /// <summary>Settings a derived fixture computes once the models are written (every silo gets them).</summary>
+    protected virtual IEnumerable<KeyValuePair<string, string?>> MoreSettings() => [];
 
     public async Task DisposeAsync()
     {
@@ -204,4 +216,14 @@ public class InProcessMoeCluster : IAsyncLifetime
 
         Dir.Dispose();
     }
+}
+
+/// <summary>
+/// One default <see cref="InProcessMoeCluster"/> shared by the test classes of this collection (run one after another), so
+/// the tier starts as few clusters as it needs. A class whose tests change the cluster (stop a silo) takes its own fixture.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class InProcessMoeClusterGroup : ICollectionFixture<InProcessMoeCluster>
+{
+    public const string Name = "in-process MoE cluster";
 }
