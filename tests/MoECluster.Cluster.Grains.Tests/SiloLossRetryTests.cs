@@ -11,10 +11,18 @@ public sealed class ThreeExpertMoeCluster() : InProcessMoeCluster(new InProcessM
 /// An expert silo goes while requests run: the routers retry the shard calls that went to it (ShardCallRetry), its
 /// shards re-activate on the surviving expert silos, and every request is answered, correctly. One class per way of
 /// going, each with its own cluster (a silo gone is gone for the rest of the class).
+/// <para>
+/// Without the retry, the kill fails requests every time (9 of 9 runs); a graceful shutdown only sometimes (2 of 5 runs,
+/// for Orleans forwards most calls to a silo that leaves in order), so the kill is the one that pins the retry, and the
+/// shutdown checks that the way silos leave on a deploy costs no request either. "Kill" is Orleans's in-process kill (the
+/// silo stops without deactivating its grains); a SIGKILLed process is the end-to-end suite's (ExpertSiloFailureTests).
+/// </para>
 /// </summary>
 public abstract class SiloLossRetryTests(InProcessMoeCluster cluster)
 {
-    private const int Clients = 4;
+    private const int Clients = 6;
+
+    /// <summary>Requests each client sends after the silo is gone; until then, they send without pause, so calls reach it while it goes.</summary>
     private const int RequestsAfterLoss = 6;
 
     protected abstract Task RemoveAsync(InProcessSiloHandle silo);
@@ -29,7 +37,7 @@ public abstract class SiloLossRetryTests(InProcessMoeCluster cluster)
         int seed = TestInputs.NewSeed();
         var failures = new ConcurrentQueue<string>();
         long answered = 0;
-        long lost = -1;
+        int gone = 0;
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(60));
 
         async Task Client(int id)
@@ -41,7 +49,7 @@ public abstract class SiloLossRetryTests(InProcessMoeCluster cluster)
             int afterLoss = 0;
             while (afterLoss < RequestsAfterLoss && !stop.IsCancellationRequested)
             {
-                bool wasLost = Interlocked.Read(ref lost) >= 0;
+                bool afterGone = Volatile.Read(ref gone) == 1;
                 int tokens = rng.Next(1, 25);
                 int? layer = rng.Next(3) == 0 ? null : reference[model].Config.MoeLayers[rng.Next(reference[model].Config.MoeLayers.Count)];
                 float[] x = TestInputs.Gaussian(tokens * d, rng.Next());
@@ -61,7 +69,7 @@ public abstract class SiloLossRetryTests(InProcessMoeCluster cluster)
                 }
 
                 Interlocked.Increment(ref answered);
-                if (wasLost)
+                if (afterGone)
                 {
                     afterLoss++;
                 }
@@ -77,12 +85,14 @@ public abstract class SiloLossRetryTests(InProcessMoeCluster cluster)
         var held = await Task.WhenAll(reference.SelectMany(m => m.Value.Config.MoeLayers.SelectMany(l => cluster.ShardKeys(m.Key, l)))
             .Select(k => cluster.Client.GetGrain<IExpertShardGrain>(k).Describe()));
         Assert.Contains(held, s => s.Silo == victim.SiloAddress.ToString());
-        Interlocked.Exchange(ref lost, Interlocked.Read(ref answered));
+        long before = Interlocked.Read(ref answered);
         await RemoveAsync(victim);
+        long during = Interlocked.Read(ref answered) - before;
+        Volatile.Write(ref gone, 1);
         await Task.WhenAll(clients);
 
         Assert.False(stop.IsCancellationRequested, $"the clients did not finish {RequestsAfterLoss} requests each after the loss within 60 s (seed {seed})");
-        Assert.True(failures.IsEmpty, $"seed {seed}: {failures.Count} of {answered} requests failed: {string.Join("; ", failures.Take(5))}");
+        Assert.True(failures.IsEmpty, $"seed {seed}: {failures.Count} of {answered} requests failed ({during} answered while the silo went): {string.Join("; ", failures.Take(5))}");
 
         // The victim's shards now live on the survivors.
         var survivors = cluster.Experts.Select(s => s.SiloAddress.ToString()).ToHashSet();
