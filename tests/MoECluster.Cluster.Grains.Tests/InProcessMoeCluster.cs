@@ -89,7 +89,13 @@ public class InProcessMoeCluster : IAsyncLifetime
     public string NameOf(string address) =>
         Cluster.Silos.Single(s => s.SiloAddress.ToString() == address).Name;
 
-    public static string ModelPath(InProcessMoeCluster cluster, string model) => model == Latent ? cluster.LatentPath : cluster.StandardPath;
+    /// <summary>The directory of model <paramref name="model"/> (<see cref="Latent"/> or <see cref="Standard"/>).</summary>
+    public string ModelPath(string model) => model switch
+    {
+        Latent => LatentPath,
+        Standard => StandardPath,
+        _ => throw new ArgumentException($"the cluster serves {Latent} and {Standard}, not {model}", nameof(model)),
+    };
 
     /// <summary>The keys of a layer's expert shards as routers address them (the shard map of MoECluster:ShardsPerLayer).</summary>
     public IReadOnlyList<string> ShardKeys(string model, int layer)
@@ -108,7 +114,7 @@ public class InProcessMoeCluster : IAsyncLifetime
         {
             if (!_references.TryGetValue(model, out MoeModel? opened))
             {
-                _references[model] = opened = MoeModel.Open(ModelPath(this, model));
+                _references[model] = opened = MoeModel.Open(ModelPath(model));
             }
 
             return opened;
