@@ -68,7 +68,7 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
         Assert.Equal(2, experts.Count);
         Assert.All(experts, e => Assert.Contains(e!["shards"]!.AsArray(), k => k!.GetValue<string>().StartsWith("lat/", StringComparison.Ordinal)));
         string[] held = [.. experts.SelectMany(e => e!["shards"]!.AsArray().Select(k => k!.GetValue<string>())).Where(k => k.StartsWith("lat/1/", StringComparison.Ordinal)).Order()];
-        Assert.Equal(["lat/1/0-4", "lat/1/12-16", "lat/1/4-8", "lat/1/8-12"], held);
+        Assert.Equal(["lat/1/s0/0-4", "lat/1/s1/4-8", "lat/1/s2/8-12", "lat/1/s3/12-16"], held);
     }
 
     [Theory]

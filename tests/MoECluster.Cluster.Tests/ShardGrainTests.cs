@@ -50,7 +50,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
     [Fact]
     public async Task A_shard_answers_its_own_experts_with_one_partial_row_per_token()
     {
-        var shard = Client.GetGrain<IExpertShardGrain>("lat/1/4-8");
+        var shard = Client.GetGrain<IExpertShardGrain>("lat/1/s1/4-8");
         var reply = await shard.Compute(new WireBytes(WireFormat.Serialize(Request(4, 4, 4, 7))));
         var response = WireFormat.DecodeResponse(reply.Bytes, new WireLimits(), 2, 16);
         Assert.Equal(2, response.Partials.Rows);
@@ -63,7 +63,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
     [Fact]
     public async Task A_shard_asked_for_an_expert_it_does_not_own_answers_with_a_clear_error()
     {
-        var shard = Client.GetGrain<IExpertShardGrain>("lat/1/0-4");
+        var shard = Client.GetGrain<IExpertShardGrain>("lat/1/s0/0-4");
 
         // The request addresses another shard's range.
         var wrongRange = await Assert.ThrowsAnyAsync<Exception>(() => shard.Compute(new WireBytes(WireFormat.Serialize(Request(4, 4, 5)))));
@@ -75,7 +75,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         BinaryPrimitives.WriteUInt16LittleEndian(forged.Experts, 9);
         var outside = await Assert.ThrowsAnyAsync<Exception>(() => shard.Compute(new WireBytes(WireFormat.Serialize(forged))));
         Assert.Contains("9", outside.Message, StringComparison.Ordinal);
-        Assert.Contains("lat/1/0-4", outside.Message, StringComparison.Ordinal);
+        Assert.Contains("lat/1/s0/0-4", outside.Message, StringComparison.Ordinal);
 
         // And the shard keeps serving.
         var reply = await shard.Compute(new WireBytes(WireFormat.Serialize(Request(0, 4, 1))));
@@ -85,22 +85,29 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
     [Fact]
     public async Task Garbage_bytes_are_refused_by_the_shard()
     {
-        var shard = Client.GetGrain<IExpertShardGrain>("lat/1/0-4");
+        var shard = Client.GetGrain<IExpertShardGrain>("lat/1/s0/0-4");
         var e = await Assert.ThrowsAnyAsync<Exception>(() => shard.Compute(new WireBytes([0x93, 0x01, 0xC1])));
-        Assert.Contains("lat/1/0-4", e.Message, StringComparison.Ordinal);
+        Assert.Contains("lat/1/s0/0-4", e.Message, StringComparison.Ordinal);
     }
 
     [Theory]
-    [InlineData("lat/1/0-16")] // the whole layer in one shard
-    [InlineData("lat/1/0-3")]  // part of a map shard
-    [InlineData("lat/1/04-8")] // a map range spelled differently: another grain identity for the same experts
-    [InlineData("lat/0/0-4")]  // not an MoE layer
+    [InlineData("lat/1/s0/0-16")] // the whole layer in one shard
+    [InlineData("lat/1/s0/0-3")]  // part of a map shard
+    [InlineData("lat/1/s1/04-8")] // a map range spelled differently: another grain identity for the same experts
+    [InlineData("lat/1/s01/4-8")] // a map index spelled differently
+    [InlineData("lat/1/s2/4-8")]  // a map range under another shard's index
+    [InlineData("lat/0/s0/0-4")]  // not an MoE layer
+    [InlineData("lat/1/4-8")]     // the old key form, without the shard index
     public async Task A_shard_outside_the_shard_map_does_not_activate(string key)
     {
         var shard = Client.GetGrain<IExpertShardGrain>(key);
         var e = await Assert.ThrowsAnyAsync<Exception>(() => shard.Describe());
         Assert.Contains(key, e.Message, StringComparison.Ordinal);
-        Assert.True(e.Message.Contains("not in the shard map", StringComparison.Ordinal) || e.Message.Contains("not an MoE layer", StringComparison.Ordinal), e.Message);
+        Assert.True(
+            e.Message.Contains("not in the shard map", StringComparison.Ordinal)
+            || e.Message.Contains("not an MoE layer", StringComparison.Ordinal)
+            || e.Message.Contains("{model}/{layer}/s{index}/{first}-{end}", StringComparison.Ordinal),
+            e.Message);
 
         // And no silo holds it: /stats lists every activated shard of every silo.
         var stats = await cluster.Client.StatsAsync();

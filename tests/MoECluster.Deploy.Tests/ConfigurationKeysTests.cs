@@ -17,7 +17,7 @@ public sealed class ConfigurationKeysTests
     [InlineData("MoECluster__Models__latent__Path")]
     [InlineData("MoECluster__ShardsPerLayer")]
     [InlineData("MoECluster__Compute__Backend")]
-    [InlineData("MoECluster__Pins__latent/1/0-16")]
+    [InlineData("MoECluster__Pins__latent/1/s0/0-16")]
     [InlineData("MoECluster__WireLimits__MaxRows")]
     [InlineData("MoECluster__RequestTimeoutSeconds")]
     [InlineData("OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -83,5 +83,25 @@ public sealed class DeployReadmeTests
         {
             Assert.Contains(expected, names);
         }
+    }
+}
+
+/// <summary>Pins in deploy/ and the READMEs are spelled as the silo accepts them: their keys are shard keys.</summary>
+public sealed class PinExampleTests
+{
+    [Fact]
+    public void Every_pin_example_names_a_shard_key_in_the_current_form()
+    {
+        string[] files =
+        [
+            .. Directory.EnumerateFiles(MoECluster.Deploy.Tests.Support.Repo.Deploy, "*", SearchOption.AllDirectories),
+            MoECluster.Deploy.Tests.Support.Repo.File("README.md"),
+        ];
+        var pins = files
+            .SelectMany(f => System.Text.RegularExpressions.Regex.Matches(File.ReadAllText(f), @"MoECluster(?:__|:)Pins(?:__|:)([^\s=`*<]+)").Select(m => (File: f, Key: m.Groups[1].Value)))
+            .ToList();
+        Assert.Contains(pins, p => p.File.EndsWith("experts.yaml", StringComparison.Ordinal));
+        Assert.Contains(pins, p => p.File.EndsWith(Path.Combine("deploy", "README.md"), StringComparison.Ordinal));
+        Assert.All(pins, p => Assert.True(MoECluster.Model.Dispatch.ExpertShard.TryParseKey(p.Key, out _, out string? error), $"{p.File}: {error}"));
     }
 }

@@ -13,7 +13,7 @@ using Orleans.Runtime.MembershipService.SiloMetadata;
 namespace MoECluster.Cluster.Grains;
 
 /// <summary>
-/// An expert shard: identity (its key names model, layer and expert range) and placement (expert silos only).
+/// An expert shard: identity (its key names model, layer, shard index and expert range) and placement (expert silos only).
 /// The work is the model library's: <see cref="GroupedExperts.ComputePartials"/> on its own experts' weights.
 /// <para>
 /// Concurrency: the grain is not reentrant, so one batch runs at a time per shard. A batch's compute is already
@@ -24,19 +24,21 @@ namespace MoECluster.Cluster.Grains;
 /// </para>
 /// </summary>
 [ExpertShardPlacement]
+[ExpertSilosPlacementFilter]
 public sealed partial class ExpertShardGrain(
     ModelCatalog catalog,
     TrafficLedger ledger,
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
     ISiloMetadataCache metadata,
+    IShardPlacementPolicy placement,
     ILogger<ExpertShardGrain> logger) : Grain, IExpertShardGrain
 {
     /// <summary>How often a shard checks that it sits where placement would put it now.</summary>
     public static readonly TimeSpan PlacementCheckPeriod = TimeSpan.FromSeconds(2);
 
     private ExpertShard _shard = null!;
-    private SiloAddress? _pendingTarget;
+    private ShardRebalanceCheck _rebalance = null!;
     private GroupedExperts _experts = null!;
     private long _weightBytes;
 
@@ -65,34 +67,27 @@ public sealed partial class ExpertShardGrain(
         _weightBytes = _experts.WeightBytes;
         ledger.ShardActivated(Description());
         LogActivated(logger, _shard.Key, _shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
+        // A pinned shard stays on its pinned silo (the placement filter puts it only there), whatever the policy says.
         if (!catalog.Options.Pins.ContainsKey(_shard.Key))
         {
+            _rebalance = new ShardRebalanceCheck(placement, new ShardIdentity(_shard));
             this.RegisterGrainTimer(CheckPlacement, new GrainTimerCreationOptions(PlacementCheckPeriod, PlacementCheckPeriod));
         }
     }
 
     /// <summary>
-    /// Rebalancing when expert silos join (or leave): placement is a function of the active expert silos, so when it
-    /// would now put this shard elsewhere — seen on two checks in a row, so a membership change in flight does not
-    /// move it back and forth — the shard migrates there once idle (the batch in progress finishes first; calls that
-    /// arrive meanwhile follow it to the new activation, which reloads the experts' weights on its silo).
+    /// Rebalancing when expert silos join (or leave): the injected placement policy — the one the placement director
+    /// asks — is a function of the active expert silos, so when it would now put this shard elsewhere (on two checks in
+    /// a row: <see cref="ShardRebalanceCheck"/>) the shard migrates there once idle (the batch in progress finishes
+    /// first; calls that arrive meanwhile follow it to the new activation, which reloads the experts' weights on its silo).
     /// </summary>
     private Task CheckPlacement(CancellationToken cancellationToken)
     {
-        var experts = ExpertShardPlacementDirector.ActiveExperts(membership.CurrentSnapshot, metadata);
-        var target = experts.Length == 0 ? null : ExpertShardPlacementDirector.Target(_shard.Key, experts);
-        if (target is null || target.Equals(silo.SiloAddress))
-        {
-            _pendingTarget = null;
-        }
-        else if (target.Equals(_pendingTarget))
+        var target = _rebalance.Check(silo.SiloAddress, ExpertSilos.Active(membership.CurrentSnapshot, metadata), catalog.Options.Pins);
+        if (target is not null)
         {
             LogMigrating(logger, _shard.Key, target);
             this.MigrateOnIdle();
-        }
-        else
-        {
-            _pendingTarget = target;
         }
 
         return Task.CompletedTask;

@@ -1,7 +1,7 @@
 namespace MoECluster.Cluster.Grains;
 
 /// <summary>
-/// Owns the experts named by its key (<c>model/layer/first-end</c>, see <see cref="Model.Dispatch.ExpertShard"/>)
+/// Owns the experts named by its key (<c>{model}/{layer}/s{index}/{first}-{end}</c>, see <see cref="Model.Dispatch.ExpertShard"/>)
 /// and turns a batch of routed rows into per-row partial sums Σ w_i · E_i(z).
 /// </summary>
 [Alias("moecluster.expert-shard")]

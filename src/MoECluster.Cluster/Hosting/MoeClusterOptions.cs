@@ -20,7 +20,10 @@ public sealed class MoeClusterOptions
     /// <summary>Per-request deadline of the router (all layers of one request), in seconds.</summary>
     public double RequestTimeoutSeconds { get; set; } = 120;
 
-    /// <summary>Explicit placements: shard key (model/layer/first-end) → silo name (Orleans__Name of that silo).</summary>
+    /// <summary>
+    /// Explicit placements: shard key (<c>{model}/{layer}/s{index}/{first}-{end}</c>, e.g. <c>latent/1/s0/0-16</c>) → silo
+    /// name (Orleans__Name of that silo). Checked at start: a key in another form fails the start, naming it.
+    /// </summary>
     public Dictionary<string, string> Pins { get; init; } = [];
 
     /// <summary>Where expert and projection compute runs on this silo.</summary>

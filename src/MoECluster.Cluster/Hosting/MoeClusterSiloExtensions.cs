@@ -1,11 +1,14 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Placement;
 using MoECluster.Cluster.Security;
 using MoECluster.Cluster.Telemetry;
 using Orleans.Configuration;
 using Orleans.Dashboard;
+using Orleans.Placement;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 
 namespace MoECluster.Cluster.Hosting;
@@ -56,6 +59,8 @@ public static class MoeClusterSiloExtensions
         // busy machine can take longer than Orleans' default 30 s, which would fail the first request.
         silo.Services.Configure<GrainCollectionOptions>(o => o.ActivationTimeout = TimeSpan.FromSeconds(Math.Max(timeout, o.ActivationTimeout.TotalSeconds)));
         silo.Services.AddPlacementDirector<ExpertShardPlacement, ExpertShardPlacementDirector>();
+        silo.Services.AddPlacementFilter<ExpertSilosPlacementFilter, ExpertSilosPlacementFilterDirector>(ServiceLifetime.Singleton);
+        silo.Services.AddShardPlacementPolicy();
         silo.Services.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();
         silo.Services.AddSingleton<ModelCatalog>();
         silo.Services.AddSingleton<TrafficLedger>();
@@ -70,5 +75,18 @@ public static class MoeClusterSiloExtensions
         silo.AddActivityPropagation();
         silo.Services.AddKeyedRedisConnections(configuration);
         return silo;
+    }
+
+    /// <summary>
+    /// The placement of expert shards as a policy: the default <see cref="SpreadByIndexPlacementPolicy"/> unless another
+    /// <see cref="IShardPlacementPolicy"/> is registered (before this call, or after it: the last registration wins), and
+    /// MoECluster:Pins checked when the silo starts.
+    /// </summary>
+    public static IServiceCollection AddShardPlacementPolicy(this IServiceCollection services)
+    {
+        services.TryAddSingleton<IShardPlacementPolicy, SpreadByIndexPlacementPolicy>();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<MoeClusterOptions>, PinsValidator>());
+        services.AddOptions<MoeClusterOptions>().ValidateOnStart();
+        return services;
     }
 }

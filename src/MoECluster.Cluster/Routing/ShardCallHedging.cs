@@ -24,6 +24,7 @@ public sealed partial class ShardCallHedging(
     IOptions<MoeClusterOptions> options,
     IClusterMembershipService membership,
     ISiloMetadataCache metadata,
+    IShardPlacementPolicy placement,
     ILogger<ShardCallHedging> logger)
 {
     private readonly ConcurrentDictionary<string, ShardState> _shards = new(StringComparer.Ordinal);
@@ -74,15 +75,20 @@ public sealed partial class ShardCallHedging(
         Func<CancellationToken, Task<T>> primary, Func<SiloAddress, CancellationToken, Task<T>> alternate, ShardHedgingOptions settings, CancellationToken cancellationToken)
     {
         string alternateKey = ShardKeys.Alternate(key);
-        var experts = ExpertShardPlacementDirector.ActiveExperts(snapshot, metadata);
-        if (experts.Length < 2)
+        var experts = ExpertSilos.Active(snapshot, metadata);
+        if (experts.Count < 2)
         {
             // One expert silo (or none) in this view: the alternate would sit beside the shard; only the timeout helps.
             return await TimedAsync(state, key, rows, primary, cancellationToken);
         }
 
-        // Where the alternate lives: the next expert silo after the shard's own (never the same one, with two or more).
-        var alternateSilo = ExpertShardPlacementDirector.Target(alternateKey, experts);
+        // Where the alternate lives: where the placement policy puts it (the default: the expert silo after the shard's own).
+        var alternateSilo = placement.Choose(ShardIdentity.Parse(alternateKey), experts, options.Value.Pins);
+        if (alternateSilo is null)
+        {
+            return await TimedAsync(state, key, rows, primary, cancellationToken);
+        }
+
         bool alternateFirst = first != key;
         string second = alternateFirst ? key : alternateKey;
         Func<CancellationToken, Task<T>> callFirst = alternateFirst ? c => alternate(alternateSilo, c) : primary;

@@ -34,23 +34,52 @@ public sealed class ShardDispatchPlanTests
     }
 
     [Fact]
-    public void Shard_keys_name_model_layer_and_expert_range_and_parse_back()
+    public void Shard_keys_name_model_layer_index_and_expert_range_and_parse_back()
     {
         var shard = new ShardMap("latent", 7, 64, 4).Shards[2];
-        Assert.Equal("latent/7/32-48", shard.Key);
-        var parsed = ExpertShard.ParseKey(shard.Key);
-        Assert.Equal((shard.Model, shard.Layer, shard.FirstExpert, shard.ExpertCount), (parsed.Model, parsed.Layer, parsed.FirstExpert, parsed.ExpertCount));
+        Assert.Equal("latent/7/s2/32-48", shard.Key);
+        Assert.Equal(shard, ExpertShard.ParseKey(shard.Key));
+    }
+
+    [Theory]
+    [InlineData(10, 4)]
+    [InlineData(24, 5)]
+    [InlineData(7, 7)]
+    public void Every_shard_of_an_uneven_split_round_trips_its_index_through_its_key(int experts, int shards)
+    {
+        var map = new ShardMap("m", 3, experts, shards);
+        Assert.Equal(Enumerable.Range(0, shards), map.Shards.Select(s => ExpertShard.ParseKey(s.Key).Index));
+        Assert.Equal(map.Shards, map.Shards.Select(s => ExpertShard.ParseKey(s.Key)));
+        Assert.All(map.Shards, s => Assert.DoesNotContain(':', s.Key));
     }
 
     [Theory]
     [InlineData("latent/7")]
-    [InlineData("latent/x/0-4")]
-    [InlineData("latent/1/4-4")]
-    [InlineData("latent/1/-1-4")]
-    [InlineData("/1/0-4")]
-    public void Malformed_shard_keys_are_refused(string key)
+    [InlineData("latent/x/s0/0-4")]
+    [InlineData("latent/1/s0/4-4")]
+    [InlineData("latent/1/s0/-1-4")]
+    [InlineData("/1/s0/0-4")]
+    [InlineData("latent/1/0/0-4")]
+    [InlineData("latent/1/s/0-4")]
+    [InlineData("latent/1/s-1/0-4")]
+    [InlineData("latent/1/s0/0-4/alt")]
+    [InlineData("a:b/1/s0/0-4")]
+    public void Malformed_shard_keys_are_refused_with_the_expected_form(string key)
     {
-        Assert.Throws<FormatException>(() => ExpertShard.ParseKey(key));
+        var e = Assert.Throws<FormatException>(() => ExpertShard.ParseKey(key));
+        Assert.Contains($"'{key}'", e.Message, StringComparison.Ordinal);
+        Assert.Contains("{model}/{layer}/s{index}/{first}-{end}", e.Message, StringComparison.Ordinal);
+        Assert.False(ExpertShard.TryParseKey(key, out _, out string? error));
+        Assert.Equal(e.Message, error);
+    }
+
+    [Theory]
+    [InlineData("latent/1/0-16")]
+    [InlineData("latent/7/32-48")]
+    public void A_key_in_the_old_form_without_the_shard_index_is_refused(string key)
+    {
+        var e = Assert.Throws<FormatException>(() => ExpertShard.ParseKey(key));
+        Assert.Contains("latent/1/s0/0-16", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
