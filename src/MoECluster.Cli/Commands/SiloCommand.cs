@@ -41,8 +41,8 @@ internal static class SiloCommand
         var models = new Option<string[]>("--model") { Description = "A served model as ID=DIR (repeatable).", AllowMultipleArgumentsPerToken = false };
         var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
         var wire = new Option<string?>("--wire") { Description = "Default payload element type: fp32, bf16 (default) or fp16." };
-        var backend = new Option<string?>("--backend") { Description = "Compute: auto (GPU if present, else managed; the default), managed, reference or ilgpu." };
-        backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
+        var backend = new Option<string?>("--backend") { Description = $"Compute: {MoECluster.Cluster.Hosting.ComputeBackends.Description}; default auto." };
+        backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
         var expectedExperts = new Option<int?>("--expected-expert-silos") { Description = "Expert silos the cluster should have (MoECluster:ExpectedExpertSilos): a front-end's /health says degraded while fewer serve." };
         var parentPid = new Option<int?>("--parent-pid") { Description = $"Stop when this process exits (default: ${ParentProcess.EnvironmentVariable}; moecluster run and the launcher set it)." };
         var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;
 using MoECluster.Cluster.Telemetry;
@@ -26,6 +27,7 @@ namespace MoECluster.Cluster.Grains;
 [ExpertShardPlacement]
 public sealed partial class ExpertShardGrain(
     ModelCatalog catalog,
+    IOptions<MoeClusterOptions> options,
     TrafficLedger ledger,
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
@@ -58,14 +60,14 @@ public sealed partial class ExpertShardGrain(
         if (!map.Shards.Any(s => s.Key == key))
         {
             throw new ArgumentException(
-                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the shard map of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {catalog.Options.ShardsPerLayer}: {string.Join(", ", map.Shards.Select(s => s.Key))})");
+                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the shard map of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {options.Value.ShardsPerLayer}: {string.Join(", ", map.Shards.Select(s => s.Key))})");
         }
 
         _experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.FirstExpert, _shard.ExpertCount), cancellationToken);
         _weightBytes = _experts.WeightBytes;
         ledger.ShardActivated(Description());
         LogActivated(logger, _shard.Key, _shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
-        if (!catalog.Options.Pins.ContainsKey(_shard.Key))
+        if (!options.Value.Pins.ContainsKey(_shard.Key))
         {
             this.RegisterGrainTimer(CheckPlacement, new GrainTimerCreationOptions(PlacementCheckPeriod, PlacementCheckPeriod));
         }
@@ -108,7 +110,7 @@ public sealed partial class ExpertShardGrain(
 
     public async Task<WireBytes> Compute(WireBytes request, CancellationToken cancellationToken = default)
     {
-        return await ShardComputation.ComputeAsync(_shard, _experts, request, catalog.Options.WireLimits, silo.SiloAddress.ToString(), cancellationToken);
+        return await ShardComputation.ComputeAsync(_shard, _experts, request, options.Value.WireLimits, silo.SiloAddress.ToString(), cancellationToken);
     }
 
     private ShardDescription Description() =>

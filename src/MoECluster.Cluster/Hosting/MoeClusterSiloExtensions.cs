@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Placement;
 using MoECluster.Cluster.Security;
@@ -25,7 +27,9 @@ public static class MoeClusterSiloExtensions
         var tls = ClusterTls.FromConfiguration(configuration);
         silo.UseClusterConnections(tls);
         silo.UseSiloMetadata(configuration);
-        silo.Services.Configure<MoeClusterOptions>(configuration.GetSection(MoeClusterOptions.Section));
+        // Every key checked when the silo starts (MoeClusterOptionsValidator): a bad one fails the start, naming the key.
+        silo.Services.AddOptions<MoeClusterOptions>().Bind(configuration.GetSection(MoeClusterOptions.Section)).ValidateOnStart();
+        silo.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<MoeClusterOptions>, MoeClusterOptionsValidator>());
         silo.Services.Configure<SiloIdentity>(o =>
         {
             o.Name = configuration[ConfigurationKeys.SiloName] ?? o.Name;
