@@ -8,6 +8,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Configuration.Memory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
 using MoECluster.Cli.LocalCluster;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
@@ -119,9 +120,9 @@ internal static class SiloCommand
         {
             host = role == SiloRoles.Frontend ? BuildFrontend(role, overrides) : BuildExpert(role, overrides);
         }
-        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException)
+        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException or OptionsValidationException)
         {
-            error.WriteLine($"moecluster silo: error: {e.Message}");
+            error.WriteLine($"moecluster silo: error: {VerbRunner.Describe(e)}");
             return CliApp.ExitUsage;
         }
 
@@ -137,15 +138,30 @@ internal static class SiloCommand
             {
                 await host.RunAsync(stop.Token);
             }
+            catch (Exception e) when (IsStartFailure(e))
+            {
+                // A bad key (options validated at start) or a served checkpoint that cannot be served: the configuration's fault.
+                error.WriteLine($"moecluster silo ({role}): error: {VerbRunner.Describe(e)}");
+                return CliApp.ExitUsage;
+            }
             catch (Exception e) when (e is IOException or InvalidOperationException or OrleansException)
             {
-                error.WriteLine($"moecluster silo ({role}): error: {e.Message.ReplaceLineEndings(" ")}");
+                error.WriteLine($"moecluster silo ({role}): error: {VerbRunner.Describe(e)}");
                 return CliApp.ExitFailure;
             }
         }
 
         return CliApp.ExitOk;
     }
+
+    /// <summary>What fails a silo's start for its configuration: a bad key, a served checkpoint that cannot be served.</summary>
+    private static bool IsStartFailure(Exception e) => e switch
+    {
+        OptionsValidationException or InvalidDataException or MoECluster.Model.Configuration.ModelConfigException
+            or MoECluster.Model.Checkpoints.SafetensorsFormatException => true,
+        AggregateException { InnerExceptions.Count: > 0 } all => all.InnerExceptions.All(IsStartFailure),
+        _ => false,
+    };
 
     private static WebApplication BuildFrontend(string role, Dictionary<string, string?> overrides)
     {

@@ -62,6 +62,9 @@ public static class MoeClusterSiloExtensions
         silo.Services.AddPlacementDirector<ExpertShardPlacement, ExpertShardPlacementDirector>();
         silo.Services.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();
         silo.Services.AddSingleton<ModelCatalog>();
+
+        // Served checkpoints checked before Orleans starts: one that lacks a declared MoE layer's tensors fails the start.
+        silo.Services.AddHostedService<ModelCheckpointCheck>();
         silo.Services.AddSingleton<TrafficLedger>();
         silo.Services.AddSingleton<ClusterStatistics>();
         silo.Services.AddSingleton<Routing.ShardCallHedging>();
