@@ -12,22 +12,11 @@ namespace MoECluster.Model.Tests.Layers;
 /// </summary>
 public sealed class CheckpointCompletenessTests
 {
-    /// <summary>A checkpoint holding only MoE layer 3, under a config.json whose pattern declares layers 0, 1, 2 and 3 MoE.</summary>
-    internal static MoeModelConfig WriteOnlyLayerThreeOfFour(string directory, ulong seed = 5)
-    {
-        var tiny = ModelPresets.Get("tiny").Build(experts: 8, moeLayers: 1);
-        var onlyThree = tiny with { NumHiddenLayers = 4, HybridOverridePattern = "MMME" };
-        SyntheticCheckpoint.Write(directory, onlyThree, seed);
-        var declared = tiny with { NumHiddenLayers = 4, HybridOverridePattern = "EEEE" };
-        File.WriteAllText(Path.Combine(directory, "config.json"), declared.ToJson());
-        return declared;
-    }
-
     [Fact]
     public void Open_refuses_a_checkpoint_lacking_declared_moe_layers_and_names_them()
     {
         using var dir = new TempDirectory();
-        WriteOnlyLayerThreeOfFour(dir.Path);
+        PartialCheckpoint.WriteOnlyLayerThreeOfFour(dir.Path);
         var e = Assert.Throws<InvalidDataException>(() => MoeModel.Open(dir.Path));
         Assert.Contains("declares MoE layers 0, 1, 2, 3", e.Message, StringComparison.Ordinal);
         Assert.Contains("layer(s) 0, 1, 2:", e.Message, StringComparison.Ordinal);
@@ -41,7 +30,7 @@ public sealed class CheckpointCompletenessTests
     public void Check_tensors_lists_what_each_declared_layer_lacks()
     {
         using var dir = new TempDirectory();
-        var declared = WriteOnlyLayerThreeOfFour(dir.Path);
+        var declared = PartialCheckpoint.WriteOnlyLayerThreeOfFour(dir.Path);
         using var tensors = CheckpointTensors.OpenDirectory(dir.Path);
         var checks = MoeModel.CheckTensors(tensors, declared);
         Assert.Equal([0, 1, 2, 3], checks.Select(c => c.Layer));
