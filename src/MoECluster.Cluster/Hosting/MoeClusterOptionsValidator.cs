@@ -66,7 +66,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         require(retry.BaseDelayMilliseconds is >= 0 and <= MaxRetryDelayMilliseconds, Prefix + nameof(retry.BaseDelayMilliseconds), retry.BaseDelayMilliseconds,
             "milliseconds, 0 to 86400000 (one day)");
         require(retry.MaxDelayMilliseconds >= retry.BaseDelayMilliseconds && retry.MaxDelayMilliseconds <= MaxRetryDelayMilliseconds, Prefix + nameof(retry.MaxDelayMilliseconds),
-            retry.MaxDelayMilliseconds, string.Create(CultureInfo.InvariantCulture, $"milliseconds, at least {Prefix}{nameof(retry.BaseDelayMilliseconds)} ({retry.BaseDelayMilliseconds}) and at most 86400000"));
+            retry.MaxDelayMilliseconds, string.Create(CultureInfo.InvariantCulture, $"milliseconds, at least {MoeClusterOptions.Section}:{Prefix}{nameof(retry.BaseDelayMilliseconds)} ({retry.BaseDelayMilliseconds}) and at most 86400000"));
     }
 
     private static void ValidateHedging(ShardHedgingOptions hedging, Requirement require)
@@ -75,7 +75,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         require(hedging.LatencyMultiplier > 0 && double.IsFinite(hedging.LatencyMultiplier), Prefix + nameof(hedging.LatencyMultiplier), hedging.LatencyMultiplier, "more than 0");
         require(hedging.MinDelayMilliseconds >= 0 && double.IsFinite(hedging.MinDelayMilliseconds), Prefix + nameof(hedging.MinDelayMilliseconds), hedging.MinDelayMilliseconds, "milliseconds, 0 or more");
         require(hedging.MaxDelayMilliseconds >= hedging.MinDelayMilliseconds && double.IsFinite(hedging.MaxDelayMilliseconds), Prefix + nameof(hedging.MaxDelayMilliseconds),
-            hedging.MaxDelayMilliseconds, string.Create(CultureInfo.InvariantCulture, $"milliseconds, at least {Prefix}{nameof(hedging.MinDelayMilliseconds)} ({hedging.MinDelayMilliseconds})"));
+            hedging.MaxDelayMilliseconds, string.Create(CultureInfo.InvariantCulture, $"milliseconds, at least {MoeClusterOptions.Section}:{Prefix}{nameof(hedging.MinDelayMilliseconds)} ({hedging.MinDelayMilliseconds})"));
         require(hedging.PreferAlternateSeconds >= 0 && double.IsFinite(hedging.PreferAlternateSeconds), Prefix + nameof(hedging.PreferAlternateSeconds), hedging.PreferAlternateSeconds, "seconds, 0 or more");
         require(hedging.AlternateIdleSeconds > 0 && double.IsFinite(hedging.AlternateIdleSeconds), Prefix + nameof(hedging.AlternateIdleSeconds), hedging.AlternateIdleSeconds, "seconds, more than 0");
     }
@@ -94,6 +94,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
     {
         const string Prefix = nameof(MoeClusterOptions.Gateway) + ":";
         string K(string key) => Prefix + key;
+        string Full(string key) => $"{MoeClusterOptions.Section}:{Prefix}{key}";
         require(g.MaxRequestBytes >= 1, K(nameof(g.MaxRequestBytes)), g.MaxRequestBytes, "at least 1");
         require(g.MaxTokensPerRequest >= 1, K(nameof(g.MaxTokensPerRequest)), g.MaxTokensPerRequest, "at least 1");
         require(g.MaxJsonDepth >= 3, K(nameof(g.MaxJsonDepth)), g.MaxJsonDepth, "at least 3 (the request body itself needs 3)");
@@ -104,10 +105,10 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         require(g.RequestHeadersTimeoutSeconds > 0 && double.IsFinite(g.RequestHeadersTimeoutSeconds), K(nameof(g.RequestHeadersTimeoutSeconds)), g.RequestHeadersTimeoutSeconds, "seconds, more than 0");
         require(g.MaxRequestsInFlight >= 1, K(nameof(g.MaxRequestsInFlight)), g.MaxRequestsInFlight, "at least 1");
         require(g.MaxBodyBytesInFlight >= g.MaxRequestBytes, K(nameof(g.MaxBodyBytesInFlight)), g.MaxBodyBytesInFlight,
-            string.Create(CultureInfo.InvariantCulture, $"at least {K(nameof(g.MaxRequestBytes))} ({g.MaxRequestBytes}): a request of the largest size must be admissible"));
+            string.Create(CultureInfo.InvariantCulture, $"at least {Full(nameof(g.MaxRequestBytes))} ({g.MaxRequestBytes}): a request of the largest size must be admissible"));
         require(g.BodyReadTimeoutSeconds > 0 && double.IsFinite(g.BodyReadTimeoutSeconds), K(nameof(g.BodyReadTimeoutSeconds)), g.BodyReadTimeoutSeconds, "seconds, more than 0");
         require(g.MaxTokensInFlight >= g.MaxTokensPerRequest, K(nameof(g.MaxTokensInFlight)), g.MaxTokensInFlight,
-            string.Create(CultureInfo.InvariantCulture, $"at least {K(nameof(g.MaxTokensPerRequest))} ({g.MaxTokensPerRequest}): a request of the most tokens must be forwardable"));
+            string.Create(CultureInfo.InvariantCulture, $"at least {Full(nameof(g.MaxTokensPerRequest))} ({g.MaxTokensPerRequest}): a request of the most tokens must be forwardable"));
         require(g.MaxQueuedTokens >= 0, K(nameof(g.MaxQueuedTokens)), g.MaxQueuedTokens, "0 or more");
         require(g.QueueTimeoutSeconds > 0 && double.IsFinite(g.QueueTimeoutSeconds), K(nameof(g.QueueTimeoutSeconds)), g.QueueTimeoutSeconds, "seconds, more than 0");
     }

@@ -140,6 +140,14 @@ public sealed class MoeClusterOptionsValidatorTests
     }
 
     [Fact]
+    public void Limits_that_must_agree_name_both_keys()
+    {
+        string failure = Assert.Single(Failures(o => o.Gateway.MaxTokensInFlight = 5));
+        Assert.Equal("MoECluster:Gateway:MaxTokensInFlight = 5: expected at least MoECluster:Gateway:MaxTokensPerRequest (8192): a request of the most tokens must be forwardable", failure);
+        Assert.Contains("at least MoECluster:ShardHedging:MinDelayMilliseconds (1000)", Assert.Single(Failures(o => o.ShardHedging.MaxDelayMilliseconds = 10)), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Every_failure_is_reported_at_once()
     {
         var failures = Failures(o =>
