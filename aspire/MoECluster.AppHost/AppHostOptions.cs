@@ -64,8 +64,8 @@ public sealed class AppHostOptions
         var siloPort = new Option<int?>("--silo-port") { Description = "Orleans port of the front-end silo; expert silo i uses this + i (default 11111)." };
         var gatewayPort = new Option<int?>("--gateway-port") { Description = "Orleans client gateway port of the front-end silo (default 30000)." };
         var modelsDir = new Option<string?>("--models-dir") { Description = "Where the models are generated and reused (default: models/ of the current directory)." };
-        var backend = new Option<string?>("--backend") { Description = "Compute on the expert silos: auto (the default), managed, reference or ilgpu." };
-        backend.AcceptOnlyFromAmong(ComputeBackends.Names);
+        var backend = new Option<string?>("--backend") { Description = $"Compute on the expert silos: {ComputeBackends.Description}; default auto." };
+        backend.AcceptOnlyFromAmong([.. ComputeBackends.Names]);
         var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
         var redis = new Option<bool>("--redis") { Description = "Start a redis-server and use Orleans' Redis clustering instead of localhost clustering." };
         var otlp = new Option<string?>("--otlp") { Description = "OTLP endpoint the children send telemetry to (default: $OTEL_EXPORTER_OTLP_ENDPOINT or $DOTNET_DASHBOARD_OTLP_ENDPOINT_URL; none)." };

@@ -39,7 +39,7 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
         byte[] body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
         if (!response.IsSuccessStatusCode)
         {
-            throw new GatewayException((int)response.StatusCode, ErrorText(body));
+            throw new GatewayException((int)response.StatusCode, ErrorText(response, body));
         }
 
         return GatewayWire.DecodeResponse(body, _limits);
@@ -58,7 +58,7 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
         if (!response.IsSuccessStatusCode)
         {
             byte[] body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
-            throw new GatewayException((int)response.StatusCode, ErrorText(body));
+            throw new GatewayException((int)response.StatusCode, ErrorText(response, body));
         }
     }
 
@@ -79,16 +79,22 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
         return (response.IsSuccessStatusCode, body);
     }
 
-    private static string ErrorText(byte[] body)
+    /// <summary>The gateway's message (its JSON "error", or the body's text); never empty: an answer without one says its status.</summary>
+    internal static string ErrorText(HttpResponseMessage response, byte[] body)
     {
+        string text;
         try
         {
-            return JsonNode.Parse(body)?["error"]?.GetValue<string>() ?? System.Text.Encoding.UTF8.GetString(body);
+            text = JsonNode.Parse(body)?["error"]?.GetValue<string>() ?? System.Text.Encoding.UTF8.GetString(body);
         }
-        catch (JsonException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
         {
-            return System.Text.Encoding.UTF8.GetString(body);
+            text = System.Text.Encoding.UTF8.GetString(body);
         }
+
+        return string.IsNullOrWhiteSpace(text)
+            ? $"the gateway answered {(int)response.StatusCode} {response.ReasonPhrase ?? response.StatusCode.ToString()} with no message (see the front-end silo's log)"
+            : text;
     }
 }
 

@@ -3,7 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using MoECluster.Kernels.Cpu;
+using MoECluster.Cluster.Hosting;
 using MoECluster.Kernels.Gpu;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Compute;
@@ -24,6 +24,7 @@ internal static class BenchCommand
     {
         var tokens = new Option<int[]>("--tokens") { Description = "Token counts.", DefaultValueFactory = _ => [1, 8, 64, 256, 1024], AllowMultipleArgumentsPerToken = true };
         var backends = new Option<string[]>("--backend") { Description = "Backends to run (default: every available one).", AllowMultipleArgumentsPerToken = true };
+        backends.AcceptOnlyFromAmong([.. ComputeBackends.Concrete]);
         var gemmOnly = new Option<bool>("--gemm-only") { Description = "Only the GEMM benchmark." };
         var layerOnly = new Option<bool>("--layer-only") { Description = "Only the whole-layer benchmark." };
         var model = new Option<string?>("--model") { Description = "Model directory for the layer benchmark (default: a generated super-shape layer with 64 experts)." };
@@ -72,13 +73,12 @@ internal static class BenchCommand
     }
 
     /// <summary>
-    /// The backends to compare: by default reference and managed, plus ilgpu and cublas where a CUDA device (and
-    /// cuBLAS) exist; a GPU backend asked for but unavailable is reported and skipped.
+    /// The backends to compare (names from <see cref="ComputeBackends"/>): by default every concrete one, the GPU ones
+    /// (ilgpu, cublas) where a CUDA device (and cuBLAS) exist; a backend asked for but unavailable is reported and skipped.
     /// </summary>
     private static List<IComputeBackend> Backends(string[]? names, TextWriter error, Owned owned)
     {
-        bool explicitNames = names is { Length: > 0 };
-        names = explicitNames ? names! : ["reference", "managed", "ilgpu", "cublas"];
+        names = names is { Length: > 0 } ? names : [.. ComputeBackends.Concrete];
         var list = new List<IComputeBackend>();
         GpuAccelerator? gpu = null;
         string gpuReason = string.Empty;
@@ -100,42 +100,24 @@ internal static class BenchCommand
 
         foreach (string name in names)
         {
-            switch (name)
+            if (!ComputeBackends.Concrete.Contains(name))
             {
-                case "reference":
-                    list.Add(new ReferenceBackend());
-                    break;
-                case "managed":
-                    list.Add(new ManagedCpuBackend());
-                    break;
-                case "ilgpu":
-                    if (Gpu() is { } device)
-                    {
-                        var ilgpu = new IlgpuBackend(device.Accelerator);
-                        owned.Add(ilgpu);
-                        list.Add(ilgpu);
-                    }
-                    else
-                    {
-                        error.WriteLine($"bench: ilgpu skipped: {gpuReason}");
-                    }
-
-                    break;
-                case "cublas":
-                    if (Gpu() is { } cuda && CublasBackend.TryCreate(cuda.Accelerator, out string why) is { } cublas)
-                    {
-                        owned.Add(cublas);
-                        list.Add(cublas);
-                    }
-                    else
-                    {
-                        error.WriteLine($"bench: cublas skipped: {(gpu is null ? gpuReason : "no cuBLAS library")}");
-                    }
-
-                    break;
-                default:
-                    throw new UsageException($"unknown backend '{name}'; allowed: reference, managed, ilgpu, cublas");
+                throw new UsageException($"unknown backend '{name}'; allowed: {string.Join(", ", ComputeBackends.Concrete)}");
             }
+
+            var backend = ComputeBackends.TryCreateExact(name, Gpu, out string note);
+            if (backend is null)
+            {
+                error.WriteLine($"bench: {name} skipped: {(gpuTried && gpu is null ? gpuReason : note)}");
+                continue;
+            }
+
+            if (backend is IDisposable disposable)
+            {
+                owned.Add(disposable);
+            }
+
+            list.Add(backend);
         }
 
         if (list.Count == 0)

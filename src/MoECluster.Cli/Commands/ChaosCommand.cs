@@ -29,7 +29,7 @@ internal static class ChaosCommand
         var deadline = new Option<double>("--request-deadline") { Description = "Seconds a request may take, retries included, before it counts as failed.", DefaultValueFactory = _ => 90 };
         var recovery = new Option<double>("--recovery-timeout") { Description = "Seconds the cluster may take to be whole again after a fault.", DefaultValueFactory = _ => 120 };
         var backend = new Option<string>("--backend") { Description = "Compute backend of the in-process references (use the silos' own: a near-tie in the gate may route differently on another).", DefaultValueFactory = _ => "managed" };
-        backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
+        backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
         var inputs = new Option<int>("--inputs") { Description = "Distinct inputs per (model, endpoint, token count), references computed before the run.", DefaultValueFactory = _ => 8 };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the inputs, the faults and their victims.", DefaultValueFactory = _ => 1UL };
         var json = new Option<string?>("--json") { Description = "Write the report as JSON to this file." };

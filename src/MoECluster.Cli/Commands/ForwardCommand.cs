@@ -23,8 +23,8 @@ internal static class ForwardCommand
         var stack = new Option<bool>("--stack") { Description = "Run every MoE layer in order: x <- x + mixer_l(RMSNorm_l(x))." };
         var cluster = new Option<string?>("--cluster") { Description = "Gateway URL of a running cluster (e.g. http://127.0.0.1:8080): compute there instead of in process." };
         var modelId = new Option<string?>("--model-id") { Description = "With --cluster: the served model id (default: the cluster's default model)." };
-        var backend = new Option<string>("--backend") { Description = "In process: auto (GPU if present, else managed), managed, reference or ilgpu.", DefaultValueFactory = _ => "auto" };
-        backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
+        var backend = new Option<string>("--backend") { Description = $"In process: {MoECluster.Cluster.Hosting.ComputeBackends.Description}.", DefaultValueFactory = _ => "auto" };
+        backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
         var wire = new Option<string?>("--wire") { Description = "With --cluster: payload element type between router and shards: fp32, bf16 or fp16 (default: the cluster's)." };
         wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
         var apiKey = ApiKeyOption.Create();

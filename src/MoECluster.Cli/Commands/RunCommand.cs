@@ -35,8 +35,8 @@ internal static class RunCommand
         var report = new Option<string?>("--report") { Description = "Write the sample traffic report as JSON to this file." };
         var stack = new Option<bool>("--stack") { Description = "Also send the sample batch through the whole MoE stack." };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the generated models and of the sample batch.", DefaultValueFactory = _ => 1UL };
-        var backend = new Option<string>("--backend") { Description = "Compute on the silos: auto (GPU if present, else managed), managed, reference or ilgpu.", DefaultValueFactory = _ => "auto" };
-        backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
+        var backend = new Option<string>("--backend") { Description = $"Compute on the silos: {MoECluster.Cluster.Hosting.ComputeBackends.Description}.", DefaultValueFactory = _ => "auto" };
+        backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
         var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
         var apiKey = ApiKeyOption.Create();
         apiKey.Description = $"API key the sample traffic sends, for when the silos' environment turns gateway keys on (MoECluster__Gateway__ApiKeys__0 or ApiKeysFile); default: ${ApiKeyOption.EnvironmentVariable}.";

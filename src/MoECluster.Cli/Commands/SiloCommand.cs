@@ -8,6 +8,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Configuration.Memory;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
 using MoECluster.Cli.LocalCluster;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
@@ -41,8 +42,8 @@ internal static class SiloCommand
         var models = new Option<string[]>("--model") { Description = "A served model as ID=DIR (repeatable).", AllowMultipleArgumentsPerToken = false };
         var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
         var wire = new Option<string?>("--wire") { Description = "Default payload element type: fp32, bf16 (default) or fp16." };
-        var backend = new Option<string?>("--backend") { Description = "Compute: auto (GPU if present, else managed; the default), managed, reference or ilgpu." };
-        backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
+        var backend = new Option<string?>("--backend") { Description = $"Compute: {MoECluster.Cluster.Hosting.ComputeBackends.Description}; default auto." };
+        backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
         var expectedExperts = new Option<int?>("--expected-expert-silos") { Description = "Expert silos the cluster should have (MoECluster:ExpectedExpertSilos): a front-end's /health says degraded while fewer serve." };
         var parentPid = new Option<int?>("--parent-pid") { Description = $"Stop when this process exits (default: ${ParentProcess.EnvironmentVariable}; moecluster run and the launcher set it)." };
         var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")
@@ -119,9 +120,9 @@ internal static class SiloCommand
         {
             host = role == SiloRoles.Frontend ? BuildFrontend(role, overrides) : BuildExpert(role, overrides);
         }
-        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException)
+        catch (Exception e) when (e is InvalidOperationException or FormatException or ArgumentException or OptionsValidationException)
         {
-            error.WriteLine($"moecluster silo: error: {e.Message}");
+            error.WriteLine($"moecluster silo: error: {VerbRunner.Describe(e)}");
             return CliApp.ExitUsage;
         }
 
@@ -137,15 +138,30 @@ internal static class SiloCommand
             {
                 await host.RunAsync(stop.Token);
             }
+            catch (Exception e) when (IsStartFailure(e))
+            {
+                // A bad key (options validated at start) or a served checkpoint that cannot be served: the configuration's fault.
+                error.WriteLine($"moecluster silo ({role}): error: {VerbRunner.Describe(e)}");
+                return CliApp.ExitUsage;
+            }
             catch (Exception e) when (e is IOException or InvalidOperationException or OrleansException)
             {
-                error.WriteLine($"moecluster silo ({role}): error: {e.Message.ReplaceLineEndings(" ")}");
+                error.WriteLine($"moecluster silo ({role}): error: {VerbRunner.Describe(e)}");
                 return CliApp.ExitFailure;
             }
         }
 
         return CliApp.ExitOk;
     }
+
+    /// <summary>What fails a silo's start for its configuration: a bad key, a served checkpoint that cannot be served.</summary>
+    private static bool IsStartFailure(Exception e) => e switch
+    {
+        OptionsValidationException or InvalidDataException or MoECluster.Model.Configuration.ModelConfigException
+            or MoECluster.Model.Checkpoints.SafetensorsFormatException => true,
+        AggregateException { InnerExceptions.Count: > 0 } all => all.InnerExceptions.All(IsStartFailure),
+        _ => false,
+    };
 
     private static WebApplication BuildFrontend(string role, Dictionary<string, string?> overrides)
     {

@@ -20,12 +20,12 @@ internal static class VerbRunner
             or DirectoryNotFoundException or ArgumentException or KeyNotFoundException or UnauthorizedAccessException
             or MoECluster.Model.Numerics.ForwardOverflowException)
         {
-            error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
+            error.WriteLine($"moecluster {verb}: error: {Describe(e)}");
             return CliApp.ExitUsage;
         }
         catch (IOException e)
         {
-            error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
+            error.WriteLine($"moecluster {verb}: error: {Describe(e)}");
             return CliApp.ExitFailure;
         }
     }
@@ -41,20 +41,41 @@ internal static class VerbRunner
             or NotSupportedException or FileNotFoundException or DirectoryNotFoundException or ArgumentException or KeyNotFoundException
             or UnauthorizedAccessException or MoECluster.Model.Numerics.ForwardOverflowException)
         {
-            error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
+            error.WriteLine($"moecluster {verb}: error: {Describe(e)}");
             return CliApp.ExitUsage;
         }
         catch (MoECluster.Gateway.GatewayException e) when (e.StatusCode == 401)
         {
-            error.WriteLine($"moecluster {verb}: error: the gateway answered 401: {OneLine(e.Message)} ({ApiKeyOption.Hint})");
+            error.WriteLine($"moecluster {verb}: error: the gateway answered 401: {Describe(e)} ({ApiKeyOption.Hint})");
             return CliApp.ExitFailure;
         }
         catch (Exception e) when (e is IOException or HttpRequestException or MoECluster.Gateway.GatewayException or TaskCanceledException)
         {
-            error.WriteLine($"moecluster {verb}: error: {OneLine(e.Message)}");
+            error.WriteLine($"moecluster {verb}: error: {Describe(e)}");
             return CliApp.ExitFailure;
         }
     }
 
     private static string OneLine(string message) => message.ReplaceLineEndings(" ");
+
+    /// <summary>
+    /// What went wrong, as one line that is never empty: an <see cref="AggregateException"/> as its inner exceptions'
+    /// messages, an exception without a message as its type (and its inner exception's message).
+    /// </summary>
+    public static string Describe(Exception e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        if (e is AggregateException aggregate && aggregate.InnerExceptions.Count > 0)
+        {
+            return string.Join(" | ", aggregate.InnerExceptions.Select(Describe));
+        }
+
+        string message = OneLine(e.Message).Trim();
+        if (message.Length > 0)
+        {
+            return message;
+        }
+
+        return e.InnerException is { } inner ? $"{e.GetType().Name}: {Describe(inner)}" : $"{e.GetType().Name} (no message)";
+    }
 }

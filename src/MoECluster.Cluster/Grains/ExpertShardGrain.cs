@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;
 using MoECluster.Cluster.Telemetry;
@@ -27,6 +28,7 @@ namespace MoECluster.Cluster.Grains;
 [ExpertSilosPlacementFilter]
 public sealed partial class ExpertShardGrain(
     ModelCatalog catalog,
+    IOptions<MoeClusterOptions> options,
     TrafficLedger ledger,
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
@@ -60,7 +62,7 @@ public sealed partial class ExpertShardGrain(
         if (!map.Shards.Any(s => s.Key == key))
         {
             throw new ArgumentException(
-                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the shard map of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {catalog.Options.ShardsPerLayer}: {string.Join(", ", map.Shards.Select(s => s.Key))})");
+                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the shard map of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {options.Value.ShardsPerLayer}: {string.Join(", ", map.Shards.Select(s => s.Key))})");
         }
 
         _experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.FirstExpert, _shard.ExpertCount), cancellationToken);
@@ -68,7 +70,7 @@ public sealed partial class ExpertShardGrain(
         ledger.ShardActivated(Description());
         LogActivated(logger, _shard.Key, _shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
         // A pinned shard stays on its pinned silo (the placement filter puts it only there), whatever the policy says.
-        if (!catalog.Options.Pins.ContainsKey(_shard.Key))
+        if (!options.Value.Pins.ContainsKey(_shard.Key))
         {
             _rebalance = new ShardRebalanceCheck(placement, new ShardIdentity(_shard));
             this.RegisterGrainTimer(CheckPlacement, new GrainTimerCreationOptions(PlacementCheckPeriod, PlacementCheckPeriod));
@@ -103,7 +105,7 @@ public sealed partial class ExpertShardGrain(
 
     public async Task<WireBytes> Compute(WireBytes request, CancellationToken cancellationToken = default)
     {
-        return await ShardComputation.ComputeAsync(_shard, _experts, request, catalog.Options.WireLimits, silo.SiloAddress.ToString(), cancellationToken);
+        return await ShardComputation.ComputeAsync(_shard, _experts, request, options.Value.WireLimits, silo.SiloAddress.ToString(), cancellationToken);
     }
 
     private ShardDescription Description() =>

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Routing;
 using MoECluster.Cluster.Telemetry;
@@ -14,7 +15,7 @@ namespace MoECluster.Cluster.Grains;
 /// </summary>
 [StatelessWorker]
 [Reentrant]
-public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, ShardCallHedging hedging, IShardAlternateClient alternates, ILocalSiloDetails silo, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
+public sealed class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClusterOptions> options, TrafficLedger ledger, ShardCallHedging hedging, IShardAlternateClient alternates, ILocalSiloDetails silo, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
 {
     private DistributedMoeLayer? _layer;
 
@@ -30,7 +31,7 @@ public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, S
 
         // An Orleans client holding the cluster's certificate is authenticated, not trusted with unbounded work: the
         // router enforces the gateway's limits itself.
-        int maxTokens = catalog.Options.Gateway.MaxTokensPerRequest;
+        int maxTokens = options.Value.Gateway.MaxTokensPerRequest;
         if (call.Tokens > maxTokens)
         {
             throw new ArgumentException($"{call.Tokens} tokens exceed MoECluster:Gateway:MaxTokensPerRequest ({maxTokens})");
@@ -57,9 +58,9 @@ public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, S
             throw new ArgumentException($"layer {l} is not an MoE layer of {modelId}; MoE layers: {string.Join(", ", model.Config.MoeLayers)}");
         }
 
-        _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(catalog.Options.ShardRetry, logger), hedging, alternates);
+        _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(options.Value.ShardRetry, logger), hedging, alternates, options.Value.WireLimits);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(TimeSpan.FromSeconds(catalog.Options.RequestTimeoutSeconds));
+        deadline.CancelAfter(TimeSpan.FromSeconds(options.Value.RequestTimeoutSeconds));
         try
         {
             if (call.Layer is int layer)
@@ -73,7 +74,7 @@ public sealed class MoeRouterGrain(ModelCatalog catalog, TrafficLedger ledger, S
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
-            throw new TimeoutException($"request to {modelId} exceeded its deadline of {catalog.Options.RequestTimeoutSeconds} s");
+            throw new TimeoutException($"request to {modelId} exceeded its deadline of {options.Value.RequestTimeoutSeconds} s");
         }
     }
 }

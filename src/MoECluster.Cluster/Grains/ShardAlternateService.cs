@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Routing;
 using MoECluster.Cluster.Telemetry;
@@ -44,6 +45,7 @@ internal sealed partial class ShardAlternateService(
     Silo silo,
     ILoggerFactory loggerFactory,
     ModelCatalog catalog,
+    IOptions<MoeClusterOptions> options,
     TrafficLedger ledger,
     ILocalSiloDetails localSilo) : GrainService(grainId, silo, loggerFactory), IShardAlternateService
 {
@@ -114,7 +116,7 @@ internal sealed partial class ShardAlternateService(
         await alternate.Gate.WaitAsync(cancellationToken);
         try
         {
-            return await ShardComputation.ComputeAsync(shard, experts, request, catalog.Options.WireLimits, localSilo.SiloAddress.ToString(), cancellationToken);
+            return await ShardComputation.ComputeAsync(shard, experts, request, options.Value.WireLimits, localSilo.SiloAddress.ToString(), cancellationToken);
         }
         finally
         {
@@ -138,7 +140,7 @@ internal sealed partial class ShardAlternateService(
         using var timer = new PeriodicTimer(SweepPeriod);
         while (await timer.WaitForNextTickAsync(stopped))
         {
-            double idle = catalog.Options.ShardHedging.AlternateIdleSeconds;
+            double idle = options.Value.ShardHedging.AlternateIdleSeconds;
             List<Alternate> dropped;
             lock (_alternates)
             {

@@ -22,16 +22,14 @@ public sealed partial class ModelCatalog(IOptions<MoeClusterOptions> options, IL
         return backend;
     });
 
-    public MoeClusterOptions Options => options.Value;
-
     /// <summary>The compute backend of this silo (MoECluster:Compute:Backend), created on first use.</summary>
     public IComputeBackend Backend => _backend.Value;
 
     public MoeModel Get(string id)
     {
-        if (!Options.Models.TryGetValue(id, out ModelEntry? entry))
+        if (!options.Value.Models.TryGetValue(id, out ModelEntry? entry))
         {
-            throw new ArgumentException($"unknown model '{id}'; served models: {string.Join(", ", Options.Models.Keys)}");
+            throw new ArgumentException($"unknown model '{id}'; served models: {string.Join(", ", options.Value.Models.Keys)}");
         }
 
         var model = _models.GetOrAdd(id, _ => new Lazy<MoeModel>(() => MoeModel.Open(entry.Path, Backend)));
@@ -53,7 +51,7 @@ public sealed partial class ModelCatalog(IOptions<MoeClusterOptions> options, IL
     public ShardMap ShardMap(string id, int layer)
     {
         var config = Get(id).Config;
-        return new ShardMap(id, layer, config.NRoutedExperts, Math.Min(Options.ShardsPerLayer, config.NRoutedExperts));
+        return new ShardMap(id, layer, config.NRoutedExperts, Math.Min(options.Value.ShardsPerLayer, config.NRoutedExperts));
     }
 
     public void Dispose()

@@ -28,7 +28,9 @@ public static class MoeClusterSiloExtensions
         var tls = ClusterTls.FromConfiguration(configuration);
         silo.UseClusterConnections(tls);
         silo.UseSiloMetadata(configuration);
-        silo.Services.Configure<MoeClusterOptions>(configuration.GetSection(MoeClusterOptions.Section));
+        // Every key checked when the silo starts (MoeClusterOptionsValidator): a bad one fails the start, naming the key.
+        silo.Services.AddOptions<MoeClusterOptions>().Bind(configuration.GetSection(MoeClusterOptions.Section)).ValidateOnStart();
+        silo.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<MoeClusterOptions>, MoeClusterOptionsValidator>());
         silo.Services.Configure<SiloIdentity>(o =>
         {
             o.Name = configuration[ConfigurationKeys.SiloName] ?? o.Name;
@@ -63,6 +65,9 @@ public static class MoeClusterSiloExtensions
         silo.Services.AddShardPlacementPolicy();
         silo.Services.AddPlacementDirector<SiloPinnedPlacement, SiloPinnedPlacementDirector>();
         silo.Services.AddSingleton<ModelCatalog>();
+
+        // Served checkpoints checked before Orleans starts: one that lacks a declared MoE layer's tensors fails the start.
+        silo.Services.AddHostedService<ModelCheckpointCheck>();
         silo.Services.AddSingleton<TrafficLedger>();
         silo.Services.AddSingleton<ClusterStatistics>();
         silo.Services.AddSingleton<Routing.ShardCallHedging>();

@@ -22,7 +22,7 @@ namespace MoECluster.Cluster.Routing;
 /// finite, is the cluster's fault: <see cref="ShardFailureException"/>.
 /// </para>
 /// </summary>
-public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IGrainFactory grains, TrafficLedger ledger, string localSilo, ShardCallRetry retry, ShardCallHedging hedging, IShardAlternateClient alternates)
+public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IGrainFactory grains, TrafficLedger ledger, string localSilo, ShardCallRetry retry, ShardCallHedging hedging, IShardAlternateClient alternates, WireLimits wireLimits)
 {
     private long _requests;
 
@@ -134,7 +134,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
                     (silo, c) => alternates.On(silo).Compute(dispatch.Shard.Key, new WireBytes(bytes), c),
                     cancel),
                 cancellationToken);
-            response = WireFormat.DecodeResponse(reply.Bytes, catalog.Options.WireLimits, dispatch.Rows, width);
+            response = WireFormat.DecodeResponse(reply.Bytes, wireLimits, dispatch.Rows, width);
         }
         catch (ForwardOverflowException e)
         {

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
 
 namespace MoECluster.Gateway.Health;
@@ -8,12 +9,12 @@ namespace MoECluster.Gateway.Health;
 /// header read). A silo that cannot open a model cannot route it or hold its shards, whatever membership says; the
 /// <c>/health</c> body names the model and why. A model that appears later is picked up on the next check.
 /// </summary>
-public sealed class ModelsHealthCheck(ModelCatalog catalog) : IHealthCheck
+public sealed class ModelsHealthCheck(ModelCatalog catalog, IOptions<MoeClusterOptions> options) : IHealthCheck
 {
     public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         var failures = new Dictionary<string, object>();
-        foreach (string id in catalog.Options.Models.Keys)
+        foreach (string id in options.Value.Models.Keys)
         {
             try
             {
@@ -26,7 +27,7 @@ public sealed class ModelsHealthCheck(ModelCatalog catalog) : IHealthCheck
             }
         }
 
-        var data = new Dictionary<string, object> { ["models"] = catalog.Options.Models.Keys.ToArray() };
+        var data = new Dictionary<string, object> { ["models"] = options.Value.Models.Keys.ToArray() };
         if (failures.Count == 0)
         {
             return Task.FromResult(HealthCheckResult.Healthy("every model opens", data));

@@ -48,7 +48,46 @@ public sealed class MoeModel : IDisposable
 
         var config = MoeModelConfig.Load(configPath);
         var tensors = CheckpointTensors.OpenDirectory(directory);
+        try
+        {
+            ThrowIfIncomplete(directory, config, CheckTensors(tensors, config));
+        }
+        catch
+        {
+            tensors.Dispose();
+            throw;
+        }
+
         return new MoeModel(directory, config, tensors, backend ?? new ReferenceBackend());
+    }
+
+    /// <summary>
+    /// Every MoE layer the config declares (its hybrid_override_pattern), checked against the checkpoint's header: the
+    /// tensors it lacks or holds in a wrong shape or dtype, layer by layer (nothing is read; <see cref="Open"/> refuses a
+    /// checkpoint with any, so that a served model fails where it is opened, naming the tensors, not on a request).
+    /// </summary>
+    public static IReadOnlyList<LayerTensorCheck> CheckTensors(CheckpointTensors tensors, MoeModelConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(tensors);
+        ArgumentNullException.ThrowIfNull(config);
+        return [.. config.MoeLayers.Select(layer => MoeLayerWeights.Check(tensors, config, layer))];
+    }
+
+    private static void ThrowIfIncomplete(string directory, MoeModelConfig config, IReadOnlyList<LayerTensorCheck> checks)
+    {
+        var bad = checks.Where(c => !c.IsComplete).ToList();
+        if (bad.Count == 0)
+        {
+            return;
+        }
+
+        const int LayersShown = 8;
+        int shown = bad.Count == 1 ? 8 : 3;
+        string layers = string.Join("; ", bad.Take(LayersShown).Select(c => c.Describe(shown)));
+        string more = bad.Count > LayersShown ? $"; ... ({bad.Count - LayersShown} more layers)" : string.Empty;
+        throw new InvalidDataException(
+            $"model directory {directory}: its config.json declares MoE layers {string.Join(", ", config.MoeLayers)}, but the checkpoint does not hold every tensor of " +
+            $"layer(s) {string.Join(", ", bad.Select(c => c.Layer))}: {layers}{more}");
     }
 
     /// <summary>The first MoE layer's backbone index (the default for a single-layer forward).</summary>

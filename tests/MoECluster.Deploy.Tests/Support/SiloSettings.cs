@@ -1,4 +1,5 @@
 using System.Globalization;
+using Microsoft.Extensions.Configuration;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Security;
 
@@ -69,6 +70,13 @@ public static class SiloSettings
         Assert.Contains(e.Keys, k => k.StartsWith("MoECluster__Models__", StringComparison.OrdinalIgnoreCase) && k.EndsWith("__Path", StringComparison.OrdinalIgnoreCase));
         Assert.False(e.ContainsKey(Env(ConfigurationKeys.PrimarySiloEndPoint)), $"{where}: PrimarySiloEndPoint belongs to Development clustering, not Redis");
         Assert.False(e.ContainsKey(Env(ConfigurationKeys.Role)), $"{where}: the role comes from `silo --role`, not from the environment");
+
+        // The MoECluster settings pass the check every silo makes when it starts (or the silo would exit at once).
+        var section = new ConfigurationBuilder().AddInMemoryCollection(e
+            .Where(kv => kv.Key.StartsWith(MoeClusterOptions.Section + "__", StringComparison.OrdinalIgnoreCase))
+            .Select(kv => KeyValuePair.Create(kv.Key.Replace("__", ":", StringComparison.Ordinal), kv.Value))).Build().GetSection(MoeClusterOptions.Section);
+        var validated = new MoeClusterOptionsValidator().Validate(null, section.Get<MoeClusterOptions>() ?? new MoeClusterOptions());
+        Assert.True(validated.Succeeded, $"{where}: a silo with these settings would not start: {validated.FailureMessage}");
 
         int http = UrlsPort(where, Required(ConfigurationKeys.Urls));
         int silo = int.Parse(Required(ConfigurationKeys.SiloPort), CultureInfo.InvariantCulture);

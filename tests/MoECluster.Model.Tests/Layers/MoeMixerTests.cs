@@ -1,3 +1,4 @@
+using MoECluster.Model.Checkpoints;
 using MoECluster.Testing;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Layers;
@@ -103,21 +104,26 @@ public sealed class MoeMixerTests
     [Fact]
     public void Missing_and_misshapen_tensors_are_named()
     {
+        // Refused where the model is opened (MoeModel.Open checks every declared MoE layer), not on first use of the layer.
         using var dir = new TempDirectory();
         var config = ModelPresets.Get("tiny").Build();
         SyntheticCheckpoint.Write(dir.Path, config, 7);
         var wider = config with { HiddenSize = 72 };
         File.WriteAllText(Path.Combine(dir.Path, "config.json"), wider.ToJson());
-        using var model = MoeModel.Open(dir.Path);
-        var e = Assert.Throws<InvalidDataException>(() => model.Mixer(1));
+        var e = Assert.Throws<InvalidDataException>(() => MoeModel.Open(dir.Path));
         Assert.Contains("backbone.layers.1.mixer.gate.weight has shape [8, 64], expected [8, 72]", e.Message, StringComparison.Ordinal);
 
         var more = config with { NRoutedExperts = 9 };
         File.WriteAllText(Path.Combine(dir.Path, "config.json"), more.ToJson());
-        using var model2 = MoeModel.Open(dir.Path);
-        var e2 = Assert.Throws<InvalidDataException>(() => model2.Mixer(1));
+        var e2 = Assert.Throws<InvalidDataException>(() => MoeModel.Open(dir.Path));
         Assert.Contains("backbone.layers.1.mixer.experts.8.up_proj.weight", e2.Message, StringComparison.Ordinal);
         Assert.Contains("lacks", e2.Message, StringComparison.Ordinal);
+
+        // The layer-level check stays where a layer is loaded (a checkpoint opened before its config changed).
+        File.WriteAllText(Path.Combine(dir.Path, "config.json"), config.ToJson());
+        using var tensors = CheckpointTensors.OpenDirectory(dir.Path);
+        var e3 = Assert.Throws<InvalidDataException>(() => MoeLayerWeights.Load(tensors, wider, 1));
+        Assert.Contains("backbone.layers.1.mixer.gate.weight has shape [8, 64], expected [8, 72]", e3.Message, StringComparison.Ordinal);
     }
 
     [Fact]
