@@ -85,7 +85,7 @@ public sealed partial class ExpertShardGrain(
     /// </summary>
     private Task CheckPlacement(CancellationToken cancellationToken)
     {
-        var target = _rebalance.Check(silo.SiloAddress, ExpertSilos.Active(membership.CurrentSnapshot, metadata), catalog.Options.Pins);
+        var target = _rebalance.Check(silo.SiloAddress, ExpertSilos.Active(membership.CurrentSnapshot, metadata), options.Value.Pins);
         if (target is not null)
         {
             LogMigrating(logger, _shard.Key, target);
