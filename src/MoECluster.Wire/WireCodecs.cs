@@ -22,6 +22,9 @@ public static class WireCodecs
         .SelectMany(c => c.Aliases.Prepend(c.Name).Select(name => (name, c)))
         .ToFrozenDictionary(p => p.name, p => p.c, StringComparer.OrdinalIgnoreCase);
 
+    /// <summary>The cluster's default wire (bf16: half the bytes of fp32, the range of fp32, within 1e-2).</summary>
+    public static IWireCodec Default => Codecs[1];
+
     /// <summary>Every codec, in id order.</summary>
     public static IReadOnlyList<IWireCodec> All { get; } = Array.AsReadOnly(Codecs);
 
@@ -56,9 +59,9 @@ public static class WireCodecs
         return text is not null && ByName.TryGetValue(text.Trim(), out codec);
     }
 
-    /// <summary>Parses a name or alias into its id.</summary>
+    /// <summary>Parses a name or alias into its codec.</summary>
     /// <exception cref="FormatException">Not a wire type; the message is <see cref="NotAWire"/>'s.</exception>
-    public static WireDType Parse(string? text) => TryParse(text, out var codec) ? codec.Id : throw new FormatException(NotAWire(text));
+    public static IWireCodec Parse(string? text) => TryParse(text, out var codec) ? codec : throw new FormatException(NotAWire(text));
 
     /// <summary>The refusal of a wire name: "wire 'fp8' is not one of fp32, bf16, fp16" (long text cut at 32 characters).</summary>
     public static string NotAWire(string? text)

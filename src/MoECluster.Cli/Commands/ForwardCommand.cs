@@ -25,8 +25,7 @@ internal static class ForwardCommand
         var modelId = new Option<string?>("--model-id") { Description = "With --cluster: the served model id (default: the cluster's default model)." };
         var backend = new Option<string>("--backend") { Description = "In process: auto (GPU if present, else managed), managed, reference or ilgpu.", DefaultValueFactory = _ => "auto" };
         backend.AcceptOnlyFromAmong(MoECluster.Cluster.Hosting.ComputeBackends.Names);
-        var wire = new Option<string?>("--wire") { Description = "With --cluster: payload element type between router and shards: fp32, bf16 or fp16 (default: the cluster's)." };
-        wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
+        var wire = WireOption.CreateOptional($"With --cluster: payload element type between router and shards: {WireCodecs.NameList} (default: the cluster's).");
         var apiKey = ApiKeyOption.Create();
         var command = new Command("forward", "Compute an MoE layer (or the MoE stack) for a batch of hidden states, in process or on a cluster.")
         {

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using MoECluster.Cli.Commands;
+using MoECluster.Wire;
 using MoECluster.Cluster.Security;
 using MoECluster.Gateway;
 using MoECluster.Model.Layers;
@@ -162,7 +163,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         var served = await client.ModelsAsync(cancel);
         var rows = new JsonArray();
         bool passed = true;
-        double tolerance = settings.Wire switch { "fp32" => 1e-5, "fp16" => 5e-3, _ => 1e-2 };
+        double tolerance = WireCodecs.Parse(settings.Wire).ParityTolerance;
         output.WriteLine();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire}, compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
