@@ -236,22 +236,7 @@ public static class GatewayEndpoints
         }
 
         outcome.Tokens = input.Tokens;
-        var traffic = reply.Layers.Select(t => new GatewayLayerTraffic
-        {
-            Layer = t.Layer,
-            Mode = t.Mode,
-            Wire = t.Wire,
-            Tokens = t.Tokens,
-            Width = t.Width,
-            RoutedRows = t.RoutedRows,
-            DispatchPayloadBytes = t.DispatchPayloadBytes,
-            CombinePayloadBytes = t.CombinePayloadBytes,
-            DispatchMessageBytes = t.DispatchMessageBytes,
-            CombineMessageBytes = t.CombineMessageBytes,
-            PredictedPayloadBytes = t.PredictedPayloadBytes,
-            Messages = t.Messages,
-            Milliseconds = t.Milliseconds,
-        }).ToList();
+        var traffic = reply.Layers.Select(GatewayTraffic.From).ToList();
 
         if (msgpack)
         {
