@@ -19,6 +19,7 @@ using MoECluster.Gateway.Security;
 using MoECluster.Model.Numerics;
 using MoECluster.Wire;
 using Orleans.Dashboard;
+using MoECluster.Model.Configuration;
 
 namespace MoECluster.Gateway;
 
@@ -103,7 +104,7 @@ public static class GatewayEndpoints
             return Results.Json(configs.Select(m => new
             {
                 id = m.Id,
-                mode = m.Config.IsLatent ? "latent" : "standard",
+                mode = MoeModes.Of(m.Config),
                 hidden_size = m.Config.HiddenSize,
                 latent_size = m.Config.MoeLatentSize,
                 experts = m.Config.NRoutedExperts,

@@ -5,6 +5,7 @@ using MoECluster.Gateway;
 using MoECluster.Wire;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Layers;
+using MoECluster.Model.Configuration;
 
 namespace MoECluster.Cli.Commands;
 
@@ -71,7 +72,7 @@ internal static class ForwardCommand
             });
             using var self = Process.GetCurrentProcess();
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{what} ({(moe.Config.IsLatent ? $"latent l={moe.Config.MoeLatentSize}" : "standard")}, d={d}, N={moe.Config.NRoutedExperts}, K={moe.Config.NumExpertsPerTok}) on {computeNote}: {tokens} tokens in {seconds:F3} s, peak working set {self.PeakWorkingSet64 / (1024.0 * 1024.0):F0} MiB{MemorySplit()} -> {outFile}"));
+                $"{what} ({(moe.Config.IsLatent ? $"{MoeModes.Latent} l={moe.Config.MoeLatentSize}" : MoeModes.Standard)}, d={d}, N={moe.Config.NRoutedExperts}, K={moe.Config.NumExpertsPerTok}) on {computeNote}: {tokens} tokens in {seconds:F3} s, peak working set {self.PeakWorkingSet64 / (1024.0 * 1024.0):F0} MiB{MemorySplit()} -> {outFile}"));
             return CliApp.ExitOk;
         }));
         return command;

@@ -8,6 +8,7 @@ using MoECluster.Gateway;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Model.Presets;
+using MoECluster.Model.Configuration;
 
 namespace MoECluster.Cli.LocalCluster;
 
@@ -264,8 +265,8 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             ["results"] = rows,
         };
         var layerRows = rows.OfType<JsonObject>().Where(r => r["request"]!.GetValue<string>() != "stack").ToList();
-        var standard = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == "standard");
-        var latent = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == "latent");
+        var standard = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == MoeModes.Standard);
+        var latent = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == MoeModes.Latent);
         if (standard is not null && latent is not null)
         {
             double Ratio(string key) => standard["bytes_per_token_per_layer"]![key]!.GetValue<double>() / latent["bytes_per_token_per_layer"]![key]!.GetValue<double>();

@@ -7,6 +7,7 @@ using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Wire;
+using MoECluster.Model.Configuration;
 
 namespace MoECluster.Cluster.Routing;
 
@@ -28,7 +29,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
 
     private MoeModel Model => catalog.Get(modelId);
 
-    public string Mode => Model.Config.IsLatent ? "latent" : "standard";
+    public string Mode => MoeModes.Of(Model.Config);
 
     /// <summary>The mixer output y of one MoE layer for an already-normed x [tokens, d].</summary>
     public async Task<(float[] Y, LayerTraffic Traffic)> ForwardLayerAsync(int layer, float[] x, int tokens, WireDType wire, CancellationToken cancellationToken)
