@@ -23,7 +23,7 @@ public static class WireCodecs
         .ToFrozenDictionary(p => p.name, p => p.c, StringComparer.OrdinalIgnoreCase);
 
     /// <summary>The cluster's default wire (bf16: half the bytes of fp32, the range of fp32, within 1e-2).</summary>
-    public static IWireCodec Default => Codecs[1];
+    public static IWireCodec Default => Get(WireDType.BF16);
 
     /// <summary>Every codec, in id order.</summary>
     public static IReadOnlyList<IWireCodec> All { get; } = Array.AsReadOnly(Codecs);
@@ -36,9 +36,6 @@ public static class WireCodecs
 
     /// <summary>"0=fp32, 1=bf16 or 2=fp16": the ids for wire validation messages.</summary>
     public static string IdList { get; } = JoinOr(Codecs.Select(c => string.Create(CultureInfo.InvariantCulture, $"{(byte)c.Id}={c.Name}")));
-
-    /// <summary>"fp32 1e-5, bf16 1e-2, fp16 5e-3": the parity tolerances for help texts.</summary>
-    public static string ToleranceList { get; } = string.Join(", ", Codecs.Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Name} {c.ParityTolerance:0E0}")));
 
     /// <summary>Whether <paramref name="id"/> names a codec (an enum read off the wire may not).</summary>
     public static bool IsDefined(WireDType id) => ById.ContainsKey(id);

@@ -37,7 +37,7 @@ internal sealed record ChaosSettings(
     public const double StackFloor = 1e-4;
 
     /// <summary>"fp32 1e-4, bf16 1e-2, fp16 5e-3": the tolerances for the help text.</summary>
-    public static string ToleranceList { get; } = string.Join(", ", WireCodecs.All.Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Name} {Tolerance(c):0E0}")));
+    public static string ToleranceList { get; } = string.Join(", ", WireCodecs.All.Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Name} {Tolerance(c):0e0}")));
 
     /// <summary>Relative error allowed between a cluster answer and the in-process forward: the wire's parity tolerance, at least <see cref="StackFloor"/>.</summary>
     public static double Tolerance(string wire) => Tolerance(WireCodecs.Parse(wire));
