@@ -32,11 +32,11 @@ public sealed partial class MoeRouterGrain(ModelCatalog catalog, TrafficLedger l
         // An Orleans client holding the cluster's certificate is authenticated, not trusted with unbounded work: the
         // router checks what the gateway checks, with the same validator and messages.
         ForwardRequestValidator.Validate(modelId, model.Config, call.Layer, call.Hidden, call.Tokens, call.Wire, catalog.Options.Gateway.MaxTokensPerRequest);
-        _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(catalog.Options.ShardRetry, logger), hedging, alternates);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(TimeSpan.FromSeconds(catalog.Options.RequestTimeoutSeconds));
         try
         {
+            _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(catalog.Options.ShardRetry, logger), hedging, alternates);
             if (call.Layer is int layer)
             {
                 var (y, traffic) = await _layer.ForwardLayerAsync(layer, call.Hidden, call.Tokens, call.Wire, deadline.Token);
