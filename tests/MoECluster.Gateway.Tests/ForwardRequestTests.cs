@@ -60,8 +60,8 @@ public sealed class ForwardRequestTests
         e = Refuse(null, new float[(2 * d) + 1], 2);
         Assert.Equal($"hidden_states holds {(2 * d) + 1} values, not 2 rows of hidden_size {d}", e.Message);
 
-        e = Refuse(null, Rows(2), 2, (WireDType)9);
-        Assert.Equal("wire undefined dtype 9 is not one of fp32, bf16, fp16", e.Message);
+        e = Refuse(null, Rows(2), 2, (WireDType)200);
+        Assert.Equal($"wire undefined dtype 200 is not one of {WireCodecs.NameList}", e.Message);
 
         foreach (float bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
         {
