@@ -16,10 +16,10 @@ using MoECluster.Gateway.Health;
 using MoECluster.Gateway.Limits;
 using MoECluster.Gateway.Live;
 using MoECluster.Gateway.Security;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Numerics;
 using MoECluster.Wire;
 using Orleans.Dashboard;
-using MoECluster.Model.Configuration;
 
 namespace MoECluster.Gateway;
 

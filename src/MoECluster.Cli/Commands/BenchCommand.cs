@@ -7,10 +7,10 @@ using MoECluster.Kernels.Cpu;
 using MoECluster.Kernels.Gpu;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Compute;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Model.Presets;
-using MoECluster.Model.Configuration;
 
 namespace MoECluster.Cli.Commands;
 

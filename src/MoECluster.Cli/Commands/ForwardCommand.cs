@@ -4,8 +4,8 @@ using System.Globalization;
 using MoECluster.Gateway;
 using MoECluster.Wire;
 using MoECluster.Model.Checkpoints;
-using MoECluster.Model.Layers;
 using MoECluster.Model.Configuration;
+using MoECluster.Model.Layers;
 
 namespace MoECluster.Cli.Commands;
 

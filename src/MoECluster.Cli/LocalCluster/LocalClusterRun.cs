@@ -2,13 +2,13 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using MoECluster.Cli.Commands;
-using MoECluster.Wire;
 using MoECluster.Cluster.Security;
 using MoECluster.Gateway;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Model.Presets;
-using MoECluster.Model.Configuration;
+using MoECluster.Wire;
 
 namespace MoECluster.Cli.LocalCluster;
 

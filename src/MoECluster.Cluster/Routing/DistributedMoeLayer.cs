@@ -3,11 +3,11 @@ using System.Globalization;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Wire;
-using MoECluster.Model.Configuration;
 
 namespace MoECluster.Cluster.Routing;
 
