@@ -80,6 +80,16 @@ public static class WireCodecs
         return JoinOr(Codecs.Where(c => c.MaxMagnitude > codec.MaxMagnitude).Select(c => c.Name));
     }
 
+    /// <summary>
+    /// What to tell a client whose input leaves <paramref name="codec"/>'s range: "send it with wire fp32 or bf16, or
+    /// scale it down" (just "scale it down" when no codec holds more).
+    /// </summary>
+    public static string OverflowAdvice(IWireCodec codec)
+    {
+        string wider = Wider(codec);
+        return wider.Length == 0 ? "scale it down" : $"send it with wire {wider}, or scale it down";
+    }
+
     private static string JoinOr(IEnumerable<string> items)
     {
         string[] all = [.. items];

@@ -124,7 +124,7 @@ public sealed class WireCodecsTests
     }
 
     [Theory]
-    [InlineData("fp8")]
+    [InlineData("fp7")]
     [InlineData("")]
     [InlineData(null)]
     [InlineData("float32")]
@@ -146,6 +146,8 @@ public sealed class WireCodecsTests
         Assert.Equal("fp32 or bf16", WireCodecs.Wider(WireCodecs.Get(WireDType.F16)));
         Assert.Equal("fp32", WireCodecs.Wider(WireCodecs.Get(WireDType.BF16)));
         Assert.Equal(string.Empty, WireCodecs.Wider(WireCodecs.Get(WireDType.F32)));
+        Assert.Equal("send it with wire fp32 or bf16, or scale it down", WireCodecs.OverflowAdvice(WireCodecs.Get(WireDType.F16)));
+        Assert.Equal("scale it down", WireCodecs.OverflowAdvice(WireCodecs.Get(WireDType.F32)));
         Assert.Equal("fp16 holds ±65504", WireCodecs.Get(WireDType.F16).Range);
     }
 

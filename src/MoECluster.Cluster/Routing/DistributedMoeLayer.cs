@@ -118,7 +118,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         {
             // z is finite (Prepare checked it): its values do not fit the wire's element type.
             throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                $"layer {layer}: the routed rows reach {FloatRange.MaxAbs(rows):G3}, beyond the range of the {WireCodecs.Get(wire).Name} wire ({WireCodecs.Get(wire).Range}), for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: send it with wire {WireCodecs.Wider(WireCodecs.Get(wire))}, or scale it down"));
+                $"layer {layer}: the routed rows reach {FloatRange.MaxAbs(rows):G3}, beyond the range of the {WireCodecs.Get(wire).Name} wire ({WireCodecs.Get(wire).Range}), for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(wire))}"));
         }
 
         byte[] bytes = WireFormat.Serialize(request);
@@ -143,7 +143,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
             throw e.Stage is string stage
                 ? ForwardOverflowException.At(layer, stage, FloatRange.MaxAbs(x), e)
                 : new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                    $"{e.Message}, for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: send it with wire {WireCodecs.Wider(WireCodecs.Get(wire))}, or scale it down"), null, e);
+                    $"{e.Message}, for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(wire))}"), null, e);
         }
         catch (Exception e) when (!IsPassThrough(e))
         {
