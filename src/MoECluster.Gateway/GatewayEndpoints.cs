@@ -10,11 +10,13 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Requests;
 using MoECluster.Cluster.Routing;
 using MoECluster.Gateway.Health;
 using MoECluster.Gateway.Limits;
 using MoECluster.Gateway.Live;
 using MoECluster.Gateway.Security;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Numerics;
 using MoECluster.Wire;
 using Orleans.Dashboard;
@@ -102,7 +104,7 @@ public static class GatewayEndpoints
             return Results.Json(configs.Select(m => new
             {
                 id = m.Id,
-                mode = m.Config.IsLatent ? "latent" : "standard",
+                mode = MoeModes.Of(m.Config),
                 hidden_size = m.Config.HiddenSize,
                 latent_size = m.Config.MoeLatentSize,
                 experts = m.Config.NRoutedExperts,
@@ -196,61 +198,36 @@ public static class GatewayEndpoints
         int? layer = null;
         if (layerText is not null)
         {
-            if (!int.TryParse(layerText, NumberStyles.None, CultureInfo.InvariantCulture, out int l) || !config.MoeLayers.Contains(l))
+            if (!int.TryParse(layerText, NumberStyles.None, CultureInfo.InvariantCulture, out int l))
             {
                 string shown = layerText.Length <= 32 ? layerText : layerText[..32] + "...";
-                return Error(StatusCodes.Status404NotFound, $"layer {shown} is not an MoE layer of {modelId}; MoE layers: {string.Join(", ", config.MoeLayers)}");
+                return Error(StatusCodes.Status404NotFound, ForwardRequestValidator.NotAnMoeLayer(shown, modelId, config));
             }
 
             layer = l;
         }
 
-        if (input.Width != config.HiddenSize)
+        // The wire type is parsed here, once: the router gets the typed value.
+        string wireText = input.Wire ?? options.DefaultWire;
+        if (!WireCodecs.TryParse(wireText, out IWireCodec? wire))
         {
-            return Error(StatusCodes.Status400BadRequest, $"hidden_states rows are {input.Width} wide; model {modelId} has hidden_size {config.HiddenSize}");
-        }
-
-        int bad = Array.FindIndex(input.Hidden, v => !float.IsFinite(v));
-        if (bad >= 0)
-        {
-            return Error(StatusCodes.Status400BadRequest, $"hidden_states[{bad / input.Width}][{bad % input.Width}] is not finite");
-        }
-
-        string wire = input.Wire ?? options.DefaultWire;
-        if (!WireDTypes.TryParse(wire, out _))
-        {
-            string shown = wire.Length <= 32 ? wire : wire[..32] + "...";
-            return Error(StatusCodes.Status400BadRequest, $"wire '{shown}' is not one of fp32, bf16, fp16");
+            return Error(StatusCodes.Status400BadRequest, WireCodecs.NotAWire(wireText));
         }
 
         ForwardReply reply;
         try
         {
+            // The router's own check, run here first so that a bad request never waits in the router queue.
+            ForwardRequestValidator.Validate(modelId, config, layer, input.Hidden, input.Tokens, wire.Id, options.Gateway.MaxTokensPerRequest);
+
             // The bounded queue in front of the routers: wait until this request's tokens fit (or 503).
             using var routers = await admission.EnterRoutersAsync(input.Tokens, http.RequestAborted);
-            reply = await grains.GetGrain<IMoeRouterGrain>(modelId).Forward(new ForwardCall(layer, input.Hidden, input.Tokens, wire), http.RequestAborted);
+            reply = await grains.GetGrain<IMoeRouterGrain>(modelId).Forward(new ForwardCall(layer, input.Hidden, input.Tokens, wire.Id), http.RequestAborted);
         }
-        catch (ForwardOverflowException e)
+        catch (Exception e) when (e is not GatewayOverloadException && !(e is OperationCanceledException && http.RequestAborted.IsCancellationRequested))
         {
-            // Finite input whose forward leaves the float32 range (or the wire's): the input is too large for the model.
-            return Error(StatusCodes.Status422UnprocessableEntity, e.Message);
-        }
-        catch (ShardFailureException e)
-        {
-            // An expert shard refused or broke a call the router built: the cluster's fault.
-            return Error(StatusCodes.Status502BadGateway, e.Message);
-        }
-        catch (ArgumentException e)
-        {
-            return Error(StatusCodes.Status400BadRequest, e.Message);
-        }
-        catch (TimeoutException e)
-        {
-            return Error(StatusCodes.Status504GatewayTimeout, e.Message);
-        }
-        catch (OrleansException e)
-        {
-            return Error(StatusCodes.Status503ServiceUnavailable, e.Message);
+            var (status, message) = RouterError(e);
+            return Error(status, message);
         }
 
         if (Array.FindIndex(reply.Hidden, v => !float.IsFinite(v)) is int nonFinite and >= 0)
@@ -260,22 +237,7 @@ public static class GatewayEndpoints
         }
 
         outcome.Tokens = input.Tokens;
-        var traffic = reply.Layers.Select(t => new GatewayLayerTraffic
-        {
-            Layer = t.Layer,
-            Mode = t.Mode,
-            Wire = t.Wire,
-            Tokens = t.Tokens,
-            Width = t.Width,
-            RoutedRows = t.RoutedRows,
-            DispatchPayloadBytes = t.DispatchPayloadBytes,
-            CombinePayloadBytes = t.CombinePayloadBytes,
-            DispatchMessageBytes = t.DispatchMessageBytes,
-            CombineMessageBytes = t.CombineMessageBytes,
-            PredictedPayloadBytes = t.PredictedPayloadBytes,
-            Messages = t.Messages,
-            Milliseconds = t.Milliseconds,
-        }).ToList();
+        var traffic = reply.Layers.Select(GatewayTraffic.From).ToList();
 
         if (msgpack)
         {
@@ -295,6 +257,35 @@ public static class GatewayEndpoints
         }
 
         return Results.Json(new { model = modelId, hidden_states = rows, layers = traffic }, Json);
+    }
+
+    /// <summary>
+    /// The answer to what a forward request's validation or its router threw: a refused request
+    /// (<see cref="ForwardRequestException"/>) is the client's (400, 413 or 404 with its message); an input whose forward
+    /// leaves the float32 or wire range, 422; a shard's failure, 502; the deadline, 504; the cluster's state (Orleans),
+    /// 503; anything else — an <see cref="ArgumentException"/> from a bug included — is the cluster's fault, 500.
+    /// </summary>
+    public static (int Status, string Message) RouterError(Exception exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        return exception switch
+        {
+            ForwardRequestException e => (e.Problem switch
+            {
+                ForwardRequestProblem.TooLarge => StatusCodes.Status413PayloadTooLarge,
+                ForwardRequestProblem.UnknownLayer => StatusCodes.Status404NotFound,
+                _ => StatusCodes.Status400BadRequest,
+            }, e.Message),
+
+            // Finite input whose forward leaves the float32 range (or the wire's): the input is too large for the model.
+            ForwardOverflowException e => (StatusCodes.Status422UnprocessableEntity, e.Message),
+
+            // An expert shard refused or broke a call the router built: the cluster's fault.
+            ShardFailureException e => (StatusCodes.Status502BadGateway, e.Message),
+            TimeoutException e => (StatusCodes.Status504GatewayTimeout, e.Message),
+            OrleansException e => (StatusCodes.Status503ServiceUnavailable, e.Message),
+            _ => (StatusCodes.Status500InternalServerError, $"internal error in the cluster ({exception.GetType().Name}): {exception.Message}"),
+        };
     }
 
     /// <summary>

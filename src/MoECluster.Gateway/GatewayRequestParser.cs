@@ -261,8 +261,7 @@ public static class GatewayRequestParser
         new(StatusCodes.Status400BadRequest, Invariant($"hidden_states[{t}] has {values} values; row 0 has {width}"));
 
     private static GatewayRequestException TooManyTokens(string rows, GatewayBodyLimits limits) =>
-        new(StatusCodes.Status413PayloadTooLarge, Invariant(
-            $"hidden_states has {rows} rows: a request may carry at most {limits.MaxTokens} tokens (MoECluster:Gateway:MaxTokensPerRequest)"));
+        new(StatusCodes.Status413PayloadTooLarge, MoECluster.Cluster.Requests.ForwardRequestValidator.TooManyTokens(rows, limits.MaxTokens));
 
     private static string? ReadOptionalString(ref Utf8JsonReader reader, string name)
     {

@@ -1,8 +1,4 @@
-using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using MessagePack;
-using MoECluster.Model.Numerics;
-using ModelDType = MoECluster.Model.Checkpoints.DType;
 
 namespace MoECluster.Wire;
 
@@ -31,57 +27,28 @@ public sealed class ActivationBlock
     public long PayloadBytes => Data?.LongLength ?? 0;
 
     /// <summary>
-    /// Encodes <paramref name="values"/> (row-major, exactly rows*width of them) in <paramref name="dtype"/>:
-    /// fp32 is copied, bf16 and fp16 are rounded to nearest, ties to even.
+    /// Encodes <paramref name="values"/> (row-major, exactly rows*width of them) in <paramref name="dtype"/>
+    /// with its <see cref="WireCodecs">codec</see> (fp32 is copied, bf16 and fp16 are rounded to nearest, ties to even).
     /// </summary>
     public static ActivationBlock Encode(ReadOnlySpan<float> values, int rows, int width, WireDType dtype)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(rows, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(width, 1);
-        if (!WireDTypes.IsDefined(dtype))
-        {
-            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, $"Unknown wire dtype {(byte)dtype}.");
-        }
-
+        IWireCodec codec = WireCodecs.Get(dtype);
         long count = (long)rows * width;
         if (count != values.Length)
         {
             throw new ArgumentException($"Expected rows*width = {rows}*{width} = {count} values, got {values.Length}.", nameof(values));
         }
 
-        long bytes = count * WireDTypes.SizeOf(dtype);
+        long bytes = codec.PayloadBytes(rows, width);
         if (bytes > Array.MaxLength)
         {
-            throw new ArgumentException($"{count} {WireDTypes.Name(dtype)} elements need {bytes} bytes, more than one array can hold.", nameof(values));
+            throw new ArgumentException($"{count} {codec.Name} elements need {bytes} bytes, more than one array can hold.", nameof(values));
         }
 
         var data = new byte[bytes];
-        switch (dtype)
-        {
-            case WireDType.F32:
-                if (BitConverter.IsLittleEndian)
-                {
-                    MemoryMarshal.AsBytes(values).CopyTo(data);
-                }
-                else
-                {
-                    for (int i = 0; i < values.Length; i++)
-                    {
-                        BinaryPrimitives.WriteSingleLittleEndian(data.AsSpan(i * 4), values[i]);
-                    }
-                }
-
-                break;
-            case WireDType.BF16:
-                ElementConversions.SingleToBFloat16(values, MemoryMarshal.Cast<byte, ushort>(data.AsSpan()));
-                ToLittleEndian(data);
-                break;
-            default:
-                ElementConversions.SingleToHalf(values, MemoryMarshal.Cast<byte, ushort>(data.AsSpan()));
-                ToLittleEndian(data);
-                break;
-        }
-
+        codec.Encode(values, rows, width, data);
         return new ActivationBlock { DType = dtype, Rows = rows, Width = width, Data = data };
     }
 
@@ -95,7 +62,7 @@ public sealed class ActivationBlock
             throw new ArgumentException($"Destination holds {destination.Length} values; the block has {Rows}x{Width} = {count}.", nameof(destination));
         }
 
-        ElementConversions.ToSingle(ToModelDType(DType), Data, destination);
+        WireCodecs.Get(DType).Decode(Data, Rows, Width, destination);
     }
 
     /// <summary>The block widened to a new float32 array of Rows*Width values.</summary>
@@ -109,35 +76,8 @@ public sealed class ActivationBlock
     /// <summary>Index of the first element that is NaN or infinite, or -1 when every element is finite.</summary>
     public int FindNonFinite()
     {
-        int count = CheckedElementCount();
-        ReadOnlySpan<byte> data = Data;
-        switch (DType)
-        {
-            case WireDType.F32:
-                for (int i = 0; i < count; i++)
-                {
-                    if ((BinaryPrimitives.ReadUInt32LittleEndian(data[(i * 4)..]) & 0x7F80_0000u) == 0x7F80_0000u)
-                    {
-                        return i;
-                    }
-                }
-
-                break;
-            default:
-                // bf16: exponent bits 0x7F80; fp16: 0x7C00. All ones means infinity or NaN.
-                ushort mask = DType == WireDType.BF16 ? (ushort)0x7F80 : (ushort)0x7C00;
-                for (int i = 0; i < count; i++)
-                {
-                    if ((BinaryPrimitives.ReadUInt16LittleEndian(data[(i * 2)..]) & mask) == mask)
-                    {
-                        return i;
-                    }
-                }
-
-                break;
-        }
-
-        return -1;
+        CheckedElementCount();
+        return WireCodecs.Get(DType).FindNonFinite(Data, Rows, Width);
     }
 
     /// <summary>
@@ -146,9 +86,9 @@ public sealed class ActivationBlock
     /// </summary>
     internal int CheckedElementCount()
     {
-        if (!WireDTypes.IsDefined(DType))
+        if (!WireCodecs.TryGet(DType, out IWireCodec? codec))
         {
-            throw new WireFormatException($"ActivationBlock.DType: {WireDTypes.Describe(DType)} (expected 0=fp32, 1=bf16 or 2=fp16).");
+            throw new WireFormatException($"ActivationBlock.DType: {WireCodecs.Describe(DType)} (expected {WireCodecs.IdList}).");
         }
 
         if (Rows < 0 || Width < 0)
@@ -162,29 +102,13 @@ public sealed class ActivationBlock
             throw new WireFormatException($"ActivationBlock: Rows*Width = {Rows}*{Width} = {count} overflows the largest decodable block ({Array.MaxLength} elements).");
         }
 
-        long bytes = count * WireDTypes.SizeOf(DType);
+        long bytes = codec.PayloadBytes(Rows, Width);
         if (Data is null || Data.LongLength != bytes)
         {
             throw new WireFormatException(
-                $"ActivationBlock.Data: expected {bytes} bytes ({Rows}x{Width} {WireDTypes.Name(DType)}), got {Data?.LongLength.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "nil"}.");
+                $"ActivationBlock.Data: expected {bytes} bytes ({Rows}x{Width} {codec.Name}), got {Data?.LongLength.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "nil"}.");
         }
 
         return (int)count;
-    }
-
-    private static ModelDType ToModelDType(WireDType dtype) => dtype switch
-    {
-        WireDType.F32 => ModelDType.F32,
-        WireDType.BF16 => ModelDType.BF16,
-        _ => ModelDType.F16,
-    };
-
-    private static void ToLittleEndian(byte[] data)
-    {
-        if (!BitConverter.IsLittleEndian)
-        {
-            Span<ushort> elements = MemoryMarshal.Cast<byte, ushort>(data.AsSpan());
-            BinaryPrimitives.ReverseEndianness(elements, elements);
-        }
     }
 }

@@ -89,7 +89,7 @@ public static class WireFormat
         if (!WireDTypes.IsDefined(request.ResponseDType))
         {
             throw new WireFormatException(
-                $"ShardRequest.ResponseDType: {WireDTypes.Describe(request.ResponseDType)} (expected 0=fp32, 1=bf16 or 2=fp16).");
+                $"ShardRequest.ResponseDType: {WireDTypes.Describe(request.ResponseDType)} (expected {WireCodecs.IdList}).");
         }
 
         byte[]? counts = request.PairCounts;
@@ -480,9 +480,9 @@ public static class WireFormat
             throw new WireFormatException($"{field} is missing (nil).");
         }
 
-        if (!WireDTypes.IsDefined(block.DType))
+        if (!WireCodecs.TryGet(block.DType, out IWireCodec? codec))
         {
-            throw new WireFormatException($"{field}.DType: {WireDTypes.Describe(block.DType)} (expected 0=fp32, 1=bf16 or 2=fp16).");
+            throw new WireFormatException($"{field}.DType: {WireCodecs.Describe(block.DType)} (expected {WireCodecs.IdList}).");
         }
 
         if (block.Rows < 1 || block.Rows > limits.MaxRows)
@@ -496,7 +496,7 @@ public static class WireFormat
         }
 
         long elements = checked((long)block.Rows * block.Width);
-        long bytes = checked(elements * WireDTypes.SizeOf(block.DType));
+        long bytes = codec.PayloadBytes(block.Rows, block.Width);
         if (elements > Array.MaxLength || bytes > Array.MaxLength)
         {
             throw new WireFormatException(Invariant(
@@ -506,7 +506,7 @@ public static class WireFormat
         if (block.Data is null || block.Data.LongLength != bytes)
         {
             throw new WireFormatException(Invariant(
-                $"{field}.Data: expected {bytes} bytes ({block.Rows}x{block.Width} {WireDTypes.Name(block.DType)}), got {Length(block.Data)}."));
+                $"{field}.Data: expected {bytes} bytes ({block.Rows}x{block.Width} {codec.Name}), got {Length(block.Data)}."));
         }
 
         return block.Rows;

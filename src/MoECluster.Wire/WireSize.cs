@@ -8,8 +8,6 @@ public static class WireSize
     {
         ArgumentOutOfRangeException.ThrowIfNegative(rows);
         ArgumentOutOfRangeException.ThrowIfNegative(width);
-
-        // int * int * 4 cannot overflow a long.
-        return (long)rows * width * WireDTypes.SizeOf(dtype);
+        return WireCodecs.Get(dtype).PayloadBytes(rows, width);
     }
 }

@@ -10,6 +10,7 @@ using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Model.Presets;
 using MoECluster.Testing;
+using MoECluster.Wire;
 using Orleans.Configuration;
 using Orleans.Connections.Security;
 
@@ -227,7 +228,7 @@ public sealed class ClusterTlsTests(TlsClusterFixture cluster) : IClassFixture<T
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
             await host.StartAsync(timeout.Token);
             var reply = await host.Services.GetRequiredService<IClusterClient>().GetGrain<IMoeRouterGrain>("lat")
-                .Forward(new ForwardCall(layer, x, 32, "fp32")).WaitAsync(TimeSpan.FromSeconds(60));
+                .Forward(new ForwardCall(layer, x, 32, WireDType.F32)).WaitAsync(TimeSpan.FromSeconds(60));
             double err = RelativeError.Of(reply.Hidden, expected);
             Assert.True(err <= 1e-5, $"relative error {err:E2}");
             return null;

@@ -122,9 +122,9 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         int d = model.Config.HiddenSize;
         int tokens = MoECluster.Cluster.Hosting.GatewayOptions.DefaultMaxTokensPerRequest + 1;
         var router = Client.GetGrain<IMoeRouterGrain>("lat");
-        var e = await Assert.ThrowsAnyAsync<Exception>(() => router.Forward(new ForwardCall(model.Config.MoeLayers[0], new float[tokens * d], tokens, "fp32")));
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => router.Forward(new ForwardCall(model.Config.MoeLayers[0], new float[tokens * d], tokens, WireDType.F32)));
         Assert.Contains("MoECluster:Gateway:MaxTokensPerRequest", e.Message, StringComparison.Ordinal);
-        Assert.Contains($"{tokens} tokens", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"hidden_states has {tokens} rows", e.Message, StringComparison.Ordinal);
     }
 
     [Theory]
@@ -138,8 +138,8 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         var x = new float[4 * d];
         x[(2 * d) + 5] = bad;
         var router = Client.GetGrain<IMoeRouterGrain>("lat");
-        var e = await Assert.ThrowsAnyAsync<Exception>(() => router.Forward(new ForwardCall(model.Config.MoeLayers[0], x, 4, "fp32")));
-        Assert.Contains("hidden_states[2][5] is not a finite number", e.Message, StringComparison.Ordinal);
+        var e = await Assert.ThrowsAnyAsync<Exception>(() => router.Forward(new ForwardCall(model.Config.MoeLayers[0], x, 4, WireDType.F32)));
+        Assert.Contains("hidden_states[2][5] is not finite", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -149,7 +149,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         int d = model.Config.HiddenSize, layer = model.Config.MoeLayers[0];
         var rng = DeterministicRandom.For(17, "direct-router");
         float[] x = [.. Enumerable.Range(0, 16 * d).Select(_ => (float)rng.NextGaussian())];
-        var reply = await Client.GetGrain<IMoeRouterGrain>("lat").Forward(new ForwardCall(layer, x, 16, "fp32"));
+        var reply = await Client.GetGrain<IMoeRouterGrain>("lat").Forward(new ForwardCall(layer, x, 16, WireDType.F32));
         double err = RelativeError.Of(reply.Hidden, model.ForwardLayer(layer, x, 16));
         Assert.True(err <= 1e-5, $"relative error {err:E2}");
     }

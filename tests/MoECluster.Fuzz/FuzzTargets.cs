@@ -230,7 +230,7 @@ public sealed class FuzzTargets : IDisposable
         var random = new Random(6);
         byte[] Fields(WireDType dtype, int rows, int width)
         {
-            var input = new byte[9 + (rows * width * WireDTypes.SizeOf(dtype))];
+            var input = new byte[9 + WireCodecs.Get(dtype).PayloadBytes(rows, width)];
             input[0] = (byte)dtype;
             BinaryPrimitives.WriteInt32LittleEndian(input.AsSpan(1), rows);
             BinaryPrimitives.WriteInt32LittleEndian(input.AsSpan(5), width);

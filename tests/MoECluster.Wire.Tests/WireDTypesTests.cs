@@ -8,7 +8,7 @@ public sealed class WireDTypesTests
     [InlineData(WireDType.F16, 2, "fp16")]
     public void Size_and_name_of_each_dtype(WireDType dtype, int size, string name)
     {
-        Assert.Equal(size, WireDTypes.SizeOf(dtype));
+        Assert.Equal(size * 15L, WireCodecs.Get(dtype).PayloadBytes(3, 5));
         Assert.Equal(name, WireDTypes.Name(dtype));
     }
 
@@ -39,7 +39,7 @@ public sealed class WireDTypesTests
     [Fact]
     public void Undefined_dtype_has_no_size_or_name()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => WireDTypes.SizeOf((WireDType)3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => WireCodecs.Get((WireDType)3));
         Assert.Throws<ArgumentOutOfRangeException>(() => WireDTypes.Name((WireDType)255));
     }
 

@@ -152,7 +152,7 @@ public sealed class WireRoundTripTests
         byte[] bytes = WireFormat.Serialize(request);
 
         // The raw elements, little-endian, computed here without the block code.
-        int size = WireDTypes.SizeOf(dtype);
+        int size = dtype == WireDType.F32 ? 4 : 2;
         var raw = new byte[values.Length * size];
         for (int i = 0; i < values.Length; i++)
         {

@@ -1,5 +1,6 @@
 using System.Globalization;
 using MoECluster.Cli.Commands;
+using MoECluster.Wire;
 
 namespace MoECluster.Cli.Chaos;
 
@@ -29,8 +30,19 @@ internal sealed record ChaosSettings(
 {
     public static readonly string[] FaultKinds = ["kill", "hang", "term"];
 
-    /// <summary>Relative error allowed between a cluster answer and the in-process forward, by wire element type.</summary>
-    public static double Tolerance(string wire) => wire switch { "fp32" => 1e-4, "fp16" => 5e-3, _ => 1e-2 };
+    /// <summary>
+    /// The floor under every wire's tolerance here: chaos checks whole stacks too, whose float32 sums are reordered
+    /// (across shards) in every layer, so even the fp32 wire is held to 1e-4, not its per-layer parity tolerance.
+    /// </summary>
+    public const double StackFloor = 1e-4;
+
+    /// <summary>"fp32 1e-4, bf16 1e-2, fp16 5e-3": the tolerances for the help text.</summary>
+    public static string ToleranceList { get; } = string.Join(", ", WireCodecs.All.Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Name} {Tolerance(c):0e0}")));
+
+    /// <summary>Relative error allowed between a cluster answer and the in-process forward: the wire's parity tolerance, at least <see cref="StackFloor"/>.</summary>
+    public static double Tolerance(string wire) => Tolerance(WireCodecs.Parse(wire));
+
+    private static double Tolerance(IWireCodec codec) => Math.Max(codec.ParityTolerance, StackFloor);
 
     public static IReadOnlyDictionary<string, string> ParseModels(IEnumerable<string> values)
     {

@@ -7,6 +7,7 @@ using MoECluster.Cluster.Hosting;
 using MoECluster.Kernels.Gpu;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Compute;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Model.Presets;
@@ -203,7 +204,7 @@ internal static class BenchCommand
         {
             int layer = models[0].FirstMoeLayer;
             int d = models[0].Config.HiddenSize;
-            output.WriteLine($"whole MoE layer {layer} forward ({(models[0].Config.IsLatent ? "latent" : "standard")}, N={models[0].Config.NRoutedExperts}, K={models[0].Config.NumExpertsPerTok}), seconds per batch; error vs the reference backend:");
+            output.WriteLine($"whole MoE layer {layer} forward ({MoeModes.Of(models[0].Config)}, N={models[0].Config.NRoutedExperts}, K={models[0].Config.NumExpertsPerTok}), seconds per batch; error vs the reference backend:");
             foreach (var m in models)
             {
                 m.Mixer(layer); // load and prepare (pack / upload) outside the timing

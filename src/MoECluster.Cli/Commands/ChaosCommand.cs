@@ -21,8 +21,7 @@ internal static class ChaosCommand
         var warmup = new Option<double>("--warmup") { Description = "Seconds of load before the first fault, not counted.", DefaultValueFactory = _ => 5 };
         var concurrency = new Option<int>("--concurrency") { Description = "Closed-loop workers.", DefaultValueFactory = _ => 4 };
         var tokens = new Option<string>("--tokens") { Description = "Tokens per request, or a list (1,8) drawn uniformly.", DefaultValueFactory = _ => "1,8" };
-        var wire = new Option<string>("--wire") { Description = "Payload element type between router and shards; sets the check's tolerance (fp32 1e-4, bf16 1e-2, fp16 5e-3).", DefaultValueFactory = _ => "bf16" };
-        wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
+        var wire = WireOption.Create($"Payload element type between router and shards; sets the check's tolerance ({ChaosSettings.ToleranceList}).");
         var faults = new Option<string>("--faults") { Description = "Fault kinds, taken in turn: kill (SIGKILL), hang (SIGSTOP, then SIGCONT), term (SIGTERM).", DefaultValueFactory = _ => "kill,hang,term" };
         var interval = new Option<double>("--fault-interval") { Description = "Mean seconds between one fault's recovery and the next fault.", DefaultValueFactory = _ => 30 };
         var hang = new Option<string>("--hang") { Description = "Seconds a hung silo stays stopped: MIN,MAX.", DefaultValueFactory = _ => "5,30" };

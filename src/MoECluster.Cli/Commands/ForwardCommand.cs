@@ -4,6 +4,7 @@ using System.Globalization;
 using MoECluster.Gateway;
 using MoECluster.Wire;
 using MoECluster.Model.Checkpoints;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Layers;
 
 namespace MoECluster.Cli.Commands;
@@ -25,8 +26,7 @@ internal static class ForwardCommand
         var modelId = new Option<string?>("--model-id") { Description = "With --cluster: the served model id (default: the cluster's default model)." };
         var backend = new Option<string>("--backend") { Description = $"In process: {MoECluster.Cluster.Hosting.ComputeBackends.Description}.", DefaultValueFactory = _ => "auto" };
         backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
-        var wire = new Option<string?>("--wire") { Description = "With --cluster: payload element type between router and shards: fp32, bf16 or fp16 (default: the cluster's)." };
-        wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
+        var wire = WireOption.CreateOptional($"With --cluster: payload element type between router and shards: {WireCodecs.NameList} (default: the cluster's).");
         var apiKey = ApiKeyOption.Create();
         var command = new Command("forward", "Compute an MoE layer (or the MoE stack) for a batch of hidden states, in process or on a cluster.")
         {
@@ -72,7 +72,7 @@ internal static class ForwardCommand
             });
             using var self = Process.GetCurrentProcess();
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{what} ({(moe.Config.IsLatent ? $"latent l={moe.Config.MoeLatentSize}" : "standard")}, d={d}, N={moe.Config.NRoutedExperts}, K={moe.Config.NumExpertsPerTok}) on {computeNote}: {tokens} tokens in {seconds:F3} s, peak working set {self.PeakWorkingSet64 / (1024.0 * 1024.0):F0} MiB{MemorySplit()} -> {outFile}"));
+                $"{what} ({(moe.Config.IsLatent ? $"{MoeModes.Latent} l={moe.Config.MoeLatentSize}" : MoeModes.Standard)}, d={d}, N={moe.Config.NRoutedExperts}, K={moe.Config.NumExpertsPerTok}) on {computeNote}: {tokens} tokens in {seconds:F3} s, peak working set {self.PeakWorkingSet64 / (1024.0 * 1024.0):F0} MiB{MemorySplit()} -> {outFile}"));
             return CliApp.ExitOk;
         }));
         return command;

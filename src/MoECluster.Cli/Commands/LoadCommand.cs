@@ -24,8 +24,7 @@ internal static class LoadCommand
         var warmup = new Option<double>("--warmup") { Description = "Seconds of warm-up before, not recorded.", DefaultValueFactory = _ => 3 };
         var tokens = new Option<string>("--tokens") { Description = "Tokens per request, or a list (1,8,64) drawn uniformly.", DefaultValueFactory = _ => "8" };
         var models = new Option<string?>("--models") { Description = "Model ids, comma-separated; requests alternate between them (default: every served model)." };
-        var wire = new Option<string?>("--wire") { Description = "Payload element type between router and shards (default: the cluster's)." };
-        wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
+        var wire = WireOption.CreateOptional("Payload element type between router and shards (default: the cluster's).");
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
         var html = new Option<string?>("--html") { Description = "Write a self-contained HTML report (inline SVG charts, works offline) to this file." };
         var slo = new Option<double?>("--slo-p99") { Description = "Exit code 3 when the measured p99 latency exceeds this many milliseconds." };

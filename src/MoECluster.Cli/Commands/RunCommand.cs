@@ -25,8 +25,7 @@ internal static class RunCommand
         var modelsDir = new Option<string>("--models-dir") { Description = "Where generated models are written (and reused).", DefaultValueFactory = _ => "models" };
         var expertSilos = new Option<int>("--expert-silos") { Description = "Expert silo processes.", DefaultValueFactory = _ => 2 };
         var shards = new Option<int>("--shards") { Description = "Expert shards per MoE layer.", DefaultValueFactory = _ => 4 };
-        var wire = new Option<string>("--wire") { Description = "Payload element type between router and shards.", DefaultValueFactory = _ => "bf16" };
-        wire.AcceptOnlyFromAmong("fp32", "bf16", "fp16");
+        var wire = WireOption.Create("Payload element type between router and shards.");
         var tokens = new Option<int>("--tokens") { Description = "Tokens in the sample batch.", DefaultValueFactory = _ => 128 };
         var urls = new Option<string>("--urls") { Description = "Where the gateway listens.", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
         var siloPort = new Option<int>("--silo-port") { Description = "First silo port (silo i uses port + i).", DefaultValueFactory = _ => 11111 };

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json.Nodes;
 using HdrHistogram;
+using MoECluster.Model.Configuration;
 
 namespace MoECluster.Cli.Load;
 
@@ -100,8 +101,8 @@ internal static class HtmlReport
         Row("p99 ms", Ms(lat["p99"]));
         Row("p99.9 ms", Ms(lat["p999"]));
         Row("max ms", Ms(lat["max"]));
-        Row("bytes/token standard (measured / predicted)", $"{Bytes(bpt["standard"])} / {Bytes(bpt["predicted"]!["standard"])}");
-        Row("bytes/token latent (measured / predicted)", $"{Bytes(bpt["latent"])} / {Bytes(bpt["predicted"]!["latent"])}");
+        Row("bytes/token standard (measured / predicted)", $"{Bytes(bpt[MoeModes.Standard])} / {Bytes(bpt["predicted"]![MoeModes.Standard])}");
+        Row("bytes/token latent (measured / predicted)", $"{Bytes(bpt[MoeModes.Latent])} / {Bytes(bpt["predicted"]![MoeModes.Latent])}");
         html.Append("</table>\n");
 
         html.Append("<table>\n<tr><th>model</th><th>mode</th><th>sent</th><th>ok</th><th>failed</th><th>tokens/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>bytes/token</th><th>predicted</th></tr>\n");
@@ -135,14 +136,14 @@ internal static class HtmlReport
 
         // (3) Bytes per token, measured vs predicted, standard and latent, with the ratio.
         double? Value(JsonNode? n) => n?.GetValue<double>();
-        double? std = Value(bpt["standard"]), latent = Value(bpt["latent"]);
-        double? pStd = Value(bpt["predicted"]!["standard"]), pLatent = Value(bpt["predicted"]!["latent"]);
+        double? std = Value(bpt[MoeModes.Standard]), latent = Value(bpt[MoeModes.Latent]);
+        double? pStd = Value(bpt["predicted"]![MoeModes.Standard]), pLatent = Value(bpt["predicted"]![MoeModes.Latent]);
         static string? Ratio(double? a, double? b) => a is double x && b is double y && y > 0 ? LoadRunner.F(x / y, "0.00") : null;
         string ratio = $"standard / latent: {Ratio(std, latent) ?? "-"} measured, {Ratio(pStd, pLatent) ?? "-"} predicted";
         Figure(html, SvgCharts.BarChart("Bytes per token per MoE layer", "bytes/token", ["measured", "predicted"],
             [
-                new BarGroup("standard", [std, pStd], $"standard / latent = {Ratio(std, latent) ?? "-"} (predicted {Ratio(pStd, pLatent) ?? "-"})"),
-                new BarGroup("latent", [latent, pLatent], null),
+                new BarGroup(MoeModes.Standard, [std, pStd], $"standard / latent = {Ratio(std, latent) ?? "-"} (predicted {Ratio(pStd, pLatent) ?? "-"})"),
+                new BarGroup(MoeModes.Latent, [latent, pLatent], null),
             ]), ratio);
 
         // (4) Expert load per layer from /stats.

@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using HdrHistogram;
+using MoECluster.Model.Configuration;
 
 namespace MoECluster.Cli.Load;
 
@@ -42,8 +43,8 @@ internal static class LoadReport
 
     public static JsonObject Build(LoadSettings settings, IReadOnlyList<LoadTarget> targets, LoadSnapshot s)
     {
-        var standard = ByMode(s, "standard");
-        var latent = ByMode(s, "latent");
+        var standard = ByMode(s, MoeModes.Standard);
+        var latent = ByMode(s, MoeModes.Latent);
         var perModel = new JsonObject();
         foreach (var target in targets)
         {
@@ -78,9 +79,9 @@ internal static class LoadReport
             ["latency_ms"] = Latency(s.Overall.Latency),
             ["bytes_per_token"] = new JsonObject
             {
-                ["standard"] = standard.Measured,
-                ["latent"] = latent.Measured,
-                ["predicted"] = new JsonObject { ["standard"] = standard.Predicted, ["latent"] = latent.Predicted },
+                [MoeModes.Standard] = standard.Measured,
+                [MoeModes.Latent] = latent.Measured,
+                ["predicted"] = new JsonObject { [MoeModes.Standard] = standard.Predicted, [MoeModes.Latent] = latent.Predicted },
             },
             ["per_model"] = perModel,
             ["timeline"] = new JsonArray([.. s.Timeline.Select(b => (JsonNode)new JsonObject
@@ -118,10 +119,10 @@ internal static class LoadReport
         output.WriteLine($"{"all",-12} {"",-9} {s.Overall.Sent,8} {s.Overall.Ok,8} {s.Overall.Failed,7} {LoadRunner.F(report["tokens_per_second"]!.GetValue<double>(), "#,0"),10} "
             + $"{Ms(all["p50"]),9} {Ms(all["p90"]),9} {Ms(all["p99"]),9} {Ms(all["p999"]),9} {Ms(all["max"]),9}");
         var bpt = report["bytes_per_token"]!;
-        if (bpt["standard"] is { } std && bpt["latent"] is { } lat2 && lat2.GetValue<double>() > 0)
+        if (bpt[MoeModes.Standard] is { } std && bpt[MoeModes.Latent] is { } lat2 && lat2.GetValue<double>() > 0)
         {
             var p = bpt["predicted"]!;
-            string predicted = p["standard"] is { } ps && p["latent"] is { } pl && pl.GetValue<double>() > 0
+            string predicted = p[MoeModes.Standard] is { } ps && p[MoeModes.Latent] is { } pl && pl.GetValue<double>() > 0
                 ? LoadRunner.F(ps.GetValue<double>() / pl.GetValue<double>(), "0.00") : "-";
             output.WriteLine($"standard / latent bytes per token: {LoadRunner.F(std.GetValue<double>() / lat2.GetValue<double>(), "0.00")} measured, {predicted} predicted");
         }

@@ -4,9 +4,11 @@ using System.Text.Json.Nodes;
 using MoECluster.Cli.Commands;
 using MoECluster.Cluster.Security;
 using MoECluster.Gateway;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Model.Presets;
+using MoECluster.Wire;
 
 namespace MoECluster.Cli.LocalCluster;
 
@@ -162,7 +164,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         var served = await client.ModelsAsync(cancel);
         var rows = new JsonArray();
         bool passed = true;
-        double tolerance = settings.Wire switch { "fp32" => 1e-5, "fp16" => 5e-3, _ => 1e-2 };
+        double tolerance = WireCodecs.Parse(settings.Wire).ParityTolerance;
         output.WriteLine();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire}, compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
@@ -263,8 +265,8 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             ["results"] = rows,
         };
         var layerRows = rows.OfType<JsonObject>().Where(r => r["request"]!.GetValue<string>() != "stack").ToList();
-        var standard = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == "standard");
-        var latent = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == "latent");
+        var standard = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == MoeModes.Standard);
+        var latent = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == MoeModes.Latent);
         if (standard is not null && latent is not null)
         {
             double Ratio(string key) => standard["bytes_per_token_per_layer"]![key]!.GetValue<double>() / latent["bytes_per_token_per_layer"]![key]!.GetValue<double>();

@@ -1,3 +1,5 @@
+using MoECluster.Wire;
+
 namespace MoECluster.Cluster.Grains;
 
 /// <summary>
@@ -20,7 +22,7 @@ public sealed record ForwardCall(
     [property: Id(0)] int? Layer,
     [property: Id(1)] float[] Hidden,
     [property: Id(2)] int Tokens,
-    [property: Id(3)] string Wire);
+    [property: Id(3)] WireDType Wire);
 
 [GenerateSerializer]
 [Immutable]

@@ -1,9 +1,10 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Requests;
 using MoECluster.Cluster.Routing;
 using MoECluster.Cluster.Telemetry;
-using MoECluster.Wire;
+using MoECluster.Model.Numerics;
 using Orleans.Concurrency;
 
 namespace MoECluster.Cluster.Grains;
@@ -15,66 +16,67 @@ namespace MoECluster.Cluster.Grains;
 /// </summary>
 [StatelessWorker]
 [Reentrant]
-public sealed class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClusterOptions> options, TrafficLedger ledger, ShardCallHedging hedging, IShardAlternateClient alternates, ILocalSiloDetails silo, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
+public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClusterOptions> options, TrafficLedger ledger, ShardCallHedging hedging, IShardAlternateClient alternates, ILocalSiloDetails silo, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
 {
     private DistributedMoeLayer? _layer;
 
     public async Task<ForwardReply> Forward(ForwardCall call, CancellationToken cancellationToken = default)
     {
         string modelId = this.GetPrimaryKeyString();
-        var model = catalog.Get(modelId);
-        int d = model.Config.HiddenSize;
-        if (call?.Hidden is null || call.Wire is null)
+        if (call?.Hidden is null)
         {
-            throw new ArgumentException("a forward call needs hidden states and a wire type");
+            throw new ForwardRequestException("a forward call needs hidden states");
         }
+
+        var model = catalog.Get(modelId);
 
         // An Orleans client holding the cluster's certificate is authenticated, not trusted with unbounded work: the
-        // router enforces the gateway's limits itself.
-        int maxTokens = options.Value.Gateway.MaxTokensPerRequest;
-        if (call.Tokens > maxTokens)
-        {
-            throw new ArgumentException($"{call.Tokens} tokens exceed MoECluster:Gateway:MaxTokensPerRequest ({maxTokens})");
-        }
-
-        if (call.Tokens < 1 || call.Hidden.Length != (long)call.Tokens * d)
-        {
-            throw new ArgumentException($"hidden states must be [tokens >= 1, {d}]; got {call.Hidden.Length} values for {call.Tokens} tokens");
-        }
-
-        int bad = Array.FindIndex(call.Hidden, v => !float.IsFinite(v));
-        if (bad >= 0)
-        {
-            throw new ArgumentException($"hidden_states[{bad / d}][{bad % d}] is not a finite number");
-        }
-
-        if (!WireDTypes.TryParse(call.Wire, out WireDType wire))
-        {
-            throw new ArgumentException($"wire '{call.Wire}' is not one of fp32, bf16, fp16");
-        }
-
-        if (call.Layer is int l && !model.Config.MoeLayers.Contains(l))
-        {
-            throw new ArgumentException($"layer {l} is not an MoE layer of {modelId}; MoE layers: {string.Join(", ", model.Config.MoeLayers)}");
-        }
-
-        _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(options.Value.ShardRetry, logger), hedging, alternates, options.Value.WireLimits);
+        // router checks what the gateway checks, with the same validator and messages.
+        ForwardRequestValidator.Validate(modelId, model.Config, call.Layer, call.Hidden, call.Tokens, call.Wire, options.Value.Gateway.MaxTokensPerRequest);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(TimeSpan.FromSeconds(options.Value.RequestTimeoutSeconds));
         try
         {
+            _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(options.Value.ShardRetry, logger), hedging, alternates, options.Value.WireLimits);
             if (call.Layer is int layer)
             {
-                var (y, traffic) = await _layer.ForwardLayerAsync(layer, call.Hidden, call.Tokens, wire, deadline.Token);
+                var (y, traffic) = await _layer.ForwardLayerAsync(layer, call.Hidden, call.Tokens, call.Wire, deadline.Token);
                 return new ForwardReply(y, [traffic]);
             }
 
-            var (stack, layers) = await _layer.ForwardStackAsync(call.Hidden, call.Tokens, wire, deadline.Token);
+            var (stack, layers) = await _layer.ForwardStackAsync(call.Hidden, call.Tokens, call.Wire, deadline.Token);
             return new ForwardReply(stack, layers);
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
+            LogTimeout(modelId, LayerName(call.Layer), call.Tokens, options.Value.RequestTimeoutSeconds);
             throw new TimeoutException($"request to {modelId} exceeded its deadline of {options.Value.RequestTimeoutSeconds} s");
         }
+        catch (ShardFailureException e)
+        {
+            LogShardFailure(e, modelId, LayerName(call.Layer), call.Tokens);
+            throw;
+        }
+        catch (Exception e) when (!IsExpected(e))
+        {
+            LogUnexpected(e, modelId, LayerName(call.Layer), call.Tokens);
+            throw;
+        }
     }
+
+    /// <summary>What is no bug of the router: the client's input (refused or too large), cancellation, the cluster's own state (Orleans).</summary>
+    internal static bool IsExpected(Exception e) =>
+        e is ForwardRequestException or ForwardOverflowException or OperationCanceledException or TimeoutException or OrleansException
+        || ShardCallRetry.IsSiloLoss(e);
+
+    private static string LayerName(int? layer) => layer is int l ? l.ToString(System.Globalization.CultureInfo.InvariantCulture) : "stack";
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "forward on {Model} (layer {Layer}, {Tokens} tokens) exceeded its deadline of {Seconds} s")]
+    private partial void LogTimeout(string model, string layer, int tokens, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "forward on {Model} (layer {Layer}, {Tokens} tokens) failed at an expert shard, retries spent")]
+    private partial void LogShardFailure(Exception exception, string model, string layer, int tokens);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "forward on {Model} (layer {Layer}, {Tokens} tokens) failed unexpectedly in the router")]
+    private partial void LogUnexpected(Exception exception, string model, string layer, int tokens);
 }

@@ -65,7 +65,7 @@ internal static class ShardComputation
         {
             // The partial sums are finite (ComputePartials checked them): they do not fit the reply's element type.
             throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                $"layer {shard.Layer}: the experts' partial sums reach {FloatRange.MaxAbs(partials):G3}, beyond the range of the {WireDTypes.Name(r.ResponseDType)} wire ({(r.ResponseDType == WireDType.F16 ? "±65504" : "±3.39e38")})"));
+                $"layer {shard.Layer}: the experts' partial sums reach {FloatRange.MaxAbs(partials):G3}, beyond the range of the {WireCodecs.Get(r.ResponseDType).Name} wire ({WireCodecs.Get(r.ResponseDType).Range})"));
         }
 
         var response = new ShardResponse

@@ -14,8 +14,8 @@ public sealed class MoeClusterOptions
     /// <summary>Expert shards per MoE layer (contiguous ranges of experts).</summary>
     public int ShardsPerLayer { get; set; } = 4;
 
-    /// <summary>Payload element type when a request names none: fp32, bf16 or fp16.</summary>
-    public string DefaultWire { get; set; } = "bf16";
+    /// <summary>Payload element type when a request names none: a name of <see cref="Wire.WireCodecs"/>.</summary>
+    public string DefaultWire { get; set; } = Wire.WireCodecs.Default.Name;
 
     /// <summary>Per-request deadline of the router (all layers of one request), in seconds.</summary>
     public double RequestTimeoutSeconds { get; set; } = 120;

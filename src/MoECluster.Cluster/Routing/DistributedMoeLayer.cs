@@ -3,6 +3,7 @@ using System.Globalization;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
@@ -28,7 +29,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
 
     private MoeModel Model => catalog.Get(modelId);
 
-    public string Mode => Model.Config.IsLatent ? "latent" : "standard";
+    public string Mode => MoeModes.Of(Model.Config);
 
     /// <summary>The mixer output y of one MoE layer for an already-normed x [tokens, d].</summary>
     public async Task<(float[] Y, LayerTraffic Traffic)> ForwardLayerAsync(int layer, float[] x, int tokens, WireDType wire, CancellationToken cancellationToken)
@@ -117,7 +118,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
         {
             // z is finite (Prepare checked it): its values do not fit the wire's element type.
             throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                $"layer {layer}: the routed rows reach {FloatRange.MaxAbs(rows):G3}, beyond the range of the {WireDTypes.Name(wire)} wire ({WireRange(wire)}), for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: send it with wire fp32 or bf16, or scale it down"));
+                $"layer {layer}: the routed rows reach {FloatRange.MaxAbs(rows):G3}, beyond the range of the {WireCodecs.Get(wire).Name} wire ({WireCodecs.Get(wire).Range}), for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(wire))}"));
         }
 
         byte[] bytes = WireFormat.Serialize(request);
@@ -142,7 +143,7 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
             throw e.Stage is string stage
                 ? ForwardOverflowException.At(layer, stage, FloatRange.MaxAbs(x), e)
                 : new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                    $"{e.Message}, for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: send it with wire fp32 or bf16, or scale it down"), null, e);
+                    $"{e.Message}, for this input, whose largest magnitude is {FloatRange.MaxAbs(x):G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(wire))}"), null, e);
         }
         catch (Exception e) when (!IsPassThrough(e))
         {
@@ -163,11 +164,4 @@ public sealed class DistributedMoeLayer(string modelId, ModelCatalog catalog, IG
 
     /// <summary>What a shard call may throw that is not the shard's failure: cancellation, the deadline, a silo lost for good (Orleans' own).</summary>
     private static bool IsPassThrough(Exception e) => e is OperationCanceledException or TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e);
-
-    private static string WireRange(WireDType wire) => wire switch
-    {
-        WireDType.F16 => "fp16 holds ±65504",
-        WireDType.BF16 => "bf16 holds ±3.39e38",
-        _ => "fp32 holds ±3.4e38",
-    };
 }

@@ -1,4 +1,5 @@
 using MoECluster.Cluster.Hosting;
+using MoECluster.Model.Configuration;
 
 namespace MoECluster.Cluster.Telemetry;
 
@@ -75,8 +76,8 @@ public sealed record StatsReport(
             siloTcp.Sum(t => t.BytesWritten),
             siloTcp.Sum(t => t.Connections),
             silos.Count > 0 && silos.All(s => s.Tcp.Count == 0 || s.Tcp.All(t => t.Tls)) && silos.Any(s => s.Tcp.Any(t => t.Tls)));
-        var standard = models.FirstOrDefault(m => m.Mode == "standard");
-        var latent = models.FirstOrDefault(m => m.Mode == "latent");
+        var standard = models.FirstOrDefault(m => m.Mode == MoeModes.Standard);
+        var latent = models.FirstOrDefault(m => m.Mode == MoeModes.Latent);
         double? ratio = standard is { MeasuredPayloadBytesPerToken: > 0 } && latent is { MeasuredPayloadBytesPerToken: > 0 }
             ? standard.MeasuredPayloadBytesPerToken / latent.MeasuredPayloadBytesPerToken
             : null;
