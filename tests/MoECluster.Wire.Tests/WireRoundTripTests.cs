@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using MoECluster.Model.Dispatch;
 using MoECluster.Model.Numerics;
 
 namespace MoECluster.Wire.Tests;
@@ -34,7 +35,7 @@ public sealed class WireRoundTripTests
     public void Request_round_trips_every_field(WireDType dtype, WireDType responseDType)
     {
         var samples = new WireSamples();
-        (ShardRequest sent, float[] rows, byte[] counts, ushort[] experts, float[] weights) = samples.Request(12, 40, dtype, responseDType);
+        (ShardRequest sent, float[] rows, RoutedPairs pairs) = samples.Request(12, 40, dtype, responseDType);
 
         ShardRequest received = WireFormat.DecodeRequest(WireFormat.Serialize(sent), Limits);
 
@@ -48,7 +49,7 @@ public sealed class WireRoundTripTests
         Assert.Equal(dtype, received.Rows.DType);
         Assert.Equal(12, received.Rows.Rows);
         Assert.Equal(40, received.Rows.Width);
-        Assert.Equal(counts, received.PairCounts);
+        Assert.Equal([.. Enumerable.Range(0, pairs.Rows).Select(r => (byte)pairs.CountOf(r))], received.PairCounts);
 
         float[] decoded = received.Rows.Decode();
         for (int i = 0; i < rows.Length; i++)
@@ -57,12 +58,11 @@ public sealed class WireRoundTripTests
             Assert.True(expected.Equals(decoded[i]), $"seed {samples.Seed}: row element {i}: sent {rows[i]}, got {decoded[i]}, expected {expected}");
         }
 
-        Assert.Equal(experts.Length, received.PairTotal);
-        var gotExperts = new ushort[received.PairTotal];
-        var gotWeights = new float[received.PairTotal];
-        WireFormat.ReadPairs(received, gotExperts, gotWeights);
-        Assert.Equal(experts, gotExperts);
-        Assert.Equal(weights, gotWeights);
+        Assert.Equal(pairs.Count, received.PairTotal);
+        RoutedPairs got = WireFormat.ReadPairs(received);
+        Assert.Equal(pairs.Offsets, got.Offsets);
+        Assert.Equal(pairs.Experts, got.Experts);
+        Assert.Equal(pairs.Weights, got.Weights);
     }
 
     [Theory]
@@ -90,7 +90,7 @@ public sealed class WireRoundTripTests
     public void Fp32_values_survive_request_and_response_bit_exactly()
     {
         var samples = new WireSamples();
-        (ShardRequest sent, float[] rows, _, _, _) = samples.Request(5, 33, WireDType.F32);
+        (ShardRequest sent, float[] rows, _) = samples.Request(5, 33, WireDType.F32);
         float[] decoded = WireFormat.DecodeRequest(WireFormat.Serialize(sent), Limits).Rows.Decode();
         Assert.Equal(rows.Select(BitConverter.SingleToUInt32Bits), decoded.Select(BitConverter.SingleToUInt32Bits));
 
@@ -148,7 +148,7 @@ public sealed class WireRoundTripTests
     public void Request_activations_are_one_bin_of_raw_little_endian_elements(int rows, int width, WireDType dtype, byte binCode)
     {
         var samples = new WireSamples();
-        (ShardRequest request, float[] values, _, _, _) = samples.Request(rows, width, dtype);
+        (ShardRequest request, float[] values, _) = samples.Request(rows, width, dtype);
         byte[] bytes = WireFormat.Serialize(request);
 
         // The raw elements, little-endian, computed here without the block code.
@@ -199,12 +199,15 @@ public sealed class WireRoundTripTests
     }
 
     [Fact]
-    public void ReadPairs_refuses_spans_of_the_wrong_length()
+    public void ReadPairs_refuses_pair_counts_that_do_not_sum_to_the_pairs_carried()
     {
         ShardRequest request = new WireSamples().SmallRequest();
-        int total = request.PairTotal;
-        Assert.Throws<ArgumentException>(() => WireFormat.ReadPairs(request, new ushort[total - 1], new float[total]));
-        Assert.Throws<ArgumentException>(() => WireFormat.ReadPairs(request, new ushort[total], new float[total + 1]));
+        request.PairCounts[0]++;
+        var e = Assert.Throws<WireFormatException>(() => WireFormat.ReadPairs(request));
+        Assert.Contains("PairCounts sum to", e.Message, StringComparison.Ordinal);
+        request.PairCounts[0]--;
+        request.Weights = request.Weights[..^4];
+        Assert.Throws<WireFormatException>(() => WireFormat.ReadPairs(request));
     }
 
     [Fact]
@@ -212,12 +215,14 @@ public sealed class WireRoundTripTests
     {
         float[] rows = new float[8];
         ArgumentException outside = Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 2, 4, WireDType.F32, [1, 1], [8, 12], [0.5f, 0.5f], WireDType.F32, 1));
+            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 12], [0.5f, 0.5f]), WireDType.F32, 1));
         Assert.Contains("expert 12", outside.Message, StringComparison.Ordinal);
 
         Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 2, 4, WireDType.F32, [1, 2], [8, 9], [0.5f, 0.5f], WireDType.F32, 1));
+            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3], [8, 9], [0.5f, 0.5f]), WireDType.F32, 1));
         Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 2, 4, WireDType.F32, [1, 1], [8, 9], [0.5f], WireDType.F32, 1));
+            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 9], [0.5f]), WireDType.F32, 1));
+        Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
+            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 70000], [0.5f, 0.5f]), WireDType.F32, 1));
     }
 }

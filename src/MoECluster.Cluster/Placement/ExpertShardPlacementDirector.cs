@@ -1,7 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
-using MoECluster.Cluster.Routing;
 using MoECluster.Model.Dispatch;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Runtime.Placement;
