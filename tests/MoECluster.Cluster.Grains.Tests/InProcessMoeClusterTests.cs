@@ -10,7 +10,7 @@ public sealed class InProcessMoeClusterTests(InProcessMoeCluster cluster) : ICla
     public async Task Shards_of_the_map_activate_on_expert_silos_only_and_every_expert_silo_holds_some()
     {
         var model = cluster.Reference(InProcessMoeCluster.Latent);
-        var map = new ShardMap(InProcessMoeCluster.Latent, model.FirstMoeLayer, model.Config.NRoutedExperts, cluster.Setup.ShardsPerLayer);
+        var map = new ExpertRoutingTable(InProcessMoeCluster.Latent, model.FirstMoeLayer, model.Config.NRoutedExperts, cluster.Setup.ShardsPerLayer);
         var descriptions = await Task.WhenAll(map.Shards.Select(s => cluster.Client.GetGrain<IExpertShardGrain>(s.Key).Describe()));
         Assert.All(descriptions, d => Assert.Equal(SiloRoles.Expert, d.SiloRole));
         Assert.Equal(
