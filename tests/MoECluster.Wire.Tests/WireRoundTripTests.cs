@@ -199,6 +199,40 @@ public sealed class WireRoundTripTests
     }
 
     [Fact]
+    public void BuildRequest_carries_the_pairs_as_a_count_byte_per_row_and_little_endian_uint16_ids_and_float32_weights()
+    {
+        // The bytes on the wire are those of WireFormat.Version 1, written out here field by field.
+        float[] rows = [1f, 2f, 3f, 4f, 5f, 6f];
+        var pairs = new RoutedPairs([0, 2, 3, 6], [17, 300, 16, 16, 18, 19], [0.5f, 0.25f, 1f, 0.125f, 2f, -1.5f]);
+        ShardRequest built = WireFormat.BuildRequest("m", 5, 16, 300, rows, 2, WireDType.BF16, pairs, WireDType.F16, 42);
+        var expected = new ShardRequest
+        {
+            Version = 1,
+            Model = "m",
+            Layer = 5,
+            FirstExpert = 16,
+            ExpertCount = 300,
+            Rows = ActivationBlock.Encode(rows, 3, 2, WireDType.BF16),
+            PairCounts = [2, 1, 3],
+            Experts = Convert.FromHexString("11002C01100010001200" + "1300"),
+            Weights = [.. new[] { 0.5f, 0.25f, 1f, 0.125f, 2f, -1.5f }.SelectMany(w =>
+            {
+                var b = new byte[4];
+                BinaryPrimitives.WriteSingleLittleEndian(b, w);
+                return b;
+            })],
+            ResponseDType = WireDType.F16,
+            RequestId = 42,
+        };
+
+        Assert.Equal(WireFormat.Serialize(expected), WireFormat.Serialize(built));
+        RoutedPairs read = WireFormat.ReadPairs(WireFormat.DecodeRequest(WireFormat.Serialize(built), Limits));
+        Assert.Equal(pairs.Offsets, read.Offsets);
+        Assert.Equal(pairs.Experts, read.Experts);
+        Assert.Equal(pairs.Weights, read.Weights);
+    }
+
+    [Fact]
     public void ReadPairs_refuses_pair_counts_that_do_not_sum_to_the_pairs_carried()
     {
         ShardRequest request = new WireSamples().SmallRequest();
