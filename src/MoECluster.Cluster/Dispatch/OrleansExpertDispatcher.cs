@@ -26,6 +26,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
 {
     private readonly ShardCalls _shards;
     private readonly List<LayerTraffic> _traffic = [];
+    private readonly Dictionary<ExpertDispatchRequest, LayerTraffic> _dispatched = new(ReferenceEqualityComparer.Instance);
 
     internal OrleansExpertDispatcher(ShardCalls shards, string modelId, WireDType wire)
     {
@@ -38,7 +39,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
 
     public WireDType Wire { get; }
 
-    /// <summary>What each dispatched layer moved, in layer order.</summary>
+    /// <summary>What each finished layer moved, in layer order; its time runs from the layer's start to its output.</summary>
     public IReadOnlyList<LayerTraffic> Traffic
     {
         get
@@ -94,10 +95,23 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
             Stopwatch.GetElapsedTime(request.StartedTimestamp).TotalMilliseconds);
         lock (_traffic)
         {
-            _traffic.Add(traffic);
+            _dispatched[request] = traffic;
         }
 
         return u;
+    }
+
+    /// <summary>The layer has its output: its traffic, timed to now, joins <see cref="Traffic"/>.</summary>
+    public void LayerFinished(ExpertDispatchRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        lock (_traffic)
+        {
+            if (_dispatched.Remove(request, out var traffic))
+            {
+                _traffic.Add(traffic with { Milliseconds = Stopwatch.GetElapsedTime(request.StartedTimestamp).TotalMilliseconds });
+            }
+        }
     }
 
     private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallTraffic Traffic)> CallShardAsync(

@@ -19,6 +19,14 @@ public interface IExpertDispatcher
 {
     /// <summary>The combined sums u [tokens, ℓ] for <paramref name="request"/>.</summary>
     ValueTask<float[]> DispatchAsync(ExpertDispatchRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Called by the mixer once the layer of <paramref name="request"/> has its output (after W_up and the shared
+    /// expert), for a dispatcher that times whole layers; not called when the layer failed.
+    /// </summary>
+    void LayerFinished(ExpertDispatchRequest request)
+    {
+    }
 }
 
 /// <summary>

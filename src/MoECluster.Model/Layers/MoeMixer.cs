@@ -76,13 +76,15 @@ public sealed class MoeMixer
         long started = Stopwatch.GetTimestamp();
         var (plan, z) = Prepare(x.Span, tokens);
         var request = new ExpertDispatchRequest(Layer, plan, z, Config.RoutedWidth, x, started);
-        float[] u = await (dispatcher ?? LocalDispatcher).DispatchAsync(request, cancellationToken);
+        IExpertDispatcher experts = dispatcher ?? LocalDispatcher;
+        float[] u = await experts.DispatchAsync(request, cancellationToken);
         if (u.Length != z.Length)
         {
             throw new InvalidOperationException($"layer {Layer}: the dispatcher answered {u.Length} values for [{tokens}, {Config.RoutedWidth}]");
         }
 
         Finish(u, x.Span, tokens, y.Span);
+        experts.LayerFinished(request);
     }
 
     /// <summary>
