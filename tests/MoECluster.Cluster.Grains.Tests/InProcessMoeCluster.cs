@@ -4,6 +4,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Presets;
 using MoECluster.Testing;
@@ -35,7 +36,8 @@ public sealed record InProcessMoeClusterSetup
 /// TLS off: the in-memory transport has no sockets to protect). It serves a tiny LatentMoE model (<see cref="Latent"/>)
 /// and its standard twin (<see cref="Standard"/>), 16 experts in 4 shards per layer, two MoE layers each, written to a
 /// temporary directory, on the reference compute backend so that the in-process model (<see cref="Reference"/>) computes
-/// the same function. Share one per test class (<c>IClassFixture</c>); derive from it for another setup.
+/// the same function. Share one per test class (<c>IClassFixture</c>) or per collection (<see cref="InProcessMoeClusterGroup"/>);
+/// derive from it for another setup (<see cref="InProcessMoeClusterSetup"/>, <c>MoreSettings</c>).
 /// </summary>
 public class InProcessMoeCluster : IAsyncLifetime
 {
@@ -87,7 +89,20 @@ public class InProcessMoeCluster : IAsyncLifetime
     public string NameOf(string address) =>
         Cluster.Silos.Single(s => s.SiloAddress.ToString() == address).Name;
 
-    public static string ModelPath(InProcessMoeCluster cluster, string model) => model == Latent ? cluster.LatentPath : cluster.StandardPath;
+    /// <summary>The directory of model <paramref name="model"/> (<see cref="Latent"/> or <see cref="Standard"/>).</summary>
+    public string ModelPath(string model) => model switch
+    {
+        Latent => LatentPath,
+        Standard => StandardPath,
+        _ => throw new ArgumentException($"the cluster serves {Latent} and {Standard}, not {model}", nameof(model)),
+    };
+
+    /// <summary>The keys of a layer's expert shards as routers address them (the routing table of MoECluster:ShardsPerLayer).</summary>
+    public IReadOnlyList<string> ShardKeys(string model, int layer)
+    {
+        int experts = Reference(model).Config.NRoutedExperts;
+        return [.. new ExpertRoutingTable(model, layer, experts, Math.Min(_setup.ShardsPerLayer, experts)).Shards.Select(s => s.Key)];
+    }
 
     public T Service<T>(InProcessSiloHandle silo)
         where T : notnull => silo.SiloHost.Services.GetRequiredService<T>();
@@ -99,7 +114,7 @@ public class InProcessMoeCluster : IAsyncLifetime
         {
             if (!_references.TryGetValue(model, out MoeModel? opened))
             {
-                _references[model] = opened = MoeModel.Open(ModelPath(this, model));
+                _references[model] = opened = MoeModel.Open(ModelPath(model));
             }
 
             return opened;
@@ -178,13 +193,16 @@ public class InProcessMoeCluster : IAsyncLifetime
             [$"{MoeClusterOptions.Section}:Compute:Backend"] = "reference",
             [$"{MoeClusterOptions.Section}:Tls:Enabled"] = "false",
         };
-        foreach (var (key, value) in _setup.Settings)
+        foreach (var (key, value) in _setup.Settings.Concat(MoreSettings()))
         {
             settings[key] = value;
         }
 
         return settings;
     }
+
+    /// <summary>Settings a derived fixture computes once the models are written (every silo gets them).</summary>
+    protected virtual IEnumerable<KeyValuePair<string, string?>> MoreSettings() => [];
 
     public async Task DisposeAsync()
     {
@@ -204,4 +222,14 @@ public class InProcessMoeCluster : IAsyncLifetime
 
         Dir.Dispose();
     }
+}
+
+/// <summary>
+/// One default <see cref="InProcessMoeCluster"/> shared by the test classes of this collection (run one after another), so
+/// the tier starts as few clusters as it needs. A class whose tests change the cluster (stop a silo) takes its own fixture.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class InProcessMoeClusterGroup : ICollectionFixture<InProcessMoeCluster>
+{
+    public const string Name = "in-process MoE cluster";
 }

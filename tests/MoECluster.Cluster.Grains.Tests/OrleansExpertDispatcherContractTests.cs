@@ -12,7 +12,8 @@ namespace MoECluster.Cluster.Grains.Tests;
 /// The dispatcher contract on the cluster's dispatcher: the front-end's <see cref="OrleansExpertDispatcher"/> (fp32
 /// wire) sending the rows to the expert-shard grains of an in-process cluster (16 experts in 4 shards on 2 expert silos).
 /// </summary>
-public sealed class OrleansExpertDispatcherContractTests(InProcessMoeCluster cluster) : ExpertDispatcherContract, IClassFixture<InProcessMoeCluster>
+[Collection(InProcessMoeClusterGroup.Name)]
+public sealed class OrleansExpertDispatcherContractTests(InProcessMoeCluster cluster) : ExpertDispatcherContract
 {
     protected override MoeModel Model => cluster.Reference(InProcessMoeCluster.Latent);
 

@@ -7,7 +7,8 @@ namespace MoECluster.Cluster.Grains.Tests;
 /// fresh random inputs, within 1e-6 relative L2 on the fp32 wire (the same reference backend on both sides; only the
 /// order of the cross-shard sum differs) and within the element type's rounding on bf16 and fp16.
 /// </summary>
-public sealed class RouterShardParityTests(InProcessMoeCluster cluster) : IClassFixture<InProcessMoeCluster>
+[Collection(InProcessMoeClusterGroup.Name)]
+public sealed class RouterShardParityTests(InProcessMoeCluster cluster)
 {
     [Theory]
     [InlineData(InProcessMoeCluster.Latent, "fp32", 1e-6)]

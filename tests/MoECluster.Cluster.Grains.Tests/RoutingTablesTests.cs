@@ -3,7 +3,8 @@ using MoECluster.Cluster.Dispatch;
 namespace MoECluster.Cluster.Grains.Tests;
 
 /// <summary>One routing table per (model, layer), built once and shared by the silo's routers and shards.</summary>
-public sealed class RoutingTablesTests(InProcessMoeCluster cluster) : IClassFixture<InProcessMoeCluster>
+[Collection(InProcessMoeClusterGroup.Name)]
+public sealed class RoutingTablesTests(InProcessMoeCluster cluster)
 {
     [Fact]
     public void A_layers_table_is_built_once_and_names_ShardsPerLayer_shards()
