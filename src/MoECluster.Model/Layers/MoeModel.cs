@@ -134,7 +134,7 @@ public sealed class MoeModel : IDisposable
     }
 
     /// <summary><see cref="ForwardLayerAsync"/> in this process, on the calling thread.</summary>
-    public float[] ForwardLayer(int layer, ReadOnlySpan<float> x, int tokens) => ForwardLayerAsync(layer, x.ToArray(), tokens).GetAwaiter().GetResult();
+    public float[] ForwardLayer(int layer, float[] x, int tokens) => ForwardLayerAsync(layer, x, tokens).GetAwaiter().GetResult();
 
     /// <summary><see cref="ForwardStackAsync"/> in this process, on the calling thread.</summary>
     public float[] ForwardStack(ReadOnlySpan<float> x, int tokens, IProgress<int>? progress = null) =>
