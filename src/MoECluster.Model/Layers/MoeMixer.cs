@@ -9,9 +9,9 @@ using MoECluster.Model.Routing;
 namespace MoECluster.Model.Layers;
 
 /// <summary>
-/// One MoE mixer on the in-process reference path, wired from Megatron-Core's four parts:
-/// router (gate logits in d → top-K), dispatcher (W_down to ℓ, permute by expert), experts (grouped FFN),
-/// combine (weighted sum of slot outputs in ℓ, W_up back to d) plus the shared expert on the full-width x.
+/// One MoE mixer, wired from Megatron-Core's four parts: router (gate logits in d → top-K), W_down to ℓ, a token
+/// dispatcher with the experts and the combine behind it (<see cref="IExpertDispatcher"/>: this process's grouped
+/// experts, or the cluster's shards), W_up back to d, plus the shared expert on the full-width x.
 /// y = W_up Σ_k w_k E_k(W_down x) + S2 relu(S1 x)² (standard MoE: W_down = W_up = identity).
 /// </summary>
 public sealed class MoeMixer
