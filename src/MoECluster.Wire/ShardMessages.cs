@@ -49,7 +49,7 @@ public sealed class ShardRequest
     [Key(10)]
     public long RequestId { get; set; }
 
-    /// <summary>Total (expert, weight) pairs: the span length <see cref="WireFormat.ReadPairs"/> wants.</summary>
+    /// <summary>Total (expert, weight) pairs (what <see cref="WireFormat.ReadPairs"/> returns).</summary>
     [IgnoreMember]
     public int PairTotal => (Experts?.Length ?? 0) / 2;
 }

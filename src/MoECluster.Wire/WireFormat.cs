@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using MessagePack;
+using MoECluster.Model.Dispatch;
 
 namespace MoECluster.Wire;
 
@@ -198,9 +199,9 @@ public static class WireFormat
     }
 
     /// <summary>
-    /// Builds a request a receiver will accept (limits aside): encodes the rows in <paramref name="dtype"/> and
-    /// the pairs as little-endian arrays. <paramref name="experts"/> and <paramref name="weights"/> hold
-    /// Σ<paramref name="pairCounts"/> entries, row by row.
+    /// Builds a request a receiver will accept (limits aside): encodes the rows ([<see cref="RoutedPairs.Rows"/>,
+    /// <paramref name="width"/>]) in <paramref name="dtype"/> and the pairs as the wire carries them (a byte count per
+    /// row, uint16 and float32 little-endian arrays).
     /// </summary>
     /// <exception cref="ArgumentException">The arguments do not make a valid request (the message says why).</exception>
     public static ShardRequest BuildRequest(
@@ -209,45 +210,55 @@ public static class WireFormat
         int firstExpert,
         int expertCount,
         ReadOnlySpan<float> rows,
-        int rowCount,
         int width,
         WireDType dtype,
-        ReadOnlySpan<byte> pairCounts,
-        ReadOnlySpan<ushort> experts,
-        ReadOnlySpan<float> weights,
+        RoutedPairs pairs,
         WireDType responseDType,
         long requestId)
     {
         ArgumentNullException.ThrowIfNull(model);
-        if (experts.Length != weights.Length)
+        ArgumentNullException.ThrowIfNull(pairs);
+        int rowCount = pairs.Rows;
+        if (rowCount < 0 || pairs.Offsets[0] != 0 || pairs.Offsets[rowCount] != pairs.Experts.Length || pairs.Weights.Length != pairs.Experts.Length)
         {
-            throw new ArgumentException($"{experts.Length} experts but {weights.Length} weights.", nameof(weights));
+            throw new ArgumentException(Invariant(
+                $"the pairs' offsets run from {pairs.Offsets[0]} to {pairs.Offsets[^1]} over {pairs.Experts.Length} experts and {pairs.Weights.Length} weights."), nameof(pairs));
         }
 
-        long total = 0;
-        foreach (byte count in pairCounts)
+        var pairCounts = new byte[rowCount];
+        var expertBytes = new byte[pairs.Experts.Length * 2];
+        var weightBytes = new byte[pairs.Weights.Length * 4];
+        for (int r = 0; r < rowCount; r++)
         {
-            total += count;
+            int count = pairs.CountOf(r);
+            if (count is < 0 or > byte.MaxValue)
+            {
+                throw new ArgumentException(Invariant($"row {r} has {count} pairs; the wire carries 1..255 per row."), nameof(pairs));
+            }
+
+            pairCounts[r] = (byte)count;
         }
 
-        if (experts.Length != total)
+        for (int i = 0; i < pairs.Experts.Length; i++)
         {
-            throw new ArgumentException($"PairCounts sum to {total}, but {experts.Length} (expert, weight) pairs were given.", nameof(experts));
+            int expert = pairs.Experts[i];
+            if (expert is < 0 or > ushort.MaxValue)
+            {
+                throw new ArgumentException(Invariant($"expert {expert} (pair {i}) is not a uint16 id."), nameof(pairs));
+            }
+
+            BinaryPrimitives.WriteUInt16LittleEndian(expertBytes.AsSpan(i * 2), (ushort)expert);
         }
 
-        var expertBytes = new byte[experts.Length * 2];
-        var weightBytes = new byte[weights.Length * 4];
         if (BitConverter.IsLittleEndian)
         {
-            MemoryMarshal.AsBytes(experts).CopyTo(expertBytes);
-            MemoryMarshal.AsBytes(weights).CopyTo(weightBytes);
+            MemoryMarshal.AsBytes(pairs.Weights.AsSpan()).CopyTo(weightBytes);
         }
         else
         {
-            for (int i = 0; i < experts.Length; i++)
+            for (int i = 0; i < pairs.Weights.Length; i++)
             {
-                BinaryPrimitives.WriteUInt16LittleEndian(expertBytes.AsSpan(i * 2), experts[i]);
-                BinaryPrimitives.WriteSingleLittleEndian(weightBytes.AsSpan(i * 4), weights[i]);
+                BinaryPrimitives.WriteSingleLittleEndian(weightBytes.AsSpan(i * 4), pairs.Weights[i]);
             }
         }
 
@@ -259,7 +270,7 @@ public static class WireFormat
             FirstExpert = firstExpert,
             ExpertCount = expertCount,
             Rows = ActivationBlock.Encode(rows, rowCount, width, dtype),
-            PairCounts = pairCounts.ToArray(),
+            PairCounts = pairCounts,
             Experts = expertBytes,
             Weights = weightBytes,
             ResponseDType = responseDType,
@@ -279,12 +290,14 @@ public static class WireFormat
     }
 
     /// <summary>
-    /// Decodes the little-endian pair arrays of <paramref name="request"/> into spans of exactly
-    /// <see cref="ShardRequest.PairTotal"/> entries.
+    /// The (expert, weight) pairs of a request, one row per row of <see cref="ShardRequest.Rows"/>: what
+    /// <see cref="BuildRequest"/> was given. Validate the request first (<see cref="DecodeRequest"/> does).
     /// </summary>
-    public static void ReadPairs(ShardRequest request, Span<ushort> experts, Span<float> weights)
+    /// <exception cref="WireFormatException">The pair fields do not describe the same pairs.</exception>
+    public static RoutedPairs ReadPairs(ShardRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        byte[] counts = request.PairCounts ?? throw new WireFormatException("ShardRequest.PairCounts is missing (nil).");
         byte[] expertBytes = request.Experts ?? throw new WireFormatException("ShardRequest.Experts is missing (nil).");
         byte[] weightBytes = request.Weights ?? throw new WireFormatException("ShardRequest.Weights is missing (nil).");
         int total = expertBytes.Length / 2;
@@ -294,25 +307,38 @@ public static class WireFormat
                 $"ShardRequest pairs: {expertBytes.Length} expert bytes and {weightBytes.Length} weight bytes do not describe the same number of pairs."));
         }
 
-        if (experts.Length != total || weights.Length != total)
+        var offsets = new int[counts.Length + 1];
+        for (int r = 0; r < counts.Length; r++)
         {
-            throw new ArgumentException(Invariant(
-                $"The request has {total} pairs; got spans of {experts.Length} experts and {weights.Length} weights."));
+            offsets[r + 1] = offsets[r] + counts[r];
+        }
+
+        if (offsets[^1] != total)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest.PairCounts sum to {offsets[^1]}, but the request carries {total} (expert, weight) pairs."));
+        }
+
+        var experts = new int[total];
+        var weights = new float[total];
+        for (int i = 0; i < total; i++)
+        {
+            experts[i] = BinaryPrimitives.ReadUInt16LittleEndian(expertBytes.AsSpan(i * 2));
         }
 
         if (BitConverter.IsLittleEndian)
         {
-            MemoryMarshal.Cast<byte, ushort>(expertBytes).CopyTo(experts);
             MemoryMarshal.Cast<byte, float>(weightBytes).CopyTo(weights);
         }
         else
         {
             for (int i = 0; i < total; i++)
             {
-                experts[i] = BinaryPrimitives.ReadUInt16LittleEndian(expertBytes.AsSpan(i * 2));
                 weights[i] = BinaryPrimitives.ReadSingleLittleEndian(weightBytes.AsSpan(i * 4));
             }
         }
+
+        return new RoutedPairs(offsets, experts, weights);
     }
 
     internal static T? Deserialize<T>(ReadOnlyMemory<byte> bytes, WireLimits limits)

@@ -97,11 +97,11 @@ public class InProcessMoeCluster : IAsyncLifetime
         _ => throw new ArgumentException($"the cluster serves {Latent} and {Standard}, not {model}", nameof(model)),
     };
 
-    /// <summary>The keys of a layer's expert shards as routers address them (the shard map of MoECluster:ShardsPerLayer).</summary>
+    /// <summary>The keys of a layer's expert shards as routers address them (the routing table of MoECluster:ShardsPerLayer).</summary>
     public IReadOnlyList<string> ShardKeys(string model, int layer)
     {
         int experts = Reference(model).Config.NRoutedExperts;
-        return [.. new ShardMap(model, layer, experts, Math.Min(_setup.ShardsPerLayer, experts)).Shards.Select(s => s.Key)];
+        return [.. new ExpertRoutingTable(model, layer, experts, Math.Min(_setup.ShardsPerLayer, experts)).Shards.Select(s => s.Key)];
     }
 
     public T Service<T>(InProcessSiloHandle silo)

@@ -86,7 +86,7 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
 
         // The analytic count, from an independent in-process routing of the same input: one row per (token, shard).
         var plan = reference.Mixer(layer).Route(x, tokens);
-        var map = new ShardMap(model, layer, config.NRoutedExperts, 4);
+        var map = new ExpertRoutingTable(model, layer, config.NRoutedExperts, 4);
         int rows = Enumerable.Range(0, tokens).Sum(t => plan.ExpertsOf(t).ToArray().Select(map.ShardOf).Distinct().Count());
         long expected = (long)rows * config.RoutedWidth * (wire == "fp32" ? 4 : 2);
 

@@ -3,6 +3,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Security;
+using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using MoECluster.Testing;
@@ -42,9 +43,8 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
     {
         var rows = new float[experts.Length * 16];
         Array.Fill(rows, 0.25f);
-        var counts = Enumerable.Repeat((byte)1, experts.Length).ToArray();
-        return WireFormat.BuildRequest("lat", 1, first, count, rows, experts.Length, 16, WireDType.F32, counts,
-            [.. experts.Select(e => (ushort)e)], [.. Enumerable.Repeat(1f, experts.Length)], WireDType.F32, 1);
+        var pairs = new RoutedPairs([.. Enumerable.Range(0, experts.Length + 1)], experts, [.. Enumerable.Repeat(1f, experts.Length)]);
+        return WireFormat.BuildRequest("lat", 1, first, count, rows, 16, WireDType.F32, pairs, WireDType.F32, 1);
     }
 
     [Fact]
@@ -104,7 +104,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         var e = await Assert.ThrowsAnyAsync<Exception>(() => shard.Describe());
         Assert.Contains(key, e.Message, StringComparison.Ordinal);
         Assert.True(
-            e.Message.Contains("not in the shard map", StringComparison.Ordinal)
+            e.Message.Contains("not in the routing table", StringComparison.Ordinal)
             || e.Message.Contains("not an MoE layer", StringComparison.Ordinal)
             || e.Message.Contains("{model}/{layer}/s{index}/{first}-{end}", StringComparison.Ordinal),
             e.Message);

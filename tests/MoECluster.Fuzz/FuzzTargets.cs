@@ -3,6 +3,7 @@ using System.Text;
 using MessagePack;
 using MoECluster.Gateway;
 using MoECluster.Model.Checkpoints;
+using MoECluster.Model.Dispatch;
 using MoECluster.Wire;
 
 namespace MoECluster.Fuzz;
@@ -81,20 +82,21 @@ public sealed class FuzzTargets : IDisposable
                 values[i] = (float)(random.NextDouble() - 0.5);
             }
 
-            var counts = new byte[rows];
-            var experts = new List<ushort>();
+            var offsets = new int[rows + 1];
+            var experts = new List<int>();
             var weights = new List<float>();
             for (int r = 0; r < rows; r++)
             {
-                counts[r] = (byte)random.Next(1, Math.Min(4, count) + 1);
-                foreach (int e in Enumerable.Range(first, count).OrderBy(_ => random.Next()).Take(counts[r]))
+                int pairs = random.Next(1, Math.Min(4, count) + 1);
+                offsets[r + 1] = offsets[r] + pairs;
+                foreach (int e in Enumerable.Range(first, count).OrderBy(_ => random.Next()).Take(pairs))
                 {
-                    experts.Add((ushort)e);
+                    experts.Add(e);
                     weights.Add((float)random.NextDouble());
                 }
             }
 
-            return WireFormat.Serialize(WireFormat.BuildRequest("lat", 3, first, count, values, rows, width, dtype, counts, [.. experts], [.. weights], response, random.NextInt64()));
+            return WireFormat.Serialize(WireFormat.BuildRequest("lat", 3, first, count, values, width, dtype, new RoutedPairs(offsets, [.. experts], [.. weights]), response, random.NextInt64()));
         }
 
         return new FuzzTarget
@@ -107,7 +109,7 @@ public sealed class FuzzTargets : IDisposable
             {
                 ShardRequest request = WireFormat.DecodeRequest(input, Limits);
                 request.Rows.Decode();
-                WireFormat.ReadPairs(request, new ushort[request.PairTotal], new float[request.PairTotal]);
+                WireFormat.ReadPairs(request);
             },
             IsRefusal = IsWireRefusal,
             Refusals = nameof(WireFormatException),

@@ -2,7 +2,7 @@ using System.Reflection;
 using Microsoft.Extensions.DependencyInjection;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Requests;
-using MoECluster.Cluster.Routing;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Numerics;
 using MoECluster.Model.Presets;

@@ -66,7 +66,7 @@ public sealed class WireMutationTests
 
                 // What is accepted must be usable: decoding its parts cannot fail either.
                 accepted.Rows.Decode();
-                WireFormat.ReadPairs(accepted, new ushort[accepted.PairTotal], new float[accepted.PairTotal]);
+                WireFormat.ReadPairs(accepted);
             }
             catch (WireFormatException ex)
             {

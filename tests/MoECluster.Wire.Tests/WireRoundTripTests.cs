@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using MoECluster.Model.Dispatch;
 using MoECluster.Model.Numerics;
 
 namespace MoECluster.Wire.Tests;
@@ -34,7 +35,7 @@ public sealed class WireRoundTripTests
     public void Request_round_trips_every_field(WireDType dtype, WireDType responseDType)
     {
         var samples = new WireSamples();
-        (ShardRequest sent, float[] rows, byte[] counts, ushort[] experts, float[] weights) = samples.Request(12, 40, dtype, responseDType);
+        (ShardRequest sent, float[] rows, RoutedPairs pairs) = samples.Request(12, 40, dtype, responseDType);
 
         ShardRequest received = WireFormat.DecodeRequest(WireFormat.Serialize(sent), Limits);
 
@@ -48,7 +49,7 @@ public sealed class WireRoundTripTests
         Assert.Equal(dtype, received.Rows.DType);
         Assert.Equal(12, received.Rows.Rows);
         Assert.Equal(40, received.Rows.Width);
-        Assert.Equal(counts, received.PairCounts);
+        Assert.Equal([.. Enumerable.Range(0, pairs.Rows).Select(r => (byte)pairs.CountOf(r))], received.PairCounts);
 
         float[] decoded = received.Rows.Decode();
         for (int i = 0; i < rows.Length; i++)
@@ -57,12 +58,11 @@ public sealed class WireRoundTripTests
             Assert.True(expected.Equals(decoded[i]), $"seed {samples.Seed}: row element {i}: sent {rows[i]}, got {decoded[i]}, expected {expected}");
         }
 
-        Assert.Equal(experts.Length, received.PairTotal);
-        var gotExperts = new ushort[received.PairTotal];
-        var gotWeights = new float[received.PairTotal];
-        WireFormat.ReadPairs(received, gotExperts, gotWeights);
-        Assert.Equal(experts, gotExperts);
-        Assert.Equal(weights, gotWeights);
+        Assert.Equal(pairs.Count, received.PairTotal);
+        RoutedPairs got = WireFormat.ReadPairs(received);
+        Assert.Equal(pairs.Offsets, got.Offsets);
+        Assert.Equal(pairs.Experts, got.Experts);
+        Assert.Equal(pairs.Weights, got.Weights);
     }
 
     [Theory]
@@ -90,7 +90,7 @@ public sealed class WireRoundTripTests
     public void Fp32_values_survive_request_and_response_bit_exactly()
     {
         var samples = new WireSamples();
-        (ShardRequest sent, float[] rows, _, _, _) = samples.Request(5, 33, WireDType.F32);
+        (ShardRequest sent, float[] rows, _) = samples.Request(5, 33, WireDType.F32);
         float[] decoded = WireFormat.DecodeRequest(WireFormat.Serialize(sent), Limits).Rows.Decode();
         Assert.Equal(rows.Select(BitConverter.SingleToUInt32Bits), decoded.Select(BitConverter.SingleToUInt32Bits));
 
@@ -148,7 +148,7 @@ public sealed class WireRoundTripTests
     public void Request_activations_are_one_bin_of_raw_little_endian_elements(int rows, int width, WireDType dtype, byte binCode)
     {
         var samples = new WireSamples();
-        (ShardRequest request, float[] values, _, _, _) = samples.Request(rows, width, dtype);
+        (ShardRequest request, float[] values, _) = samples.Request(rows, width, dtype);
         byte[] bytes = WireFormat.Serialize(request);
 
         // The raw elements, little-endian, computed here without the block code.
@@ -199,12 +199,49 @@ public sealed class WireRoundTripTests
     }
 
     [Fact]
-    public void ReadPairs_refuses_spans_of_the_wrong_length()
+    public void BuildRequest_carries_the_pairs_as_a_count_byte_per_row_and_little_endian_uint16_ids_and_float32_weights()
+    {
+        // The bytes on the wire are those of WireFormat.Version 1, written out here field by field.
+        float[] rows = [1f, 2f, 3f, 4f, 5f, 6f];
+        var pairs = new RoutedPairs([0, 2, 3, 6], [17, 300, 16, 16, 18, 19], [0.5f, 0.25f, 1f, 0.125f, 2f, -1.5f]);
+        ShardRequest built = WireFormat.BuildRequest("m", 5, 16, 300, rows, 2, WireDType.BF16, pairs, WireDType.F16, 42);
+        var expected = new ShardRequest
+        {
+            Version = 1,
+            Model = "m",
+            Layer = 5,
+            FirstExpert = 16,
+            ExpertCount = 300,
+            Rows = ActivationBlock.Encode(rows, 3, 2, WireDType.BF16),
+            PairCounts = [2, 1, 3],
+            Experts = Convert.FromHexString("11002C01100010001200" + "1300"),
+            Weights = [.. new[] { 0.5f, 0.25f, 1f, 0.125f, 2f, -1.5f }.SelectMany(w =>
+            {
+                var b = new byte[4];
+                BinaryPrimitives.WriteSingleLittleEndian(b, w);
+                return b;
+            })],
+            ResponseDType = WireDType.F16,
+            RequestId = 42,
+        };
+
+        Assert.Equal(WireFormat.Serialize(expected), WireFormat.Serialize(built));
+        RoutedPairs read = WireFormat.ReadPairs(WireFormat.DecodeRequest(WireFormat.Serialize(built), Limits));
+        Assert.Equal(pairs.Offsets, read.Offsets);
+        Assert.Equal(pairs.Experts, read.Experts);
+        Assert.Equal(pairs.Weights, read.Weights);
+    }
+
+    [Fact]
+    public void ReadPairs_refuses_pair_counts_that_do_not_sum_to_the_pairs_carried()
     {
         ShardRequest request = new WireSamples().SmallRequest();
-        int total = request.PairTotal;
-        Assert.Throws<ArgumentException>(() => WireFormat.ReadPairs(request, new ushort[total - 1], new float[total]));
-        Assert.Throws<ArgumentException>(() => WireFormat.ReadPairs(request, new ushort[total], new float[total + 1]));
+        request.PairCounts[0]++;
+        var e = Assert.Throws<WireFormatException>(() => WireFormat.ReadPairs(request));
+        Assert.Contains("PairCounts sum to", e.Message, StringComparison.Ordinal);
+        request.PairCounts[0]--;
+        request.Weights = request.Weights[..^4];
+        Assert.Throws<WireFormatException>(() => WireFormat.ReadPairs(request));
     }
 
     [Fact]
@@ -212,12 +249,14 @@ public sealed class WireRoundTripTests
     {
         float[] rows = new float[8];
         ArgumentException outside = Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 2, 4, WireDType.F32, [1, 1], [8, 12], [0.5f, 0.5f], WireDType.F32, 1));
+            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 12], [0.5f, 0.5f]), WireDType.F32, 1));
         Assert.Contains("expert 12", outside.Message, StringComparison.Ordinal);
 
         Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 2, 4, WireDType.F32, [1, 2], [8, 9], [0.5f, 0.5f], WireDType.F32, 1));
+            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3], [8, 9], [0.5f, 0.5f]), WireDType.F32, 1));
         Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 2, 4, WireDType.F32, [1, 1], [8, 9], [0.5f], WireDType.F32, 1));
+            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 9], [0.5f]), WireDType.F32, 1));
+        Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
+            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 70000], [0.5f, 0.5f]), WireDType.F32, 1));
     }
 }

@@ -1,3 +1,5 @@
+using MoECluster.Model.Dispatch;
+
 namespace MoECluster.Wire.Tests;
 
 /// <summary>Valid requests and responses on fresh random values, for tests to round-trip or to break.</summary>
@@ -32,27 +34,28 @@ internal sealed class WireSamples
     }
 
     /// <summary>A routed request: each row gets 1..4 distinct experts of this shard with positive weights.</summary>
-    public (ShardRequest Request, float[] Rows, byte[] Counts, ushort[] Experts, float[] Weights) Request(
+    public (ShardRequest Request, float[] Rows, RoutedPairs Pairs) Request(
         int rows, int width, WireDType dtype, WireDType responseDType = WireDType.F32, string model = Model)
     {
         float[] values = Values(rows * width);
-        var counts = new byte[rows];
-        var experts = new List<ushort>();
+        var offsets = new int[rows + 1];
+        var experts = new List<int>();
         var weights = new List<float>();
         for (int r = 0; r < rows; r++)
         {
-            counts[r] = (byte)Random.Next(1, 5);
-            foreach (int e in Enumerable.Range(FirstExpert, ExpertCount).OrderBy(_ => Random.Next()).Take(counts[r]))
+            int count = Random.Next(1, 5);
+            offsets[r + 1] = offsets[r] + count;
+            foreach (int e in Enumerable.Range(FirstExpert, ExpertCount).OrderBy(_ => Random.Next()).Take(count))
             {
-                experts.Add((ushort)e);
+                experts.Add(e);
                 weights.Add((float)Random.NextDouble());
             }
         }
 
+        var pairs = new RoutedPairs(offsets, [.. experts], [.. weights]);
         ShardRequest request = WireFormat.BuildRequest(
-            model, Layer, FirstExpert, ExpertCount, values, rows, width, dtype, counts, [.. experts], [.. weights],
-            responseDType, Random.NextInt64());
-        return (request, values, counts, [.. experts], [.. weights]);
+            model, Layer, FirstExpert, ExpertCount, values, width, dtype, pairs, responseDType, Random.NextInt64());
+        return (request, values, pairs);
     }
 
     public ShardRequest SmallRequest() => Request(rows: 8, width: 16, WireDType.F32).Request;

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using MoECluster.Model.Dispatch;
 
 namespace MoECluster.Wire.Tests;
 
@@ -156,7 +157,7 @@ public sealed class WireValidationTests
     {
         float[] rows = new float[3 * 4];
         ShardRequest request = WireFormat.BuildRequest(
-            "m", 0, 16, 16, rows, 3, 4, WireDType.F32, [1, 2, 2], [16, 17, 18, 17, 19], [1f, 0.5f, 0.5f, 0.5f, 0.5f], WireDType.F32, 1);
+            "m", 0, 16, 16, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3, 5], [16, 17, 18, 17, 19], [1f, 0.5f, 0.5f, 0.5f, 0.5f]), WireDType.F32, 1);
         BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 4), 17);   // row 2 becomes (17, 17)
         AssertMentions(RefuseRequest(request), "duplicate expert 17 in row 2");
     }
@@ -166,7 +167,7 @@ public sealed class WireValidationTests
     {
         float[] rows = new float[3 * 4];
         ShardRequest request = WireFormat.BuildRequest(
-            "m", 0, 16, 16, rows, 3, 4, WireDType.F32, [1, 2, 2], [17, 17, 18, 18, 17], [1f, 0.5f, 0.5f, 0.5f, 0.5f], WireDType.F32, 1);
+            "m", 0, 16, 16, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3, 5], [17, 17, 18, 18, 17], [1f, 0.5f, 0.5f, 0.5f, 0.5f]), WireDType.F32, 1);
         Assert.Equal(5, WireFormat.DecodeRequest(WireFormat.Serialize(request), Limits).PairTotal);
     }
 
@@ -192,7 +193,7 @@ public sealed class WireValidationTests
     {
         float[] rows = new float[3 * 2];
         ShardRequest request = WireFormat.BuildRequest(
-            "m", 0, 0, 65535, rows, 3, 2, WireDType.F32, [2, 2, 2], [0, 65534, 65534, 63, 64, 0], [1f, 1f, 1f, 1f, 1f, 1f], WireDType.F32, 1);
+            "m", 0, 0, 65535, rows, 2, WireDType.F32, new RoutedPairs([0, 2, 4, 6], [0, 65534, 65534, 63, 64, 0], [1f, 1f, 1f, 1f, 1f, 1f]), WireDType.F32, 1);
         Assert.Equal(6, WireFormat.DecodeRequest(WireFormat.Serialize(request), Limits).PairTotal);
         BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 3), 65534);   // row 1 becomes (65534, 65534)
         AssertMentions(RefuseRequest(request), "ShardRequest.Experts[3]", "duplicate expert 65534 in row 1");

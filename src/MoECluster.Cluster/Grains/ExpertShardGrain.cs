@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;
 using MoECluster.Cluster.Telemetry;
@@ -29,6 +30,7 @@ namespace MoECluster.Cluster.Grains;
 public sealed partial class ExpertShardGrain(
     ModelCatalog catalog,
     IOptions<MoeClusterOptions> options,
+    RoutingTables tables,
     TrafficLedger ledger,
     ILocalSiloDetails silo,
     IClusterMembershipService membership,
@@ -58,12 +60,14 @@ public sealed partial class ExpertShardGrain(
             throw new ArgumentException($"shard {_shard.Key}: layer {_shard.Layer} is not an MoE layer of {_shard.Model}; MoE layers: {string.Join(", ", model.Config.MoeLayers)}");
         }
 
-        var map = catalog.ShardMap(_shard.Model, _shard.Layer);
-        if (!map.Shards.Any(s => s.Key == key))
+        var table = tables.For(_shard.Model, _shard.Layer);
+        if (!table.TryGetShard(key, out var named))
         {
             throw new ArgumentException(
-                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the shard map of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {options.Value.ShardsPerLayer}: {string.Join(", ", map.Shards.Select(s => s.Key))})");
+                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the routing table of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {tables.ShardsPerLayer}: {string.Join(", ", table.Shards.Select(s => s.Key))})");
         }
+
+        _shard = named;
 
         _experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.FirstExpert, _shard.ExpertCount), cancellationToken);
         _weightBytes = _experts.WeightBytes;

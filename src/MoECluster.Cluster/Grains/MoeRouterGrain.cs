@@ -1,25 +1,24 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Requests;
-using MoECluster.Cluster.Routing;
-using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
 using Orleans.Concurrency;
 
 namespace MoECluster.Cluster.Grains;
 
 /// <summary>
-/// The router of one model (key = model id): identity and the request deadline; the work is
-/// <see cref="DistributedMoeLayer"/>'s. A reentrant stateless worker: each front-end silo runs local activations,
-/// and one activation interleaves requests while they wait for shards.
+/// The router of one model (key = model id): identity, the request's checks and its deadline; the work is the model
+/// library's one pipeline (<see cref="MoeModel.ForwardLayerAsync"/>, <see cref="MoeModel.ForwardStackAsync"/>) with the
+/// cluster's <see cref="OrleansExpertDispatcher"/>. A reentrant stateless worker: each front-end silo runs local
+/// activations, and one activation interleaves requests while they wait for shards.
 /// </summary>
 [StatelessWorker]
 [Reentrant]
-public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClusterOptions> options, TrafficLedger ledger, ShardCallHedging hedging, IShardAlternateClient alternates, ILocalSiloDetails silo, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
+public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClusterOptions> options, ShardCalls shards, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
 {
-    private DistributedMoeLayer? _layer;
-
     public async Task<ForwardReply> Forward(ForwardCall call, CancellationToken cancellationToken = default)
     {
         string modelId = this.GetPrimaryKeyString();
@@ -33,19 +32,18 @@ public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClu
         // An Orleans client holding the cluster's certificate is authenticated, not trusted with unbounded work: the
         // router checks what the gateway checks, with the same validator and messages.
         ForwardRequestValidator.Validate(modelId, model.Config, call.Layer, call.Hidden, call.Tokens, call.Wire, options.Value.Gateway.MaxTokensPerRequest);
+        var dispatcher = shards.Dispatcher(modelId, call.Wire);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(TimeSpan.FromSeconds(options.Value.RequestTimeoutSeconds));
         try
         {
-            _layer ??= new DistributedMoeLayer(modelId, catalog, GrainFactory, ledger, silo.SiloAddress.ToString(), new ShardCallRetry(options.Value.ShardRetry, logger), hedging, alternates, options.Value.WireLimits);
-            if (call.Layer is int layer)
-            {
-                var (y, traffic) = await _layer.ForwardLayerAsync(layer, call.Hidden, call.Tokens, call.Wire, deadline.Token);
-                return new ForwardReply(y, [traffic]);
-            }
-
-            var (stack, layers) = await _layer.ForwardStackAsync(call.Hidden, call.Tokens, call.Wire, deadline.Token);
-            return new ForwardReply(stack, layers);
+            // The math runs on the thread pool, off this activation's scheduler; the shard calls are made from there.
+            float[] y = await Task.Run(
+                () => call.Layer is int layer
+                    ? model.ForwardLayerAsync(layer, call.Hidden, call.Tokens, dispatcher, deadline.Token)
+                    : model.ForwardStackAsync(call.Hidden, call.Tokens, dispatcher, cancellationToken: deadline.Token),
+                deadline.Token);
+            return new ForwardReply(y, dispatcher.Traffic);
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {

@@ -2,8 +2,8 @@ using System.Diagnostics;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
-using MoECluster.Cluster.Routing;
 using MoECluster.Cluster.Telemetry;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Experts;
@@ -46,6 +46,7 @@ internal sealed partial class ShardAlternateService(
     ILoggerFactory loggerFactory,
     ModelCatalog catalog,
     IOptions<MoeClusterOptions> options,
+    RoutingTables tables,
     TrafficLedger ledger,
     ILocalSiloDetails localSilo) : GrainService(grainId, silo, loggerFactory), IShardAlternateService
 {
@@ -77,7 +78,7 @@ internal sealed partial class ShardAlternateService(
         var shard = ExpertShard.ParseKey(shardKey);
 
         // Only the shards the routing table names (the same ranges the grains hold), never an arbitrary range.
-        if (!catalog.ShardMap(shard.Model, shard.Layer).Shards.Any(s => s.Key == shard.Key))
+        if (!tables.For(shard.Model, shard.Layer).Contains(shard.Key))
         {
             throw new ArgumentException($"shard {shardKey} is not a shard of {shard.Model} layer {shard.Layer}");
         }

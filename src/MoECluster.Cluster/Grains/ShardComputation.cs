@@ -48,18 +48,8 @@ internal static class ShardComputation
         float[] z = r.Rows.Decode();
 
         int rows = r.Rows.Rows;
-        int pairs = r.PairTotal;
-        var expertIds = new ushort[pairs];
-        var weights = new float[pairs];
-        WireFormat.ReadPairs(r, expertIds, weights);
-        var offsets = new int[rows + 1];
-        for (int i = 0; i < rows; i++)
-        {
-            offsets[i + 1] = offsets[i] + r.PairCounts[i];
-        }
-
-        int[] ids = [.. expertIds.Select(e => (int)e)];
-        float[] partials = await Task.Run(() => experts.ComputePartials(z, rows, offsets, ids, weights), cancellationToken);
+        RoutedPairs pairs = WireFormat.ReadPairs(r);
+        float[] partials = await Task.Run(() => experts.ComputePartials(z, pairs), cancellationToken);
         var encoded = ActivationBlock.Encode(partials, rows, experts.Width, r.ResponseDType);
         if (encoded.FindNonFinite() >= 0)
         {

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using MoECluster.Model.Compute;
-using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 
 namespace MoECluster.Cluster.Hosting;
@@ -45,13 +44,6 @@ public sealed partial class ModelCatalog(IOptions<MoeClusterOptions> options, IL
             LogOpenFailed(logger, id, entry.Path, e.Message);
             throw;
         }
-    }
-
-    /// <summary>The shard map of one layer: ShardsPerLayer contiguous ranges (fewer when the layer has fewer experts).</summary>
-    public ShardMap ShardMap(string id, int layer)
-    {
-        var config = Get(id).Config;
-        return new ShardMap(id, layer, config.NRoutedExperts, Math.Min(options.Value.ShardsPerLayer, config.NRoutedExperts));
     }
 
     public void Dispose()

@@ -70,7 +70,9 @@ public static class MoeClusterSiloExtensions
         silo.Services.AddHostedService<ModelCheckpointCheck>();
         silo.Services.AddSingleton<TrafficLedger>();
         silo.Services.AddSingleton<ClusterStatistics>();
-        silo.Services.AddSingleton<Routing.ShardCallHedging>();
+        silo.Services.AddSingleton<Dispatch.ShardCallHedging>();
+        silo.Services.AddSingleton<Dispatch.RoutingTables>();
+        silo.Services.AddSingleton<Dispatch.ShardCalls>();
         silo.AddShardAlternates();
 
         // Every silo reports grain and silo counters to the Orleans Dashboard, which the gateway mounts.

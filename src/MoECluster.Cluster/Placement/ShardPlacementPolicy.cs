@@ -1,5 +1,5 @@
 using MoECluster.Cluster.Hosting;
-using MoECluster.Cluster.Routing;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Model.Dispatch;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 

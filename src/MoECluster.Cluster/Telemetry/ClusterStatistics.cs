@@ -23,7 +23,7 @@ public sealed class ClusterStatistics(IGrainFactory grains)
             {
                 return await grains.GetGrain<ISiloTelemetryGrain>(s.ToParsableString()).GetTraffic().WaitAsync(SiloAnswerTimeout);
             }
-            catch (Exception e) when (e is TimeoutException or OrleansException || Routing.ShardCallRetry.IsSiloLoss(e))
+            catch (Exception e) when (e is TimeoutException or OrleansException || Dispatch.ShardCallRetry.IsSiloLoss(e))
             {
                 // Dead but not yet declared, or just joined and not yet in this silo's view of the membership
                 // (its pinned telemetry grain cannot be placed yet): the next report includes it.
@@ -83,8 +83,8 @@ public sealed record StatsReport(
             : null;
         return new StatsReport(
             [.. silos.Select(s => new SiloSummary(s.Silo, s.Name, s.Role,
-                [.. s.Shards.Select(x => x.Key).Where(k => !Routing.ShardKeys.IsAlternate(k)).Order(StringComparer.Ordinal)],
-                [.. s.Shards.Select(x => x.Key).Where(Routing.ShardKeys.IsAlternate).Order(StringComparer.Ordinal)]))],
+                [.. s.Shards.Select(x => x.Key).Where(k => !Dispatch.ShardKeys.IsAlternate(k)).Order(StringComparer.Ordinal)],
+                [.. s.Shards.Select(x => x.Key).Where(Dispatch.ShardKeys.IsAlternate).Order(StringComparer.Ordinal)]))],
             models,
             [.. payload.Select(p => p with { FromSilo = Name(p.FromSilo), ToSilo = Name(p.ToSilo) })],
             socket,

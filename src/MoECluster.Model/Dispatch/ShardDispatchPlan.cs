@@ -4,14 +4,11 @@ namespace MoECluster.Model.Dispatch;
 
 /// <summary>
 /// What one shard receives for one batch: the distinct tokens that have at least one of their top-K experts in
-/// the shard (each token once, in token order) and, per token, its (expert, weight) pairs for this shard.
-/// Pairs are stored flat: row r owns <c>Experts/Weights[PairOffsets[r] .. PairOffsets[r+1])</c>.
+/// the shard (each token once, in token order) and, per token (row), its (expert, weight) pairs for this shard.
 /// </summary>
-public sealed record ShardDispatch(ExpertShard Shard, int[] Tokens, int[] PairOffsets, int[] Experts, float[] Weights)
+public sealed record ShardDispatch(ExpertShard Shard, int[] Tokens, RoutedPairs Pairs)
 {
     public int Rows => Tokens.Length;
-
-    public int PairCount(int row) => PairOffsets[row + 1] - PairOffsets[row];
 }
 
 /// <summary>
@@ -21,9 +18,10 @@ public sealed record ShardDispatch(ExpertShard Shard, int[] Tokens, int[] PairOf
 /// </summary>
 public static class ShardDispatchPlan
 {
-    public static IReadOnlyList<ShardDispatch> Build(RoutingPlan plan, ShardMap map)
+    /// <summary>The dispatches of a plan, one per shard with at least one row, in shard order.</summary>
+    public static IReadOnlyList<ShardDispatch> Build(RoutingPlan plan, ExpertRoutingTable table)
     {
-        int shards = map.Shards.Count;
+        int shards = table.Shards.Count;
         var tokens = new List<int>[shards];
         var offsets = new List<int>[shards];
         var experts = new List<int>[shards];
@@ -42,7 +40,7 @@ public static class ShardDispatchPlan
             ReadOnlySpan<float> w = plan.WeightsOf(t);
             for (int k = 0; k < e.Length; k++)
             {
-                int s = map.ShardOf(e[k]);
+                int s = table.ShardOf(e[k]);
                 if (tokens[s].Count == 0 || tokens[s][^1] != t)
                 {
                     tokens[s].Add(t);
@@ -60,7 +58,7 @@ public static class ShardDispatchPlan
         {
             if (tokens[s].Count > 0)
             {
-                result.Add(new ShardDispatch(map.Shards[s], [.. tokens[s]], [.. offsets[s]], [.. experts[s]], [.. weights[s]]));
+                result.Add(new ShardDispatch(table.Shards[s], [.. tokens[s]], new RoutedPairs([.. offsets[s]], [.. experts[s]], [.. weights[s]])));
             }
         }
 
@@ -83,15 +81,15 @@ public static class ShardDispatchPlan
     /// Expected rows per shard per token under uniform routing: P(a token has ≥ 1 of its K experts in a shard of
     /// size n out of N) = 1 − C(N−n, K)/C(N, K). Multiply by width × bytes for the bytes a shard receives per token.
     /// </summary>
-    public static double ExpectedRowsPerToken(ShardMap map, int topK)
+    public static double ExpectedRowsPerToken(ExpertRoutingTable table, int topK)
     {
         double total = 0;
-        foreach (var shard in map.Shards)
+        foreach (var shard in table.Shards)
         {
             double missAll = 1;
             for (int i = 0; i < topK; i++)
             {
-                missAll *= (double)(map.Experts - shard.ExpertCount - i) / (map.Experts - i);
+                missAll *= (double)(table.Experts - shard.ExpertCount - i) / (table.Experts - i);
                 if (missAll <= 0)
                 {
                     missAll = 0;

@@ -31,6 +31,9 @@ public sealed class GroupedExperts
 
     public int Layer { get; }
 
+    /// <summary>The layer's routed experts (ids 0 .. RoutedExperts − 1), held here or not.</summary>
+    public int RoutedExperts => _experts.Length;
+
     public int Width { get; }
 
     public int Intermediate { get; }
@@ -95,22 +98,28 @@ public sealed class GroupedExperts
     }
 
     /// <summary>
-    /// The partial sums of an expert shard: for each row r, Σ_j w_j · E_{e_j}(z[r]) over the row's pairs
-    /// <c>[pairOffsets[r], pairOffsets[r+1])</c>, accumulated in fp64 in pair order. Returns [rows, w].
+    /// The partial sums of an expert shard: for each row r of <paramref name="pairs"/>, Σ_j w_j · E_{e_j}(z[r]) over
+    /// the row's pairs, accumulated in fp64 in pair order. <paramref name="z"/> is [rows, w]; returns [rows, w].
     /// </summary>
-    public float[] ComputePartials(ReadOnlySpan<float> z, int rows, ReadOnlySpan<int> pairOffsets, ReadOnlySpan<int> experts, ReadOnlySpan<float> weights)
+    public float[] ComputePartials(ReadOnlySpan<float> z, RoutedPairs pairs)
     {
+        ArgumentNullException.ThrowIfNull(pairs);
         int w = Width;
-        int pairs = experts.Length;
-        var slotRows = new int[pairs];
-        for (int r = 0; r < rows; r++)
+        int rows = pairs.Rows;
+        if (z.Length != (long)rows * w)
         {
-            slotRows.AsSpan(pairOffsets[r], pairOffsets[r + 1] - pairOffsets[r]).Fill(r);
+            throw new ArgumentException($"layer {Layer}: {pairs.Rows} rows of pairs need [{rows}, {w}] routed rows; got {z.Length} values", nameof(z));
         }
 
-        var slotOutputs = new float[pairs * w];
-        Compute(z, slotRows, new TokenPermutation(experts, _experts.Length), slotOutputs);
-        float[] partials = WeightedSum.OverSlots(rows, pairOffsets, weights, slotOutputs, w);
+        var slotRows = new int[pairs.Count];
+        for (int r = 0; r < rows; r++)
+        {
+            slotRows.AsSpan(pairs.Offsets[r], pairs.CountOf(r)).Fill(r);
+        }
+
+        var slotOutputs = new float[pairs.Count * w];
+        Compute(z, slotRows, new TokenPermutation(pairs.Experts, _experts.Length), slotOutputs);
+        float[] partials = WeightedSum.OverSlots(pairs, slotOutputs, w);
         ForwardOverflowException.ThrowIfNonFinite(partials, Layer, "the weighted sum of the routed experts' outputs", z);
         return partials;
     }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using MoECluster.Model.Compute;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Dispatch;
@@ -8,9 +9,9 @@ using MoECluster.Model.Routing;
 namespace MoECluster.Model.Layers;
 
 /// <summary>
-/// One MoE mixer on the in-process reference path, wired from Megatron-Core's four parts:
-/// router (gate logits in d → top-K), dispatcher (W_down to ℓ, permute by expert), experts (grouped FFN),
-/// combine (weighted sum of slot outputs in ℓ, W_up back to d) plus the shared expert on the full-width x.
+/// One MoE mixer, wired from Megatron-Core's four parts: router (gate logits in d → top-K), W_down to ℓ, a token
+/// dispatcher with the experts and the combine behind it (<see cref="IExpertDispatcher"/>: this process's grouped
+/// experts, or the cluster's shards), W_up back to d, plus the shared expert on the full-width x.
 /// y = W_up Σ_k w_k E_k(W_down x) + S2 relu(S1 x)² (standard MoE: W_down = W_up = identity).
 /// </summary>
 public sealed class MoeMixer
@@ -35,6 +36,7 @@ public sealed class MoeMixer
         _sharedUp = weights.SharedUp is { } s1 ? _backend.Prepare(s1) : null;
         _sharedDown = weights.SharedDown is { } s2 ? _backend.Prepare(s2) : null;
         _experts = new GroupedExperts(weights.Experts, weights.Config.RoutedWidth, weights.Config.MoeIntermediateSize, _backend, weights.Layer);
+        LocalDispatcher = new LocalExpertDispatcher(_experts);
     }
 
     public IComputeBackend Backend => _backend;
@@ -60,42 +62,36 @@ public sealed class MoeMixer
     /// <summary>The routing decision for <paramref name="x"/> ([tokens, d], already normed).</summary>
     public RoutingPlan Route(ReadOnlySpan<float> x, int tokens) => Router.Route(GateLogits(x, tokens), tokens);
 
-    /// <summary>Computes the mixer output y [tokens, d] for an already-normed input x [tokens, d].</summary>
-    public void Forward(ReadOnlySpan<float> x, int tokens, Span<float> y)
+    /// <summary>The dispatcher over this mixer's own experts (all of them for a full mixer, none for a router's).</summary>
+    public LocalExpertDispatcher LocalDispatcher { get; }
+
+    /// <summary>
+    /// The mixer output y [tokens, d] for an already-normed input x [tokens, d]: <see cref="Prepare"/>, then
+    /// <paramref name="dispatcher"/> (this mixer's own experts when null) for the combined sums u, then
+    /// <see cref="Finish"/>. The one MoE pipeline, in process and on the cluster.
+    /// </summary>
+    public async Task ForwardAsync(ReadOnlyMemory<float> x, int tokens, Memory<float> y, IExpertDispatcher? dispatcher = null, CancellationToken cancellationToken = default)
     {
-        CheckShape(x, tokens, y);
-        int w = Config.RoutedWidth;
-        var (plan, z) = Prepare(x, tokens);
-
-        // Experts held in this process: slot t·K + k reads row t.
-        int slots = plan.Experts.Length;
-        var slotRows = new int[slots];
-        var offsets = new int[tokens + 1];
-        for (int s = 0; s < slots; s++)
+        CheckShape(x.Span, tokens, y.Span);
+        long started = Stopwatch.GetTimestamp();
+        var (plan, z) = Prepare(x.Span, tokens);
+        var request = new ExpertDispatchRequest(Layer, plan, z, Config.RoutedWidth, x, started);
+        IExpertDispatcher experts = dispatcher ?? LocalDispatcher;
+        float[] u = await experts.DispatchAsync(request, cancellationToken);
+        if (u.Length != z.Length)
         {
-            slotRows[s] = s / plan.TopK;
+            throw new InvalidOperationException($"layer {Layer}: the dispatcher answered {u.Length} values for [{tokens}, {Config.RoutedWidth}]");
         }
 
-        for (int t = 0; t <= tokens; t++)
-        {
-            offsets[t] = t * plan.TopK;
-        }
-
-        float[] slotOutputs = new float[slots * w];
-        try
-        {
-            _experts.Compute(z, slotRows, new TokenPermutation(plan, Config.NRoutedExperts), slotOutputs);
-        }
-        catch (ForwardOverflowException e) when (e.Stage is string stage)
-        {
-            // The experts see the routed rows z; the caller knows its input x.
-            throw ForwardOverflowException.At(Layer, stage, FloatRange.MaxAbs(x), e);
-        }
-
-        float[] u = WeightedSum.OverSlots(tokens, offsets, plan.Weights, slotOutputs, w);
-        ForwardOverflowException.ThrowIfNonFinite(u, Layer, "the weighted sum of the routed experts' outputs", x);
-        Finish(u, x, tokens, y);
+        Finish(u, x.Span, tokens, y.Span);
+        experts.LayerFinished(request);
     }
+
+    /// <summary>
+    /// <see cref="ForwardAsync"/> with this mixer's own experts, on the calling thread (the local dispatcher completes
+    /// synchronously).
+    /// </summary>
+    public void Forward(float[] x, int tokens, float[] y) => ForwardAsync(x, tokens, y).GetAwaiter().GetResult();
 
     /// <summary>
     /// The part before dispatch: gate logits in d (fp32), top-K routing, and the routed rows z = W_down x

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Compute;
 using MoECluster.Model.Configuration;
+using MoECluster.Model.Dispatch;
 using MoECluster.Model.Experts;
 using MoECluster.Model.Numerics;
 
@@ -131,37 +132,54 @@ public sealed class MoeModel : IDisposable
         }
     }
 
-    /// <summary>The mixer output y = mixer_l(x) of one MoE layer for an already-normed x [tokens, d].</summary>
-    public float[] ForwardLayer(int layer, ReadOnlySpan<float> x, int tokens)
+    /// <summary>
+    /// The mixer output y = mixer_l(x) of one MoE layer for an already-normed x [tokens, d]. With no
+    /// <paramref name="dispatcher"/> the layer's experts run in this process; with one, this process holds only the
+    /// router half (<see cref="RouterMixer"/>) and the dispatcher reaches the experts.
+    /// </summary>
+    public async Task<float[]> ForwardLayerAsync(int layer, ReadOnlyMemory<float> x, int tokens, IExpertDispatcher? dispatcher = null, CancellationToken cancellationToken = default)
     {
         var y = new float[x.Length];
-        Mixer(layer).Forward(x, tokens, y);
+        await MixerFor(layer, dispatcher).ForwardAsync(x, tokens, y, dispatcher, cancellationToken);
         return y;
     }
 
-    /// <summary>x ← x + mixer_l(RMSNorm_l(x)) over every MoE layer in order.</summary>
-    public float[] ForwardStack(ReadOnlySpan<float> x, int tokens, IProgress<int>? progress = null)
+    /// <summary>
+    /// x ← x + mixer_l(RMSNorm_l(x)) over every MoE layer in order: the one stack, in process and on the cluster
+    /// (<paramref name="dispatcher"/> as in <see cref="ForwardLayerAsync"/>). A residual sum outside the float32 range
+    /// throws <see cref="ForwardOverflowException"/>.
+    /// </summary>
+    public async Task<float[]> ForwardStackAsync(ReadOnlyMemory<float> x, int tokens, IExpertDispatcher? dispatcher = null, IProgress<int>? progress = null, CancellationToken cancellationToken = default)
     {
         var state = x.ToArray();
         var normed = new float[state.Length];
         var y = new float[state.Length];
         foreach (int layer in Config.MoeLayers)
         {
-            MoeMixer mixer = Mixer(layer);
+            MoeMixer mixer = MixerFor(layer, dispatcher);
             RmsNorm.Apply(state, mixer.Weights.NormWeight, Config.LayerNormEpsilon, normed);
-            mixer.Forward(normed, tokens, y);
+            await mixer.ForwardAsync(normed, tokens, y, dispatcher, cancellationToken);
             for (int i = 0; i < state.Length; i++)
             {
                 state[i] += y[i];
             }
 
-            ForwardOverflowException.ThrowIfNonFinite(state, layer, "the residual sum x + mixer(RMSNorm(x))", x);
+            ForwardOverflowException.ThrowIfNonFinite(state, layer, "the residual sum x + mixer(RMSNorm(x))", x.Span);
 
             progress?.Report(layer);
         }
 
         return state;
     }
+
+    /// <summary><see cref="ForwardLayerAsync"/> in this process, on the calling thread.</summary>
+    public float[] ForwardLayer(int layer, float[] x, int tokens) => ForwardLayerAsync(layer, x, tokens).GetAwaiter().GetResult();
+
+    /// <summary><see cref="ForwardStackAsync"/> in this process, on the calling thread.</summary>
+    public float[] ForwardStack(ReadOnlySpan<float> x, int tokens, IProgress<int>? progress = null) =>
+        ForwardStackAsync(x.ToArray(), tokens, progress: progress).GetAwaiter().GetResult();
+
+    private MoeMixer MixerFor(int layer, IExpertDispatcher? dispatcher) => dispatcher is null ? Mixer(layer) : RouterMixer(layer);
 
     public void Dispose() => Tensors.Dispose();
 }

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;
-using MoECluster.Cluster.Routing;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Model.Dispatch;
 
 namespace MoECluster.Cluster.Tests.Placement;
@@ -33,7 +33,7 @@ public sealed class AlternatePlacementTests
         options.ShardHedging.MaxDelayMilliseconds = 50;
         var policy = new AlternatesOn(PlacementFakes.Silo(3));
         var hedging = new ShardCallHedging(Microsoft.Extensions.Options.Options.Create(options), cluster, cluster, policy, NullLogger<ShardCallHedging>.Instance);
-        var shard = new ShardMap("m", 1, 10, 4).Shards[2];
+        var shard = new ExpertRoutingTable("m", 1, 10, 4).Shards[2];
         SiloAddress? calledOn = null;
         Task<int> Alternate(SiloAddress silo, CancellationToken cancel)
         {

@@ -48,7 +48,7 @@ public sealed class ExpertShardPlacementTests
     public void The_filter_keeps_expert_silos_only()
     {
         var cluster = Cluster();
-        string key = new ShardMap("m", 1, 10, 4).Shards[0].Key;
+        string key = new ExpertRoutingTable("m", 1, 10, 4).Shards[0].Key;
         Assert.Equal([Silo(1), Silo(2), Silo(3)], Filter(cluster, Options(), key, [Silo(0), Silo(1), Silo(2), Silo(3)]));
     }
 
@@ -56,7 +56,7 @@ public sealed class ExpertShardPlacementTests
     public void The_filter_keeps_only_the_pinned_silo_of_a_pinned_shard_and_narrows_nothing_while_that_silo_is_absent()
     {
         var cluster = Cluster();
-        string key = new ShardMap("m", 1, 10, 4).Shards[0].Key;
+        string key = new ExpertRoutingTable("m", 1, 10, 4).Shards[0].Key;
         Assert.Equal([Silo(2)], Filter(cluster, Options((key, "expert-2")), key, [Silo(0), Silo(1), Silo(2), Silo(3)]));
         Assert.Equal([Silo(1), Silo(3)], Filter(cluster, Options((key, "expert-2")), key, [Silo(0), Silo(1), Silo(3)]));
     }
@@ -67,7 +67,7 @@ public sealed class ExpertShardPlacementTests
         var cluster = Cluster();
         var policy = new SpreadByIndexPlacementPolicy();
         var experts = Experts(1, 2, 3);
-        var map = new ShardMap("m", 1, 10, 4);
+        var map = new ExpertRoutingTable("m", 1, 10, 4);
         List<SiloAddress> placed = [];
         foreach (var shard in map.Shards)
         {
@@ -83,7 +83,7 @@ public sealed class ExpertShardPlacementTests
     public async Task The_director_asks_the_injected_policy()
     {
         var cluster = Cluster();
-        var shard = new ShardMap("m", 1, 10, 4).Shards[1];
+        var shard = new ExpertRoutingTable("m", 1, 10, 4).Shards[1];
         var policy = new ChosenSilo(Silo(3));
         Assert.Equal(Silo(3), await Place(cluster, policy, Options(), shard.Key));
         Assert.Equal(new ShardIdentity(shard), policy.Asked);
@@ -93,7 +93,7 @@ public sealed class ExpertShardPlacementTests
     public async Task The_director_places_a_pinned_shard_on_its_silo_and_refuses_it_naming_the_pin_while_that_silo_is_absent()
     {
         var cluster = Cluster();
-        string key = new ShardMap("m", 1, 10, 4).Shards[0].Key;
+        string key = new ExpertRoutingTable("m", 1, 10, 4).Shards[0].Key;
         Assert.Equal(Silo(3), await Place(cluster, new SpreadByIndexPlacementPolicy(), Options((key, "expert-3")), key));
 
         var e = await Assert.ThrowsAsync<OrleansException>(() => Place(cluster, new SpreadByIndexPlacementPolicy(), Options((key, "expert-4")), key));
@@ -105,7 +105,7 @@ public sealed class ExpertShardPlacementTests
     public async Task The_director_refuses_a_shard_when_there_is_no_expert_silo_or_the_key_is_not_a_shard_key()
     {
         var frontendOnly = new FakeCluster().Add(0, SiloRoles.Frontend);
-        string key = new ShardMap("m", 1, 10, 4).Shards[0].Key;
+        string key = new ExpertRoutingTable("m", 1, 10, 4).Shards[0].Key;
         var none = await Assert.ThrowsAsync<OrleansException>(() => Place(frontendOnly, new SpreadByIndexPlacementPolicy(), Options(), key));
         Assert.Contains("no active expert silo", none.Message, StringComparison.Ordinal);
 

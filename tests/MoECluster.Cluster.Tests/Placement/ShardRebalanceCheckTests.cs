@@ -26,7 +26,7 @@ public sealed class ShardRebalanceCheckTests
         public SiloAddress? Choose(ShardIdentity shard, IReadOnlyList<ExpertSilo> activeExpertSilos, IReadOnlyDictionary<string, string> pins) => Target;
     }
 
-    private static readonly ShardIdentity Shard = new(new ShardMap("m", 1, 10, 4).Shards[0]);
+    private static readonly ShardIdentity Shard = new(new ExpertRoutingTable("m", 1, 10, 4).Shards[0]);
 
     [Fact]
     public void A_shard_moves_only_when_the_policy_names_the_same_other_silo_on_two_checks_in_a_row()
@@ -92,7 +92,7 @@ public sealed class ShardRebalanceCheckTests
         using var provider = services.BuildServiceProvider();
         var policy = provider.GetRequiredService<IShardPlacementPolicy>();
         var silos = Experts(1, 2, 3);
-        var map = new ShardMap("m", 1, 10, 4);
+        var map = new ExpertRoutingTable("m", 1, 10, 4);
 
         foreach (var shard in map.Shards)
         {

@@ -9,7 +9,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
 {
     private readonly SpreadByIndexPlacementPolicy _policy = new();
 
-    private Dictionary<ExpertShard, SiloAddress> Place(ShardMap map, IReadOnlyList<ExpertSilo> silos, IReadOnlyDictionary<string, string>? pins = null) =>
+    private Dictionary<ExpertShard, SiloAddress> Place(ExpertRoutingTable map, IReadOnlyList<ExpertSilo> silos, IReadOnlyDictionary<string, string>? pins = null) =>
         map.Shards.ToDictionary(s => s, s => _policy.Choose(new ShardIdentity(s), silos, pins ?? NoPins) ?? throw new InvalidOperationException($"{s.Key} not placed"));
 
     [Theory]
@@ -20,7 +20,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     public void Ten_experts_in_four_shards_on_three_expert_silos_leave_no_silo_empty(int layer)
     {
         var silos = Experts(1, 2, 3);
-        var placed = Place(new ShardMap("m", layer, 10, 4), silos);
+        var placed = Place(new ExpertRoutingTable("m", layer, 10, 4), silos);
         Assert.Equal(silos.Select(s => s.Address).Order(), placed.Values.Distinct().Order());
     }
 
@@ -31,7 +31,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     [InlineData(3, 5)]
     public void Twenty_four_experts_in_five_shards_place_every_shard_index(int layer, int silos)
     {
-        var map = new ShardMap("m", layer, 24, 5);
+        var map = new ExpertRoutingTable("m", layer, 24, 5);
         var placed = Place(map, Experts([.. Enumerable.Range(1, silos)]));
         Assert.Equal([0, 1, 2, 3, 4], placed.Keys.Select(s => ExpertShard.ParseKey(s.Key).Index).Order());
 
@@ -49,7 +49,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     {
         for (int layer = 0; layer < 4; layer++)
         {
-            var counts = Place(new ShardMap("m", layer, experts, shards), Experts([.. Enumerable.Range(1, silos)]))
+            var counts = Place(new ExpertRoutingTable("m", layer, experts, shards), Experts([.. Enumerable.Range(1, silos)]))
                 .Values.GroupBy(s => s).Select(g => g.Count()).ToList();
             Assert.Equal(Math.Min(shards, silos), counts.Count);
             Assert.True(counts.Max() - counts.Min() <= 1, string.Join(", ", counts));
@@ -59,7 +59,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     [Fact]
     public void The_choice_does_not_depend_on_the_order_the_silos_are_listed_in()
     {
-        var map = new ShardMap("m", 2, 24, 5);
+        var map = new ExpertRoutingTable("m", 2, 24, 5);
         Assert.Equal(Place(map, Experts(1, 2, 3, 4)), Place(map, Experts(3, 1, 4, 2)));
     }
 
@@ -69,7 +69,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
         for (int n = 1; n <= 4; n++)
         {
             var silos = Experts([.. Enumerable.Range(1, n)]);
-            foreach (var shard in new ShardMap("m", 1, 10, 4).Shards)
+            foreach (var shard in new ExpertRoutingTable("m", 1, 10, 4).Shards)
             {
                 var own = _policy.Choose(new ShardIdentity(shard), silos, NoPins);
                 var alternate = _policy.Choose(new ShardIdentity(shard, Alternate: true), silos, NoPins);
@@ -83,7 +83,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     public void A_pinned_shard_goes_to_its_silo_and_its_alternate_to_another()
     {
         var silos = Experts(1, 2, 3);
-        var map = new ShardMap("m", 1, 10, 4);
+        var map = new ExpertRoutingTable("m", 1, 10, 4);
         var pinned = map.Shards[0];
         var pins = new Dictionary<string, string> { [pinned.Key] = "expert-3" };
         var unpinned = Place(map, silos);
@@ -101,7 +101,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     [Fact]
     public void A_shard_pinned_to_a_silo_that_is_not_an_active_expert_silo_is_placed_nowhere()
     {
-        var shard = new ShardMap("m", 1, 10, 4).Shards[1];
+        var shard = new ExpertRoutingTable("m", 1, 10, 4).Shards[1];
         var pins = new Dictionary<string, string> { [shard.Key] = "expert-9" };
         Assert.Null(_policy.Choose(new ShardIdentity(shard), Experts(1, 2, 3), pins));
         Assert.Null(_policy.Choose(new ShardIdentity(shard), [], NoPins));
@@ -110,7 +110,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     [Fact]
     public void A_pinned_shard_stays_on_its_silo_while_other_silos_join_and_leave()
     {
-        var shard = new ShardMap("m", 1, 24, 5).Shards[3];
+        var shard = new ExpertRoutingTable("m", 1, 24, 5).Shards[3];
         var pins = new Dictionary<string, string> { [shard.Key] = "expert-2" };
         int[][] views = [[1, 2], [1, 2, 3], [2, 3], [2, 3, 4, 5], [2]];
         Assert.All(views, ids => Assert.Equal(Silo(2), _policy.Choose(new ShardIdentity(shard), Experts(ids), pins)));
@@ -119,7 +119,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     [Fact]
     public void When_a_silo_leaves_its_shards_go_to_the_survivors_and_none_is_left_empty()
     {
-        var map = new ShardMap("m", 1, 10, 4);
+        var map = new ExpertRoutingTable("m", 1, 10, 4);
         var before = Place(map, Experts(1, 2, 3));
         var after = Place(map, Experts(1, 3));
         Assert.DoesNotContain(Silo(2), after.Values);
@@ -130,7 +130,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     [Fact]
     public void When_a_silo_joins_it_gets_shards_and_when_it_leaves_again_every_shard_returns_where_it_was()
     {
-        var map = new ShardMap("m", 2, 24, 5);
+        var map = new ExpertRoutingTable("m", 2, 24, 5);
         var before = Place(map, Experts(1, 2));
         var joined = Place(map, Experts(1, 2, 3));
         Assert.Contains(Silo(3), joined.Values);
@@ -142,7 +142,7 @@ public sealed class SpreadByIndexPlacementPolicyTests
     {
         // The same shard (same index and layer) goes to the same silo whatever else is being placed.
         var silos = Experts(1, 2, 3);
-        var shard = new ShardMap("m", 4, 24, 5).Shards[2];
+        var shard = new ExpertRoutingTable("m", 4, 24, 5).Shards[2];
         Assert.Equal(_policy.Choose(new ShardIdentity(shard), silos, NoPins), _policy.Choose(ShardIdentity.Parse(shard.Key), silos, NoPins));
         Assert.Equal(Silo((2 + 4) % 3 + 1), _policy.Choose(new ShardIdentity(shard), silos, NoPins));
     }

@@ -4,7 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
-using MoECluster.Cluster.Routing;
+using MoECluster.Cluster.Dispatch;
 
 namespace MoECluster.Cluster.Tests.StartupChecks;
 

@@ -15,7 +15,7 @@ public sealed class ShardDispatchPlanTests
     [InlineData(5, 1)]
     public void Shards_are_contiguous_near_equal_ranges_covering_every_expert(int experts, int shards)
     {
-        var map = new ShardMap("m", 3, experts, shards);
+        var map = new ExpertRoutingTable("m", 3, experts, shards);
         Assert.Equal(shards, map.Shards.Count);
         Assert.Equal(0, map.Shards[0].FirstExpert);
         Assert.Equal(experts, map.Shards[^1].EndExpert);
@@ -30,13 +30,13 @@ public sealed class ShardDispatchPlanTests
     [Fact]
     public void More_shards_than_experts_is_refused()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => new ShardMap("m", 1, 4, 5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ExpertRoutingTable("m", 1, 4, 5));
     }
 
     [Fact]
     public void Shard_keys_name_model_layer_index_and_expert_range_and_parse_back()
     {
-        var shard = new ShardMap("latent", 7, 64, 4).Shards[2];
+        var shard = new ExpertRoutingTable("latent", 7, 64, 4).Shards[2];
         Assert.Equal("latent/7/s2/32-48", shard.Key);
         Assert.Equal(shard, ExpertShard.ParseKey(shard.Key));
     }
@@ -47,7 +47,7 @@ public sealed class ShardDispatchPlanTests
     [InlineData(7, 7)]
     public void Every_shard_of_an_uneven_split_round_trips_its_index_through_its_key(int experts, int shards)
     {
-        var map = new ShardMap("m", 3, experts, shards);
+        var map = new ExpertRoutingTable("m", 3, experts, shards);
         Assert.Equal(Enumerable.Range(0, shards), map.Shards.Select(s => ExpertShard.ParseKey(s.Key).Index));
         Assert.Equal(map.Shards, map.Shards.Select(s => ExpertShard.ParseKey(s.Key)));
         Assert.All(map.Shards, s => Assert.DoesNotContain(':', s.Key));
@@ -97,11 +97,11 @@ public sealed class ShardDispatchPlanTests
             }
         }
 
-        var map = new ShardMap("m", 1, 24, 4);
+        var map = new ExpertRoutingTable("m", 1, 24, 4);
         var dispatches = ShardDispatchPlan.Build(plan, map);
         int expectedRows = Enumerable.Range(0, 40).Sum(t => plan.ExpertsOf(t).ToArray().Select(map.ShardOf).Distinct().Count());
         Assert.Equal(expectedRows, dispatches.Sum(d => d.Rows));
-        Assert.Equal(200, dispatches.Sum(d => d.Experts.Length));
+        Assert.Equal(200, dispatches.Sum(d => d.Pairs.Count));
         foreach (var d in dispatches)
         {
             Assert.Equal(d.Tokens.Distinct().Order(), d.Tokens);
@@ -109,7 +109,7 @@ public sealed class ShardDispatchPlanTests
             {
                 int t = d.Tokens[r];
                 var expected = plan.ExpertsOf(t).ToArray().Select((e, k) => (e, w: plan.WeightsOf(t)[k])).Where(p => d.Shard.Owns(p.e)).ToArray();
-                var actual = Enumerable.Range(d.PairOffsets[r], d.PairCount(r)).Select(i => (d.Experts[i], d.Weights[i])).ToArray();
+                var actual = Enumerable.Range(d.Pairs.Offsets[r], d.Pairs.CountOf(r)).Select(i => (d.Pairs.Experts[i], d.Pairs.Weights[i])).ToArray();
                 Assert.Equal(expected, actual);
             }
         }
@@ -118,9 +118,9 @@ public sealed class ShardDispatchPlanTests
     [Fact]
     public void Expected_rows_per_token_match_the_extremes()
     {
-        Assert.Equal(1.0, ShardDispatchPlan.ExpectedRowsPerToken(new ShardMap("m", 1, 64, 1), 22), 12);
-        Assert.Equal(22.0, ShardDispatchPlan.ExpectedRowsPerToken(new ShardMap("m", 1, 64, 64), 22), 9);
-        Assert.InRange(ShardDispatchPlan.ExpectedRowsPerToken(new ShardMap("m", 1, 64, 4), 22), 3.99, 4.0);
+        Assert.Equal(1.0, ShardDispatchPlan.ExpectedRowsPerToken(new ExpertRoutingTable("m", 1, 64, 1), 22), 12);
+        Assert.Equal(22.0, ShardDispatchPlan.ExpectedRowsPerToken(new ExpertRoutingTable("m", 1, 64, 64), 22), 9);
+        Assert.InRange(ShardDispatchPlan.ExpectedRowsPerToken(new ExpertRoutingTable("m", 1, 64, 4), 22), 3.99, 4.0);
     }
 
     [Theory]
@@ -140,13 +140,13 @@ public sealed class ShardDispatchPlanTests
         // Router half, dispatch by shard, each shard's partial sums on only its experts, sum, router half again.
         var router = model.RouterMixer(layer);
         var (plan, z) = router.Prepare(x, tokens);
-        var map = new ShardMap("m", layer, config.NRoutedExperts, 5);
+        var map = new ExpertRoutingTable("m", layer, config.NRoutedExperts, 5);
         var u = new float[tokens * w];
         foreach (var dispatch in ShardDispatchPlan.Build(plan, map))
         {
             var experts = model.ShardExperts(layer, dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount);
             float[] rows = ShardDispatchPlan.GatherRows(z, dispatch.Tokens, w);
-            float[] partials = experts.ComputePartials(rows, dispatch.Rows, dispatch.PairOffsets, dispatch.Experts, dispatch.Weights);
+            float[] partials = experts.ComputePartials(rows, dispatch.Pairs);
             for (int r = 0; r < dispatch.Rows; r++)
             {
                 for (int j = 0; j < w; j++)
@@ -177,7 +177,7 @@ public sealed class ShardDispatchPlanTests
         SyntheticCheckpoint.Write(dir.Path, config, 3);
         using var model = MoeModel.Open(dir.Path);
         var experts = model.ShardExperts(1, 0, 4);
-        var e = Assert.Throws<InvalidOperationException>(() => experts.ComputePartials(new float[16], 1, [0, 1], [6], [1f]));
+        var e = Assert.Throws<InvalidOperationException>(() => experts.ComputePartials(new float[16], new RoutedPairs([0, 1], [6], [1f])));
         Assert.Contains("expert 6", e.Message, StringComparison.Ordinal);
     }
 }

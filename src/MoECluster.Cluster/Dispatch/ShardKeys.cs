@@ -1,6 +1,6 @@
 using MoECluster.Model.Dispatch;
 
-namespace MoECluster.Cluster.Routing;
+namespace MoECluster.Cluster.Dispatch;
 
 /// <summary>
 /// Expert-shard grain keys: a shard's own key (<c>{model}/{layer}/s{index}/{first}-{end}</c>, <see cref="ExpertShard.Key"/>)

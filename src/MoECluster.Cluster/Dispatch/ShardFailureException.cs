@@ -1,4 +1,4 @@
-namespace MoECluster.Cluster.Routing;
+namespace MoECluster.Cluster.Dispatch;
 
 /// <summary>
 /// An expert shard refused or broke a call that the router built (a refusal, an undecodable reply, non-finite partial

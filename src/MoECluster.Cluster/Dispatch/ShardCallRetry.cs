@@ -5,7 +5,7 @@ using Orleans.Runtime.Messaging;
 using Polly;
 using Polly.Retry;
 
-namespace MoECluster.Cluster.Routing;
+namespace MoECluster.Cluster.Dispatch;
 
 /// <summary>
 /// Retries an expert-shard call that failed because the silo holding the shard went away (killed, partitioned, shut

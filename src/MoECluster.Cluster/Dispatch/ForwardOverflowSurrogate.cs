@@ -1,6 +1,6 @@
 using MoECluster.Model.Numerics;
 
-namespace MoECluster.Cluster.Routing;
+namespace MoECluster.Cluster.Dispatch;
 
 /// <summary>
 /// Carries a <see cref="ForwardOverflowException"/> (a model-library type, which knows nothing of Orleans) from an

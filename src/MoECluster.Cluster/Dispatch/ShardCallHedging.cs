@@ -6,7 +6,7 @@ using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 
-namespace MoECluster.Cluster.Routing;
+namespace MoECluster.Cluster.Dispatch;
 
 /// <summary>
 /// Hedged shard calls: what a router does about a hung expert silo (a process that keeps its TCP connections open and

@@ -1,0 +1,167 @@
+using System.Diagnostics;
+using System.Globalization;
+using MoECluster.Cluster.Grains;
+using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Configuration;
+using MoECluster.Model.Dispatch;
+using MoECluster.Model.Numerics;
+using MoECluster.Wire;
+
+namespace MoECluster.Cluster.Dispatch;
+
+/// <summary>
+/// The cluster's <see cref="IExpertDispatcher"/>, for one request of one model in one wire type: per layer, group the
+/// plan's rows by shard (<see cref="ShardDispatchPlan"/> on the layer's <see cref="ExpertRoutingTable"/>: one row per
+/// token and shard), send one ℓ-wide MessagePack payload per shard to its <see cref="IExpertShardGrain"/> in parallel
+/// (retried and hedged by <see cref="ShardCalls"/>), sum the returned ℓ-wide partials in fp32 in shard order, record
+/// the batch in the <see cref="TrafficLedger"/> and the layer's <see cref="LayerTraffic"/> in <see cref="Traffic"/>.
+/// Make one with <see cref="ShardCalls.Dispatcher"/>.
+/// <para>
+/// Numbers stay numbers: a routed row that does not fit the wire's element type (fp16 holds ±65504), or a shard's step
+/// that leaves the float32 range, throws <see cref="ForwardOverflowException"/> naming the client's input magnitude
+/// (the client's to fix). A shard that refuses a call, or answers what does not decode or is not finite, is the
+/// cluster's fault: <see cref="ShardFailureException"/>.
+/// </para>
+/// </summary>
+public sealed class OrleansExpertDispatcher : IExpertDispatcher
+{
+    private readonly ShardCalls _shards;
+    private readonly List<LayerTraffic> _traffic = [];
+    private readonly Dictionary<ExpertDispatchRequest, LayerTraffic> _dispatched = new(ReferenceEqualityComparer.Instance);
+
+    internal OrleansExpertDispatcher(ShardCalls shards, string modelId, WireDType wire)
+    {
+        _shards = shards;
+        ModelId = modelId;
+        Wire = wire;
+    }
+
+    public string ModelId { get; }
+
+    public WireDType Wire { get; }
+
+    /// <summary>What each finished layer moved, in layer order; its time runs from the layer's start to its output.</summary>
+    public IReadOnlyList<LayerTraffic> Traffic
+    {
+        get
+        {
+            lock (_traffic)
+            {
+                return [.. _traffic];
+            }
+        }
+    }
+
+    public async ValueTask<float[]> DispatchAsync(ExpertDispatchRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var config = _shards.Catalog.Get(ModelId).Config;
+        string mode = MoeModes.Of(config);
+        int layer = request.Layer;
+        int width = request.Width;
+        int tokens = request.Tokens;
+        var plan = request.Plan;
+        var dispatches = ShardDispatchPlan.Build(plan, _shards.Tables.For(ModelId, layer));
+        int routedRows = dispatches.Sum(d => d.Rows);
+        long predicted = 2 * WireSize.ActivationBytes(routedRows, width, Wire);
+        var results = await Task.WhenAll(dispatches.Select(d => CallShardAsync(request, d, cancellationToken)));
+        _shards.Ledger.RecordBatch(
+            new LayerBatch(ModelId, mode, layer, config.HiddenSize, width, plan.TopK, config.NRoutedExperts, tokens, predicted),
+            plan.Experts,
+            [.. results.Select(r => r.Traffic)]);
+
+        var u = new float[tokens * width];
+        long dispatchPayload = 0, combinePayload = 0, dispatchMessage = 0, combineMessage = 0;
+        foreach (var (dispatch, partials, r) in results)
+        {
+            for (int i = 0; i < dispatch.Rows; i++)
+            {
+                var target = u.AsSpan(dispatch.Tokens[i] * width, width);
+                var source = partials.AsSpan(i * width, width);
+                for (int j = 0; j < width; j++)
+                {
+                    target[j] += source[j];
+                }
+            }
+
+            dispatchPayload += r.DispatchPayloadBytes;
+            combinePayload += r.CombinePayloadBytes;
+            dispatchMessage += r.DispatchMessageBytes;
+            combineMessage += r.CombineMessageBytes;
+        }
+
+        ForwardOverflowException.ThrowIfNonFinite(u, layer, "the sum of the expert shards' partial sums", request.Input.Span);
+        var traffic = new LayerTraffic(layer, mode, WireDTypes.Name(Wire), tokens, width, routedRows,
+            dispatchPayload, combinePayload, dispatchMessage, combineMessage, predicted, results.Length,
+            Stopwatch.GetElapsedTime(request.StartedTimestamp).TotalMilliseconds);
+        lock (_traffic)
+        {
+            _dispatched[request] = traffic;
+        }
+
+        return u;
+    }
+
+    /// <summary>The layer has its output: its traffic, timed to now, joins <see cref="Traffic"/>.</summary>
+    public void LayerFinished(ExpertDispatchRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        lock (_traffic)
+        {
+            if (_dispatched.Remove(request, out var traffic))
+            {
+                _traffic.Add(traffic with { Milliseconds = Stopwatch.GetElapsedTime(request.StartedTimestamp).TotalMilliseconds });
+            }
+        }
+    }
+
+    private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallTraffic Traffic)> CallShardAsync(
+        ExpertDispatchRequest layer, ShardDispatch dispatch, CancellationToken cancellationToken)
+    {
+        int width = layer.Width;
+        float[] rows = ShardDispatchPlan.GatherRows(layer.Rows, dispatch.Tokens, width);
+        var request = WireFormat.BuildRequest(ModelId, layer.Layer, dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount,
+            rows, width, Wire, dispatch.Pairs, Wire, _shards.NextRequestId());
+        if (request.Rows.FindNonFinite() >= 0)
+        {
+            // z is finite (Prepare checked it): its values do not fit the wire's element type.
+            throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
+                $"layer {layer.Layer}: the routed rows reach {FloatRange.MaxAbs(rows):G3}, beyond the range of the {WireCodecs.Get(Wire).Name} wire ({WireCodecs.Get(Wire).Range}), for this input, whose largest magnitude is {layer.InputMaxAbs():G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(Wire))}"));
+        }
+
+        byte[] bytes = WireFormat.Serialize(request);
+        WireBytes reply;
+        ShardResponse response;
+        try
+        {
+            reply = await _shards.CallAsync(dispatch.Shard.Key, dispatch.Rows, new WireBytes(bytes), cancellationToken);
+            response = WireFormat.DecodeResponse(reply.Bytes, _shards.WireLimits, dispatch.Rows, width);
+        }
+        catch (ForwardOverflowException e)
+        {
+            // The shard names the step in terms of its rows z; the client knows its input x.
+            throw e.Stage is string stage
+                ? ForwardOverflowException.At(layer.Layer, stage, layer.InputMaxAbs(), e)
+                : new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
+                    $"{e.Message}, for this input, whose largest magnitude is {layer.InputMaxAbs():G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(Wire))}"), null, e);
+        }
+        catch (Exception e) when (!IsPassThrough(e))
+        {
+            throw new ShardFailureException($"expert shard {dispatch.Shard.Key} failed: {e.Message}", e);
+        }
+
+        int bad = response.Partials.FindNonFinite();
+        if (bad >= 0)
+        {
+            throw new ShardFailureException(string.Create(CultureInfo.InvariantCulture,
+                $"expert shard {dispatch.Shard.Key} on {response.Silo} answered a non-finite partial sum (row {bad / width}, column {bad % width}) for finite rows"));
+        }
+
+        float[] partials = response.Partials.Decode();
+        return (dispatch, partials, new ShardCallTraffic(
+            _shards.LocalSilo, response.Silo, request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length, dispatch.Rows));
+    }
+
+    /// <summary>What a shard call may throw that is not the shard's failure: cancellation, the deadline, a silo lost for good (Orleans' own).</summary>
+    private static bool IsPassThrough(Exception e) => e is OperationCanceledException or TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e);
+}
