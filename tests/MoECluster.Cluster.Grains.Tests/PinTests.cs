@@ -1,5 +1,6 @@
 using MoECluster.Cluster.Hosting;
 using MoECluster.Testing;
+using MoECluster.Wire;
 
 namespace MoECluster.Cluster.Grains.Tests;
 
@@ -45,7 +46,7 @@ public sealed class PinTests(PinnedMoeCluster cluster) : IClassFixture<PinnedMoe
         int seed = TestInputs.NewSeed();
         const int tokens = 24;
         float[] x = TestInputs.Gaussian(tokens * reference.Config.HiddenSize, seed);
-        var reply = await cluster.Grains.GetGrain<IMoeRouterGrain>(InProcessMoeCluster.Latent).Forward(new ForwardCall(layer, x, tokens, "fp32"));
+        var reply = await cluster.Grains.GetGrain<IMoeRouterGrain>(InProcessMoeCluster.Latent).Forward(new ForwardCall(layer, x, tokens, WireDType.F32));
         double error = Metrics.RelativeError(reply.Hidden, reference.ForwardLayer(layer, x, tokens));
         Assert.True(error <= 1e-6, $"seed {seed}: relative error {error:E2}");
 

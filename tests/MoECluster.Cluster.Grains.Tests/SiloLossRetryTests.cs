@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using MoECluster.Testing;
+using MoECluster.Wire;
 using Orleans.TestingHost;
 
 namespace MoECluster.Cluster.Grains.Tests;
@@ -55,7 +56,7 @@ public abstract class SiloLossRetryTests(InProcessMoeCluster cluster)
                 float[] x = TestInputs.Gaussian(tokens * d, rng.Next());
                 try
                 {
-                    var reply = await router.Forward(new ForwardCall(layer, x, tokens, "fp32"), stop.Token);
+                    var reply = await router.Forward(new ForwardCall(layer, x, tokens, WireDType.F32), stop.Token);
                     float[] expected = layer is int l ? reference[model].ForwardLayer(l, x, tokens) : reference[model].ForwardStack(x, tokens);
                     double error = Metrics.RelativeError(reply.Hidden, expected);
                     if (!(error <= 1e-6))

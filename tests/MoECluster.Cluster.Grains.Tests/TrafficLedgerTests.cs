@@ -1,4 +1,5 @@
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Wire;
 
 namespace MoECluster.Cluster.Grains.Tests;
 
@@ -32,7 +33,7 @@ public sealed class TrafficLedgerTests(InProcessMoeCluster cluster)
             int d = cluster.Reference(model).Config.HiddenSize;
             int tokens = rng.Next(1, 33);
             var reply = await cluster.Grains.GetGrain<IMoeRouterGrain>(model)
-                .Forward(new ForwardCall(layer, TestInputs.Gaussian(tokens * d, rng.Next()), tokens, wire));
+                .Forward(new ForwardCall(layer, TestInputs.Gaussian(tokens * d, rng.Next()), tokens, WireCodecs.Parse(wire).Id));
             sent.AddRange(reply.Layers.Select(t => new Sent(model, t)));
         }
 
