@@ -9,6 +9,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 MOECLUSTER_IDLE_CONNECTIONS="${CONNECTIONS:-25000}" MOECLUSTER_FRONTEND_NOFILE="${FRONTEND_NOFILE:-20000}" \
-  dotnet test tests/MoECluster.Cluster.Tests/MoECluster.Cluster.Tests.csproj -c Release --no-build \
+  dotnet test tests/MoECluster.EndToEnd.Tests/MoECluster.Cluster.Tests.csproj -c Release --no-build \
   --filter "FullyQualifiedName~BoundedResourcesTests.Idle_connections" --logger "console;verbosity=detailed" 2>&1 |
   grep -E "^ (flood:|normal requests during)|^  (Passed|Failed) |Error Message" -A1 || true

@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;

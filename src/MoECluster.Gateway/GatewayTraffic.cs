@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Grains;
 using MoECluster.Wire;
 

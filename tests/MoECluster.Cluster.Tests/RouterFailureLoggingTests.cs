@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Requests;
 using MoECluster.Model.Numerics;

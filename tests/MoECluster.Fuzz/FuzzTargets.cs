@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using MessagePack;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Gateway;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Dispatch;

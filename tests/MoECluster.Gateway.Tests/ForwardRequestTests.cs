@@ -1,8 +1,9 @@
 using System.Reflection;
 using Microsoft.Extensions.DependencyInjection;
+using MoECluster.Cluster.Contracts;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Requests;
-using MoECluster.Cluster.Dispatch;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Numerics;
 using MoECluster.Model.Presets;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A flood of idle keep-alive connections, as one client of many addresses makes it (tests/MoECluster.Cluster.Tests,
+"""A flood of idle keep-alive connections, as one client of many addresses makes it (tests/MoECluster.EndToEnd.Tests,
 BoundedResourcesTests).
 
 usage: idle_connections.py PORT FIRST COUNT PER_ADDRESS

@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Contracts;
 using MoECluster.Model.Numerics;
 
 namespace MoECluster.Cluster.Dispatch;

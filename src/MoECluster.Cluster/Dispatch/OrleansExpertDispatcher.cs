@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Telemetry;
 using MoECluster.Model.Configuration;

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Dispatch;
 

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;
 using Orleans.Runtime.MembershipService.SiloMetadata;

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Hosting;
 using Orleans.Networking.Shared;
 using Orleans.Runtime.Messaging;

@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Contracts;
 namespace MoECluster.Cluster.Dispatch;
 
 /// <summary>

@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Contracts;
 using MoECluster.Model.Dispatch;
 
 namespace MoECluster.Cluster.Dispatch;

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;

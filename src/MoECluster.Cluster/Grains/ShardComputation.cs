@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Experts;
 using MoECluster.Model.Numerics;

@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Configuration;
 

@@ -1,5 +1,6 @@
 using System.IO.Pipelines;
 using Microsoft.AspNetCore.Connections;
+using MoECluster.Cluster.Contracts;
 
 namespace MoECluster.Cluster.Telemetry;
 

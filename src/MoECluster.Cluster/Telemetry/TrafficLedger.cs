@@ -1,8 +1,9 @@
 using System.Diagnostics.Metrics;
-using TagList = System.Diagnostics.TagList;
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
+using TagList = System.Diagnostics.TagList;
 
 namespace MoECluster.Cluster.Telemetry;
 

@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Contracts;
 namespace MoECluster.Cluster.Telemetry;
 
 /// <summary>Payload traffic of one (model, layer, direction, silo pair), as measured by the router that sent or received it.</summary>
@@ -54,7 +55,7 @@ public sealed record SiloTraffic(
     [property: Id(3)] IReadOnlyList<PayloadTraffic> Payload,
     [property: Id(4)] IReadOnlyList<LayerTotals> Layers,
     [property: Id(5)] IReadOnlyList<SocketTraffic> Socket,
-    [property: Id(6)] IReadOnlyList<Grains.ShardDescription> Shards,
+    [property: Id(6)] IReadOnlyList<Contracts.ShardDescription> Shards,
     [property: Id(7)] IReadOnlyList<TcpTraffic> Tcp);
 
 /// <summary>What this silo's Orleans connections of one kind (silo, gateway) wrote to TCP: beneath TLS, so TLS records and handshakes count.</summary>

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;

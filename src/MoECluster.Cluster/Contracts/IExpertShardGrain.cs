@@ -1,0 +1,28 @@
+namespace MoECluster.Cluster.Contracts;
+
+/// <summary>
+/// Owns the experts named by its key (<c>{model}/{layer}/s{index}/{first}-{end}</c>, see <see cref="Model.Dispatch.ExpertShard"/>)
+/// and turns a batch of routed rows into per-row partial sums Σ w_i · E_i(z).
+/// </summary>
+[Alias("moecluster.expert-shard")]
+public interface IExpertShardGrain : IGrainWithStringKey
+{
+    /// <summary>Takes an encoded ShardRequest, returns an encoded ShardResponse.</summary>
+    [Alias("compute")]
+    Task<WireBytes> Compute(WireBytes request, CancellationToken cancellationToken = default);
+
+    /// <summary>Which silo the shard lives on and which experts it holds (loads it if not active).</summary>
+    [Alias("describe")]
+    Task<ShardDescription> Describe();
+}
+
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.shard-description")]
+public sealed record ShardDescription(
+    [property: Id(0)] string Key,
+    [property: Id(1)] string Silo,
+    [property: Id(2)] string SiloRole,
+    [property: Id(3)] int FirstExpert,
+    [property: Id(4)] int ExpertCount,
+    [property: Id(5)] long WeightBytes);

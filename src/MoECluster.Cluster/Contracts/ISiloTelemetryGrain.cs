@@ -1,0 +1,11 @@
+using MoECluster.Cluster.Telemetry;
+
+namespace MoECluster.Cluster.Contracts;
+
+/// <summary>One per silo (key = the silo's parsable address): reads that silo's <see cref="TrafficLedger"/>.</summary>
+[Alias("moecluster.silo-telemetry")]
+public interface ISiloTelemetryGrain : IGrainWithStringKey
+{
+    [Alias("traffic")]
+    Task<SiloTraffic> GetTraffic();
+}

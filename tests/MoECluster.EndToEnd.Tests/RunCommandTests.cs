@@ -1,0 +1,124 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using MoECluster.Model.Layers;
+using MoECluster.Testing;
+
+namespace MoECluster.EndToEnd.Tests;
+
+/// <summary><c>moecluster run</c> as a user runs it: real processes, real sockets, nothing left behind.</summary>
+public sealed partial class RunCommandTests
+{
+    private static int[] SiloPids(string output)
+    {
+        var match = PidsLine().Match(output);
+        Assert.True(match.Success, $"no 'pids' line in:\n{output}");
+        return [.. match.Groups[1].Value.Split(", ").Select(p => int.Parse(p, CultureInfo.InvariantCulture))];
+    }
+
+    private static void AssertAllGone(int[] pids)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (pids.Any(BackgroundProcess.IsAlive) && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(200);
+        }
+
+        Assert.DoesNotContain(pids, BackgroundProcess.IsAlive);
+    }
+
+    private static string[] Ports(out string url)
+    {
+        int[] p = FreePorts.Take(3);
+        url = $"http://127.0.0.1:{p[2]}";
+        return ["--urls", url, "--gateway-port", p[1].ToString(CultureInfo.InvariantCulture),
+            "--silo-port", (20000 + Random.Shared.Next(0, 20000)).ToString(CultureInfo.InvariantCulture)];
+    }
+
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void Run_once_reports_routed_bytes_of_both_designs_and_stops_every_process()
+    {
+        using var dir = new TempDirectory();
+        string report = dir.File("report.json");
+        var run = ChildProcess.Run("dotnet", [ChildProcess.CliDll, "run", "--preset", "tiny", "--experts", "16", "--once", "--report", report,
+            "--tokens", "200", "--models-dir", dir.File("models"), .. Ports(out _)], TimeSpan.FromMinutes(4));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("every cluster output matches the in-process forward", run.Stdout, StringComparison.Ordinal);
+        AssertAllGone(SiloPids(run.Stdout));
+
+        var json = JsonNode.Parse(File.ReadAllText(report))!;
+        Assert.True(json["checks_passed"]!.GetValue<bool>());
+        foreach (var r in json["results"]!.AsArray())
+        {
+            Assert.Equal(r!["predicted_payload_bytes"]!.GetValue<long>(), r["payload_bytes"]!.GetValue<long>());
+            Assert.True(r["relative_error_vs_in_process"]!.GetValue<double>() <= 1e-2);
+            Assert.True(r["socket_bytes_during_request"]!.GetValue<long>() > r["message_bytes"]!.GetValue<long>());
+
+            // The silos talk mutual TLS with the certificates the launcher made; TCP carries the TLS records on top.
+            Assert.True(r["tls"]!.GetValue<bool>());
+            Assert.True(r["tcp_bytes_during_request"]!.GetValue<long>() > r["socket_bytes_during_request"]!.GetValue<long>());
+        }
+
+        Assert.Contains($"TLS: made the local cluster's CA and certificate in {dir.File("models")}/tls", run.Stdout, StringComparison.Ordinal);
+        Assert.Contains("TCP bytes / Orleans socket bytes = ", run.Stdout, StringComparison.Ordinal);
+        Assert.Equal("600", Convert.ToString((int)File.GetUnixFileMode(dir.File("models/tls/tls.key")), 8));
+
+        var ratio = json["standard_over_latent"]!;
+        Assert.Equal(4.0, ratio["analytic_d_over_l"]!.GetValue<double>());
+        Assert.Equal(ratio["payload_predicted"]!.GetValue<double>(), ratio["payload_measured"]!.GetValue<double>());
+        var silos = json["placement"]!.AsArray();
+        Assert.Equal(3, silos.Count);
+        Assert.All(silos.Where(s => s!["role"]!.GetValue<string>() == "frontend"), s => Assert.Empty(s!["shards"]!.AsArray()));
+    }
+
+    [Theory]
+    [InlineData("fp32", 1e-4)]
+    [InlineData("bf16", 1e-2)]
+    public async Task Forward_on_a_cluster_serving_an_independent_checkpoint_matches_the_float64_reference(string wire, double tolerance)
+    {
+        using var dir = new TempDirectory();
+        var model = IndependentModel.Generate(dir.Path, "--latent --moe-layers 2 --tokens 9");
+        using var cluster = BackgroundProcess.Moecluster(["run", "--model", model.ModelPath, "--tokens", "4", "--shards", "3", .. Ports(out string url)]);
+        Assert.True(await cluster.WaitForOutputAsync("serving at", TimeSpan.FromMinutes(3)), cluster.Output);
+        int[] pids = SiloPids(cluster.Output);
+        try
+        {
+            foreach (int layer in model.MoeLayers)
+            {
+                string output = dir.File($"cluster-{layer}.safetensors");
+                var fwd = ChildProcess.Moecluster("forward", "--cluster", url, "--input", model.InputPath, "--output", output,
+                    "--layer", layer.ToString(CultureInfo.InvariantCulture), "--wire", wire);
+                Assert.True(fwd.ExitCode == 0, fwd.ToString());
+                double error = Metrics.RelativeError(IndependentModel.ReadOutput(output), model.Expected($"layer_{layer}"));
+                Assert.True(error <= tolerance, $"seed {model.Seed} layer {layer} wire {wire}: {error:E2}");
+            }
+
+            var stack = ChildProcess.Moecluster("forward", "--cluster", url, "--input", model.InputPath, "--output", dir.File("cluster-stack.safetensors"), "--stack", "--wire", wire);
+            Assert.True(stack.ExitCode == 0, stack.ToString());
+            double stackError = Metrics.RelativeError(IndependentModel.ReadOutput(dir.File("cluster-stack.safetensors")), model.Expected("stack"));
+            Assert.True(stackError <= tolerance, $"seed {model.Seed} stack wire {wire}: {stackError:E2}");
+
+            // The default layer on the cluster is the first MoE layer, as in process.
+            var byDefault = ChildProcess.Moecluster("forward", "--cluster", url, "--input", model.InputPath, "--output", dir.File("cluster-default.safetensors"), "--wire", wire);
+            Assert.True(byDefault.ExitCode == 0, byDefault.ToString());
+            using var local = MoeModel.Open(model.ModelPath);
+            float[] x = MoECluster.Model.Checkpoints.HiddenStatesFile.Read(model.InputPath, model.HiddenSize, out int tokens);
+            float[] inProcess = local.ForwardLayer(model.MoeLayers[0], x, tokens);
+            double vsLocal = Metrics.RelativeError(IndependentModel.ReadOutput(dir.File("cluster-default.safetensors")), [.. inProcess.Select(v => (double)v)]);
+            Assert.True(vsLocal <= tolerance, $"cluster vs in-process: {vsLocal:E2}");
+
+            var refused = ChildProcess.Moecluster("forward", "--cluster", url, "--input", model.InputPath, "--output", dir.File("x.safetensors"), "--layer", "9999");
+            Assert.Equal(2, refused.ExitCode);
+            Assert.Contains("not an MoE layer", refused.Stderr, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Assert.True(cluster.Stop(TimeSpan.FromSeconds(30)), "moecluster run did not stop on SIGTERM:\n" + cluster.Output);
+            AssertAllGone(pids);
+        }
+    }
+
+    [GeneratedRegex(@"\(pids ([0-9, ]+)\)")]
+    private static partial Regex PidsLine();
+}

@@ -1,0 +1,69 @@
+using System.Globalization;
+using MoECluster.Cluster.Contracts;
+using MoECluster.Gateway;
+using MoECluster.Model.Presets;
+using MoECluster.Testing;
+
+namespace MoECluster.EndToEnd.Tests;
+
+/// <summary>
+/// Silo processes export their telemetry over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (as the AppHost and
+/// operators set it): MoECluster's and Orleans' metrics, grain-call traces and logs, each under its service name; so does
+/// <c>moecluster load</c>, whose request spans are the parents of the gateway's.
+/// </summary>
+public sealed class TelemetryExportTests
+{
+    [Fact]
+    public async Task Silos_and_the_load_client_export_over_OTLP_and_a_load_request_is_one_trace_from_client_to_expert_shard()
+    {
+        await using var receiver = await OtlpReceiver.StartAsync();
+        using var dir = new TempDirectory("moecluster-otel-");
+        string model = dir.File("lat");
+        SyntheticCheckpoint.Write(model, ModelPresets.Get("tiny").Build(experts: 8), 3);
+        int[] ports = FreePorts.Take(4);
+        string P(int p) => p.ToString(CultureInfo.InvariantCulture);
+        string url = $"http://127.0.0.1:{P(ports[3])}";
+        string[] common = ["--model", $"lat={model}", "--shards", "2"];
+        using var frontend = BackgroundProcess.Moecluster(receiver.EnvironmentFor("otel-frontend"),
+            ["silo", "--role", "frontend", "--name", "frontend", "--silo-port", P(ports[0]), "--gateway-port", P(ports[2]), "--urls", url, .. common]);
+        using var expert = BackgroundProcess.Moecluster(receiver.EnvironmentFor("otel-expert"),
+            ["silo", "--role", "expert", "--name", "expert-1", "--silo-port", P(ports[1]), "--gateway-port", "0", "--primary", $"127.0.0.1:{P(ports[0])}", .. common]);
+        try
+        {
+            using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(30) };
+            var client = new GatewayClient(http);
+            await ProcessWait.UntilAsync("a healthy cluster of two silos", async () => (await client.HealthAsync()).Healthy, TimeSpan.FromSeconds(90), frontend, expert);
+
+            var served = (await client.ModelsAsync()).Single();
+            var x = Enumerable.Range(0, 4 * served.HiddenSize).Select(i => MathF.Cos(i * 0.37f)).ToArray();
+            await client.ForwardAsync("lat", served.MoeLayers[0], x, 4, served.HiddenSize, "bf16");
+
+            var wait = TimeSpan.FromSeconds(30);
+            await receiver.WaitForAsync("/v1/metrics", wait, "otel-frontend", "moecluster.routed.payload.bytes", "moecluster.tokens");
+            await receiver.WaitForAsync("/v1/metrics", wait, "otel-expert", "orleans-");
+            await receiver.WaitForAsync("/v1/traces", wait, "otel-frontend", "IMoeRouterGrain");
+            await receiver.WaitForAsync("/v1/traces", wait, "otel-expert", "IExpertShardGrain");
+            await receiver.WaitForAsync("/v1/logs", wait, "otel-expert");
+
+            // The load client exports too, and its requests carry the trace into the cluster: a client span of
+            // moecluster load is the parent of the gateway's server span, whose trace reaches the expert shard.
+            using var load = BackgroundProcess.Moecluster(receiver.EnvironmentFor("otel-load"),
+                "load", "--url", url, "--mode", "closed", "--concurrency", "2", "--duration", "2", "--warmup", "0", "--tokens", "4");
+            Assert.True(load.WaitForExit(TimeSpan.FromSeconds(60)), "the load run did not finish:\n" + load.Output);
+            Assert.True(load.ExitCode == 0, load.Output);
+            await receiver.WaitForAsync("/v1/metrics", wait, "otel-load", "http.client.request.duration");
+            var spans = receiver.Spans();
+            var clientSpans = spans.Where(s => s.Service == "otel-load" && s.Kind == OtlpSpan.KindClient).ToList();
+            Assert.NotEmpty(clientSpans);
+            var serverSpans = spans.Where(s => s.Service == "otel-frontend" && s.Kind == OtlpSpan.KindServer && s.Name.Contains("/forward", StringComparison.Ordinal));
+            var joined = serverSpans.Where(server => clientSpans.Any(c => c.SpanId == server.ParentSpanId && c.TraceId == server.TraceId)).ToList();
+            Assert.NotEmpty(joined);
+            Assert.Contains(spans, s => s.Service == "otel-expert" && joined.Any(j => j.TraceId == s.TraceId) && s.Name.Contains("IExpertShardGrain", StringComparison.Ordinal));
+        }
+        finally
+        {
+            expert.Stop(TimeSpan.FromSeconds(10));
+            frontend.Stop(TimeSpan.FromSeconds(10));
+        }
+    }
+}
