@@ -54,6 +54,19 @@ public sealed class StartupCheckTests
     }
 
     [Fact]
+    public void A_frontend_silo_with_a_pin_in_the_old_key_form_exits_at_start_naming_the_pin_and_the_form()
+    {
+        // The key without the shard's index would pin nothing, silently (and crashed the process with exit 134 before
+        // the silo's start checks caught options validation).
+        using var dir = new TempDirectory();
+        SyntheticCheckpoint.Write(dir.File("m"), ModelPresets.Get("tiny").Build(experts: 8), 3);
+        var r = Frontend(dir.File("m"), new Dictionary<string, string> { ["MoECluster__Pins__lat/1/0-4"] = "expert-1" });
+        Assert.True(r.ExitCode == 2, r.ToString());
+        string line = OneErrorLine(r, "moecluster silo");
+        Assert.Contains("MoECluster:Pins:lat/1/0-4: 'lat/1/0-4' is not a shard key; expected {model}/{layer}/s{index}/{first}-{end}", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_silo_serving_a_checkpoint_that_lacks_declared_moe_layers_exits_at_start_naming_the_tensors()
     {
         using var dir = new TempDirectory();
