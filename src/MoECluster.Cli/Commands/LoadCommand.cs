@@ -7,7 +7,8 @@ namespace MoECluster.Cli.Commands;
 /// <summary>
 /// <c>moecluster load</c>: load-tests a running cluster's gateway (open loop at a Poisson rate or closed loop with C
 /// workers), latency histograms per model and overall, bytes per token of the standard and latent models. Exit 3
-/// when the measured p99 exceeds <c>--slo-p99</c>.
+/// when the measured p99 exceeds <c>--slo-p99</c>. <c>--sweep</c> runs one step per load level and reports the
+/// throughput–latency curve and the goodput (exit 3 when no step meets the SLO).
 /// </summary>
 internal static class LoadCommand
 {
@@ -27,13 +28,14 @@ internal static class LoadCommand
         var wire = WireOption.CreateOptional("Payload element type between router and shards (default: the cluster's).");
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
         var html = new Option<string?>("--html") { Description = "Write a self-contained HTML report (inline SVG charts, works offline) to this file." };
-        var slo = new Option<double?>("--slo-p99") { Description = "Exit code 3 when the measured p99 latency exceeds this many milliseconds." };
+        var slo = new Option<double?>("--slo-p99") { Description = "Exit code 3 when the measured p99 latency exceeds this many milliseconds (with --sweep: when no step meets it; the highest step that does gives the goodput)." };
+        var sweep = new Option<string?>("--sweep") { Description = "Run one step per load level, one after another, each --warmup then --duration: worker counts (closed loop, e.g. 1,2,4,8,16) or rates per second (open loop), strictly rising; replaces --concurrency / --rate." };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the inputs, arrivals and token counts.", DefaultValueFactory = _ => 1UL };
         var timeout = new Option<double>("--timeout") { Description = "Seconds before a request counts as failed.", DefaultValueFactory = _ => 30 };
         var apiKey = ApiKeyOption.Create();
         var command = new Command("load", "Load-test a running cluster's gateway: throughput, latency percentiles, bytes per token standard vs latent.")
         {
-            url, mode, rate, concurrency, duration, warmup, tokens, models, wire, json, html, slo, seed, timeout, apiKey,
+            url, mode, rate, concurrency, duration, warmup, tokens, models, wire, json, html, slo, sweep, seed, timeout, apiKey,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("load", error, async () =>
         {
@@ -41,7 +43,8 @@ internal static class LoadCommand
                 parse.GetValue(url)!, parse.GetValue(mode)!, parse.GetValue(rate), parse.GetValue(concurrency), parse.GetValue(duration),
                 parse.GetValue(warmup), LoadSettings.ParseTokens(parse.GetValue(tokens)!), LoadSettings.ParseModels(parse.GetValue(models)),
                 parse.GetValue(wire), parse.GetValue(json), parse.GetValue(html), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
-                "moecluster " + string.Join(' ', Redacted(parse.Tokens.Select(t => t.Value))), ApiKeyOption.Resolve(parse.GetValue(apiKey)));
+                "moecluster " + string.Join(' ', Redacted(parse.Tokens.Select(t => t.Value))), ApiKeyOption.Resolve(parse.GetValue(apiKey)),
+                LoadSettings.ParseSweep(parse.GetValue(sweep), parse.GetValue(mode)!));
             settings.Validate();
 
             // With OTEL_EXPORTER_OTLP_ENDPOINT set, every request is a client span whose trace continues in the cluster.

@@ -40,12 +40,20 @@ internal sealed class LoadRecorder
         }
     }
 
-    public void Failed(string model, LoadPhase phase)
+    /// <summary>A failed request; <paramref name="overloaded"/> when the gateway refused it for overload (429 or 503), also counted as failed.</summary>
+    public void Failed(string model, LoadPhase phase, bool overloaded = false)
     {
         lock (_gate)
         {
-            TallyOf(phase).Failed++;
-            _models[model].Of(phase).Failed++;
+            var tally = TallyOf(phase);
+            var mt = _models[model].Of(phase);
+            tally.Failed++;
+            mt.Failed++;
+            if (overloaded)
+            {
+                tally.Overloaded++;
+                mt.Overloaded++;
+            }
         }
     }
 
@@ -131,9 +139,11 @@ internal sealed class LoadRecorder
 
         public long Tokens { get; set; }
 
+        public long Overloaded { get; set; }
+
         public LongHistogram Latency { get; } = NewHistogram();
 
-        public TallySnapshot Copy() => new(Sent, Ok, Failed, Tokens, (LongHistogram)Latency.Copy());
+        public TallySnapshot Copy() => new(Sent, Ok, Failed, Tokens, (LongHistogram)Latency.Copy(), Overloaded);
     }
 
     private sealed class ModelTally(string mode)
@@ -156,7 +166,8 @@ internal sealed class LoadRecorder
     }
 }
 
-internal sealed record TallySnapshot(long Sent, long Ok, long Failed, long Tokens, LongHistogram Latency);
+/// <summary>Counts of one phase; <see cref="Overloaded"/> is the part of <see cref="Failed"/> refused for overload (429 or 503).</summary>
+internal sealed record TallySnapshot(long Sent, long Ok, long Failed, long Tokens, LongHistogram Latency, long Overloaded = 0);
 
 /// <summary>One model's counts; bytes and rows summed over the layers of its measured successful responses.</summary>
 internal sealed record ModelSnapshot(string Mode, TallySnapshot Measured, TallySnapshot Warmup, long PayloadBytes, long PredictedBytes, long RoutedRows, long TrafficTokens);

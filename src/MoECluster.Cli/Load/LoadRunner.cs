@@ -28,41 +28,18 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
         var client = new GatewayClient(http);
         var targets = await TargetsAsync(client, cancel);
         var inputs = Inputs(targets);
-        var recorder = new LoadRecorder(targets.Select(t => (t.Id, t.Mode)));
+        if (settings.Sweep is { } levels)
+        {
+            return await SweepAsync(levels, client, targets, inputs, cancel);
+        }
 
         error.WriteLine($"load: {settings.Mode} loop against {settings.Url}, models {string.Join(", ", targets.Select(t => $"{t.Id} ({t.Mode}, layer {t.Layer})"))}, "
             + $"tokens {string.Join(",", settings.Tokens)}, {(settings.IsOpen ? $"rate {F(settings.Rate, "0.##")}/s" : $"concurrency {settings.Concurrency}")}, "
             + $"warm-up {F(settings.WarmupSeconds, "0.##")} s, duration {F(settings.DurationSeconds, "0.##")} s");
 
-        using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-        var clock = Stopwatch.StartNew();
-        long warmupTicks = Ticks(settings.WarmupSeconds);
-        long endTicks = warmupTicks + Ticks(settings.DurationSeconds);
-        var engine = new Engine(settings, client, targets, inputs, recorder, clock, warmupTicks, abort.Token);
-
-        using var progressStop = new CancellationTokenSource();
-        var progress = ProgressAsync(recorder, clock, warmupTicks, progressStop.Token);
-        var requests = settings.IsOpen ? await engine.OpenLoopAsync(endTicks, cancel) : await engine.ClosedLoopAsync(endTicks, cancel);
-
-        // Requests still in flight are awaited (each has its own timeout); past a grace period they are cancelled,
-        // which ends them as failed: every request sent is counted ok or failed.
-        var all = Task.WhenAll(requests);
-        try
-        {
-            await all.WaitAsync(TimeSpan.FromSeconds(settings.TimeoutSeconds + 5), CancellationToken.None);
-        }
-        catch (TimeoutException)
-        {
-            await abort.CancelAsync();
-            await all;
-        }
-
-        await progressStop.CancelAsync();
-        await progress;
+        var snapshot = await MeasureAsync(settings, client, targets, inputs, cancel);
 
         // Ctrl+C ends the run early: what was measured is still reported (requests it cut short count as failed).
-
-        var snapshot = recorder.Snapshot();
         var report = LoadReport.Build(settings, targets, snapshot);
         LoadReport.PrintSummary(output, settings, report, snapshot);
         if (settings.JsonPath is { } path)
@@ -104,6 +81,96 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
         if (settings.SloP99Ms is double slo && p99 > slo)
         {
             error.WriteLine($"moecluster load: SLO missed: p99 {F(p99, "0.###")} ms > {F(slo, "0.###")} ms");
+            return LoadCommand.ExitSloMissed;
+        }
+
+        return CliApp.ExitOk;
+    }
+
+    /// <summary>
+    /// One measured run at the level of <paramref name="run"/> (its rate or workers): warm-up, measured window, the
+    /// requests still in flight awaited; what it recorded.
+    /// </summary>
+    private async Task<LoadSnapshot> MeasureAsync(
+        LoadSettings run, GatewayClient client, IReadOnlyList<LoadTarget> targets, Dictionary<(int Width, int Tokens), float[][]> inputs, CancellationToken cancel)
+    {
+        var recorder = new LoadRecorder(targets.Select(t => (t.Id, t.Mode)));
+        using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        var clock = Stopwatch.StartNew();
+        long warmupTicks = Ticks(run.WarmupSeconds);
+        long endTicks = warmupTicks + Ticks(run.DurationSeconds);
+        var engine = new Engine(run, client, targets, inputs, recorder, clock, warmupTicks, abort.Token);
+
+        using var progressStop = new CancellationTokenSource();
+        var progress = ProgressAsync(recorder, clock, warmupTicks, progressStop.Token);
+        var requests = run.IsOpen ? await engine.OpenLoopAsync(endTicks, cancel) : await engine.ClosedLoopAsync(endTicks, cancel);
+
+        // Requests still in flight are awaited (each has its own timeout); past a grace period they are cancelled,
+        // which ends them as failed: every request sent is counted ok or failed.
+        var all = Task.WhenAll(requests);
+        try
+        {
+            await all.WaitAsync(TimeSpan.FromSeconds(run.TimeoutSeconds + 5), CancellationToken.None);
+        }
+        catch (TimeoutException)
+        {
+            await abort.CancelAsync();
+            await all;
+        }
+
+        await progressStop.CancelAsync();
+        await progress;
+        return recorder.Snapshot();
+    }
+
+    /// <summary>
+    /// <c>--sweep</c>: one measured run per level, one after another against the same cluster, each with its own
+    /// warm-up; a line per step, then the table, the goodput under <c>--slo-p99</c>, the JSON and the HTML.
+    /// Exit 3 when no step meets the SLO, 1 when no step had a request answered.
+    /// </summary>
+    private async Task<int> SweepAsync(
+        IReadOnlyList<double> levels, GatewayClient client, IReadOnlyList<LoadTarget> targets, Dictionary<(int Width, int Tokens), float[][]> inputs, CancellationToken cancel)
+    {
+        error.WriteLine($"load: sweep, {settings.Mode} loop against {settings.Url}, models {string.Join(", ", targets.Select(t => $"{t.Id} ({t.Mode}, layer {t.Layer})"))}, "
+            + $"tokens {string.Join(",", settings.Tokens)}, {SweepReport.LevelName(settings.Mode)} {string.Join(",", levels.Select(SweepReport.LevelText))}, "
+            + $"each step warm-up {F(settings.WarmupSeconds, "0.##")} s, duration {F(settings.DurationSeconds, "0.##")} s");
+        var steps = new List<SweepStep>();
+        foreach (double level in levels)
+        {
+            if (cancel.IsCancellationRequested)
+            {
+                break;
+            }
+
+            var snapshot = await MeasureAsync(settings.AtLevel(level), client, targets, inputs, cancel);
+            var step = SweepStep.From(level, snapshot, settings.DurationSeconds);
+            steps.Add(step);
+            error.WriteLine(SweepReport.ProgressLine(steps.Count - 1, levels.Count, settings.Mode, step));
+        }
+
+        var report = SweepReport.Build(settings, steps);
+        SweepReport.PrintSummary(output, settings, steps);
+        if (settings.JsonPath is { } path)
+        {
+            RunReport.Write(path, report);
+            output.WriteLine($"results written to {Path.GetFullPath(path)}");
+        }
+
+        if (settings.HtmlPath is { } htmlPath)
+        {
+            HtmlReport.Write(htmlPath, SweepReport.Html(report, steps));
+            output.WriteLine($"HTML report written to {Path.GetFullPath(htmlPath)}");
+        }
+
+        if (steps.All(s => s.Ok == 0))
+        {
+            error.WriteLine($"moecluster load: error: no request succeeded in any step's measured window ({steps.Sum(s => s.Failed)} failed of {steps.Sum(s => s.Sent)})");
+            return CliApp.ExitFailure;
+        }
+
+        if (settings.SloP99Ms is double slo && SweepReport.Goodput(steps, slo) is null)
+        {
+            error.WriteLine($"moecluster load: SLO missed: no step has p99 <= {F(slo, "0.###")} ms with no failed request");
             return LoadCommand.ExitSloMissed;
         }
 
@@ -312,8 +379,8 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                // HTTP errors, timeouts, undecodable answers: counted, never lost.
-                recorder.Failed(target.Id, phase);
+                // HTTP errors, timeouts, undecodable answers: counted, never lost; a refusal for overload counted apart too.
+                recorder.Failed(target.Id, phase, overloaded: e is GatewayException { StatusCode: 429 or 503 });
             }
         }
 

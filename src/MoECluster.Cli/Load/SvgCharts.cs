@@ -6,6 +6,12 @@ namespace MoECluster.Cli.Load;
 /// <summary>One line of a line chart: its legend name and its points (x, y), x ascending.</summary>
 internal sealed record ChartSeries(string Name, IReadOnlyList<(double X, double Y)> Points);
 
+/// <summary>A point of a labelled line chart: its place and the text written beside it.</summary>
+internal sealed record LabelledPoint(double X, double Y, string Label);
+
+/// <summary>One line of a labelled line chart: its legend name and its points, joined in the order given (x need not rise).</summary>
+internal sealed record LabelledSeries(string Name, IReadOnlyList<LabelledPoint> Points);
+
 /// <summary>One group of bars of a bar chart: its label and one value per series (null: no bar).</summary>
 internal sealed record BarGroup(string Label, IReadOnlyList<double?> Values, string? Note);
 
@@ -216,6 +222,57 @@ internal static class SvgCharts
             else if (pts.Count > 1)
             {
                 sb.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{Colour(i)}\" stroke-width=\"1.5\" points=\"{string.Join(' ', pts)}\"/>");
+            }
+        }
+
+        Legend(sb, [.. series.Select(s => s.Name)]);
+        sb.Append("</svg>");
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// A line chart whose points are marked and labelled (a circle with a hover title and a text per point), both
+    /// axes linear from 0, points joined in the order given: the throughput–latency curve of a sweep.
+    /// </summary>
+    public static string LabelledLineChart(string title, string xLabel, string yLabel, IReadOnlyList<LabelledSeries> series)
+    {
+        var sb = Open(title);
+        double plotBottom = Height - Bottom;
+        static bool Finite(LabelledPoint p) => double.IsFinite(p.X) && double.IsFinite(p.Y);
+        var points = series.SelectMany(s => s.Points).Where(Finite).ToList();
+        if (points.Count == 0)
+        {
+            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{N(Width / 2)}\" y=\"{N(Height / 2)}\" text-anchor=\"middle\">no data</text></svg>");
+            return sb.ToString();
+        }
+
+        var xTicks = LinearTicks(0, Math.Max(points.Max(p => p.X), 1e-9));
+        var yTicks = LinearTicks(0, Math.Max(points.Max(p => p.Y), 1e-9));
+        double right = xTicks[^1], top = yTicks[^1];
+        double toX(double x) => Left + x / right * (Width - Left - Right);
+        double toY(double y) => plotBottom - y / top * (plotBottom - Top);
+        YTicks(sb, yTicks, toY, 2);
+        foreach (double t in xTicks)
+        {
+            double x = toX(t);
+            sb.Append(CultureInfo.InvariantCulture, $"<line x1=\"{N(x)}\" y1=\"{N(Top)}\" x2=\"{N(x)}\" y2=\"{N(plotBottom + 4)}\" stroke=\"#eeeeee\"/>");
+            sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{N(x)}\" y=\"{N(plotBottom + 16)}\" text-anchor=\"middle\">{Escape(Label(t, 3))}</text>");
+        }
+
+        AxisLabels(sb, xLabel, yLabel, Height);
+        for (int i = 0; i < series.Count; i++)
+        {
+            var pts = series[i].Points.Where(Finite).ToList();
+            if (pts.Count > 1)
+            {
+                sb.Append(CultureInfo.InvariantCulture, $"<polyline fill=\"none\" stroke=\"{Colour(i)}\" stroke-width=\"1.5\" points=\"{string.Join(' ', pts.Select(p => $"{N(toX(p.X))},{N(toY(p.Y))}"))}\"/>");
+            }
+
+            foreach (var p in pts)
+            {
+                double x = toX(p.X), y = toY(p.Y);
+                sb.Append(CultureInfo.InvariantCulture, $"<circle cx=\"{N(x)}\" cy=\"{N(y)}\" r=\"3.5\" fill=\"{Colour(i)}\"><title>{Escape($"{series[i].Name} {p.Label}: ({Label(p.X, 1)}, {Label(p.Y, 3)})")}</title></circle>");
+                sb.Append(CultureInfo.InvariantCulture, $"<text x=\"{N(x + 5)}\" y=\"{N(y - 5)}\" fill=\"{Colour(i)}\">{Escape(p.Label)}</text>");
             }
         }
 
