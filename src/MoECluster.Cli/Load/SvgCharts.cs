@@ -246,9 +246,11 @@ internal static class SvgCharts
             return sb.ToString();
         }
 
-        var xTicks = LinearTicks(0, Math.Max(points.Max(p => p.X), 1e-9));
-        var yTicks = LinearTicks(0, Math.Max(points.Max(p => p.Y), 1e-9));
-        double right = xTicks[^1], top = yTicks[^1];
+        double right = Math.Max(points.Max(p => p.X), 1e-9), top = Math.Max(points.Max(p => p.Y), 1e-9);
+        var xTicks = LinearTicks(0, right);
+        var yTicks = LinearTicks(0, top);
+        right = Math.Max(right, xTicks[^1]);
+        top = Math.Max(top, yTicks[^1]);
         double toX(double x) => Left + x / right * (Width - Left - Right);
         double toY(double y) => plotBottom - y / top * (plotBottom - Top);
         YTicks(sb, yTicks, toY, 2);
