@@ -151,6 +151,47 @@ public sealed class LoadCommandTests(ProcessClusterFixture cluster)
         Assert.Contains("SLO missed", run.Stderr, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Sweep_of_two_worker_counts_runs_a_step_each_and_reports_the_goodput_within_a_loose_slo()
+    {
+        using var dir = new TempDirectory();
+        string json = dir.File("sweep.json");
+        string html = dir.File("sweep.html");
+        var run = Load("--url", cluster.Url, "--sweep", "1,2", "--duration", "2", "--warmup", "0.5", "--models", "lat",
+            "--slo-p99", "60000", "--json", json, "--html", html, "--seed", "9");
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("sweep step 1/2: concurrency 1:", run.Stderr, StringComparison.Ordinal);
+        Assert.Contains("sweep step 2/2: concurrency 2:", run.Stderr, StringComparison.Ordinal);
+
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        var sweep = r["sweep"]!.AsArray();
+        Assert.Equal([1.0, 2.0], sweep.Select(s => s!["concurrency"]!.GetValue<double>()));
+        foreach (var step in sweep)
+        {
+            var req = step!["requests"]!;
+            Assert.True(req["ok"]!.GetValue<long>() > 0, step.ToJsonString());
+            Assert.Equal(req["sent"]!.GetValue<long>(), req["ok"]!.GetValue<long>() + req["failed"]!.GetValue<long>());
+            Assert.True(step["tokens_per_second"]!.GetValue<double>() > 0, step.ToJsonString());
+            Assert.True(step["latency_ms"]!["p50"]!.GetValue<double>() <= step["latency_ms"]!["p99"]!.GetValue<double>(), step.ToJsonString());
+        }
+
+        // Nothing fails under this SLO on an idle cluster: the goodput is the last step's throughput.
+        Assert.Equal(2.0, r["goodput"]!["concurrency"]!.GetValue<double>());
+        Assert.Equal(sweep[1]!["tokens_per_second"]!.GetValue<double>(), r["goodput"]!["tokens_per_second"]!.GetValue<double>());
+        Assert.Contains("goodput at p99 <= 60000 ms:", run.Stdout, StringComparison.Ordinal);
+        var svg = Assert.Single(Regex.Matches(File.ReadAllText(html), "<svg\\b.*?</svg>", RegexOptions.Singleline));
+        Assert.Equal(4, XDocument.Parse(svg.Value).Root!.Descendants().Count(e => e.Name.LocalName == "circle"));
+    }
+
+    [Fact]
+    public void Sweep_where_no_step_meets_the_slo_exits_with_code_3()
+    {
+        var run = Load("--url", cluster.Url, "--sweep", "1,2", "--duration", "0.5", "--warmup", "0", "--models", "lat", "--slo-p99", "0.001");
+        Assert.True(run.ExitCode == 3, run.ToString());
+        Assert.Contains("SLO missed: no step", run.Stderr, StringComparison.Ordinal);
+        Assert.Contains("goodput at p99 <= 0.001 ms: none", run.Stdout, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("http://127.0.0.1:1")]
     [InlineData("not a url")]
