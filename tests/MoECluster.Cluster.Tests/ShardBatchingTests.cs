@@ -1,5 +1,7 @@
 using MoECluster.Cluster.Contracts;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Dispatch;
 using MoECluster.Testing;
 using MoECluster.Wire;
 
@@ -66,6 +68,47 @@ public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
         // The same figures reach /stats (the cluster-wide report the gateway serves).
         var report = await new ClusterStatistics(cluster.Grains).ReportAsync();
         Assert.Contains(report.ShardBatches, b => b.MergedBatches > 0 && b.MeanRequests > 1 && !b.Silo.Contains(':', StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task An_alternate_batches_concurrent_calls_and_answers_each_with_its_own_partials()
+    {
+        // The alternates' grain service uses the same batcher instead of its old one-at-a-time gate.
+        const string model = InProcessMoeCluster.Latent;
+        const int calls = 12;
+        var reference = cluster.Reference(model);
+        int layer = reference.Config.MoeLayers.First();
+        string key = cluster.ShardKeys(model, layer)[0];
+        var shard = ExpertShard.ParseKey(key);
+        var experts = reference.ShardExperts(layer, shard.FirstExpert, shard.ExpertCount);
+        var silo = cluster.Experts[0];
+        var alternates = cluster.Service<IShardAlternateClient>(cluster.Frontend).On(silo.SiloAddress);
+        int seed = TestInputs.NewSeed();
+
+        await Task.WhenAll(Enumerable.Range(0, calls).Select(i => Task.Run(async () =>
+        {
+            var rng = new Random(seed + i);
+            int rows = 1 + rng.Next(16);
+            var offsets = new int[rows + 1];
+            var ids = new List<int>();
+            for (int r = 0; r < rows; r++)
+            {
+                ids.AddRange(Enumerable.Range(shard.FirstExpert, shard.ExpertCount).OrderBy(_ => rng.Next()).Take(1 + rng.Next(Math.Min(3, shard.ExpertCount))));
+                offsets[r + 1] = ids.Count;
+            }
+
+            var pairs = new RoutedPairs(offsets, [.. ids], [.. ids.Select(_ => (float)rng.NextDouble())]);
+            float[] z = TestInputs.Gaussian(rows * experts.Width, rng.Next());
+            var request = WireFormat.BuildRequest(model, layer, shard.FirstExpert, shard.ExpertCount, z, experts.Width, WireDType.F32, pairs, WireDType.F32, 1000 + i);
+            var reply = await alternates.Compute(key, new WireBytes(WireFormat.Serialize(request)));
+            var response = WireFormat.DecodeResponse(reply.Bytes, new WireLimits(), rows, experts.Width);
+            Assert.Equal(1000 + i, response.RequestId);
+            double error = Metrics.RelativeError(response.Partials.Decode(), experts.ComputePartials(z, pairs));
+            Assert.True(error <= 1e-6, $"seed {seed} call {i} ({rows} rows): relative error {error:E2}");
+        })));
+
+        var totals = Assert.Single(cluster.Service<TrafficLedger>(silo).Snapshot(silo.SiloAddress.ToString()).ShardBatches, b => b.Shard == ShardKeys.Alternate(key));
+        Assert.True(totals.Requests >= calls && totals.Batches < totals.Requests, $"{totals.Requests} requests in {totals.Batches} passes: the alternate merged none");
     }
 
     private List<ShardBatchTotals> ShardBatches() =>
