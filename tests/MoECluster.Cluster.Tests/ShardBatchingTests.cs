@@ -77,7 +77,7 @@ public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
         const string model = InProcessMoeCluster.Latent;
         const int calls = 12;
         var reference = cluster.Reference(model);
-        int layer = reference.Config.MoeLayers.First();
+        int layer = reference.Config.MoeLayers[0];
         string key = cluster.ShardKeys(model, layer)[0];
         var shard = ExpertShard.ParseKey(key);
         var experts = reference.ShardExperts(layer, shard.FirstExpert, shard.ExpertCount);
