@@ -102,7 +102,20 @@ public sealed class ShardBatcher(int width, Func<float[], RoutedPairs, float[]> 
                 }
             }
 
-            Execute(batch);
+            try
+            {
+                Execute(batch);
+            }
+            catch (Exception e)
+            {
+                // Never leave a caller waiting or the shard stuck (the loop goes on with the next pass): e.g. memory for
+                // the concatenated rows.
+                foreach (var item in batch)
+                {
+                    item.Registration.Dispose();
+                    item.Result.TrySetException(e);
+                }
+            }
         }
     }
 
