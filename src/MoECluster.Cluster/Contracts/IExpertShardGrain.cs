@@ -1,3 +1,5 @@
+using Orleans.Concurrency;
+
 namespace MoECluster.Cluster.Contracts;
 
 /// <summary>
@@ -7,8 +9,12 @@ namespace MoECluster.Cluster.Contracts;
 [Alias("moecluster.expert-shard")]
 public interface IExpertShardGrain : IGrainWithStringKey
 {
-    /// <summary>Takes an encoded ShardRequest, returns an encoded ShardResponse.</summary>
+    /// <summary>
+    /// Takes an encoded ShardRequest, returns an encoded ShardResponse. Calls interleave: the shard merges the requests that
+    /// queue while it computes into its next grouped pass (continuous batching, Grains/ShardBatcher).
+    /// </summary>
     [Alias("compute")]
+    [AlwaysInterleave]
     Task<WireBytes> Compute(WireBytes request, CancellationToken cancellationToken = default);
 
     /// <summary>Which silo the shard lives on and which experts it holds (loads it if not active).</summary>

@@ -9,7 +9,8 @@ namespace MoECluster.Cluster.Contracts;
 /// not a second grain, because a new grain activation must register in the grain directory, and a third of the
 /// directory lives on the very silo that hangs: an alternate grain would wait for it just as the call it replaces.
 /// A shard's experts are loaded on its first alternate call and dropped once no call came for
-/// <see cref="Hosting.ShardHedgingOptions.AlternateIdleSeconds"/>; one batch at a time per shard, as in the grain.
+/// <see cref="Hosting.ShardHedgingOptions.AlternateIdleSeconds"/>; calls queued at a shard share one grouped pass, as in the
+/// grain (<see cref="Grains.ShardBatcher"/>).
 /// </summary>
 [Alias("moecluster.shard-alternates")]
 public interface IShardAlternateService : IGrainService

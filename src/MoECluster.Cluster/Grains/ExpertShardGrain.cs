@@ -19,11 +19,11 @@ namespace MoECluster.Cluster.Grains;
 /// An expert shard: identity (its key names model, layer, shard index and expert range) and placement (expert silos only).
 /// The work is the model library's: <see cref="GroupedExperts.ComputePartials"/> on its own experts' weights.
 /// <para>
-/// Concurrency: the grain is not reentrant, so one batch runs at a time per shard. A batch's compute is already
-/// parallel over the shard's experts (it runs on the thread pool, off the Orleans scheduler), and the cost that
-/// dominates — streaming the shard's weights through the cores — is paid once per batch, so a second batch in
-/// parallel would compete for the same cores and memory bandwidth and only add latency to both. Batches queue
-/// in arrival order instead; throughput comes from larger batches and from more shards on more silos.
+/// Concurrency: Compute interleaves (<see cref="IExpertShardGrain.Compute"/> is <c>[AlwaysInterleave]</c>) and hands each
+/// request to the shard's <see cref="ShardBatcher"/>: requests that arrive while a pass runs are merged into the next
+/// one, so the cost that dominates — streaming the shard's weights through the cores — is paid once per pass, not once
+/// per request. One pass runs at a time (a second in parallel would compete for the same cores and memory bandwidth);
+/// an idle shard starts a lone request at once. Decoding and checks stay per request, on the grain.
 /// </para>
 /// </summary>
 [ExpertShardPlacement]
@@ -44,7 +44,7 @@ public sealed partial class ExpertShardGrain(
 
     private ExpertShard _shard = null!;
     private ShardRebalanceCheck _rebalance = null!;
-    private GroupedExperts _experts = null!;
+    private ShardBatcher _batcher = null!;
     private long _weightBytes;
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
@@ -70,8 +70,10 @@ public sealed partial class ExpertShardGrain(
 
         _shard = named;
 
-        _experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.FirstExpert, _shard.ExpertCount), cancellationToken);
-        _weightBytes = _experts.WeightBytes;
+        var experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.FirstExpert, _shard.ExpertCount), cancellationToken);
+        _weightBytes = experts.WeightBytes;
+        var shard = _shard;
+        _batcher = ShardComputation.Batcher(experts, options.Value.ShardBatching, batch => ledger.RecordShardBatch(shard.Key, shard.Model, shard.Layer, batch));
         ledger.ShardActivated(Description());
         LogActivated(logger, _shard.Key, _shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
         // A pinned shard stays on its pinned silo (the placement filter puts it only there), whatever the policy says.
@@ -110,7 +112,7 @@ public sealed partial class ExpertShardGrain(
 
     public async Task<WireBytes> Compute(WireBytes request, CancellationToken cancellationToken = default)
     {
-        return await ShardComputation.ComputeAsync(_shard, _experts, request, options.Value.WireLimits, silo.SiloAddress.ToString(), cancellationToken);
+        return await ShardComputation.ComputeAsync(_shard, _batcher, request, options.Value.WireLimits, silo.SiloAddress.ToString(), cancellationToken);
     }
 
     private ShardDescription Description() =>

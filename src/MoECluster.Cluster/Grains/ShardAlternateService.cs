@@ -73,7 +73,7 @@ internal sealed partial class ShardAlternateService(
             alternate.LastUse = Stopwatch.GetTimestamp();
         }
 
-        GroupedExperts experts;
+        ShardBatcher experts;
         try
         {
             experts = await alternate.Experts.WaitAsync(cancellationToken);
@@ -92,25 +92,27 @@ internal sealed partial class ShardAlternateService(
             throw;
         }
 
-        await alternate.Gate.WaitAsync(cancellationToken);
+        Interlocked.Increment(ref alternate.InFlight);
         try
         {
+            // The same continuous batching as the shard's grain: calls that queue while a pass runs share the next pass.
             return await ShardComputation.ComputeAsync(shard, experts, request, options.Value.WireLimits, localSilo.SiloAddress.ToString(), cancellationToken);
         }
         finally
         {
-            alternate.Gate.Release();
+            Interlocked.Decrement(ref alternate.InFlight);
             alternate.LastUse = Stopwatch.GetTimestamp();
         }
     }
 
-    private GroupedExperts Load(ExpertShard shard)
+    private ShardBatcher Load(ExpertShard shard)
     {
         var clock = Stopwatch.StartNew();
         var experts = catalog.Get(shard.Model).ShardExperts(shard.Layer, shard.FirstExpert, shard.ExpertCount);
-        ledger.ShardActivated(new ShardDescription(ShardKeys.Alternate(shard.Key), localSilo.SiloAddress.ToString(), ledger.Identity.Role, shard.FirstExpert, shard.ExpertCount, experts.WeightBytes));
+        string key = ShardKeys.Alternate(shard.Key);
+        ledger.ShardActivated(new ShardDescription(key, localSilo.SiloAddress.ToString(), ledger.Identity.Role, shard.FirstExpert, shard.ExpertCount, experts.WeightBytes));
         LogLoaded(_logger, shard.Key, shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
-        return experts;
+        return ShardComputation.Batcher(experts, options.Value.ShardBatching, batch => ledger.RecordShardBatch(key, shard.Model, shard.Layer, batch));
     }
 
     /// <summary>Drops the alternates nothing has called for a while (their weights with them).</summary>
@@ -123,7 +125,7 @@ internal sealed partial class ShardAlternateService(
             List<Alternate> dropped;
             lock (_alternates)
             {
-                dropped = [.. _alternates.Values.Where(a => a.Gate.CurrentCount == 1 && Stopwatch.GetElapsedTime(a.LastUse).TotalSeconds > idle)];
+                dropped = [.. _alternates.Values.Where(a => Volatile.Read(ref a.InFlight) == 0 && Stopwatch.GetElapsedTime(a.LastUse).TotalSeconds > idle)];
                 dropped.ForEach(a => _alternates.Remove(a.Shard.Key));
             }
 
@@ -135,13 +137,14 @@ internal sealed partial class ShardAlternateService(
         }
     }
 
-    private sealed class Alternate(ExpertShard shard, Task<GroupedExperts> experts)
+    private sealed class Alternate(ExpertShard shard, Task<ShardBatcher> experts)
     {
+        /// <summary>Calls in progress (an alternate with calls in progress is never dropped).</summary>
+        public int InFlight;
+
         public ExpertShard Shard { get; } = shard;
 
-        public Task<GroupedExperts> Experts { get; } = experts;
-
-        public SemaphoreSlim Gate { get; } = new(1, 1);
+        public Task<ShardBatcher> Experts { get; } = experts;
 
         public long LastUse { get; set; }
     }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using MoECluster.Cluster.Contracts;
 using MoECluster.Model.Dispatch;
@@ -11,12 +10,18 @@ namespace MoECluster.Cluster.Grains;
 /// <summary>
 /// What an expert shard does with one request, wherever it runs (its grain, or its alternate in
 /// <see cref="ShardAlternateService"/>): decode and validate the ShardRequest against the shard, compute the partial
-/// sums with the model library, encode the ShardResponse. Bad input is an <see cref="ArgumentException"/> naming the shard;
+/// sums with the model library — through the shard's <see cref="ShardBatcher"/>, so that requests queued at the shard share
+/// one grouped pass — and encode this caller's ShardResponse (its RequestId and response dtype; ComputeMicroseconds is the
+/// pass's). Decoding and checks stay per request: a bad request fails only its caller. Bad input is an <see cref="ArgumentException"/> naming the shard;
 /// a result outside float32 or the reply's element type a <see cref="ForwardOverflowException"/>.
 /// </summary>
 internal static class ShardComputation
 {
-    public static async Task<WireBytes> ComputeAsync(ExpertShard shard, GroupedExperts experts, WireBytes request, WireLimits limits, string silo, CancellationToken cancellationToken)
+    /// <summary>The shard's batcher over its experts' grouped pass, with the bounds of MoECluster:ShardBatching.</summary>
+    public static ShardBatcher Batcher(GroupedExperts experts, Hosting.ShardBatchingOptions bounds, Action<ShardBatch>? batched) =>
+        new(experts.Width, (z, pairs) => experts.ComputePartials(z, pairs), bounds, batched);
+
+    public static async Task<WireBytes> ComputeAsync(ExpertShard shard, ShardBatcher batcher, WireBytes request, WireLimits limits, string silo, CancellationToken cancellationToken)
     {
         ShardRequest r;
         try
@@ -34,12 +39,11 @@ internal static class ShardComputation
                 $"shard {shard.Key} holds experts {shard.FirstExpert}..{shard.EndExpert - 1} of {shard.Model} layer {shard.Layer}; the request addresses experts {r.FirstExpert}..{r.FirstExpert + r.ExpertCount - 1} of {r.Model} layer {r.Layer}");
         }
 
-        if (experts.Width != r.Rows.Width)
+        if (batcher.Width != r.Rows.Width)
         {
-            throw new ArgumentException($"shard {shard.Key}: rows are {r.Rows.Width} wide, the experts take {experts.Width}");
+            throw new ArgumentException($"shard {shard.Key}: rows are {r.Rows.Width} wide, the experts take {batcher.Width}");
         }
 
-        var clock = Stopwatch.StartNew();
         int bad = r.Rows.FindNonFinite();
         if (bad >= 0)
         {
@@ -50,8 +54,9 @@ internal static class ShardComputation
 
         int rows = r.Rows.Rows;
         RoutedPairs pairs = WireFormat.ReadPairs(r);
-        float[] partials = await Task.Run(() => experts.ComputePartials(z, pairs), cancellationToken);
-        var encoded = ActivationBlock.Encode(partials, rows, experts.Width, r.ResponseDType);
+        var batch = await batcher.ComputeAsync(z, pairs, cancellationToken);
+        float[] partials = batch.Partials;
+        var encoded = ActivationBlock.Encode(partials, rows, batcher.Width, r.ResponseDType);
         if (encoded.FindNonFinite() >= 0)
         {
             // The partial sums are finite (ComputePartials checked them): they do not fit the reply's element type.
@@ -64,7 +69,7 @@ internal static class ShardComputation
             Partials = encoded,
             Silo = silo,
             RequestId = r.RequestId,
-            ComputeMicroseconds = (long)clock.Elapsed.TotalMicroseconds,
+            ComputeMicroseconds = batch.Batch.Microseconds,
         };
         return new WireBytes(WireFormat.Serialize(response));
     }

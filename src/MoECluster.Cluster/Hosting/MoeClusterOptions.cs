@@ -35,6 +35,9 @@ public sealed class MoeClusterOptions
     /// <summary>How routers hedge a shard call that is overdue (a hung silo): see ShardCallHedging.</summary>
     public ShardHedgingOptions ShardHedging { get; init; } = new();
 
+    /// <summary>How large one grouped pass of an expert shard may grow when requests queue at it ("MoECluster:ShardBatching").</summary>
+    public ShardBatchingOptions ShardBatching { get; init; } = new();
+
     /// <summary>
     /// Expert silos the cluster is meant to have (set by the launchers and deploy/); 0 = not configured. While fewer
     /// serve, a front-end's <c>/health</c> says "degraded" (still HTTP 200: every request is still answered).
@@ -184,6 +187,24 @@ public sealed class ShardHedgingOptions
 
     /// <summary>An alternate that has served nothing for this long is dropped (its weights are freed).</summary>
     public double AlternateIdleSeconds { get; set; } = 60;
+}
+
+/// <summary>
+/// Continuous batching at the expert shards ("MoECluster:ShardBatching", see Grains/ShardBatcher): requests that arrive
+/// while a shard computes go into its next grouped pass together, up to these bounds. A lone request larger than them
+/// still runs (alone; <see cref="Wire.WireLimits"/> bound one request).
+/// </summary>
+public sealed class ShardBatchingOptions
+{
+    public const int DefaultMaxRows = 4096;
+
+    public const long DefaultMaxBytes = 256L << 20;
+
+    /// <summary>Most rows (tokens routed to the shard) in one pass.</summary>
+    public int MaxRows { get; set; } = DefaultMaxRows;
+
+    /// <summary>Most bytes one pass holds: 4 · width · (rows + routed pairs) — its fp32 rows and one expert output per pair.</summary>
+    public long MaxBytes { get; set; } = DefaultMaxBytes;
 }
 
 public sealed class ModelEntry

@@ -38,6 +38,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         ValidateModels(options, Require);
         ValidateRetry(options.ShardRetry, Require);
         ValidateHedging(options.ShardHedging, Require);
+        ValidateBatching(options.ShardBatching, Require);
         ValidateWireLimits(options.WireLimits, Require);
         ValidateGateway(options.Gateway, Require);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
@@ -67,6 +68,13 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
             "milliseconds, 0 to 86400000 (one day)");
         require(retry.MaxDelayMilliseconds >= retry.BaseDelayMilliseconds && retry.MaxDelayMilliseconds <= MaxRetryDelayMilliseconds, Prefix + nameof(retry.MaxDelayMilliseconds),
             retry.MaxDelayMilliseconds, string.Create(CultureInfo.InvariantCulture, $"milliseconds, at least {MoeClusterOptions.Section}:{Prefix}{nameof(retry.BaseDelayMilliseconds)} ({retry.BaseDelayMilliseconds}) and at most 86400000"));
+    }
+
+    private static void ValidateBatching(ShardBatchingOptions batching, Requirement require)
+    {
+        const string Prefix = nameof(MoeClusterOptions.ShardBatching) + ":";
+        require(batching.MaxRows >= 1, Prefix + nameof(batching.MaxRows), batching.MaxRows, "rows, 1 or more (1: no two requests share a pass)");
+        require(batching.MaxBytes >= 1 << 20, Prefix + nameof(batching.MaxBytes), batching.MaxBytes, "bytes, 1048576 (1 MiB) or more");
     }
 
     private static void ValidateHedging(ShardHedgingOptions hedging, Requirement require)

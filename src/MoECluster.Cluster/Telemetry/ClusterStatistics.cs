@@ -37,7 +37,10 @@ public sealed class ClusterStatistics(IGrainFactory grains)
     public async Task<StatsReport> ReportAsync() => StatsReport.From(await CollectAsync());
 }
 
-/// <summary>The JSON document of <c>/stats</c>.</summary>
+/// <summary>
+/// The JSON document of <c>/stats</c>. <see cref="ShardBatches"/>: continuous batching per expert shard (and alternate) —
+/// grouped passes, requests and rows merged, the largest pass.
+/// </summary>
 public sealed record StatsReport(
     IReadOnlyList<SiloSummary> Silos,
     IReadOnlyList<ModelSummary> Models,
@@ -45,7 +48,8 @@ public sealed record StatsReport(
     IReadOnlyList<SocketTraffic> Socket,
     IReadOnlyList<TcpTraffic> Tcp,
     TrafficTotals Totals,
-    double? StandardOverLatentBytesPerToken)
+    double? StandardOverLatentBytesPerToken,
+    IReadOnlyList<ShardBatchTotals> ShardBatches)
 {
     public static StatsReport From(IReadOnlyList<SiloTraffic> silos)
     {
@@ -91,7 +95,8 @@ public sealed record StatsReport(
             socket,
             tcp,
             totals,
-            ratio);
+            ratio,
+            [.. silos.SelectMany(s => s.ShardBatches).Select(b => b with { Silo = Name(b.Silo) }).OrderBy(b => b.Shard, StringComparer.Ordinal)]);
     }
 }
 

@@ -30,6 +30,7 @@ public sealed class TrafficLedger : IDisposable
     private readonly Dictionary<(string To, string Direction), long[]> _socket = [];
     private readonly Dictionary<string, ShardDescription> _shards = [];
     private readonly Dictionary<string, long[]> _tcp = [];
+    private readonly Dictionary<string, long[]> _shardBatches = new(StringComparer.Ordinal);
     private readonly MeterListener _listener;
     private readonly Counter<long> _payloadBytes;
     private readonly Counter<long> _messageBytes;
@@ -37,6 +38,8 @@ public sealed class TrafficLedger : IDisposable
     private readonly Counter<long> _tokens;
     private readonly Counter<long> _socketBytes;
     private readonly Counter<long> _tcpBytes;
+    private readonly Histogram<int> _batchRequests;
+    private readonly Histogram<int> _batchRows;
 
     public TrafficLedger(IMeterFactory meters, IOptions<SiloIdentity> identity)
     {
@@ -48,6 +51,9 @@ public sealed class TrafficLedger : IDisposable
         _tokens = meter.CreateCounter<long>("moecluster.tokens", "{token}", "Tokens served per model and layer");
         _socketBytes = meter.CreateCounter<long>("moecluster.orleans.socket.bytes", "By", "Silo-to-silo bytes Orleans sent (message + 8-byte frame), by remote silo");
         _tcpBytes = meter.CreateCounter<long>("moecluster.tcp.bytes", "By", "Bytes Orleans' connections wrote to TCP (beneath TLS: records and handshakes included), by connection kind (silo, gateway)");
+
+        _batchRequests = meter.CreateHistogram<int>("moecluster.shard.batch.requests", "{request}", "Requests merged into one grouped pass of an expert shard (continuous batching), by model and layer");
+        _batchRows = meter.CreateHistogram<int>("moecluster.shard.batch.rows", "{row}", "Rows of one grouped pass of an expert shard, by model and layer");
 
         _listener = new MeterListener
         {
@@ -123,6 +129,31 @@ public sealed class TrafficLedger : IDisposable
         }
     }
 
+    /// <summary>
+    /// One grouped pass of an expert shard (or of an alternate, by its alternate key) ran: how many requests it merged and
+    /// their rows (continuous batching, <see cref="ShardBatcher"/>).
+    /// </summary>
+    public void RecordShardBatch(string shardKey, string model, int layer, ShardBatch batch)
+    {
+        var tags = new TagList { { "model", model }, { "layer", layer } };
+        _batchRequests.Record(batch.Requests, tags);
+        _batchRows.Record(batch.Rows, tags);
+        lock (_gate)
+        {
+            if (!_shardBatches.TryGetValue(shardKey, out long[]? v))
+            {
+                _shardBatches[shardKey] = v = new long[6];
+            }
+
+            v[0]++;
+            v[1] += batch.Requests;
+            v[2] += batch.Rows;
+            v[3] += batch.Requests > 1 ? 1 : 0;
+            v[4] = Math.Max(v[4], batch.Requests);
+            v[5] = Math.Max(v[5], batch.Rows);
+        }
+    }
+
     public void ShardActivated(ShardDescription shard)
     {
         lock (_gate)
@@ -151,7 +182,8 @@ public sealed class TrafficLedger : IDisposable
                 [.. _layers.Select(l => new LayerTotals(l.Key.Model, l.Value.Mode, l.Key.Layer, l.Value.HiddenSize, l.Value.Width, l.Value.TopK, l.Value.Tokens, l.Value.Batches, l.Value.Predicted, [.. l.Value.ExpertTokens]))],
                 [.. _socket.Select(s => new SocketTraffic(silo, s.Key.To, s.Key.Direction, s.Value[0], s.Value[1], s.Value[0] * OrleansFrameBytes))],
                 [.. _shards.Values],
-                [.. _tcp.Select(t => new TcpTraffic(silo, t.Key, t.Value[1], t.Value[0], Identity.Tls))]);
+                [.. _tcp.Select(t => new TcpTraffic(silo, t.Key, t.Value[1], t.Value[0], Identity.Tls))],
+                [.. _shardBatches.Select(b => new ShardBatchTotals(b.Key, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5]))]);
         }
     }
 

@@ -56,7 +56,32 @@ public sealed record SiloTraffic(
     [property: Id(4)] IReadOnlyList<LayerTotals> Layers,
     [property: Id(5)] IReadOnlyList<SocketTraffic> Socket,
     [property: Id(6)] IReadOnlyList<Contracts.ShardDescription> Shards,
-    [property: Id(7)] IReadOnlyList<TcpTraffic> Tcp);
+    [property: Id(7)] IReadOnlyList<TcpTraffic> Tcp,
+    [property: Id(8)] IReadOnlyList<ShardBatchTotals> ShardBatches);
+
+/// <summary>
+/// Continuous batching at one expert shard (or alternate) since its silo started: grouped passes run, the requests and rows
+/// they merged, passes that merged more than one request, and the largest pass in requests and in rows.
+/// </summary>
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.shard-batch-totals")]
+public sealed record ShardBatchTotals(
+    [property: Id(0)] string Shard,
+    [property: Id(1)] string Silo,
+    [property: Id(2)] long Batches,
+    [property: Id(3)] long Requests,
+    [property: Id(4)] long Rows,
+    [property: Id(5)] long MergedBatches,
+    [property: Id(6)] long MaxRequests,
+    [property: Id(7)] long MaxRows)
+{
+    /// <summary>Requests per pass, on average (1: no batching happened).</summary>
+    public double MeanRequests => Batches == 0 ? 0 : (double)Requests / Batches;
+
+    /// <summary>Rows per pass, on average.</summary>
+    public double MeanRows => Batches == 0 ? 0 : (double)Rows / Batches;
+}
 
 /// <summary>What this silo's Orleans connections of one kind (silo, gateway) wrote to TCP: beneath TLS, so TLS records and handshakes count.</summary>
 [GenerateSerializer]

@@ -84,6 +84,8 @@ public sealed class MoeClusterOptionsValidatorTests
     [InlineData("ShardHedging:MaxDelayMilliseconds")]
     [InlineData("ShardHedging:PreferAlternateSeconds")]
     [InlineData("ShardHedging:AlternateIdleSeconds")]
+    [InlineData("ShardBatching:MaxRows")]
+    [InlineData("ShardBatching:MaxBytes")]
     [InlineData("WireLimits:MaxPairsPerRow")]
     [InlineData("Gateway:MaxRequestBytes")]
     [InlineData("Gateway:MaxTokensPerRequest")]
@@ -107,6 +109,8 @@ public sealed class MoeClusterOptionsValidatorTests
             "ShardRetry:MaxDelayMilliseconds" => "10",
             "ShardHedging:MaxDelayMilliseconds" => "999",
             "WireLimits:MaxPairsPerRow" => "256",
+            "ShardBatching:MaxRows" => "0",
+            "ShardBatching:MaxBytes" => "1000",
             "Gateway:MaxJsonDepth" => "2",
             "Gateway:MaxBodyBytesInFlight" => "1000",
             "Gateway:MaxTokensInFlight" => "100",

@@ -182,10 +182,29 @@ function renderPlacement(silos) {
   }
 }
 
+function renderBatching(batches) {
+  const body = $('batching-table').querySelector('tbody');
+  body.replaceChildren();
+  for (const b of batches) {
+    const row = document.createElement('tr');
+    row.dataset.shard = b.shard;
+    row.dataset.meanRequests = String(b.mean_requests);
+    const cells = [b.shard, b.silo, fmt(b.batches, 0), fmt(b.requests, 0), fmt(b.mean_requests, 2), fmt(b.mean_rows, 1),
+      fmt(b.merged_batches, 0), `${fmt(b.max_requests, 0)}, ${fmt(b.max_rows, 0)}`];
+    for (const text of cells) {
+      const cell = document.createElement('td');
+      cell.textContent = text;
+      row.append(cell);
+    }
+    body.append(row);
+  }
+}
+
 function render(doc) {
   renderGateway(doc.gateway);
   renderBytes(doc.models, doc.standard_over_latent_bytes_per_token);
   renderHeatmaps(doc.models);
+  renderBatching(doc.shard_batches ?? []);
   renderPlacement(doc.silos);
   const updated = $('updated');
   updated.dataset.unixSeconds = String(doc.gateway.unix_seconds);

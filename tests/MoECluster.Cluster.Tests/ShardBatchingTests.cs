@@ -1,0 +1,118 @@
+using MoECluster.Cluster.Contracts;
+using MoECluster.Cluster.Dispatch;
+using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Dispatch;
+using MoECluster.Testing;
+using MoECluster.Wire;
+
+namespace MoECluster.Cluster.Tests;
+
+/// <summary>
+/// Continuous batching at the expert shards through the router: concurrent callers' requests merged into shared passes
+/// still get each its own answer — the in-process forward of its own input.
+/// </summary>
+[Collection(InProcessMoeClusterGroup.Name)]
+public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
+{
+    private const int Callers = 8;
+    private const int RequestsPerCaller = 3;
+
+    public static TheoryData<string, double> Wires() => new()
+    {
+        { WireCodecs.Get(WireDType.F32).Name, 1e-6 },
+        { WireCodecs.Get(WireDType.BF16).Name, WireCodecs.Get(WireDType.BF16).ParityTolerance },
+    };
+
+    [Theory]
+    [MemberData(nameof(Wires))]
+    public async Task Batched_answers_equal_unbatched_ones(string wire, double tolerance)
+    {
+        var codec = WireCodecs.Parse(wire);
+        const string model = InProcessMoeCluster.Latent;
+        var reference = cluster.Reference(model);
+        int d = reference.Config.HiddenSize;
+        var layers = reference.Config.MoeLayers.ToArray();
+        var router = cluster.Grains.GetGrain<IMoeRouterGrain>(model);
+        long mergedBefore = MergedPasses();
+
+        // Rounds of callers that interleave requests of different token counts; a round's requests race each other to the
+        // shards. Every answer is checked; the rounds go on (at most 5) until the shards have merged at least one pass.
+        for (int round = 0; round < 5; round++)
+        {
+            int seed = TestInputs.NewSeed();
+            await Task.WhenAll(Enumerable.Range(0, Callers).Select(caller => Task.Run(async () =>
+            {
+                var rng = new Random(seed + caller);
+                for (int i = 0; i < RequestsPerCaller; i++)
+                {
+                    int tokens = 1 + rng.Next(24);
+                    int layer = layers[rng.Next(layers.Length)];
+                    float[] x = TestInputs.Gaussian(tokens * d, rng.Next());
+                    var reply = await router.Forward(new ForwardCall(layer, x, tokens, codec.Id));
+                    double error = Metrics.RelativeError(reply.Hidden, reference.ForwardLayer(layer, x, tokens));
+                    Assert.True(error <= tolerance, $"wire {wire} seed {seed} caller {caller} request {i} ({tokens} tokens, layer {layer}): relative error {error:E2} > {tolerance:E0}");
+                }
+            })));
+
+            if (MergedPasses() > mergedBefore)
+            {
+                break;
+            }
+        }
+
+        var shards = ShardBatches();
+        Assert.True(MergedPasses() > mergedBefore, $"no shard merged two requests into one pass: {string.Join("; ", shards.Select(b => $"{b.Shard}: {b.Batches} passes, {b.Requests} requests"))}");
+        Assert.Contains(shards, b => b.MaxRequests > 1);
+        Assert.All(shards, b => Assert.True(b.Requests >= b.Batches && b.MaxRows >= 1, $"{b.Shard}: {b.Requests} requests in {b.Batches} passes"));
+
+        // The same figures reach /stats (the cluster-wide report the gateway serves).
+        var report = await new ClusterStatistics(cluster.Grains).ReportAsync();
+        Assert.Contains(report.ShardBatches, b => b.MergedBatches > 0 && b.MeanRequests > 1 && !b.Silo.Contains(':', StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task An_alternate_batches_concurrent_calls_and_answers_each_with_its_own_partials()
+    {
+        // The alternates' grain service uses the same batcher instead of its old one-at-a-time gate.
+        const string model = InProcessMoeCluster.Latent;
+        const int calls = 12;
+        var reference = cluster.Reference(model);
+        int layer = reference.Config.MoeLayers[0];
+        string key = cluster.ShardKeys(model, layer)[0];
+        var shard = ExpertShard.ParseKey(key);
+        var experts = reference.ShardExperts(layer, shard.FirstExpert, shard.ExpertCount);
+        var silo = cluster.Experts[0];
+        var alternates = cluster.Service<IShardAlternateClient>(cluster.Frontend).On(silo.SiloAddress);
+        int seed = TestInputs.NewSeed();
+
+        await Task.WhenAll(Enumerable.Range(0, calls).Select(i => Task.Run(async () =>
+        {
+            var rng = new Random(seed + i);
+            int rows = 1 + rng.Next(16);
+            var offsets = new int[rows + 1];
+            var ids = new List<int>();
+            for (int r = 0; r < rows; r++)
+            {
+                ids.AddRange(Enumerable.Range(shard.FirstExpert, shard.ExpertCount).OrderBy(_ => rng.Next()).Take(1 + rng.Next(Math.Min(3, shard.ExpertCount))));
+                offsets[r + 1] = ids.Count;
+            }
+
+            var pairs = new RoutedPairs(offsets, [.. ids], [.. ids.Select(_ => (float)rng.NextDouble())]);
+            float[] z = TestInputs.Gaussian(rows * experts.Width, rng.Next());
+            var request = WireFormat.BuildRequest(model, layer, shard.FirstExpert, shard.ExpertCount, z, experts.Width, WireDType.F32, pairs, WireDType.F32, 1000 + i);
+            var reply = await alternates.Compute(key, new WireBytes(WireFormat.Serialize(request)));
+            var response = WireFormat.DecodeResponse(reply.Bytes, new WireLimits(), rows, experts.Width);
+            Assert.Equal(1000 + i, response.RequestId);
+            double error = Metrics.RelativeError(response.Partials.Decode(), experts.ComputePartials(z, pairs));
+            Assert.True(error <= 1e-6, $"seed {seed} call {i} ({rows} rows): relative error {error:E2}");
+        })));
+
+        var totals = Assert.Single(cluster.Service<TrafficLedger>(silo).Snapshot(silo.SiloAddress.ToString()).ShardBatches, b => b.Shard == ShardKeys.Alternate(key));
+        Assert.True(totals.Requests >= calls && totals.Batches < totals.Requests, $"{totals.Requests} requests in {totals.Batches} passes: the alternate merged none");
+    }
+
+    private List<ShardBatchTotals> ShardBatches() =>
+        [.. cluster.Experts.SelectMany(s => cluster.Service<TrafficLedger>(s).Snapshot(s.SiloAddress.ToString()).ShardBatches)];
+
+    private long MergedPasses() => ShardBatches().Sum(b => b.MergedBatches);
+}
