@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Kernels.Gpu;
+using MoECluster.Model.Analysis;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Compute;
 using MoECluster.Model.Configuration;
@@ -59,7 +60,7 @@ internal static class BenchCommand
 
             if (!parse.GetValue(gemmOnly))
             {
-                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds);
+                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds, results);
             }
 
             if (parse.GetValue(json) is string path)
@@ -188,7 +189,7 @@ internal static class BenchCommand
         return rows;
     }
 
-    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds)
+    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds, JsonObject results)
     {
         using var dir = new TempFolder();
         string path = modelDir ?? dir.Path;
@@ -200,6 +201,7 @@ internal static class BenchCommand
 
         var rows = new JsonArray();
         var models = backends.Select(b => MoeModel.Open(path, b)).ToArray();
+        var floors = new BenchFloors?[models.Length];
         try
         {
             int layer = models[0].FirstMoeLayer;
@@ -208,6 +210,24 @@ internal static class BenchCommand
             foreach (var m in models)
             {
                 m.Mixer(layer); // load and prepare (pack / upload) outside the timing
+            }
+
+            if (models.Any(m => BenchFloors.Applies(m.Backend)))
+            {
+                // The bytes floor's denominator, measured in this run before the layer's (memory: the buffer is freed).
+                var memory = MemoryReadBandwidth.Measure();
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"memory read bandwidth: {memory.BytesPerSecond / 1e9:F1} GB/s (sum over {memory.BufferBytes >> 20} MiB, {memory.Threads} threads, best of {memory.Runs})"));
+                results["memory_read"] = new JsonObject
+                {
+                    ["bytes_per_second"] = memory.BytesPerSecond,
+                    ["buffer_bytes"] = memory.BufferBytes,
+                    ["threads"] = memory.Threads,
+                    ["runs"] = memory.Runs,
+                };
+                for (int i = 0; i < models.Length; i++)
+                {
+                    floors[i] = BenchFloors.Applies(models[i].Backend) ? new BenchFloors(models[i].Mixer(layer), memory, minSeconds) : null;
+                }
             }
 
             foreach (int t in tokens)
@@ -236,15 +256,30 @@ internal static class BenchCommand
                         ["relative_error_vs_reference"] = double.IsNaN(err) ? null : err,
                         ["speedup_vs_reference"] = double.IsNaN(referenceSeconds) ? null : referenceSeconds / s,
                     };
+                    if (floors[i] is { } floor)
+                    {
+                        ((JsonObject)entry[m.Backend.Name]!)["floors"] = floor.Measure(x, t, s);
+                    }
+
                     cells.Add(string.Create(CultureInfo.InvariantCulture, $"{m.Backend.Name} {s:F3} s{(double.IsNaN(referenceSeconds) || m.Backend.Name == "reference" ? string.Empty : $" ({referenceSeconds / s:F1}x, err {err:E1})")}"));
                 }
 
                 rows.Add(entry);
                 output.WriteLine($"  T={t,5}: " + string.Join(" | ", cells));
             }
+
+            foreach (var floor in floors)
+            {
+                floor?.Print(output);
+            }
         }
         finally
         {
+            foreach (var floor in floors)
+            {
+                floor?.Dispose();
+            }
+
             foreach (var m in models)
             {
                 m.Dispose();
@@ -267,7 +302,7 @@ internal static class BenchCommand
         return new WeightMatrix(new TensorRef(st, st.GetTensor(name)), rows, cols);
     }
 
-    private static float[] RandomValues(int count, int seed)
+    internal static float[] RandomValues(int count, int seed)
     {
         var rng = DeterministicRandom.For((ulong)seed, "bench");
         var v = new float[count];
@@ -280,7 +315,7 @@ internal static class BenchCommand
     }
 
     /// <summary>Runs once to warm up, then repeats until <paramref name="minSeconds"/> have passed (at least twice); the best time counts.</summary>
-    private static double BestSeconds(Action run, double minSeconds)
+    internal static double BestSeconds(Action run, double minSeconds)
     {
         run();
         double best = double.MaxValue;
