@@ -32,9 +32,10 @@ internal static class BenchCommand
         var model = new Option<string?>("--model") { Description = "Model directory for the layer benchmark (default: a generated super-shape layer with 64 experts)." };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
         var seconds = new Option<double>("--seconds") { Description = "Minimum measuring time per case (best of the repetitions counts).", DefaultValueFactory = _ => 1.0 };
+        var readMib = new Option<int>("--read-mib") { Description = "Buffer of the memory read-bandwidth probe (the layer floors' bytes floor), MiB; keep it far larger than the caches.", DefaultValueFactory = _ => (int)(MemoryReadBandwidth.DefaultBytes >> 20) };
         var command = new Command("bench", "Benchmark GEMMs and a whole MoE layer at Nemotron-3 Super shapes on every available backend.")
         {
-            tokens, backends, gemmOnly, layerOnly, model, json, seconds,
+            tokens, backends, gemmOnly, layerOnly, model, json, seconds, readMib,
         };
         command.SetAction(parse => VerbRunner.Guard("bench", error, () =>
         {
@@ -53,6 +54,12 @@ internal static class BenchCommand
                 ["backends"] = new JsonArray([.. chosen.Select(b => (JsonNode)b.Name)]),
             };
             double minSeconds = parse.GetValue(seconds);
+            int mib = parse.GetValue(readMib);
+            if (mib < 1 || mib > 1 << 16)
+            {
+                throw new UsageException("--read-mib must be 1..65536");
+            }
+
             if (!parse.GetValue(layerOnly))
             {
                 results["gemm"] = Gemm(output, chosen, t, minSeconds);
@@ -60,7 +67,7 @@ internal static class BenchCommand
 
             if (!parse.GetValue(gemmOnly))
             {
-                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds, results);
+                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds, (long)mib << 20, results);
             }
 
             if (parse.GetValue(json) is string path)
@@ -189,7 +196,7 @@ internal static class BenchCommand
         return rows;
     }
 
-    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds, JsonObject results)
+    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds, long readBytes, JsonObject results)
     {
         using var dir = new TempFolder();
         string path = modelDir ?? dir.Path;
@@ -215,7 +222,7 @@ internal static class BenchCommand
             if (models.Any(m => BenchFloors.Applies(m.Backend)))
             {
                 // The bytes floor's denominator, measured in this run before the layer's (memory: the buffer is freed).
-                var memory = MemoryReadBandwidth.Measure();
+                var memory = MemoryReadBandwidth.Measure(readBytes);
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"memory read bandwidth: {memory.BytesPerSecond / 1e9:F1} GB/s (sum over {memory.BufferBytes >> 20} MiB, {memory.Threads} threads, best of {memory.Runs})"));
                 results["memory_read"] = new JsonObject
                 {
