@@ -62,7 +62,7 @@ internal static class BenchCommand
 
             if (!parse.GetValue(layerOnly))
             {
-                results["gemm"] = Gemm(output, chosen, t, minSeconds);
+                results["gemm"] = Gemm(output, chosen, t, minSeconds, owned.Gpu, results);
             }
 
             if (!parse.GetValue(gemmOnly))
@@ -101,6 +101,7 @@ internal static class BenchCommand
                 if (gpu is not null)
                 {
                     owned.Add(gpu);
+                    owned.Gpu = gpu;
                 }
             }
 
@@ -142,6 +143,9 @@ internal static class BenchCommand
     {
         private readonly List<IDisposable> _items = [];
 
+        /// <summary>The CUDA accelerator the GPU backends run on, when one was made.</summary>
+        public GpuAccelerator? Gpu { get; set; }
+
         public void Add(IDisposable item) => _items.Add(item);
 
         public void Dispose()
@@ -162,9 +166,10 @@ internal static class BenchCommand
         ("latent up l->d", 1024, 4096),
     ];
 
-    private static JsonArray Gemm(TextWriter output, List<IComputeBackend> backends, int[] tokens, double minSeconds)
+    private static JsonArray Gemm(TextWriter output, List<IComputeBackend> backends, int[] tokens, double minSeconds, GpuAccelerator? gpu, JsonObject results)
     {
         var rows = new JsonArray();
+        var summary = new GpuSummary();
         using var dir = new TempFolder();
         output.WriteLine("GEMM y = x W^T (BF16 weights), GFLOP/s, best of repetitions:");
         output.WriteLine($"{"shape",-18} {"T",5} " + string.Join(" ", backends.Select(b => $"{b.Name,10}")));
@@ -185,12 +190,26 @@ internal static class BenchCommand
                     double s = BestSeconds(() => backend.Linear(p, x, t, y), backend.Name == "reference" ? Math.Min(minSeconds, 0.3) : minSeconds);
                     double gflops = 2.0 * t * input * outputs / s / 1e9;
                     entry[backend.Name] = gflops;
+                    if (GpuSummary.IsGpu(backend) && t <= GpuSummary.DecodeTokens)
+                    {
+                        // Decode reads every weight once per call: the device-resident bytes over the time.
+                        double readGbps = p.PreparedBytes / s / 1e9;
+                        ((JsonObject)(entry["weight_read_gb_per_second"] ??= new JsonObject()))[backend.Name] = readGbps;
+                        summary.AddDecodeRead(backend.Name, readGbps);
+                    }
+
                     cells.Add(string.Create(CultureInfo.InvariantCulture, $"{gflops,10:F1}"));
                 }
 
+                summary.AddGemm(entry, t);
                 rows.Add(entry);
                 output.WriteLine($"{name,-18} {t,5} " + string.Join(" ", cells));
             }
+        }
+
+        if (gpu is not null && backends.Any(GpuSummary.IsGpu))
+        {
+            results["gpu_summary"] = summary.Print(output, gpu);
         }
 
         return rows;
