@@ -4,7 +4,7 @@
 # (tests/MoECluster.Kernels.Gpu.Tests) and `moecluster bench` with the ilgpu and cublas backends, and prints one
 # summary: decode weight-read bandwidth against the device's copy bandwidth, ILGPU against cuBLAS GEMM.
 #
-#   bench/gpu-check.sh publish OUT_DIR [--rid RID]     makes OUT_DIR (self-contained, carry it to the GPU machine)
+#   bench/gpu-check.sh publish OUT_DIR [--rid RID]     makes OUT_DIR and OUT_DIR.tar.gz (self-contained; carry the tarball)
 #   OUT_DIR/gpu-check.sh run [RESULTS_DIR] [--seconds S]   on the GPU machine (RESULTS_DIR default OUT_DIR/results)
 set -euo pipefail
 
@@ -51,8 +51,10 @@ publish() {
   done
   cp "$0" "$out/gpu-check.sh"
   chmod +x "$out/gpu-check.sh"
-  echo "published $rid: $out ($(find "$out" -type f | wc -l) files, $(du -sh "$out" | cut -f1))"
-  echo "  carry it to the GPU machine and run: $out/gpu-check.sh run"
+  # The folder is ~150 MB (two runtimes' worth of libraries less the shared runtime); the tarball carries it in < 64 MiB.
+  tar -C "$(dirname "$out")" -czf "$out.tar.gz" "$(basename "$out")"
+  echo "published $rid: $out ($(find "$out" -type f | wc -l) files, $(du -sh "$out" | cut -f1)); to carry: $out.tar.gz ($(du -h "$out.tar.gz" | cut -f1))"
+  echo "  on the GPU machine: tar xzf $(basename "$out").tar.gz && $(basename "$out")/gpu-check.sh run"
 }
 
 run() {
