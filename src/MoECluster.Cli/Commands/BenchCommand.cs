@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Kernels.Gpu;
+using MoECluster.Model.Analysis;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Compute;
 using MoECluster.Model.Configuration;
@@ -31,9 +32,10 @@ internal static class BenchCommand
         var model = new Option<string?>("--model") { Description = "Model directory for the layer benchmark (default: a generated super-shape layer with 64 experts)." };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
         var seconds = new Option<double>("--seconds") { Description = "Minimum measuring time per case (best of the repetitions counts).", DefaultValueFactory = _ => 1.0 };
+        var readMib = new Option<int>("--read-mib") { Description = "Buffer of the memory read-bandwidth probe (the layer floors' bytes floor), MiB; keep it far larger than the caches.", DefaultValueFactory = _ => (int)(MemoryReadBandwidth.DefaultBytes >> 20) };
         var command = new Command("bench", "Benchmark GEMMs and a whole MoE layer at Nemotron-3 Super shapes on every available backend.")
         {
-            tokens, backends, gemmOnly, layerOnly, model, json, seconds,
+            tokens, backends, gemmOnly, layerOnly, model, json, seconds, readMib,
         };
         command.SetAction(parse => VerbRunner.Guard("bench", error, () =>
         {
@@ -52,14 +54,20 @@ internal static class BenchCommand
                 ["backends"] = new JsonArray([.. chosen.Select(b => (JsonNode)b.Name)]),
             };
             double minSeconds = parse.GetValue(seconds);
+            int mib = parse.GetValue(readMib);
+            if (mib < 1 || mib > 1 << 16)
+            {
+                throw new UsageException("--read-mib must be 1..65536");
+            }
+
             if (!parse.GetValue(layerOnly))
             {
-                results["gemm"] = Gemm(output, chosen, t, minSeconds);
+                results["gemm"] = Gemm(output, chosen, t, minSeconds, owned.Gpu, results);
             }
 
             if (!parse.GetValue(gemmOnly))
             {
-                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds);
+                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds, (long)mib << 20, results);
             }
 
             if (parse.GetValue(json) is string path)
@@ -93,6 +101,7 @@ internal static class BenchCommand
                 if (gpu is not null)
                 {
                     owned.Add(gpu);
+                    owned.Gpu = gpu;
                 }
             }
 
@@ -134,6 +143,9 @@ internal static class BenchCommand
     {
         private readonly List<IDisposable> _items = [];
 
+        /// <summary>The CUDA accelerator the GPU backends run on, when one was made.</summary>
+        public GpuAccelerator? Gpu { get; set; }
+
         public void Add(IDisposable item) => _items.Add(item);
 
         public void Dispose()
@@ -154,9 +166,10 @@ internal static class BenchCommand
         ("latent up l->d", 1024, 4096),
     ];
 
-    private static JsonArray Gemm(TextWriter output, List<IComputeBackend> backends, int[] tokens, double minSeconds)
+    private static JsonArray Gemm(TextWriter output, List<IComputeBackend> backends, int[] tokens, double minSeconds, GpuAccelerator? gpu, JsonObject results)
     {
         var rows = new JsonArray();
+        var summary = new GpuSummary();
         using var dir = new TempFolder();
         output.WriteLine("GEMM y = x W^T (BF16 weights), GFLOP/s, best of repetitions:");
         output.WriteLine($"{"shape",-18} {"T",5} " + string.Join(" ", backends.Select(b => $"{b.Name,10}")));
@@ -177,18 +190,32 @@ internal static class BenchCommand
                     double s = BestSeconds(() => backend.Linear(p, x, t, y), backend.Name == "reference" ? Math.Min(minSeconds, 0.3) : minSeconds);
                     double gflops = 2.0 * t * input * outputs / s / 1e9;
                     entry[backend.Name] = gflops;
+                    if (GpuSummary.IsGpu(backend) && t <= GpuSummary.DecodeTokens)
+                    {
+                        // Decode reads every weight once per call: the device-resident bytes over the time.
+                        double readGbps = p.PreparedBytes / s / 1e9;
+                        ((JsonObject)(entry["weight_read_gb_per_second"] ??= new JsonObject()))[backend.Name] = readGbps;
+                        summary.AddDecodeRead(backend.Name, readGbps);
+                    }
+
                     cells.Add(string.Create(CultureInfo.InvariantCulture, $"{gflops,10:F1}"));
                 }
 
+                summary.AddGemm(entry, t);
                 rows.Add(entry);
                 output.WriteLine($"{name,-18} {t,5} " + string.Join(" ", cells));
             }
         }
 
+        if (gpu is not null && backends.Any(GpuSummary.IsGpu))
+        {
+            results["gpu_summary"] = summary.Print(output, gpu);
+        }
+
         return rows;
     }
 
-    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds)
+    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds, long readBytes, JsonObject results)
     {
         using var dir = new TempFolder();
         string path = modelDir ?? dir.Path;
@@ -200,6 +227,7 @@ internal static class BenchCommand
 
         var rows = new JsonArray();
         var models = backends.Select(b => MoeModel.Open(path, b)).ToArray();
+        var floors = new BenchFloors?[models.Length];
         try
         {
             int layer = models[0].FirstMoeLayer;
@@ -208,6 +236,24 @@ internal static class BenchCommand
             foreach (var m in models)
             {
                 m.Mixer(layer); // load and prepare (pack / upload) outside the timing
+            }
+
+            if (models.Any(m => BenchFloors.Applies(m.Backend)))
+            {
+                // The bytes floor's denominator, measured in this run before the layer's (memory: the buffer is freed).
+                var memory = MemoryReadBandwidth.Measure(readBytes);
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"memory read bandwidth: {memory.BytesPerSecond / 1e9:F1} GB/s (sum over {memory.BufferBytes >> 20} MiB, {memory.Threads} threads, best of {memory.Runs})"));
+                results["memory_read"] = new JsonObject
+                {
+                    ["bytes_per_second"] = memory.BytesPerSecond,
+                    ["buffer_bytes"] = memory.BufferBytes,
+                    ["threads"] = memory.Threads,
+                    ["runs"] = memory.Runs,
+                };
+                for (int i = 0; i < models.Length; i++)
+                {
+                    floors[i] = BenchFloors.Applies(models[i].Backend) ? new BenchFloors(models[i].Mixer(layer), memory, minSeconds) : null;
+                }
             }
 
             foreach (int t in tokens)
@@ -236,15 +282,30 @@ internal static class BenchCommand
                         ["relative_error_vs_reference"] = double.IsNaN(err) ? null : err,
                         ["speedup_vs_reference"] = double.IsNaN(referenceSeconds) ? null : referenceSeconds / s,
                     };
+                    if (floors[i] is { } floor)
+                    {
+                        ((JsonObject)entry[m.Backend.Name]!)["floors"] = floor.Measure(x, t, s);
+                    }
+
                     cells.Add(string.Create(CultureInfo.InvariantCulture, $"{m.Backend.Name} {s:F3} s{(double.IsNaN(referenceSeconds) || m.Backend.Name == "reference" ? string.Empty : $" ({referenceSeconds / s:F1}x, err {err:E1})")}"));
                 }
 
                 rows.Add(entry);
                 output.WriteLine($"  T={t,5}: " + string.Join(" | ", cells));
             }
+
+            foreach (var floor in floors)
+            {
+                floor?.Print(output);
+            }
         }
         finally
         {
+            foreach (var floor in floors)
+            {
+                floor?.Dispose();
+            }
+
             foreach (var m in models)
             {
                 m.Dispose();
@@ -267,7 +328,7 @@ internal static class BenchCommand
         return new WeightMatrix(new TensorRef(st, st.GetTensor(name)), rows, cols);
     }
 
-    private static float[] RandomValues(int count, int seed)
+    internal static float[] RandomValues(int count, int seed)
     {
         var rng = DeterministicRandom.For((ulong)seed, "bench");
         var v = new float[count];
@@ -280,7 +341,7 @@ internal static class BenchCommand
     }
 
     /// <summary>Runs once to warm up, then repeats until <paramref name="minSeconds"/> have passed (at least twice); the best time counts.</summary>
-    private static double BestSeconds(Action run, double minSeconds)
+    internal static double BestSeconds(Action run, double minSeconds)
     {
         run();
         double best = double.MaxValue;

@@ -1,0 +1,47 @@
+using System.Text.Json.Nodes;
+using MoECluster.Model.Analysis;
+using MoECluster.Model.Presets;
+using MoECluster.Testing;
+
+namespace MoECluster.Cli.Tests;
+
+/// <summary><c>moecluster bench --layer-only</c> measures the layer's floors in the same run: a table and the JSON.</summary>
+public sealed class BenchFloorsTests
+{
+    [Fact]
+    public void The_layer_benchmark_prints_and_writes_compute_and_bytes_floors_and_efficiency_per_batch()
+    {
+        using var dir = new TempDirectory();
+        string model = Path.Combine(dir.Path, "tiny");
+        var config = ModelPresets.Get("tiny").Build();
+        SyntheticCheckpoint.Write(model, config, 3);
+        string json = Path.Combine(dir.Path, "bench.json");
+
+        var r = ChildProcess.Moecluster("bench", "--layer-only", "--backend", "managed", "--model", model, "--tokens", "1", "8",
+            "--seconds", "0.01", "--read-mib", "8", "--json", json);
+
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Contains("floors (managed;", r.Stdout, StringComparison.Ordinal);
+        Assert.Contains("efficiency", r.Stdout, StringComparison.Ordinal);
+        var results = JsonNode.Parse(File.ReadAllText(json))!;
+        double bandwidth = results["memory_read"]!["bytes_per_second"]!.GetValue<double>();
+        Assert.True(bandwidth > 0 && double.IsFinite(bandwidth), r.Stdout);
+        Assert.Equal(8L << 20, results["memory_read"]!["buffer_bytes"]!.GetValue<long>());
+        var layer = results["layer"]!.AsArray();
+        Assert.Equal(2, layer.Count);
+        foreach (var entry in layer)
+        {
+            int tokens = entry!["tokens"]!.GetValue<int>();
+            var floors = entry["managed"]!["floors"]!;
+            double seconds = entry["managed"]!["seconds"]!.GetValue<double>();
+            int experts = floors["distinct_experts"]!.GetValue<int>();
+            Assert.InRange(experts, 1, Math.Min(config.NRoutedExperts, tokens * config.NumExpertsPerTok));
+            Assert.Equal((double)tokens * LayerFloors.FlopsPerToken(config), floors["flops"]!.GetValue<double>());
+            Assert.Equal(LayerFloors.WeightBytes(config, 2, experts), floors["weight_bytes_stored"]!.GetValue<long>());
+            double compute = floors["compute_floor_seconds"]!.GetValue<double>();
+            double bytes = floors["bytes_floor_seconds"]!.GetValue<double>();
+            Assert.True(compute > 0 && bytes > 0, entry.ToJsonString());
+            Assert.Equal(Math.Max(compute, bytes) / seconds, floors["efficiency"]!.GetValue<double>(), 9);
+        }
+    }
+}
