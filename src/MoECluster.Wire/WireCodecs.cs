@@ -14,7 +14,7 @@ namespace MoECluster.Wire;
 /// </summary>
 public static class WireCodecs
 {
-    private static readonly IWireCodec[] Codecs = [new Fp32WireCodec(), new Bf16WireCodec(), new Fp16WireCodec()];
+    private static readonly IWireCodec[] Codecs = [new Fp32WireCodec(), SixteenBitWireCodec.BFloat16, SixteenBitWireCodec.Half];
 
     private static readonly FrozenDictionary<WireDType, IWireCodec> ById = Codecs.ToFrozenDictionary(c => c.Id);
 
@@ -196,22 +196,40 @@ internal sealed class Fp32WireCodec : IWireCodec
     }
 }
 
-/// <summary>bfloat16 (the upper half of a binary32), 2 bytes little-endian, rounded to nearest, ties to even.</summary>
-internal sealed class Bf16WireCodec : IWireCodec
+/// <summary>
+/// A 16-bit IEEE-style element, 2 bytes little-endian, rounded to nearest, ties to even: bfloat16 (the upper half of a
+/// binary32: 8 exponent bits, ±3.39e38) and binary16 (5 exponent bits, ±65504) differ only in the conversion, the
+/// exponent mask that marks Inf and NaN, and their range and tolerance.
+/// </summary>
+internal sealed class SixteenBitWireCodec(
+    WireDType id,
+    string name,
+    IReadOnlyList<string> aliases,
+    double maxMagnitude,
+    string range,
+    double parityTolerance,
+    ModelDType element,
+    ushort exponentMask) : IWireCodec
 {
-    public WireDType Id => WireDType.BF16;
+    /// <summary>bfloat16: 8 significant bits on the way out and back, 1e-2; the largest finite value (2 − 2⁻⁷)·2¹²⁷.</summary>
+    public static SixteenBitWireCodec BFloat16 { get; } =
+        new(WireDType.BF16, "bf16", [], 3.3895313892515355e38, "bf16 holds ±3.39e38", 1e-2, ModelDType.BF16, 0x7F80);
 
-    public string Name => "bf16";
+    /// <summary>IEEE binary16: 11 significant bits on the way out and back, 5e-3; ±65504 at most.</summary>
+    public static SixteenBitWireCodec Half { get; } =
+        new(WireDType.F16, "fp16", ["f16"], 65504, "fp16 holds ±65504", 5e-3, ModelDType.F16, 0x7C00);
 
-    public IReadOnlyList<string> Aliases { get; } = [];
+    public WireDType Id => id;
 
-    /// <summary>The largest finite bfloat16, (2 − 2⁻⁷)·2¹²⁷.</summary>
-    public double MaxMagnitude => 3.3895313892515355e38;
+    public string Name => name;
 
-    public string Range => "bf16 holds ±3.39e38";
+    public IReadOnlyList<string> Aliases => aliases;
 
-    /// <summary>8 significant bits on the way out and back: 1e-2.</summary>
-    public double ParityTolerance => 1e-2;
+    public double MaxMagnitude => maxMagnitude;
+
+    public string Range => range;
+
+    public double ParityTolerance => parityTolerance;
 
     public long PayloadBytes(long rows, long width) => FixedWidthElements.PayloadBytes(rows, width, 2);
 
@@ -219,7 +237,16 @@ internal sealed class Bf16WireCodec : IWireCodec
     {
         FixedWidthElements.CheckLength(rows, width, (long)rows * width, values.Length, "values", nameof(values));
         FixedWidthElements.CheckLength(rows, width, PayloadBytes(rows, width), destination.Length, "bytes", nameof(destination));
-        ElementConversions.SingleToBFloat16(values, MemoryMarshal.Cast<byte, ushort>(destination));
+        Span<ushort> elements = MemoryMarshal.Cast<byte, ushort>(destination);
+        if (element == ModelDType.BF16)
+        {
+            ElementConversions.SingleToBFloat16(values, elements);
+        }
+        else
+        {
+            ElementConversions.SingleToHalf(values, elements);
+        }
+
         FixedWidthElements.ToLittleEndian(destination);
     }
 
@@ -227,52 +254,12 @@ internal sealed class Bf16WireCodec : IWireCodec
     {
         FixedWidthElements.CheckLength(rows, width, PayloadBytes(rows, width), data.Length, "bytes", nameof(data));
         FixedWidthElements.CheckLength(rows, width, (long)rows * width, destination.Length, "values", nameof(destination));
-        ElementConversions.ToSingle(ModelDType.BF16, data, destination);
+        ElementConversions.ToSingle(element, data, destination);
     }
 
     public int FindNonFinite(ReadOnlySpan<byte> data, int rows, int width)
     {
         FixedWidthElements.CheckLength(rows, width, PayloadBytes(rows, width), data.Length, "bytes", nameof(data));
-        return FixedWidthElements.FindNonFinite16(data, 0x7F80);
-    }
-}
-
-/// <summary>IEEE binary16, 2 bytes little-endian, rounded to nearest, ties to even; ±65504 at most.</summary>
-internal sealed class Fp16WireCodec : IWireCodec
-{
-    public WireDType Id => WireDType.F16;
-
-    public string Name => "fp16";
-
-    public IReadOnlyList<string> Aliases { get; } = ["f16"];
-
-    public double MaxMagnitude => 65504;
-
-    public string Range => "fp16 holds ±65504";
-
-    /// <summary>11 significant bits on the way out and back: 5e-3.</summary>
-    public double ParityTolerance => 5e-3;
-
-    public long PayloadBytes(long rows, long width) => FixedWidthElements.PayloadBytes(rows, width, 2);
-
-    public void Encode(ReadOnlySpan<float> values, int rows, int width, Span<byte> destination)
-    {
-        FixedWidthElements.CheckLength(rows, width, (long)rows * width, values.Length, "values", nameof(values));
-        FixedWidthElements.CheckLength(rows, width, PayloadBytes(rows, width), destination.Length, "bytes", nameof(destination));
-        ElementConversions.SingleToHalf(values, MemoryMarshal.Cast<byte, ushort>(destination));
-        FixedWidthElements.ToLittleEndian(destination);
-    }
-
-    public void Decode(ReadOnlySpan<byte> data, int rows, int width, Span<float> destination)
-    {
-        FixedWidthElements.CheckLength(rows, width, PayloadBytes(rows, width), data.Length, "bytes", nameof(data));
-        FixedWidthElements.CheckLength(rows, width, (long)rows * width, destination.Length, "values", nameof(destination));
-        ElementConversions.ToSingle(ModelDType.F16, data, destination);
-    }
-
-    public int FindNonFinite(ReadOnlySpan<byte> data, int rows, int width)
-    {
-        FixedWidthElements.CheckLength(rows, width, PayloadBytes(rows, width), data.Length, "bytes", nameof(data));
-        return FixedWidthElements.FindNonFinite16(data, 0x7C00);
+        return FixedWidthElements.FindNonFinite16(data, exponentMask);
     }
 }
