@@ -1,5 +1,4 @@
 using MoECluster.Cluster.Contracts;
-using MoECluster.Cluster.Grains;
 using MoECluster.Wire;
 
 namespace MoECluster.Gateway;

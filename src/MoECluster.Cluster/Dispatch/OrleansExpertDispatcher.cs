@@ -146,7 +146,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
                 : new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
                     $"{e.Message}, for this input, whose largest magnitude is {layer.InputMaxAbs():G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(Wire))}"), null, e);
         }
-        catch (Exception e) when (!IsPassThrough(e))
+        catch (Exception e) when (!ShardCallRetry.IsCancellationOrClusterState(e))
         {
             throw new ShardFailureException($"expert shard {dispatch.Shard.Key} failed: {e.Message}", e);
         }
@@ -162,7 +162,4 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
         return (dispatch, partials, new ShardCallTraffic(
             _shards.LocalSilo, response.Silo, request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length, dispatch.Rows));
     }
-
-    /// <summary>What a shard call may throw that is not the shard's failure: cancellation, the deadline, a silo lost for good (Orleans' own).</summary>
-    private static bool IsPassThrough(Exception e) => e is OperationCanceledException or TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e);
 }

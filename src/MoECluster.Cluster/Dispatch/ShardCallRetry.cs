@@ -48,6 +48,14 @@ public sealed partial class ShardCallRetry
     public static bool IsSiloLoss(Exception e) => e is SiloUnavailableException or OrleansMessageRejectionException
         or ConnectionFailedException or SocketConnectionException or GatewayTooBusyException or ShardCallTimeoutException;
 
+    /// <summary>
+    /// What a call may throw that is neither the request's fault nor the callee's: cancellation, the deadline, the
+    /// cluster's own state (Orleans' exceptions, a silo lost for good). Passed through as it is, never wrapped or logged
+    /// as a bug.
+    /// </summary>
+    public static bool IsCancellationOrClusterState(Exception e) =>
+        e is OperationCanceledException or TimeoutException or OrleansException || IsSiloLoss(e);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "shard call failed, retry {Attempt} in {DelayMs:F0} ms: {Error}: {Reason}")]
     private static partial void Retrying(ILogger logger, int attempt, double delayMs, string error, string reason);
 }
