@@ -16,6 +16,11 @@ public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
 {
     private const int Callers = 8;
     private const int RequestsPerCaller = 3;
+    private const int LongRequestTokens = 4096;
+    private const int MaxSmallRequests = 200;
+
+    // A shard's rows are ℓ = 16 wide in the tiny model: 65,536 of them take tens of milliseconds (a 4 MiB message).
+    private const int LongAlternateRows = 65536;
 
     public static TheoryData<string, double> Wires() => new()
     {
@@ -36,14 +41,28 @@ public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
         long mergedBefore = MergedPasses();
 
         // Rounds of callers that interleave requests of different token counts; a round's requests race each other to the
-        // shards. Every answer is checked; the rounds go on (at most 5) until the shards have merged at least one pass.
+        // shards. On a quiet machine a tiny model's pass ends in microseconds, before the next request arrives, so each round
+        // also sends one long request per layer (its passes take milliseconds), and the small callers keep sending while it
+        // runs, so some queue behind it. Every answer is checked, the long ones too; the rounds go on (at most 5) until the
+        // shards have merged at least one pass.
         for (int round = 0; round < 5; round++)
         {
             int seed = TestInputs.NewSeed();
-            await Task.WhenAll(Enumerable.Range(0, Callers).Select(caller => Task.Run(async () =>
+            var longRequests = layers.Select(layer => Task.Run(async () =>
+            {
+                const int tokens = LongRequestTokens;
+                float[] x = TestInputs.Gaussian(tokens * d, seed ^ layer);
+                var reply = await router.Forward(new ForwardCall(layer, x, tokens, codec.Id));
+                double error = Metrics.RelativeError(reply.Hidden, reference.ForwardLayer(layer, x, tokens));
+                Assert.True(error <= tolerance, $"wire {wire} seed {seed} long request ({tokens} tokens, layer {layer}): relative error {error:E2} > {tolerance:E0}");
+            })).ToList();
+            var longDone = Task.WhenAll(longRequests);
+
+            // The small callers go on while the long requests run (at least RequestsPerCaller each, at most MaxSmallRequests).
+            var requests = longRequests.Concat(Enumerable.Range(0, Callers).Select(caller => Task.Run(async () =>
             {
                 var rng = new Random(seed + caller);
-                for (int i = 0; i < RequestsPerCaller; i++)
+                for (int i = 0; i < MaxSmallRequests && (i < RequestsPerCaller || !longDone.IsCompleted); i++)
                 {
                     int tokens = 1 + rng.Next(24);
                     int layer = layers[rng.Next(layers.Length)];
@@ -53,6 +72,7 @@ public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
                     Assert.True(error <= tolerance, $"wire {wire} seed {seed} caller {caller} request {i} ({tokens} tokens, layer {layer}): relative error {error:E2} > {tolerance:E0}");
                 }
             })));
+            await Task.WhenAll(requests);
 
             if (MergedPasses() > mergedBefore)
             {
@@ -85,10 +105,10 @@ public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
         var alternates = cluster.Service<IShardAlternateClient>(cluster.Frontend).On(silo.SiloAddress);
         int seed = TestInputs.NewSeed();
 
-        await Task.WhenAll(Enumerable.Range(0, calls).Select(i => Task.Run(async () =>
+        // A call built in full first (rows, pairs, encoded request), so that sending it is all that is left.
+        (Func<Task<WireBytes>> Send, Action<WireBytes> Check) Build(int i, int rows)
         {
             var rng = new Random(seed + i);
-            int rows = 1 + rng.Next(16);
             var offsets = new int[rows + 1];
             var ids = new List<int>();
             for (int r = 0; r < rows; r++)
@@ -99,15 +119,43 @@ public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
 
             var pairs = new RoutedPairs(offsets, [.. ids], [.. ids.Select(_ => (float)rng.NextDouble())]);
             float[] z = TestInputs.Gaussian(rows * experts.Width, rng.Next());
-            var request = WireFormat.BuildRequest(model, layer, shard.FirstExpert, shard.ExpertCount, z, experts.Width, WireDType.F32, pairs, WireDType.F32, 1000 + i);
-            var reply = await alternates.Compute(key, new WireBytes(WireFormat.Serialize(request)));
-            var response = WireFormat.DecodeResponse(reply.Bytes, new WireLimits(), rows, experts.Width);
-            Assert.Equal(1000 + i, response.RequestId);
-            double error = Metrics.RelativeError(response.Partials.Decode(), experts.ComputePartials(z, pairs));
-            Assert.True(error <= 1e-6, $"seed {seed} call {i} ({rows} rows): relative error {error:E2}");
-        })));
+            var request = new WireBytes(WireFormat.Serialize(
+                WireFormat.BuildRequest(model, layer, shard.FirstExpert, shard.ExpertCount, z, experts.Width, WireDType.F32, pairs, WireDType.F32, 1000 + i)));
+            return (() => alternates.Compute(key, request), reply =>
+            {
+                var response = WireFormat.DecodeResponse(reply.Bytes, new WireLimits(), rows, experts.Width);
+                Assert.Equal(1000 + i, response.RequestId);
+                double error = Metrics.RelativeError(response.Partials.Decode(), experts.ComputePartials(z, pairs));
+                Assert.True(error <= 1e-6, $"seed {seed} call {i} ({rows} rows): relative error {error:E2}");
+            });
+        }
 
-        var totals = Assert.Single(cluster.Service<TrafficLedger>(silo).Snapshot(silo.SiloAddress.ToString()).ShardBatches, b => b.Shard == ShardKeys.Alternate(key));
+        ShardBatchTotals Totals() =>
+            Assert.Single(cluster.Service<TrafficLedger>(silo).Snapshot(silo.SiloAddress.ToString()).ShardBatches, b => b.Shard == ShardKeys.Alternate(key));
+
+        // The first call loads the alternate's experts. Then a long call (milliseconds of compute) is sent, and after it
+        // the small calls, built beforehand: they arrive while the long one computes, queue, and share the next pass.
+        // Every answer is checked; the rounds go on (at most 5) until a pass has merged calls.
+        var warm = Build(0, 1);
+        warm.Check(await warm.Send());
+        for (int round = 0; round < 5 && Totals().Batches == Totals().Requests; round++)
+        {
+            int first = 1 + (round * calls);
+            var built = Enumerable.Range(first, calls).Select(i => Build(i, i == first ? LongAlternateRows : 1 + (i % 16))).ToList();
+            var sent = new List<Task<WireBytes>> { built[0].Send() };
+
+            // Messages of different sizes need not be delivered in the order sent: give the long one a head start that
+            // grows each round (0, 2, 4, 8, 16 ms), still far shorter than its compute.
+            await Task.Delay(round == 0 ? 0 : 1 << round);
+            sent.AddRange(built.Skip(1).Select(b => b.Send()));
+            var replies = await Task.WhenAll(sent);
+            for (int i = 0; i < built.Count; i++)
+            {
+                built[i].Check(replies[i]);
+            }
+        }
+
+        var totals = Totals();
         Assert.True(totals.Requests >= calls && totals.Batches < totals.Requests, $"{totals.Requests} requests in {totals.Batches} passes: the alternate merged none");
     }
 
