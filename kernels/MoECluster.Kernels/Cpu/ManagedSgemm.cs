@@ -64,16 +64,25 @@ public static unsafe class ManagedSgemm
         fixed (float* px = x)
         fixed (float* py = y)
         {
-            switch (w.Path)
+            switch (w.Path, w.Element)
             {
-                case KernelPath.Vector512:
-                    Run<Avx512Kernel>(w, px, tokens, py, maxThreads);
+                case (KernelPath.Vector512, PanelElement.BFloat16):
+                    Run<Avx512Kernel, BFloat16Panels>(w, px, tokens, py, maxThreads);
                     break;
-                case KernelPath.Vector256:
-                    Run<Vector256Kernel>(w, px, tokens, py, maxThreads);
+                case (KernelPath.Vector512, _):
+                    Run<Avx512Kernel, Float32Panels>(w, px, tokens, py, maxThreads);
+                    break;
+                case (KernelPath.Vector256, PanelElement.BFloat16):
+                    Run<Vector256Kernel, BFloat16Panels>(w, px, tokens, py, maxThreads);
+                    break;
+                case (KernelPath.Vector256, _):
+                    Run<Vector256Kernel, Float32Panels>(w, px, tokens, py, maxThreads);
+                    break;
+                case (_, PanelElement.BFloat16):
+                    Run<ScalarKernel, BFloat16Panels>(w, px, tokens, py, maxThreads);
                     break;
                 default:
-                    Run<ScalarKernel>(w, px, tokens, py, maxThreads);
+                    Run<ScalarKernel, Float32Panels>(w, px, tokens, py, maxThreads);
                     break;
             }
         }
@@ -81,8 +90,9 @@ public static unsafe class ManagedSgemm
         GC.KeepAlive(w);
     }
 
-    private static void Run<TKernel>(PackedMatrix w, float* x, int tokens, float* y, int maxThreads)
+    private static void Run<TKernel, TFormat>(PackedMatrix w, float* x, int tokens, float* y, int maxThreads)
         where TKernel : struct, IMicroKernel
+        where TFormat : struct, IPanelFormat
     {
         int mr = TKernel.TileRows;
         int panels = w.Panels;
@@ -91,7 +101,7 @@ public static unsafe class ManagedSgemm
         int threads = flops < ParallelMinFlops ? 1 : Math.Min(maxThreads, panels * tokenTiles);
         if (threads <= 1)
         {
-            Range<TKernel>(w, x, y, 0, panels, 0, tokens);
+            Range<TKernel, TFormat>(w, x, y, 0, panels, 0, tokens);
             return;
         }
 
@@ -110,15 +120,16 @@ public static unsafe class ManagedSgemm
             int p1 = (int)((long)panels * (pi + 1) / panelSplit);
             int t0 = Math.Min(tokens, (int)((long)tokenTiles * ti / tokenSplit) * mr);
             int t1 = Math.Min(tokens, (int)((long)tokenTiles * (ti + 1) / tokenSplit) * mr);
-            Range<TKernel>(w, (float*)xa, (float*)ya, p0, p1, t0, t1);
+            Range<TKernel, TFormat>(w, (float*)xa, (float*)ya, p0, p1, t0, t1);
         });
     }
 
     /// <summary>Outputs of panels [p0, p1) for tokens [t0, t1).</summary>
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Range<TKernel>(PackedMatrix w, float* x, float* y, int p0, int p1, int t0, int t1)
+    private static void Range<TKernel, TFormat>(PackedMatrix w, float* x, float* y, int p0, int p1, int t0, int t1)
         where TKernel : struct, IMicroKernel
+        where TFormat : struct, IPanelFormat
     {
         if (p0 >= p1 || t0 >= t1)
         {
@@ -143,21 +154,21 @@ public static unsafe class ManagedSgemm
                 float* yBlock = y + ((long)tb * n);
                 for (int p = p0; p < p1; p++)
                 {
-                    float* wp = w.Panel(p) + ((long)k0 * nr);
+                    byte* wp = w.Panel(p) + ((long)k0 * nr * TFormat.ElementBytes);
                     int cols = Math.Min(nr, n - (p * nr));
                     float* yPanel = yBlock + ((long)p * nr);
                     if (cols == nr)
                     {
                         for (int i = 0; i < mc; i += mr)
                         {
-                            TKernel.Run(Math.Min(mr, mc - i), xBlock + ((long)i * k), k, wp, kc, yPanel + ((long)i * n), n, accumulate);
+                            TKernel.Run<TFormat>(Math.Min(mr, mc - i), xBlock + ((long)i * k), k, wp, kc, yPanel + ((long)i * n), n, accumulate);
                         }
                     }
                     else
                     {
                         for (int i = 0; i < mc; i += mr)
                         {
-                            EdgeTile<TKernel>(Math.Min(mr, mc - i), cols, xBlock + ((long)i * k), k, wp, kc, yPanel + ((long)i * n), n, accumulate, edge);
+                            EdgeTile<TKernel, TFormat>(Math.Min(mr, mc - i), cols, xBlock + ((long)i * k), k, wp, kc, yPanel + ((long)i * n), n, accumulate, edge);
                         }
                     }
                 }
@@ -168,8 +179,9 @@ public static unsafe class ManagedSgemm
     /// <summary>A tile of the last, partial panel: run the full-width kernel on a scratch tile, copy the real columns.</summary>
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void EdgeTile<TKernel>(int rows, int cols, float* x, nint ldx, float* wp, int kc, float* y, int n, bool accumulate, float* scratch)
+    private static void EdgeTile<TKernel, TFormat>(int rows, int cols, float* x, nint ldx, byte* wp, int kc, float* y, int n, bool accumulate, float* scratch)
         where TKernel : struct, IMicroKernel
+        where TFormat : struct, IPanelFormat
     {
         int nr = TKernel.TileCols;
         if (accumulate)
@@ -180,7 +192,7 @@ public static unsafe class ManagedSgemm
             }
         }
 
-        TKernel.Run(rows, x, ldx, wp, kc, scratch, nr, accumulate);
+        TKernel.Run<TFormat>(rows, x, ldx, wp, kc, scratch, nr, accumulate);
         for (int r = 0; r < rows; r++)
         {
             new ReadOnlySpan<float>(scratch + (r * nr), cols).CopyTo(new Span<float>(y + ((long)r * n), cols));

@@ -6,8 +6,9 @@ namespace MoECluster.Kernels.Cpu;
 
 /// <summary>
 /// A register-blocked micro-kernel: C[rows, NR] (+)= X[rows, kc] · Wpᵀ, where X is read in place (row stride
-/// ldx) and Wp is a packed weight panel (kc × NR floats: step k holds W[0..NR, k]). Token values are broadcast,
-/// weights are the vector operand, the rows × NR sums stay in registers for the whole K range.
+/// ldx) and Wp is a packed weight panel (kc × NR weights: step k holds W[0..NR, k], stored as the panel format
+/// <c>TFormat</c> says and widened to fp32 in registers). Token values are broadcast, weights are the vector
+/// operand, the rows × NR sums stay in registers (fp32) for the whole K range.
 /// </summary>
 internal unsafe interface IMicroKernel
 {
@@ -21,7 +22,8 @@ internal unsafe interface IMicroKernel
     /// Runs the block for <paramref name="rows"/> ≤ MR token rows, writing (or with <paramref name="accumulate"/>,
     /// adding to) all NR outputs of each row at <paramref name="c"/> + r·<paramref name="ldc"/>.
     /// </summary>
-    static abstract void Run(int rows, float* x, nint ldx, float* wp, int kc, float* c, nint ldc, bool accumulate);
+    static abstract void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+        where TFormat : struct, IPanelFormat;
 }
 
 /// <summary>A row count as a type, so the JIT specializes one kernel body per count and drops the unused rows.</summary>
@@ -72,23 +74,25 @@ internal readonly unsafe struct Avx512Kernel : IMicroKernel
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run(int rows, float* x, nint ldx, float* wp, int kc, float* c, nint ldc, bool accumulate)
+    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+        where TFormat : struct, IPanelFormat
     {
         switch (rows)
         {
-            case 6: Block<Rows6>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 5: Block<Rows5>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 4: Block<Rows4>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 3: Block<Rows3>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 2: Block<Rows2>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            default: Block<Rows1>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 6: Block<Rows6, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 5: Block<Rows5, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 4: Block<Rows4, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 3: Block<Rows3, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 2: Block<Rows2, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            default: Block<Rows1, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
         }
     }
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block<TRows>(float* x, nint ldx, float* wp, int kc, float* c, nint ldc, bool accumulate)
+    private static void Block<TRows, TFormat>(float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
         where TRows : struct, IRowCount
+        where TFormat : struct, IPanelFormat
     {
         Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
         Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
@@ -132,10 +136,7 @@ internal readonly unsafe struct Avx512Kernel : IMicroKernel
         float* x5 = x + (5 * ldx);
         for (int k = 0; k < kc; k++)
         {
-            Vector512<float> w0 = Vector512.Load(wp);
-            Vector512<float> w1 = Vector512.Load(wp + 16);
-            Vector512<float> w2 = Vector512.Load(wp + 32);
-            Vector512<float> w3 = Vector512.Load(wp + 48);
+            TFormat.Load(wp, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
 
             Vector512<float> b = Vector512.Create(x0[k]);
             c00 = Vector512.FusedMultiplyAdd(w0, b, c00);
@@ -187,7 +188,7 @@ internal readonly unsafe struct Avx512Kernel : IMicroKernel
                 c53 = Vector512.FusedMultiplyAdd(w3, b, c53);
             }
 
-            wp += NR;
+            wp += NR * TFormat.ElementBytes;
         }
 
         Store(c, c00, c01, c02, c03, accumulate);
@@ -259,23 +260,25 @@ internal readonly unsafe struct Vector256Kernel : IMicroKernel
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run(int rows, float* x, nint ldx, float* wp, int kc, float* c, nint ldc, bool accumulate)
+    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+        where TFormat : struct, IPanelFormat
     {
         switch (rows)
         {
-            case 6: Block<Rows6>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 5: Block<Rows5>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 4: Block<Rows4>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 3: Block<Rows3>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 2: Block<Rows2>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            default: Block<Rows1>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 6: Block<Rows6, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 5: Block<Rows5, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 4: Block<Rows4, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 3: Block<Rows3, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 2: Block<Rows2, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            default: Block<Rows1, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
         }
     }
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block<TRows>(float* x, nint ldx, float* wp, int kc, float* c, nint ldc, bool accumulate)
+    private static void Block<TRows, TFormat>(float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
         where TRows : struct, IRowCount
+        where TFormat : struct, IPanelFormat
     {
         Vector256<float> c00 = default, c01 = default;
         Vector256<float> c10 = default, c11 = default;
@@ -292,8 +295,7 @@ internal readonly unsafe struct Vector256Kernel : IMicroKernel
         float* x5 = x + (5 * ldx);
         for (int k = 0; k < kc; k++)
         {
-            Vector256<float> w0 = Vector256.Load(wp);
-            Vector256<float> w1 = Vector256.Load(wp + 8);
+            TFormat.Load(wp, out Vector256<float> w0, out Vector256<float> w1);
 
             Vector256<float> b = Vector256.Create(x0[k]);
             c00 = Vector256.FusedMultiplyAdd(w0, b, c00);
@@ -333,7 +335,7 @@ internal readonly unsafe struct Vector256Kernel : IMicroKernel
                 c51 = Vector256.FusedMultiplyAdd(w1, b, c51);
             }
 
-            wp += NR;
+            wp += NR * TFormat.ElementBytes;
         }
 
         Store(c, c00, c01, accumulate);
@@ -392,7 +394,8 @@ internal readonly unsafe struct ScalarKernel : IMicroKernel
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run(int rows, float* x, nint ldx, float* wp, int kc, float* c, nint ldc, bool accumulate)
+    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+        where TFormat : struct, IPanelFormat
     {
         float* acc = stackalloc float[MR * NR];
         new Span<float>(acc, MR * NR).Clear();
@@ -404,11 +407,11 @@ internal readonly unsafe struct ScalarKernel : IMicroKernel
                 float* a = acc + (r * NR);
                 for (int j = 0; j < NR; j++)
                 {
-                    a[j] = MathF.FusedMultiplyAdd(wp[j], xv, a[j]);
+                    a[j] = MathF.FusedMultiplyAdd(TFormat.Load(wp, j), xv, a[j]);
                 }
             }
 
-            wp += NR;
+            wp += NR * TFormat.ElementBytes;
         }
 
         for (int r = 0; r < rows; r++)

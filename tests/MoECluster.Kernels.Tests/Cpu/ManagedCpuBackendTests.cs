@@ -56,7 +56,7 @@ public sealed class ManagedCpuBackendTests
 
     [Theory]
     [MemberData(nameof(SixteenBitWeights))]
-    public void LinearMatchesFp64ReferenceForSixteenBitWeightsWidenedWhilePacking(string dtype, string path, int k, int n) =>
+    public void LinearMatchesFp64ReferenceForSixteenBitWeights(string dtype, string path, int k, int n) =>
         AssertMatchesReference(Enum.Parse<DType>(dtype), Enum.Parse<KernelPath>(path), k, n, TokenCounts);
 
     [Theory]
@@ -79,19 +79,23 @@ public sealed class ManagedCpuBackendTests
     }
 
     [Theory]
-    [InlineData("Vector512", 64)]
-    [InlineData("Vector256", 16)]
-    [InlineData("Scalar", 16)]
-    public void PreparedWeightReportsItsShapeAndPaddedPanelBytes(string path, int panelWidth)
+    [InlineData("Vector512", 64, "BF16", 2)]
+    [InlineData("Vector256", 16, "BF16", 2)]
+    [InlineData("Scalar", 16, "BF16", 2)]
+    [InlineData("Vector512", 64, "F32", 4)]
+    [InlineData("Vector256", 16, "F16", 4)]
+    [InlineData("Scalar", 16, "F32", 4)]
+    public void PreparedWeightReportsItsShapeAndPaddedPanelBytes(string path, int panelWidth, string dtype, int bytesPerWeight)
     {
-        using var weight = new CheckpointWeight(DType.BF16, 33, 5, seed: 2);
+        using var weight = new CheckpointWeight(Enum.Parse<DType>(dtype), 33, 5, seed: 2);
         IPreparedLinear prepared = new ManagedCpuBackend(Enum.Parse<KernelPath>(path)).Prepare(weight.Matrix);
 
         Assert.Equal(33, prepared.Rows);
         Assert.Equal(5, prepared.Cols);
         long panels = (33 + panelWidth - 1) / panelWidth;
-        long packedFloats = panels * panelWidth * 5;
-        Assert.InRange(prepared.PreparedBytes, packedFloats * sizeof(float), (packedFloats + 16) * sizeof(float));
+        long packedWeights = panels * panelWidth * 5;
+        // Up to 64 bytes of slack for the 64-byte alignment.
+        Assert.InRange(prepared.PreparedBytes, packedWeights * bytesPerWeight, (packedWeights * bytesPerWeight) + 64);
     }
 
     [Fact]
