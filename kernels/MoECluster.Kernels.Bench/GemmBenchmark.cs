@@ -3,12 +3,14 @@ using System.Globalization;
 using System.Runtime.Intrinsics;
 using System.Text.Json;
 using MoECluster.Kernels.Cpu;
+using MoECluster.Model.Numerics;
 
 namespace MoECluster.Kernels.Bench;
 
 /// <summary>
 /// Times the managed SGEMM (Y = X · Wᵀ) at the Nemotron-3 Super expert shapes: best-of-N wall time after warm-up,
-/// reported as GFLOP/s (2·T·K·N flops per call).
+/// reported as GFLOP/s (2·T·K·N flops per call). Weights are fp32 panels, or with <c>--weights bf16</c> the bfloat16
+/// panels BF16 checkpoint weights are packed into (widened to fp32 inside the micro-kernel).
 /// </summary>
 internal static class GemmBenchmark
 {
@@ -23,7 +25,7 @@ internal static class GemmBenchmark
     {
         if (args.Length == 0 || args[0] != "gemm")
         {
-            Console.Error.WriteLine("usage: gemm [--json FILE] [--repeats N] [--min-seconds S] [--threads N] [--path vector512|vector256|scalar] [--shape T,K,N]");
+            Console.Error.WriteLine("usage: gemm [--json FILE] [--repeats N] [--min-seconds S] [--threads N] [--path vector512|vector256|scalar] [--weights fp32|bf16] [--shape T,K,N]");
             return 2;
         }
 
@@ -32,6 +34,7 @@ internal static class GemmBenchmark
         double minSeconds = 1.0;
         int threads = Environment.ProcessorCount;
         KernelPath path = KernelPaths.Best;
+        bool bf16 = false;
         var shapes = new List<(int Tokens, int In, int Out)>();
         for (int i = 1; i < args.Length; i++)
         {
@@ -43,6 +46,7 @@ internal static class GemmBenchmark
                 case "--min-seconds": minSeconds = double.Parse(value, CultureInfo.InvariantCulture); break;
                 case "--threads": threads = int.Parse(value, CultureInfo.InvariantCulture); break;
                 case "--path": path = Enum.Parse<KernelPath>(value, ignoreCase: true); break;
+                case "--weights": bf16 = value.ToUpperInvariant() switch { "BF16" => true, "FP32" => false, _ => throw new ArgumentException($"--weights is fp32 or bf16, not {value}") }; break;
                 case "--shape":
                     int[] parts = value.Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
                     shapes.Add((parts[0], parts[1], parts[2]));
@@ -59,11 +63,11 @@ internal static class GemmBenchmark
         }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"managed SGEMM, path {path}, {threads} threads, Vector512 accelerated: {Vector512.IsHardwareAccelerated}"));
+            $"managed SGEMM, path {path}, {(bf16 ? "bf16" : "fp32")} weights, {threads} threads, Vector512 accelerated: {Vector512.IsHardwareAccelerated}"));
         var results = new List<GemmResult>();
         foreach ((int tokens, int k, int n) in shapes)
         {
-            GemmResult result = Measure(tokens, k, n, path, threads, repeats, minSeconds);
+            GemmResult result = Measure(tokens, k, n, path, bf16, threads, repeats, minSeconds);
             results.Add(result);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"T={tokens,5} K={k,5} N={n,5}  {result.Seconds * 1e3,9:F3} ms  {result.Gflops,8:F1} GFLOP/s"));
@@ -71,14 +75,14 @@ internal static class GemmBenchmark
 
         if (jsonPath is not null)
         {
-            var report = new GemmReport(path.ToString(), threads, Environment.ProcessorCount, results);
+            var report = new GemmReport(path.ToString(), bf16 ? "bf16" : "fp32", threads, Environment.ProcessorCount, results);
             File.WriteAllText(jsonPath, JsonSerializer.Serialize(report, GemmJsonContext.Default.GemmReport));
         }
 
         return 0;
     }
 
-    private static GemmResult Measure(int tokens, int k, int n, KernelPath path, int threads, int repeats, double minSeconds)
+    private static GemmResult Measure(int tokens, int k, int n, KernelPath path, bool bf16, int threads, int repeats, double minSeconds)
     {
         var random = new Random(1234);
         float[] w = new float[n * k];
@@ -94,7 +98,17 @@ internal static class GemmBenchmark
             x[i] = (float)((random.NextDouble() * 2) - 1);
         }
 
-        PackedMatrix packed = PackedMatrix.FromFloat32(w, n, k, path);
+        PackedMatrix packed;
+        if (bf16)
+        {
+            ushort[] bits = new ushort[w.Length];
+            ElementConversions.SingleToBFloat16(w, bits);
+            packed = PackedMatrix.FromBFloat16(bits, n, k, path);
+        }
+        else
+        {
+            packed = PackedMatrix.FromFloat32(w, n, k, path);
+        }
         for (int i = 0; i < 5; i++)
         {
             ManagedSgemm.Multiply(packed, x, tokens, y, threads);

@@ -11,6 +11,7 @@ internal sealed record GemmResult(
 
 internal sealed record GemmReport(
     [property: JsonPropertyName("path")] string Path,
+    [property: JsonPropertyName("weights")] string Weights,
     [property: JsonPropertyName("threads")] int Threads,
     [property: JsonPropertyName("processors")] int Processors,
     [property: JsonPropertyName("results")] IReadOnlyList<GemmResult> Results);
