@@ -5,9 +5,10 @@ using MoECluster.Model.Numerics;
 namespace MoECluster.Kernels.Cpu;
 
 /// <summary>
-/// The managed CPU backend: weights packed once into fp32 panels (<see cref="PackedMatrix"/>), every Linear a
-/// cache-blocked, register-blocked SGEMM (<see cref="ManagedSgemm"/>) over all cores, with Vector512 FMA where the
-/// hardware has it and Vector256 otherwise. fp32 accumulation.
+/// The managed CPU backend: weights packed once into panels (<see cref="PackedMatrix"/>: BF16 weights as bfloat16,
+/// widened to fp32 in the micro-kernel; other dtypes as fp32), every Linear a cache-blocked, register-blocked SGEMM
+/// (<see cref="ManagedSgemm"/>) over all cores, with Vector512 FMA where the hardware has it and Vector256
+/// otherwise. fp32 accumulation. Once packed, a weight's mapped checkpoint pages leave the resident set.
 /// </summary>
 public sealed class ManagedCpuBackend : IComputeBackend
 {
@@ -29,7 +30,11 @@ public sealed class ManagedCpuBackend : IComputeBackend
     public IPreparedLinear Prepare(WeightMatrix weight)
     {
         ArgumentNullException.ThrowIfNull(weight);
-        return PackedMatrix.FromWeight(weight, _path);
+        PackedMatrix packed = PackedMatrix.FromWeight(weight, _path);
+
+        // The panels are the copy every Linear reads; the checkpoint's mapped pages need not stay resident too.
+        weight.ReleaseResidentPages();
+        return packed;
     }
 
     public void Linear(IPreparedLinear weight, ReadOnlySpan<float> x, int tokens, Span<float> y) =>

@@ -69,6 +69,13 @@ public sealed unsafe class WeightMatrix
         return null;
     }
 
+    /// <summary>
+    /// Drops this weight's mapped pages from the process's resident set (Linux; a no-op elsewhere): for a backend
+    /// that has packed its own copy, so the checkpoint's bytes are not held twice. The pages stay in the page
+    /// cache; reading the weight again afterwards is correct and maps them back in.
+    /// </summary>
+    public void ReleaseResidentPages() => MappedPages.Release(_data, ByteLength);
+
     /// <summary>Widens row <paramref name="row"/> to fp32 into <paramref name="destination"/> (length Cols).</summary>
     public void ReadRow(int row, Span<float> destination) =>
         ElementConversions.ToSingle(DType, RowBytes(row), destination[..Cols]);

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.RegularExpressions;
 using MoECluster.Kernels.Cpu;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Compute;
@@ -7,7 +8,7 @@ using MoECluster.Testing;
 namespace MoECluster.Kernels.Tests.Cpu;
 
 /// <summary>BF16 weights packed as bfloat16 panels and widened inside the micro-kernels (issue 12 item 3).</summary>
-public sealed class BFloat16PanelTests
+public sealed partial class BFloat16PanelTests
 {
     private const double Tolerance = 1e-5;
 
@@ -133,4 +134,55 @@ public sealed class BFloat16PanelTests
 
         Assert.Equal(PanelElement.Float32, prepared.Element);
     }
+
+    [Fact]
+    public void PreparingAWeightDropsItsMappedCheckpointPagesFromTheResidentSetAndTheWeightStaysReadable()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+
+        // 2 MiB of BF16 weights, every page read by CheckpointWeight's constructor.
+        using var weight = new CheckpointWeight(DType.BF16, 1024, 1024, seed: 30);
+        string file = weight.Matrix.Tensor.File.Path;
+        long pageKiB = Environment.SystemPageSize / 1024;
+        long before = MappedResidentKiB(file);
+
+        IPreparedLinear prepared = new ManagedCpuBackend().Prepare(weight.Matrix);
+        long after = MappedResidentKiB(file);
+
+        Assert.True(before >= 1024, $"{before} KiB of the checkpoint resident before packing");
+        // What may stay: the pages the tensor shares with the header and the file's end.
+        Assert.True(after <= 2 * pageKiB, $"{after} KiB of the checkpoint still resident after packing");
+        float[] row = new float[1024];
+        weight.Matrix.ReadRow(700, row);
+        Assert.Equal(weight.Values.AsSpan(700 * 1024, 1024).ToArray(), row);
+        Assert.Equal(1024, prepared.Rows);
+    }
+
+    /// <summary>Sum of the Rss lines of this process's mappings of <paramref name="path"/> (/proc/self/smaps).</summary>
+    private static long MappedResidentKiB(string path)
+    {
+        string fullPath = Path.GetFullPath(path);
+        long total = 0;
+        bool inFile = false;
+        foreach (string line in File.ReadLines("/proc/self/smaps"))
+        {
+            if (MappingHeader().IsMatch(line))
+            {
+                inFile = line.EndsWith(" " + fullPath, StringComparison.Ordinal);
+            }
+            else if (inFile && line.StartsWith("Rss:", StringComparison.Ordinal))
+            {
+                total += long.Parse(line.AsSpan(4).Trim().TrimEnd("kB").Trim(), CultureInfo.InvariantCulture);
+            }
+        }
+
+        return total;
+    }
+
+    /// <summary>The first line of a mapping's entry: "start-end perms offset dev inode [path]".</summary>
+    [GeneratedRegex("^[0-9a-f]+-[0-9a-f]+ ")]
+    private static partial Regex MappingHeader();
 }
