@@ -4,7 +4,9 @@ using System.Globalization;
 namespace MoECluster.Kernels.Cpu;
 
 /// <summary>
-/// Y[T, N] = X[T, K] · Wᵀ for a packed W (N = W's rows, K = W's columns), row-major fp32 X and Y.
+/// Y[T, N] = X[T, K] · Wᵀ for a packed W (N = W's rows, K = W's columns), row-major fp32 X and Y. W's panels
+/// hold fp32 or bfloat16 (<see cref="PackedMatrix"/>); the micro-kernels widen bfloat16 in registers and always
+/// accumulate in fp32, one kernel body per panel format (<see cref="IPanelFormat"/>).
 /// <para>
 /// Work split: the outputs are cut into contiguous panel ranges, one per core (with fewer panels than cores,
 /// the tokens are cut too, in whole MR tiles). Within a range: for each K block (K cut into equal blocks of at
