@@ -24,9 +24,18 @@ internal static unsafe partial class MappedPages
         long page = Environment.SystemPageSize;
         long first = ((long)start + page - 1) & ~(page - 1);
         long end = ((long)start + length) & ~(page - 1);
-        if (end > first)
+        if (end <= first)
+        {
+            return;
+        }
+
+        try
         {
             _ = Madvise((nint)first, (nuint)(end - first), DontNeed);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            // Advice only: without it the pages merely stay resident.
         }
     }
 
