@@ -7,8 +7,10 @@ namespace MoECluster.Model.Experts;
 
 /// <summary>
 /// The grouped expert FFN (Megatron-Core's "experts") on a compute backend: for each expert with work, gather its
-/// rows, compute down(relu(up(z))²) on the backend, and scatter each result row to its slot. Experts run one after
-/// another; each backend parallelises inside its Linear. Per-expert buffers come from the shared array pool.
+/// rows, compute down(relu(up(z))²) on the backend, and scatter each result row to its slot. All experts' rows are
+/// gathered into one buffer and go to the backend in one grouped call (<see cref="IComputeBackend.ExpertFfns"/>),
+/// which decides whether experts run one after another or side by side; the two buffers come from the shared array
+/// pool once per call.
 /// Slot outputs are combined by <see cref="WeightedSum"/> in a fixed order, so the result does not depend on the
 /// thread schedule. An expert output or a combined row outside the float32 range (from finite rows: the input is too
 /// large for the model) throws <see cref="ForwardOverflowException"/> naming the layer, the expert and the step.
@@ -61,39 +63,61 @@ public sealed class GroupedExperts
             }
         }
 
+        // One gathered buffer in permutation order (expert by expert), one output buffer, one grouped backend call.
+        int[] offsets = permutation.Offsets;
+        int[] order = permutation.Slots;
+        int slots = order.Length;
+        int active = 0;
         for (int e = 0; e < permutation.Experts; e++)
         {
-            ReadOnlySpan<int> slots = permutation.SlotsOf(e);
-            int n = slots.Length;
-            if (n == 0)
+            active += permutation.CountOf(e) > 0 ? 1 : 0;
+        }
+
+        var groups = new ExpertFfnGroup[active];
+        for (int e = 0, g = 0; e < permutation.Experts; e++)
+        {
+            if (permutation.CountOf(e) > 0)
             {
-                continue;
+                var expert = _experts[e]!;
+                groups[g++] = new ExpertFfnGroup(expert.Up, expert.Down, offsets[e], permutation.CountOf(e));
+            }
+        }
+
+        int length = checked(slots * w);
+        float[] gatheredBuffer = ArrayPool<float>.Shared.Rent(length);
+        float[] outputBuffer = ArrayPool<float>.Shared.Rent(length);
+        try
+        {
+            Span<float> gathered = gatheredBuffer.AsSpan(0, length);
+            Span<float> output = outputBuffer.AsSpan(0, length);
+            for (int i = 0; i < slots; i++)
+            {
+                z.Slice(slotRows[order[i]] * w, w).CopyTo(gathered.Slice(i * w, w));
             }
 
-            var expert = _experts[e]!;
-            float[] gatheredBuffer = ArrayPool<float>.Shared.Rent(n * w);
-            float[] outputBuffer = ArrayPool<float>.Shared.Rent(n * w);
-            try
+            _backend.ExpertFfns(groups, gathered, output);
+            int bad = FloatRange.FirstNonFinite(output);
+            if (bad >= 0)
             {
-                Span<float> gathered = gatheredBuffer.AsSpan(0, n * w);
-                Span<float> output = outputBuffer.AsSpan(0, n * w);
-                for (int i = 0; i < n; i++)
+                int row = bad / w;
+                int e = 0;
+                while (offsets[e + 1] <= row)
                 {
-                    z.Slice(slotRows[slots[i]] * w, w).CopyTo(gathered.Slice(i * w, w));
+                    e++;
                 }
 
-                _backend.ExpertFfn(expert.Up, expert.Down, gathered, n, output);
-                ForwardOverflowException.ThrowIfNonFinite(output, Layer, $"the output of expert {e} (its FFN down(relu(up(z))²))", z);
-                for (int i = 0; i < n; i++)
-                {
-                    output.Slice(i * w, w).CopyTo(slotOutputs.Slice(slots[i] * w, w));
-                }
+                throw ForwardOverflowException.At(Layer, $"the output of expert {e} (its FFN down(relu(up(z))²))", FloatRange.MaxAbs(z));
             }
-            finally
+
+            for (int i = 0; i < slots; i++)
             {
-                ArrayPool<float>.Shared.Return(gatheredBuffer);
-                ArrayPool<float>.Shared.Return(outputBuffer);
+                output.Slice(i * w, w).CopyTo(slotOutputs.Slice(order[i] * w, w));
             }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(gatheredBuffer);
+            ArrayPool<float>.Shared.Return(outputBuffer);
         }
     }
 
