@@ -77,7 +77,7 @@ public sealed class ManagedCpuBackend : IComputeBackend
 
     /// <summary>
     /// The experts' FFNs over one gathered buffer. When every expert has at most <see cref="ExpertParallelMaxRows"/>
-    /// rows and there are at least as many experts as cores, whole experts run on separate cores, each on one thread
+    /// rows and none has more than a core's share of all rows, whole experts run on separate cores, each on one thread
     /// (largest rows × weights first, each core taking the next when it is done): no fork and join per small GEMM.
     /// Otherwise the experts run one after another, each GEMM over all cores. Either way each expert's output is
     /// summed in the same order, so the result is the same bit for bit. One scratch buffer per call.
@@ -110,7 +110,7 @@ public sealed class ManagedCpuBackend : IComputeBackend
             maxRows = Math.Max(maxRows, g.Rows);
         }
 
-        bool expertParallel = _threads > 1 && groups.Length >= _threads && maxRows <= ExpertParallelMaxRows;
+        bool expertParallel = SideBySide(groups);
         int workers = expertParallel ? Math.Min(_threads, groups.Length) : 1;
         int hiddenLength = checked(maxRows * hiddenWidth);
         float[] scratch = ArrayPool<float>.Shared.Rent(checked(workers * hiddenLength));
@@ -168,6 +168,24 @@ public sealed class ManagedCpuBackend : IComputeBackend
             ManagedSgemm.Multiply(g.Up, rowsIn, g.Rows, h, threads, squaredRelu: true);
             ManagedSgemm.Multiply(g.Down, h, g.Rows, rowsOut, threads);
         }
+    }
+
+    /// <summary>
+    /// Whether <see cref="ExpertFfns"/> runs these groups side by side: more than one core, no expert above
+    /// <see cref="ExpertParallelMaxRows"/> rows, and none larger than a core's share of all rows (so the cores can be
+    /// kept evenly busy).
+    /// </summary>
+    internal bool SideBySide(ReadOnlySpan<ExpertFfnGroup> groups)
+    {
+        int maxRows = 0;
+        long totalRows = 0;
+        foreach (var g in groups)
+        {
+            maxRows = Math.Max(maxRows, g.Rows);
+            totalRows += g.Rows;
+        }
+
+        return _threads > 1 && maxRows <= ExpertParallelMaxRows && (long)maxRows * _threads <= totalRows;
     }
 
     private static PackedMatrix AsPacked(IPreparedLinear weight)

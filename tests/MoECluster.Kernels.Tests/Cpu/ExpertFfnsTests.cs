@@ -63,7 +63,7 @@ public sealed class ExpertFfnsTests
     public void ExpertsSideBySideEqualExpertsOneAfterAnotherBitForBit(int expertParallelMaxRows)
     {
         const int width = 40, hidden = 96;
-        int[] rows = [3, 0, 1, 17, 6, 2, 9, 1];
+        int[] rows = [3, 0, 1, 7, 6, 2, 9, 1, 5, 4];
         var weights = Enumerable.Range(0, rows.Length)
             .Select(e => (Up: new CheckpointWeight(DType.BF16, hidden, width, seed: 100 + e), Down: new CheckpointWeight(DType.BF16, width, hidden, seed: 200 + e)))
             .ToArray();
@@ -77,6 +77,7 @@ public sealed class ExpertFfnsTests
                 groups[e] = new ExpertFfnGroup(grouped.Prepare(weights[e].Up.Matrix), grouped.Prepare(weights[e].Down.Matrix), first, rows[e]);
             }
 
+            Assert.Equal(expertParallelMaxRows > 0, grouped.SideBySide(groups));
             int total = rows.Sum();
             int seed = Random.Shared.Next();
             float[] z = CheckpointWeight.Random(new Random(seed), total * width);
@@ -107,6 +108,26 @@ public sealed class ExpertFfnsTests
                 down.Dispose();
             }
         }
+    }
+
+    [Fact]
+    public void ExpertsRunSideBySideOnlyWhenTheCoresCanBeKeptEvenlyBusy()
+    {
+        using var up = new CheckpointWeight(DType.F32, 8, 4, seed: 1);
+        using var down = new CheckpointWeight(DType.F32, 4, 8, seed: 2);
+        var backend = new ManagedCpuBackend(KernelPaths.Best, threads: 2, expertParallelMaxRows: 64);
+        ExpertFfnGroup[] Groups(params int[] rows)
+        {
+            int first = 0;
+            return [.. rows.Select(r => new ExpertFfnGroup(backend.Prepare(up.Matrix), backend.Prepare(down.Matrix), (first += r) - r, r))];
+        }
+
+        Assert.True(backend.SideBySide(Groups(1, 1, 1, 1)));          // decode: one row each
+        Assert.True(backend.SideBySide(Groups(30, 20, 10)));          // none above half of all rows
+        Assert.False(backend.SideBySide(Groups(40, 5, 5)));           // one expert holds most rows
+        Assert.False(backend.SideBySide(Groups(65, 64, 64)));         // above the row limit: each GEMM over all cores
+        Assert.False(backend.SideBySide(Groups(1)));                  // one expert
+        Assert.False(new ManagedCpuBackend(KernelPaths.Best, threads: 1, 64).SideBySide(Groups(1, 1)));
     }
 
     [Fact]
