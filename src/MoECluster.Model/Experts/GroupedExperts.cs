@@ -54,6 +54,73 @@ public sealed class GroupedExperts
     /// </summary>
     public void Compute(ReadOnlySpan<float> z, ReadOnlySpan<int> slotRows, TokenPermutation permutation, Span<float> slotOutputs)
     {
+        ArgumentNullException.ThrowIfNull(permutation);
+        int w = Width;
+        int[] order = permutation.Slots;
+        int length = checked(order.Length * w);
+        float[] outputBuffer = ArrayPool<float>.Shared.Rent(length);
+        try
+        {
+            Span<float> output = outputBuffer.AsSpan(0, length);
+            RunExperts(z, slotRows, permutation, output);
+            for (int i = 0; i < order.Length; i++)
+            {
+                output.Slice(i * w, w).CopyTo(slotOutputs.Slice(order[i] * w, w));
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(outputBuffer);
+        }
+    }
+
+    /// <summary>
+    /// The combined sums of <paramref name="pairs"/>' rows: u[r] = Σ_j w_j · E_{e_j}(z[r]) over row r's pairs,
+    /// accumulated in fp64 in pair order and rounded once (<see cref="WeightedSum"/>), read straight from where the
+    /// experts wrote their outputs. <paramref name="z"/> is [rows, w]; returns [rows, w]. The sums are not checked for
+    /// the float32 range (the caller names its own input in that error).
+    /// </summary>
+    public float[] ComputeCombined(ReadOnlySpan<float> z, RoutedPairs pairs)
+    {
+        ArgumentNullException.ThrowIfNull(pairs);
+        int w = Width;
+        int rows = pairs.Rows;
+        if (z.Length != (long)rows * w)
+        {
+            throw new ArgumentException($"layer {Layer}: {pairs.Rows} rows of pairs need [{rows}, {w}] routed rows; got {z.Length} values", nameof(z));
+        }
+
+        var slotRows = new int[pairs.Count];
+        for (int r = 0; r < rows; r++)
+        {
+            slotRows.AsSpan(pairs.Offsets[r], pairs.CountOf(r)).Fill(r);
+        }
+
+        var permutation = new TokenPermutation(pairs.Experts, _experts.Length);
+        int[] order = permutation.Slots;
+        var outputRows = new int[order.Length];
+        for (int i = 0; i < order.Length; i++)
+        {
+            outputRows[order[i]] = i;
+        }
+
+        int length = checked(order.Length * w);
+        float[] outputBuffer = ArrayPool<float>.Shared.Rent(length);
+        try
+        {
+            Span<float> output = outputBuffer.AsSpan(0, length);
+            RunExperts(z, slotRows, permutation, output);
+            return WeightedSum.OverSlots(rows, pairs.Offsets, pairs.Weights, output, outputRows, w);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(outputBuffer);
+        }
+    }
+
+    /// <summary>The experts' outputs grouped by expert: row i of <paramref name="output"/> is slot permutation.Slots[i]'s.</summary>
+    private void RunExperts(ReadOnlySpan<float> z, ReadOnlySpan<int> slotRows, TokenPermutation permutation, Span<float> output)
+    {
         int w = Width;
         for (int e = 0; e < permutation.Experts; e++)
         {
@@ -63,7 +130,7 @@ public sealed class GroupedExperts
             }
         }
 
-        // One gathered buffer in permutation order (expert by expert), one output buffer, one grouped backend call.
+        // One gathered buffer in permutation order (expert by expert) and one grouped backend call.
         int[] offsets = permutation.Offsets;
         int[] order = permutation.Slots;
         int slots = order.Length;
@@ -85,11 +152,9 @@ public sealed class GroupedExperts
 
         int length = checked(slots * w);
         float[] gatheredBuffer = ArrayPool<float>.Shared.Rent(length);
-        float[] outputBuffer = ArrayPool<float>.Shared.Rent(length);
         try
         {
             Span<float> gathered = gatheredBuffer.AsSpan(0, length);
-            Span<float> output = outputBuffer.AsSpan(0, length);
             for (int i = 0; i < slots; i++)
             {
                 z.Slice(slotRows[order[i]] * w, w).CopyTo(gathered.Slice(i * w, w));
@@ -108,16 +173,10 @@ public sealed class GroupedExperts
 
                 throw ForwardOverflowException.At(Layer, $"the output of expert {e} (its FFN down(relu(up(z))²))", FloatRange.MaxAbs(z));
             }
-
-            for (int i = 0; i < slots; i++)
-            {
-                output.Slice(i * w, w).CopyTo(slotOutputs.Slice(order[i] * w, w));
-            }
         }
         finally
         {
             ArrayPool<float>.Shared.Return(gatheredBuffer);
-            ArrayPool<float>.Shared.Return(outputBuffer);
         }
     }
 
@@ -127,23 +186,7 @@ public sealed class GroupedExperts
     /// </summary>
     public float[] ComputePartials(ReadOnlySpan<float> z, RoutedPairs pairs)
     {
-        ArgumentNullException.ThrowIfNull(pairs);
-        int w = Width;
-        int rows = pairs.Rows;
-        if (z.Length != (long)rows * w)
-        {
-            throw new ArgumentException($"layer {Layer}: {pairs.Rows} rows of pairs need [{rows}, {w}] routed rows; got {z.Length} values", nameof(z));
-        }
-
-        var slotRows = new int[pairs.Count];
-        for (int r = 0; r < rows; r++)
-        {
-            slotRows.AsSpan(pairs.Offsets[r], pairs.CountOf(r)).Fill(r);
-        }
-
-        var slotOutputs = new float[pairs.Count * w];
-        Compute(z, slotRows, new TokenPermutation(pairs.Experts, _experts.Length), slotOutputs);
-        float[] partials = WeightedSum.OverSlots(pairs, slotOutputs, w);
+        float[] partials = ComputeCombined(z, pairs);
         ForwardOverflowException.ThrowIfNonFinite(partials, Layer, "the weighted sum of the routed experts' outputs", z);
         return partials;
     }

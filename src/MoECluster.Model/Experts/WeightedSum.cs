@@ -23,7 +23,15 @@ public static class WeightedSum
     }
 
     /// <summary>u[r] = Σ_{s ∈ [offsets[r], offsets[r+1])} weights[s] · slotOutputs[s] for rows × width.</summary>
-    public static unsafe float[] OverSlots(int rows, ReadOnlySpan<int> offsets, ReadOnlySpan<float> weights, ReadOnlySpan<float> slotOutputs, int width)
+    public static float[] OverSlots(int rows, ReadOnlySpan<int> offsets, ReadOnlySpan<float> weights, ReadOnlySpan<float> slotOutputs, int width) =>
+        OverSlots(rows, offsets, weights, slotOutputs, [], width);
+
+    /// <summary>
+    /// u[r] = Σ_{s ∈ [offsets[r], offsets[r+1])} weights[s] · outputs[outputRows[s]] for rows × width: the slot outputs
+    /// read where the experts wrote them (grouped by expert), with no scatter into slot order first. An empty
+    /// <paramref name="outputRows"/> means slot s is row s.
+    /// </summary>
+    internal static unsafe float[] OverSlots(int rows, ReadOnlySpan<int> offsets, ReadOnlySpan<float> weights, ReadOnlySpan<float> outputs, ReadOnlySpan<int> outputRows, int width)
     {
         var u = new float[rows * width];
         if (rows == 0)
@@ -35,21 +43,30 @@ public static class WeightedSum
         int chunks = values < ParallelMinValues ? 1 : Math.Min(Environment.ProcessorCount, rows);
         if (chunks <= 1)
         {
-            Rows(0, rows, offsets, weights, slotOutputs, width, u);
+            Rows(0, rows, offsets, weights, outputs, outputRows, width, u);
             return u;
         }
 
         fixed (int* po = offsets)
         fixed (float* pw = weights)
-        fixed (float* ps = slotOutputs)
+        fixed (float* ps = outputs)
+        fixed (int* pr = outputRows)
         {
-            nint oa = (nint)po, wa = (nint)pw, sa = (nint)ps;
-            int offsetCount = offsets.Length, weightCount = weights.Length, slotValues = slotOutputs.Length;
+            nint oa = (nint)po, wa = (nint)pw, sa = (nint)ps, ra = (nint)pr;
+            int offsetCount = offsets.Length, weightCount = weights.Length, outputValues = outputs.Length, outputRowCount = outputRows.Length;
             Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, chunk =>
             {
                 int r0 = (int)((long)rows * chunk / chunks);
                 int r1 = (int)((long)rows * (chunk + 1) / chunks);
-                Rows(r0, r1, new ReadOnlySpan<int>((int*)oa, offsetCount), new ReadOnlySpan<float>((float*)wa, weightCount), new ReadOnlySpan<float>((float*)sa, slotValues), width, u);
+                Rows(
+                    r0,
+                    r1,
+                    new ReadOnlySpan<int>((int*)oa, offsetCount),
+                    new ReadOnlySpan<float>((float*)wa, weightCount),
+                    new ReadOnlySpan<float>((float*)sa, outputValues),
+                    new ReadOnlySpan<int>((int*)ra, outputRowCount),
+                    width,
+                    u);
             });
         }
 
@@ -57,7 +74,7 @@ public static class WeightedSum
     }
 
     /// <summary>Rows [r0, r1): the fp64 sums of one row in a pooled accumulator (vectorized; the order of each element's sum is the slot order).</summary>
-    private static void Rows(int r0, int r1, ReadOnlySpan<int> offsets, ReadOnlySpan<float> weights, ReadOnlySpan<float> slotOutputs, int width, float[] u)
+    private static void Rows(int r0, int r1, ReadOnlySpan<int> offsets, ReadOnlySpan<float> weights, ReadOnlySpan<float> outputs, ReadOnlySpan<int> outputRows, int width, float[] u)
     {
         double[] rented = ArrayPool<double>.Shared.Rent(width);
         try
@@ -71,7 +88,7 @@ public static class WeightedSum
                 for (int s = offsets[r]; s < offsets[r + 1]; s++)
                 {
                     double weight = weights[s];
-                    var row = slotOutputs.Slice(s * width, width);
+                    var row = outputs.Slice((outputRows.IsEmpty ? s : outputRows[s]) * width, width);
                     ref float x = ref MemoryMarshal.GetReference(row);
                     var wv = Vector256.Create(weight);
                     int i = 0;

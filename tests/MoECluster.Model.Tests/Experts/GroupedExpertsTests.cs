@@ -46,6 +46,37 @@ public sealed class GroupedExpertsTests
     }
 
     [Fact]
+    public void The_combined_sums_read_in_place_equal_slot_outputs_scattered_then_summed_bit_for_bit()
+    {
+        using var dir = new TempDirectory();
+        var config = ModelPresets.Get("tiny").Build(experts: 12);
+        SyntheticCheckpoint.Write(dir.Path, config, (ulong)Random.Shared.Next());
+        using var model = MoeModel.Open(dir.Path);
+        var experts = model.ShardExperts(Layer, 0, config.NRoutedExperts);
+        int w = config.RoutedWidth, rows = 11, seed = Random.Shared.Next();
+        var rng = new Random(seed);
+        float[] z = [.. Enumerable.Range(0, rows * w).Select(_ => (float)((rng.NextDouble() * 2) - 1))];
+        int[] offsets = new int[rows + 1];
+        for (int r = 0; r < rows; r++)
+        {
+            offsets[r + 1] = offsets[r] + rng.Next(0, 4); // a shard's rows hold 0..3 of their token's pairs
+        }
+
+        var pairs = new RoutedPairs(
+            offsets,
+            [.. Enumerable.Range(0, offsets[rows]).Select(_ => rng.Next(config.NRoutedExperts))],
+            [.. Enumerable.Range(0, offsets[rows]).Select(_ => (float)rng.NextDouble())]);
+        int[] slotRows = [.. Enumerable.Range(0, pairs.Count).Select(s => Array.FindLastIndex(offsets, o => o <= s))];
+        float[] slotOutputs = new float[pairs.Count * w];
+        experts.Compute(z, slotRows, new TokenPermutation(pairs.Experts, config.NRoutedExperts), slotOutputs);
+        float[] expected = WeightedSum.OverSlots(pairs, slotOutputs, w);
+
+        float[] combined = experts.ComputeCombined(z, pairs);
+
+        Assert.True(expected.AsSpan().SequenceEqual(combined), $"seed {seed}: the combined sums differ");
+    }
+
+    [Fact]
     public void A_non_finite_output_in_one_experts_rows_names_that_expert()
     {
         using var dir = new TempDirectory();

@@ -41,4 +41,27 @@ public sealed class WeightedSumTests
             }
         }
     }
+
+    [Fact]
+    public void Slot_outputs_read_through_a_row_map_equal_the_same_outputs_in_slot_order_bit_for_bit()
+    {
+        int seed = Random.Shared.Next();
+        var rng = new Random(seed);
+        const int rows = 400, width = 301;
+        int[] offsets = [.. Enumerable.Range(0, rows + 1).Select(r => 3 * r)];
+        int slots = offsets[rows];
+        float[] weights = [.. Enumerable.Range(0, slots).Select(_ => (float)rng.NextDouble())];
+        float[] inSlotOrder = [.. Enumerable.Range(0, slots * width).Select(_ => (float)((rng.NextDouble() * 2) - 1))];
+        int[] outputRows = [.. Enumerable.Range(0, slots).OrderBy(_ => rng.Next())];
+        float[] grouped = new float[slots * width];
+        for (int s = 0; s < slots; s++)
+        {
+            inSlotOrder.AsSpan(s * width, width).CopyTo(grouped.AsSpan(outputRows[s] * width, width));
+        }
+
+        float[] expected = WeightedSum.OverSlots(rows, offsets, weights, inSlotOrder, width);
+        float[] mapped = WeightedSum.OverSlots(rows, offsets, weights, grouped, outputRows, width);
+
+        Assert.True(expected.AsSpan().SequenceEqual(mapped), $"seed {seed}: the sums differ");
+    }
 }
