@@ -115,18 +115,21 @@ public sealed class ExpertFfnsTests
     {
         using var up = new CheckpointWeight(DType.F32, 8, 4, seed: 1);
         using var down = new CheckpointWeight(DType.F32, 4, 8, seed: 2);
-        var backend = new ManagedCpuBackend(KernelPaths.Best, threads: 2, expertParallelMaxRows: 64);
+        var two = new ManagedCpuBackend(KernelPaths.Best, threads: 2, expertParallelMaxRows: 64);
+        var sixteen = new ManagedCpuBackend(KernelPaths.Best, threads: 16, expertParallelMaxRows: 64);
         ExpertFfnGroup[] Groups(params int[] rows)
         {
             int first = 0;
-            return [.. rows.Select(r => new ExpertFfnGroup(backend.Prepare(up.Matrix), backend.Prepare(down.Matrix), (first += r) - r, r))];
+            return [.. rows.Select(r => new ExpertFfnGroup(two.Prepare(up.Matrix), two.Prepare(down.Matrix), (first += r) - r, r))];
         }
 
-        Assert.True(backend.SideBySide(Groups(1, 1, 1, 1)));          // decode: one row each
-        Assert.True(backend.SideBySide(Groups(30, 20, 10)));          // none above half of all rows
-        Assert.False(backend.SideBySide(Groups(40, 5, 5)));           // one expert holds most rows
-        Assert.False(backend.SideBySide(Groups(65, 64, 64)));         // above the row limit: each GEMM over all cores
-        Assert.False(backend.SideBySide(Groups(1)));                  // one expert
+        Assert.True(two.SideBySide(Groups([.. Enumerable.Repeat(1, 22)])));    // decode: 22 one-row experts, 11 a core
+        Assert.True(two.SideBySide(Groups(30, 20, 10)));                       // 30 | 20 + 10
+        Assert.False(two.SideBySide(Groups(40, 5, 5)));                        // one expert holds most rows
+        Assert.False(two.SideBySide(Groups(65, 64, 64)));                      // above the row limit: each GEMM over all cores
+        Assert.False(two.SideBySide(Groups(1)));                               // one expert
+        Assert.False(sixteen.SideBySide(Groups([.. Enumerable.Repeat(1, 22)]))); // 2 rounds where 1.4 would be even
+        Assert.True(sixteen.SideBySide(Groups([.. Enumerable.Repeat(3, 64)])));  // 4 a core
         Assert.False(new ManagedCpuBackend(KernelPaths.Best, threads: 1, 64).SideBySide(Groups(1, 1)));
     }
 
