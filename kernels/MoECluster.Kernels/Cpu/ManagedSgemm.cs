@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using System.Globalization;
 
 namespace MoECluster.Kernels.Cpu;
@@ -40,8 +41,12 @@ public static unsafe class ManagedSgemm
     public static void Multiply(PackedMatrix w, ReadOnlySpan<float> x, int tokens, Span<float> y) =>
         Multiply(w, x, tokens, y, Environment.ProcessorCount);
 
-    /// <summary>Y = X · Wᵀ on at most <paramref name="maxThreads"/> threads.</summary>
-    internal static void Multiply(PackedMatrix w, ReadOnlySpan<float> x, int tokens, Span<float> y, int maxThreads)
+    /// <summary>
+    /// Y = X · Wᵀ on at most <paramref name="maxThreads"/> threads; with <paramref name="squaredRelu"/>, Y = relu(X · Wᵀ)²,
+    /// applied to each tile right after its last K block while it is still in cache (the values equal
+    /// <c>Activations.Relu2</c> over the product, bit for bit).
+    /// </summary>
+    internal static void Multiply(PackedMatrix w, ReadOnlySpan<float> x, int tokens, Span<float> y, int maxThreads, bool squaredRelu = false)
     {
         ArgumentNullException.ThrowIfNull(w);
         ArgumentOutOfRangeException.ThrowIfNegative(tokens);
@@ -69,22 +74,22 @@ public static unsafe class ManagedSgemm
             switch (w.Path, w.Element)
             {
                 case (KernelPath.Vector512, PanelElement.BFloat16):
-                    Run<Avx512Kernel, BFloat16Panels>(w, px, tokens, py, maxThreads);
+                    Run<Avx512Kernel, BFloat16Panels>(w, px, tokens, py, maxThreads, squaredRelu);
                     break;
                 case (KernelPath.Vector512, _):
-                    Run<Avx512Kernel, Float32Panels>(w, px, tokens, py, maxThreads);
+                    Run<Avx512Kernel, Float32Panels>(w, px, tokens, py, maxThreads, squaredRelu);
                     break;
                 case (KernelPath.Vector256, PanelElement.BFloat16):
-                    Run<Vector256Kernel, BFloat16Panels>(w, px, tokens, py, maxThreads);
+                    Run<Vector256Kernel, BFloat16Panels>(w, px, tokens, py, maxThreads, squaredRelu);
                     break;
                 case (KernelPath.Vector256, _):
-                    Run<Vector256Kernel, Float32Panels>(w, px, tokens, py, maxThreads);
+                    Run<Vector256Kernel, Float32Panels>(w, px, tokens, py, maxThreads, squaredRelu);
                     break;
                 case (_, PanelElement.BFloat16):
-                    Run<ScalarKernel, BFloat16Panels>(w, px, tokens, py, maxThreads);
+                    Run<ScalarKernel, BFloat16Panels>(w, px, tokens, py, maxThreads, squaredRelu);
                     break;
                 default:
-                    Run<ScalarKernel, Float32Panels>(w, px, tokens, py, maxThreads);
+                    Run<ScalarKernel, Float32Panels>(w, px, tokens, py, maxThreads, squaredRelu);
                     break;
             }
         }
@@ -92,7 +97,7 @@ public static unsafe class ManagedSgemm
         GC.KeepAlive(w);
     }
 
-    private static void Run<TKernel, TFormat>(PackedMatrix w, float* x, int tokens, float* y, int maxThreads)
+    private static void Run<TKernel, TFormat>(PackedMatrix w, float* x, int tokens, float* y, int maxThreads, bool squaredRelu)
         where TKernel : struct, IMicroKernel
         where TFormat : struct, IPanelFormat
     {
@@ -103,7 +108,7 @@ public static unsafe class ManagedSgemm
         int threads = flops < ParallelMinFlops ? 1 : Math.Min(maxThreads, panels * tokenTiles);
         if (threads <= 1)
         {
-            Range<TKernel, TFormat>(w, x, y, 0, panels, 0, tokens);
+            Range<TKernel, TFormat>(w, x, y, 0, panels, 0, tokens, squaredRelu);
             return;
         }
 
@@ -122,14 +127,14 @@ public static unsafe class ManagedSgemm
             int p1 = (int)((long)panels * (pi + 1) / panelSplit);
             int t0 = Math.Min(tokens, (int)((long)tokenTiles * ti / tokenSplit) * mr);
             int t1 = Math.Min(tokens, (int)((long)tokenTiles * (ti + 1) / tokenSplit) * mr);
-            Range<TKernel, TFormat>(w, (float*)xa, (float*)ya, p0, p1, t0, t1);
+            Range<TKernel, TFormat>(w, (float*)xa, (float*)ya, p0, p1, t0, t1, squaredRelu);
         });
     }
 
-    /// <summary>Outputs of panels [p0, p1) for tokens [t0, t1).</summary>
+    /// <summary>Outputs of panels [p0, p1) for tokens [t0, t1); with <paramref name="squaredRelu"/>, relu² on each tile after its last K block.</summary>
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Range<TKernel, TFormat>(PackedMatrix w, float* x, float* y, int p0, int p1, int t0, int t1)
+    private static void Range<TKernel, TFormat>(PackedMatrix w, float* x, float* y, int p0, int p1, int t0, int t1, bool squaredRelu)
         where TKernel : struct, IMicroKernel
         where TFormat : struct, IPanelFormat
     {
@@ -149,6 +154,7 @@ public static unsafe class ManagedSgemm
         {
             int kc = Math.Min(kBlock, k - k0);
             bool accumulate = k0 > 0;
+            bool activate = squaredRelu && k0 + kc == k;
             for (int tb = t0; tb < t1; tb += TokenBlock)
             {
                 int mc = Math.Min(TokenBlock, t1 - tb);
@@ -164,6 +170,10 @@ public static unsafe class ManagedSgemm
                         for (int i = 0; i < mc; i += mr)
                         {
                             TKernel.Run<TFormat>(Math.Min(mr, mc - i), xBlock + ((long)i * k), k, wp, kc, yPanel + ((long)i * n), n, accumulate);
+                            if (activate)
+                            {
+                                SquaredRelu(yPanel + ((long)i * n), n, Math.Min(mr, mc - i), cols);
+                            }
                         }
                     }
                     else
@@ -171,9 +181,38 @@ public static unsafe class ManagedSgemm
                         for (int i = 0; i < mc; i += mr)
                         {
                             EdgeTile<TKernel, TFormat>(Math.Min(mr, mc - i), cols, xBlock + ((long)i * k), k, wp, kc, yPanel + ((long)i * n), n, accumulate, edge);
+                            if (activate)
+                            {
+                                SquaredRelu(yPanel + ((long)i * n), n, Math.Min(mr, mc - i), cols);
+                            }
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// <summary>
+    /// y ← relu(y)² over a rows × cols tile (row stride <paramref name="ldy"/>), as <c>Activations.Relu2</c> does it:
+    /// v &gt; 0 ? v·v : 0 (a NaN gives 0).
+    /// </summary>
+    private static void SquaredRelu(float* y, nint ldy, int rows, int cols)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float* row = y + (r * ldy);
+            int j = 0;
+            for (; j <= cols - Vector256<float>.Count; j += Vector256<float>.Count)
+            {
+                var v = Vector256.Load(row + j);
+                var positive = Vector256.ConditionalSelect(Vector256.GreaterThan(v, Vector256<float>.Zero), v, Vector256<float>.Zero);
+                (positive * positive).Store(row + j);
+            }
+
+            for (; j < cols; j++)
+            {
+                float v = row[j] > 0f ? row[j] : 0f;
+                row[j] = v * v;
             }
         }
     }

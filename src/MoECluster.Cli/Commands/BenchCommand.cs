@@ -32,10 +32,11 @@ internal static class BenchCommand
         var model = new Option<string?>("--model") { Description = "Model directory for the layer benchmark (default: a generated super-shape layer with 64 experts)." };
         var json = new Option<string?>("--json") { Description = "Write the results as JSON to this file." };
         var seconds = new Option<double>("--seconds") { Description = "Minimum measuring time per case (best of the repetitions counts).", DefaultValueFactory = _ => 1.0 };
+        var breakdown = new Option<bool>("--breakdown") { Description = "With the layer benchmark: time each step of the layer alone (route, experts and combine, finish) on every backend but the reference." };
         var readMib = new Option<int>("--read-mib") { Description = "Buffer of the memory read-bandwidth probe (the layer floors' bytes floor), MiB; keep it far larger than the caches.", DefaultValueFactory = _ => (int)(MemoryReadBandwidth.DefaultBytes >> 20) };
         var command = new Command("bench", "Benchmark GEMMs and a whole MoE layer at Nemotron-3 Super shapes on every available backend.")
         {
-            tokens, backends, gemmOnly, layerOnly, model, json, seconds, readMib,
+            tokens, backends, gemmOnly, layerOnly, model, json, seconds, readMib, breakdown,
         };
         command.SetAction(parse => VerbRunner.Guard("bench", error, () =>
         {
@@ -67,7 +68,7 @@ internal static class BenchCommand
 
             if (!parse.GetValue(gemmOnly))
             {
-                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds, (long)mib << 20, results);
+                results["layer"] = Layer(output, chosen, t.Where(v => v <= 1024).ToArray(), parse.GetValue(model), minSeconds, (long)mib << 20, results, parse.GetValue(breakdown));
             }
 
             if (parse.GetValue(json) is string path)
@@ -215,7 +216,7 @@ internal static class BenchCommand
         return rows;
     }
 
-    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds, long readBytes, JsonObject results)
+    private static JsonArray Layer(TextWriter output, List<IComputeBackend> backends, int[] tokens, string? modelDir, double minSeconds, long readBytes, JsonObject results, bool breakdown)
     {
         using var dir = new TempFolder();
         string path = modelDir ?? dir.Path;
@@ -228,6 +229,7 @@ internal static class BenchCommand
         var rows = new JsonArray();
         var models = backends.Select(b => MoeModel.Open(path, b)).ToArray();
         var floors = new BenchFloors?[models.Length];
+        var breakdowns = new BenchBreakdown?[models.Length];
         try
         {
             int layer = models[0].FirstMoeLayer;
@@ -236,6 +238,11 @@ internal static class BenchCommand
             foreach (var m in models)
             {
                 m.Mixer(layer); // load and prepare (pack / upload) outside the timing
+            }
+
+            for (int i = 0; i < models.Length; i++)
+            {
+                breakdowns[i] = breakdown && models[i].Backend.Name != "reference" ? new BenchBreakdown(models[i].Mixer(layer), minSeconds) : null;
             }
 
             if (models.Any(m => BenchFloors.Applies(m.Backend)))
@@ -287,6 +294,11 @@ internal static class BenchCommand
                         ((JsonObject)entry[m.Backend.Name]!)["floors"] = floor.Measure(x, t, s);
                     }
 
+                    if (breakdowns[i] is { } steps)
+                    {
+                        ((JsonObject)entry[m.Backend.Name]!)["breakdown"] = steps.Measure(x, t, s);
+                    }
+
                     cells.Add(string.Create(CultureInfo.InvariantCulture, $"{m.Backend.Name} {s:F3} s{(double.IsNaN(referenceSeconds) || m.Backend.Name == "reference" ? string.Empty : $" ({referenceSeconds / s:F1}x, err {err:E1})")}"));
                 }
 
@@ -297,6 +309,11 @@ internal static class BenchCommand
             foreach (var floor in floors)
             {
                 floor?.Print(output);
+            }
+
+            foreach (var steps in breakdowns)
+            {
+                steps?.Print(output);
             }
         }
         finally

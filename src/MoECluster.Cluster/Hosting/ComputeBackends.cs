@@ -122,6 +122,9 @@ public static class ComputeBackends
         public void ExpertFfn(IPreparedLinear up, IPreparedLinear down, ReadOnlySpan<float> z, int tokens, Span<float> output) =>
             inner.ExpertFfn(up, down, z, tokens, output);
 
+        public void ExpertFfns(ReadOnlySpan<ExpertFfnGroup> groups, ReadOnlySpan<float> z, Span<float> output) =>
+            inner.ExpertFfns(groups, z, output);
+
         public void Dispose()
         {
             (inner as IDisposable)?.Dispose();

@@ -42,7 +42,26 @@ public interface IComputeBackend
         Activations.Relu2(hidden);
         Linear(down, hidden, tokens, output);
     }
+
+    /// <summary>
+    /// Several experts' FFNs over one gathered buffer: for each group g, rows [g.FirstRow, g.FirstRow + g.Rows) of
+    /// <paramref name="output"/> = down(relu(up(the same rows of <paramref name="z"/>))²). All groups share the widths:
+    /// z is [rows, up.Cols], output [rows, down.Rows]. The default runs <see cref="ExpertFfn"/> group by group; a
+    /// backend may run groups concurrently, but each group's result must not depend on how (deterministic output).
+    /// </summary>
+    void ExpertFfns(ReadOnlySpan<ExpertFfnGroup> groups, ReadOnlySpan<float> z, Span<float> output)
+    {
+        foreach (var g in groups)
+        {
+            int input = g.Up.Cols;
+            int width = g.Down.Rows;
+            ExpertFfn(g.Up, g.Down, z.Slice(g.FirstRow * input, g.Rows * input), g.Rows, output.Slice(g.FirstRow * width, g.Rows * width));
+        }
+    }
 }
+
+/// <summary>One expert's share of a grouped FFN call (<see cref="IComputeBackend.ExpertFfns"/>): its weights and its rows.</summary>
+public readonly record struct ExpertFfnGroup(IPreparedLinear Up, IPreparedLinear Down, int FirstRow, int Rows);
 
 /// <summary>
 /// The reference path: weights stay as stored in the memory-mapped checkpoint and are widened row by row;

@@ -35,18 +35,10 @@ public sealed class LocalExpertDispatcher(Func<int, GroupedExperts> expertsOf) :
         }
 
         // Slot t·K + k reads row t.
-        var pairs = RoutedPairs.Of(plan);
-        int slots = pairs.Count;
-        var slotRows = new int[slots];
-        for (int s = 0; s < slots; s++)
-        {
-            slotRows[s] = s / plan.TopK;
-        }
-
-        float[] slotOutputs = new float[slots * w];
+        float[] u;
         try
         {
-            experts.Compute(request.Rows, slotRows, new TokenPermutation(plan.Experts, experts.RoutedExperts), slotOutputs);
+            u = experts.ComputeCombined(request.Rows, RoutedPairs.Of(plan));
         }
         catch (ForwardOverflowException e) when (e.Stage is string stage)
         {
@@ -54,7 +46,6 @@ public sealed class LocalExpertDispatcher(Func<int, GroupedExperts> expertsOf) :
             throw ForwardOverflowException.At(request.Layer, stage, request.InputMaxAbs(), e);
         }
 
-        float[] u = WeightedSum.OverSlots(pairs, slotOutputs, w);
         ForwardOverflowException.ThrowIfNonFinite(u, request.Layer, "the weighted sum of the routed experts' outputs", request.Input.Span);
         return u;
     }

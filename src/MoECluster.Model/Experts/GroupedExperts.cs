@@ -7,8 +7,10 @@ namespace MoECluster.Model.Experts;
 
 /// <summary>
 /// The grouped expert FFN (Megatron-Core's "experts") on a compute backend: for each expert with work, gather its
-/// rows, compute down(relu(up(z))²) on the backend, and scatter each result row to its slot. Experts run one after
-/// another; each backend parallelises inside its Linear. Per-expert buffers come from the shared array pool.
+/// rows, compute down(relu(up(z))²) on the backend, and scatter each result row to its slot. All experts' rows are
+/// gathered into one buffer and go to the backend in one grouped call (<see cref="IComputeBackend.ExpertFfns"/>),
+/// which decides whether experts run one after another or side by side; the two buffers come from the shared array
+/// pool once per call.
 /// Slot outputs are combined by <see cref="WeightedSum"/> in a fixed order, so the result does not depend on the
 /// thread schedule. An expert output or a combined row outside the float32 range (from finite rows: the input is too
 /// large for the model) throws <see cref="ForwardOverflowException"/> naming the layer, the expert and the step.
@@ -52,56 +54,33 @@ public sealed class GroupedExperts
     /// </summary>
     public void Compute(ReadOnlySpan<float> z, ReadOnlySpan<int> slotRows, TokenPermutation permutation, Span<float> slotOutputs)
     {
+        ArgumentNullException.ThrowIfNull(permutation);
         int w = Width;
-        for (int e = 0; e < permutation.Experts; e++)
+        int[] order = permutation.Slots;
+        int length = checked(order.Length * w);
+        float[] outputBuffer = ArrayPool<float>.Shared.Rent(length);
+        try
         {
-            if (permutation.CountOf(e) > 0 && _experts[e] is null)
+            Span<float> output = outputBuffer.AsSpan(0, length);
+            RunExperts(z, slotRows, permutation, output);
+            for (int i = 0; i < order.Length; i++)
             {
-                throw new InvalidOperationException($"expert {e} is routed to but not held by this process");
+                output.Slice(i * w, w).CopyTo(slotOutputs.Slice(order[i] * w, w));
             }
         }
-
-        for (int e = 0; e < permutation.Experts; e++)
+        finally
         {
-            ReadOnlySpan<int> slots = permutation.SlotsOf(e);
-            int n = slots.Length;
-            if (n == 0)
-            {
-                continue;
-            }
-
-            var expert = _experts[e]!;
-            float[] gatheredBuffer = ArrayPool<float>.Shared.Rent(n * w);
-            float[] outputBuffer = ArrayPool<float>.Shared.Rent(n * w);
-            try
-            {
-                Span<float> gathered = gatheredBuffer.AsSpan(0, n * w);
-                Span<float> output = outputBuffer.AsSpan(0, n * w);
-                for (int i = 0; i < n; i++)
-                {
-                    z.Slice(slotRows[slots[i]] * w, w).CopyTo(gathered.Slice(i * w, w));
-                }
-
-                _backend.ExpertFfn(expert.Up, expert.Down, gathered, n, output);
-                ForwardOverflowException.ThrowIfNonFinite(output, Layer, $"the output of expert {e} (its FFN down(relu(up(z))²))", z);
-                for (int i = 0; i < n; i++)
-                {
-                    output.Slice(i * w, w).CopyTo(slotOutputs.Slice(slots[i] * w, w));
-                }
-            }
-            finally
-            {
-                ArrayPool<float>.Shared.Return(gatheredBuffer);
-                ArrayPool<float>.Shared.Return(outputBuffer);
-            }
+            ArrayPool<float>.Shared.Return(outputBuffer);
         }
     }
 
     /// <summary>
-    /// The partial sums of an expert shard: for each row r of <paramref name="pairs"/>, Σ_j w_j · E_{e_j}(z[r]) over
-    /// the row's pairs, accumulated in fp64 in pair order. <paramref name="z"/> is [rows, w]; returns [rows, w].
+    /// The combined sums of <paramref name="pairs"/>' rows: u[r] = Σ_j w_j · E_{e_j}(z[r]) over row r's pairs,
+    /// accumulated in fp64 in pair order and rounded once (<see cref="WeightedSum"/>), read straight from where the
+    /// experts wrote their outputs. <paramref name="z"/> is [rows, w]; returns [rows, w]. The sums are not checked for
+    /// the float32 range (the caller names its own input in that error).
     /// </summary>
-    public float[] ComputePartials(ReadOnlySpan<float> z, RoutedPairs pairs)
+    public float[] ComputeCombined(ReadOnlySpan<float> z, RoutedPairs pairs)
     {
         ArgumentNullException.ThrowIfNull(pairs);
         int w = Width;
@@ -117,9 +96,97 @@ public sealed class GroupedExperts
             slotRows.AsSpan(pairs.Offsets[r], pairs.CountOf(r)).Fill(r);
         }
 
-        var slotOutputs = new float[pairs.Count * w];
-        Compute(z, slotRows, new TokenPermutation(pairs.Experts, _experts.Length), slotOutputs);
-        float[] partials = WeightedSum.OverSlots(pairs, slotOutputs, w);
+        var permutation = new TokenPermutation(pairs.Experts, _experts.Length);
+        int[] order = permutation.Slots;
+        var outputRows = new int[order.Length];
+        for (int i = 0; i < order.Length; i++)
+        {
+            outputRows[order[i]] = i;
+        }
+
+        int length = checked(order.Length * w);
+        float[] outputBuffer = ArrayPool<float>.Shared.Rent(length);
+        try
+        {
+            Span<float> output = outputBuffer.AsSpan(0, length);
+            RunExperts(z, slotRows, permutation, output);
+            return WeightedSum.OverSlots(rows, pairs.Offsets, pairs.Weights, output, outputRows, w);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(outputBuffer);
+        }
+    }
+
+    /// <summary>The experts' outputs grouped by expert: row i of <paramref name="output"/> is slot permutation.Slots[i]'s.</summary>
+    private void RunExperts(ReadOnlySpan<float> z, ReadOnlySpan<int> slotRows, TokenPermutation permutation, Span<float> output)
+    {
+        int w = Width;
+        for (int e = 0; e < permutation.Experts; e++)
+        {
+            if (permutation.CountOf(e) > 0 && _experts[e] is null)
+            {
+                throw new InvalidOperationException($"expert {e} is routed to but not held by this process");
+            }
+        }
+
+        // One gathered buffer in permutation order (expert by expert) and one grouped backend call.
+        int[] offsets = permutation.Offsets;
+        int[] order = permutation.Slots;
+        int slots = order.Length;
+        int active = 0;
+        for (int e = 0; e < permutation.Experts; e++)
+        {
+            active += permutation.CountOf(e) > 0 ? 1 : 0;
+        }
+
+        var groups = new ExpertFfnGroup[active];
+        for (int e = 0, g = 0; e < permutation.Experts; e++)
+        {
+            if (permutation.CountOf(e) > 0)
+            {
+                var expert = _experts[e]!;
+                groups[g++] = new ExpertFfnGroup(expert.Up, expert.Down, offsets[e], permutation.CountOf(e));
+            }
+        }
+
+        int length = checked(slots * w);
+        float[] gatheredBuffer = ArrayPool<float>.Shared.Rent(length);
+        try
+        {
+            Span<float> gathered = gatheredBuffer.AsSpan(0, length);
+            for (int i = 0; i < slots; i++)
+            {
+                z.Slice(slotRows[order[i]] * w, w).CopyTo(gathered.Slice(i * w, w));
+            }
+
+            _backend.ExpertFfns(groups, gathered, output);
+            int bad = FloatRange.FirstNonFinite(output);
+            if (bad >= 0)
+            {
+                int row = bad / w;
+                int e = 0;
+                while (offsets[e + 1] <= row)
+                {
+                    e++;
+                }
+
+                throw ForwardOverflowException.At(Layer, $"the output of expert {e} (its FFN down(relu(up(z))²))", FloatRange.MaxAbs(z));
+            }
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(gatheredBuffer);
+        }
+    }
+
+    /// <summary>
+    /// The partial sums of an expert shard: for each row r of <paramref name="pairs"/>, Σ_j w_j · E_{e_j}(z[r]) over
+    /// the row's pairs, accumulated in fp64 in pair order. <paramref name="z"/> is [rows, w]; returns [rows, w].
+    /// </summary>
+    public float[] ComputePartials(ReadOnlySpan<float> z, RoutedPairs pairs)
+    {
+        float[] partials = ComputeCombined(z, pairs);
         ForwardOverflowException.ThrowIfNonFinite(partials, Layer, "the weighted sum of the routed experts' outputs", z);
         return partials;
     }

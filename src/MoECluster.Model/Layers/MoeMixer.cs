@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Diagnostics;
+using System.Numerics;
 using MoECluster.Model.Compute;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Dispatch;
@@ -136,12 +138,26 @@ public sealed class MoeMixer
 
         if (_sharedUp is { } s1 && _sharedDown is { } s2)
         {
-            var shared = new float[tokens * d];
-            _backend.ExpertFfn(s1, s2, x, tokens, shared);
-            ForwardOverflowException.ThrowIfNonFinite(shared, Layer, "the shared expert S2 relu(S1 x)²", x);
-            for (int i = 0; i < shared.Length; i++)
+            float[] rented = ArrayPool<float>.Shared.Rent(tokens * d);
+            try
             {
-                y[i] += shared[i];
+                Span<float> shared = rented.AsSpan(0, tokens * d);
+                _backend.ExpertFfn(s1, s2, x, tokens, shared);
+                ForwardOverflowException.ThrowIfNonFinite(shared, Layer, "the shared expert S2 relu(S1 x)²", x);
+                int i = 0;
+                for (; i <= shared.Length - Vector<float>.Count; i += Vector<float>.Count)
+                {
+                    (new Vector<float>(y[i..]) + new Vector<float>(shared[i..])).CopyTo(y[i..]);
+                }
+
+                for (; i < shared.Length; i++)
+                {
+                    y[i] += shared[i];
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(rented);
             }
         }
 
