@@ -54,17 +54,16 @@ public sealed class ShardBackPressureTests(TinyQueueMoeCluster cluster) : IClass
         // Rounds of concurrent requests (at most 5) until the shards have refused some: on a quiet machine a round can
         // drain as fast as it arrives. Anything but a busy refusal or a right answer fails the test.
         var busy = new List<ShardBusyException>();
-        int answered = 0;
         for (int round = 0; round < 5 && busy.Count == 0; round++)
         {
             int seed = TestInputs.NewSeed();
             var outcomes = await Task.WhenAll(Enumerable.Range(0, Flood).Select(i => Task.Run(() => OneAsync(seed + i, Tokens))));
             busy.AddRange(outcomes.OfType<ShardBusyException>());
-            answered += outcomes.Count(o => o is null);
         }
 
+        // A request is answered only if none of its shards refused it: a whole round may be refused (each request's rows
+        // queued at one shard and refused at the other), so only the refusals are required; the answers were checked.
         Assert.NotEmpty(busy);
-        Assert.True(answered > 0, "no request of the flood was answered");
         Assert.All(busy, e =>
         {
             Assert.InRange(e.RetryAfterSeconds, 1, 60);
