@@ -227,10 +227,7 @@ public static class GatewayEndpoints
         }
         catch (ShardBusyException e)
         {
-            // An expert shard's queue is full: back-pressure, counted apart (neither a failure nor the client's fault).
-            outcome.Busy = true;
-            http.Response.Headers.RetryAfter = e.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
-            return Error(StatusCodes.Status429TooManyRequests, e.Message);
+            return Busy(http, e);
         }
         catch (Exception e) when (e is not GatewayOverloadException && !(e is OperationCanceledException && http.RequestAborted.IsCancellationRequested))
         {
@@ -265,6 +262,24 @@ public static class GatewayEndpoints
         }
 
         return Results.Json(new { model = modelId, hidden_states = rows, layers = traffic }, Json);
+    }
+
+    /// <summary>
+    /// The answer to a forward request refused because an expert shard's queue is full (<see cref="ShardBusyException"/>):
+    /// back-pressure, 429 Too Many Requests with the shard's Retry-After (whole seconds), counted as busy by
+    /// <see cref="GatewayRequestGuard"/> — neither a failure nor the client's fault.
+    /// </summary>
+    public static IResult Busy(HttpContext http, ShardBusyException exception)
+    {
+        ArgumentNullException.ThrowIfNull(http);
+        ArgumentNullException.ThrowIfNull(exception);
+        if (http.Features.Get<ForwardOutcome>() is { } outcome)
+        {
+            outcome.Busy = true;
+        }
+
+        http.Response.Headers.RetryAfter = exception.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+        return Error(StatusCodes.Status429TooManyRequests, exception.Message);
     }
 
     /// <summary>
