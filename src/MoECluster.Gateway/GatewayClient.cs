@@ -39,7 +39,7 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
         byte[] body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
         if (!response.IsSuccessStatusCode)
         {
-            throw new GatewayException((int)response.StatusCode, ErrorText(response, body));
+            throw new GatewayException((int)response.StatusCode, ErrorText(response, body)) { RetryAfter = RetryAfterOf(response) };
         }
 
         return GatewayWire.DecodeResponse(body, _limits);
@@ -61,6 +61,14 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
             throw new GatewayException((int)response.StatusCode, ErrorText(response, body));
         }
     }
+
+    /// <summary>The Retry-After of an answer (seconds or a date), null when it has none.</summary>
+    internal static TimeSpan? RetryAfterOf(HttpResponseMessage response) => response.Headers.RetryAfter switch
+    {
+        { Delta: TimeSpan delta } => delta,
+        { Date: DateTimeOffset date } => date - DateTimeOffset.UtcNow is { Ticks: > 0 } left ? left : TimeSpan.Zero,
+        _ => null,
+    };
 
     /// <summary>The health document and whether the gateway answered 200.</summary>
     public async Task<(bool Healthy, JsonNode? Body)> HealthAsync(CancellationToken cancellationToken = default)
@@ -118,4 +126,7 @@ public sealed class GatewayException(int statusCode, string message) : Exception
     }
 
     public int StatusCode { get; } = statusCode;
+
+    /// <summary>The answer's Retry-After (a 429 or 503 carries one), null when it had none.</summary>
+    public TimeSpan? RetryAfter { get; init; }
 }

@@ -225,6 +225,10 @@ public static class GatewayEndpoints
             using var routers = await admission.EnterRoutersAsync(input.Tokens, http.RequestAborted);
             reply = await grains.GetGrain<IMoeRouterGrain>(modelId).Forward(new ForwardCall(layer, input.Hidden, input.Tokens, wire.Id), http.RequestAborted);
         }
+        catch (ShardBusyException e)
+        {
+            return Busy(http, e);
+        }
         catch (Exception e) when (e is not GatewayOverloadException && !(e is OperationCanceledException && http.RequestAborted.IsCancellationRequested))
         {
             var (status, message) = RouterError(e);
@@ -261,9 +265,27 @@ public static class GatewayEndpoints
     }
 
     /// <summary>
+    /// The answer to a forward request refused because an expert shard's queue is full (<see cref="ShardBusyException"/>):
+    /// back-pressure, 429 Too Many Requests with the shard's Retry-After (whole seconds), counted as busy by
+    /// <see cref="GatewayRequestGuard"/> — neither a failure nor the client's fault.
+    /// </summary>
+    public static IResult Busy(HttpContext http, ShardBusyException exception)
+    {
+        ArgumentNullException.ThrowIfNull(http);
+        ArgumentNullException.ThrowIfNull(exception);
+        if (http.Features.Get<ForwardOutcome>() is { } outcome)
+        {
+            outcome.Busy = true;
+        }
+
+        http.Response.Headers.RetryAfter = exception.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+        return Error(StatusCodes.Status429TooManyRequests, exception.Message);
+    }
+
+    /// <summary>
     /// The answer to what a forward request's validation or its router threw: a refused request
     /// (<see cref="ForwardRequestException"/>) is the client's (400, 413 or 404 with its message); an input whose forward
-    /// leaves the float32 or wire range, 422; a shard's failure, 502; the deadline, 504; the cluster's state (Orleans),
+    /// leaves the float32 or wire range, 422; a shard whose queue is full, 429; a shard's failure, 502; the deadline, 504; the cluster's state (Orleans),
     /// 503; anything else — an <see cref="ArgumentException"/> from a bug included — is the cluster's fault, 500.
     /// </summary>
     public static (int Status, string Message) RouterError(Exception exception)
@@ -280,6 +302,9 @@ public static class GatewayEndpoints
 
             // Finite input whose forward leaves the float32 range (or the wire's): the input is too large for the model.
             ForwardOverflowException e => (StatusCodes.Status422UnprocessableEntity, e.Message),
+
+            // An expert shard's queue is full: back-pressure (429 with the shard's Retry-After, see ForwardAsync).
+            ShardBusyException e => (StatusCodes.Status429TooManyRequests, e.Message),
 
             // An expert shard refused or broke a call the router built: the cluster's fault.
             ShardFailureException e => (StatusCodes.Status502BadGateway, e.Message),

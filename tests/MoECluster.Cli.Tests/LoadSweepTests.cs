@@ -134,7 +134,7 @@ public sealed class LoadSweepTests
         Assert.Equal(20.0, second["requests_per_second"]!.GetValue<double>());
         Assert.Equal(10.0, second["latency_ms"]!["p50"]!.GetValue<double>());
         Assert.Equal(20.0, second["latency_ms"]!["p99"]!.GetValue<double>());
-        Assert.Equal(["sent", "ok", "failed", "overloaded"], second["requests"]!.AsObject().Select(kv => kv.Key));
+        Assert.Equal(["sent", "ok", "failed", "overloaded", "busy"], second["requests"]!.AsObject().Select(kv => kv.Key));
         Assert.Equal(50.0, r["slo_p99_ms"]!.GetValue<double>());
         Assert.Equal(2.0, r["goodput"]!["concurrency"]!.GetValue<double>());
         Assert.Equal(200.0, r["goodput"]!["tokens_per_second"]!.GetValue<double>());
@@ -224,7 +224,7 @@ public sealed class LoadSweepTests
         string[] lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         Assert.Equal(2 + steps.Length + 1, lines.Length);
         Assert.StartsWith("concurrency", lines[1], StringComparison.Ordinal);
-        Assert.Matches(@"^2 +200\.0 +20\.0 +10\.000 +18\.000 +20\.000 +30\.000 +103 +100 +3 +0$", lines[3]);
+        Assert.Matches(@"^2 +200\.0 +20\.0 +10\.000 +18\.000 +20\.000 +30\.000 +103 +100 +3 +0 +0$", lines[3]);
         Assert.Equal("goodput at p99 <= 15 ms: 100.0 tokens/s (concurrency 1, p99 10.000 ms)", lines[4]);
     }
 
@@ -241,9 +241,29 @@ public sealed class LoadSweepTests
         recorder.Failed("m", LoadPhase.Measured);
         recorder.Failed("m", LoadPhase.Warmup, overloaded: true);
         var step = SweepStep.From(4, recorder.Snapshot(), 2);
-        Assert.Equal((3L, 1L, 2L, 1L), (step.Sent, step.Ok, step.Failed, step.Overloaded));
+        Assert.Equal((3L, 1L, 2L, 1L, 0L), (step.Sent, step.Ok, step.Failed, step.Overloaded, step.Busy));
         Assert.Equal(4, step.TokensPerSecond);
         Assert.Equal(0.5, step.RequestsPerSecond);
         Assert.Equal(2.0, step.P99Ms, 2);
+    }
+
+    [Fact]
+    public void A_429_is_counted_as_busy_apart_from_failures()
+    {
+        var recorder = new LoadRecorder([("m", "latent")]);
+        for (int i = 0; i < 4; i++)
+        {
+            recorder.Sent("m", LoadPhase.Measured);
+        }
+
+        recorder.Ok("m", LoadPhase.Measured, 2000, 0.5, 8, 0, 0, 0, 8);
+        recorder.Busy("m", LoadPhase.Measured);
+        recorder.Busy("m", LoadPhase.Measured);
+        recorder.Failed("m", LoadPhase.Measured, overloaded: true);
+        var s = recorder.Snapshot();
+        Assert.Equal((4L, 1L, 1L, 1L, 2L), (s.Overall.Sent, s.Overall.Ok, s.Overall.Failed, s.Overall.Overloaded, s.Overall.Busy));
+        Assert.Equal(2L, s.Models["m"].Measured.Busy);
+        var step = SweepStep.From(1, s, 1);
+        Assert.Equal((1L, 2L), (step.Failed, step.Busy));
     }
 }

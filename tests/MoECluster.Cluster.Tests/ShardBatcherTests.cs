@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Dispatch;
@@ -11,7 +13,7 @@ namespace MoECluster.Cluster.Tests;
 /// <summary>
 /// Continuous batching at the expert shard, without Orleans: requests queued while a pass runs share the next pass, each
 /// caller gets exactly its own partial sums, a bad request fails only its caller, passes respect their bounds, and an idle
-/// shard starts a lone request at once.
+/// shard starts a lone request at once; the queue is bounded (requests and bytes waiting) and refuses beyond at once.
 /// </summary>
 public sealed class ShardBatcherTests : IDisposable
 {
@@ -139,6 +141,119 @@ public sealed class ShardBatcherTests : IDisposable
         Assert.Equal(0, batcher.Queued);
         Assert.Equal(1, gated.Calls);
         Assert.Single(passes);
+    }
+
+    [Fact]
+    public async Task A_full_queue_refuses_at_once_with_a_retry_after_and_accepts_again_once_drained()
+    {
+        int seed = TestInputs.NewSeed();
+        var rng = new Random(seed);
+        using var gated = new GatedCompute(_experts);
+        var batcher = new ShardBatcher(_experts.Width, gated.Compute, new ShardBatchingOptions { MaxQueuedRequests = 2 });
+        var first = Request(rng, 1);
+        var running = batcher.ComputeAsync(first.Z, first.Pairs);
+        Assert.True(gated.Entered.Wait(Patience), "the idle shard did not start the lone request");
+
+        // The pass in progress does not count: two wait, the third is refused at once, synchronously.
+        var queued = Enumerable.Range(0, 2).Select(_ => Request(rng, 1 + rng.Next(4))).ToList();
+        var answers = queued.Select(r => batcher.ComputeAsync(r.Z, r.Pairs)).ToList();
+        long bytes = batcher.QueuedBytes;
+        Assert.Equal(queued.Sum(r => ShardBatcher.BytesOf(r.Pairs.Rows, r.Pairs.Count, _experts.Width)), bytes);
+        var extra = Request(rng, 2);
+        using var cancel = new CancellationTokenSource();
+        var busy = Assert.Throws<ShardBusyException>(() => { _ = batcher.ComputeAsync(extra.Z, extra.Pairs, cancel.Token); });
+        Assert.InRange(busy.RetryAfterSeconds, 1, 60);
+        Assert.Contains("MaxQueuedRequests", busy.Message, StringComparison.Ordinal);
+        Assert.Throws<ShardBusyException>(batcher.ThrowIfFull);
+        Assert.Equal((2, bytes), (batcher.Queued, batcher.QueuedBytes));
+
+        gated.Open();
+        await running.WaitAsync(Patience);
+        var results = await Task.WhenAll(answers).WaitAsync(Patience);
+        for (int i = 0; i < queued.Count; i++)
+        {
+            Assert.Equal(_experts.ComputePartials(queued[i].Z, queued[i].Pairs), results[i].Partials);
+        }
+
+        // Drained: nothing counted, and the refused request goes through now.
+        Assert.Equal((0, 0L), (batcher.Queued, batcher.QueuedBytes));
+        batcher.ThrowIfFull();
+        var again = await batcher.ComputeAsync(extra.Z, extra.Pairs, cancel.Token).WaitAsync(Patience);
+        Assert.Equal(_experts.ComputePartials(extra.Z, extra.Pairs), again.Partials);
+
+        // The first pass, the two that waited (merged), and the one refused before.
+        Assert.Equal(3, gated.Calls);
+    }
+
+    [Fact]
+    public async Task The_queue_is_bounded_in_bytes_and_an_empty_queue_takes_one_request_however_large()
+    {
+        var rng = new Random(TestInputs.NewSeed());
+        int w = _experts.Width;
+        using var gated = new GatedCompute(_experts);
+        var batcher = new ShardBatcher(w, gated.Compute, new ShardBatchingOptions { MaxQueuedBytes = ShardBatcher.BytesOf(4, 4, w) });
+        var first = Request(rng, 1, pairsPerRow: 1);
+        var all = new List<Task<ShardBatchResult>> { batcher.ComputeAsync(first.Z, first.Pairs) };
+        Assert.True(gated.Entered.Wait(Patience));
+
+        // 3 one-pair rows wait; 2 more would pass the 4 rows' bytes: refused; 1 more fits exactly.
+        var three = Request(rng, 3, pairsPerRow: 1);
+        all.Add(batcher.ComputeAsync(three.Z, three.Pairs));
+        var two = Request(rng, 2, pairsPerRow: 1);
+        var busy = Assert.Throws<ShardBusyException>(() => { _ = batcher.ComputeAsync(two.Z, two.Pairs); });
+        Assert.Contains("MaxQueuedBytes", busy.Message, StringComparison.Ordinal);
+        var one = Request(rng, 1, pairsPerRow: 1);
+        all.Add(batcher.ComputeAsync(one.Z, one.Pairs));
+        Assert.Equal(ShardBatcher.BytesOf(4, 4, w), batcher.QueuedBytes);
+        Assert.Throws<ShardBusyException>(batcher.ThrowIfFull);
+        gated.Open();
+        await Task.WhenAll(all).WaitAsync(Patience);
+
+        // A pass in progress and nothing waiting: a request of 10 rows (beyond the bound) still queues; then nothing more.
+        using var gated2 = new GatedCompute(_experts);
+        var lone = new ShardBatcher(w, gated2.Compute, new ShardBatchingOptions { MaxQueuedBytes = ShardBatcher.BytesOf(4, 4, w) });
+        var head = lone.ComputeAsync(first.Z, first.Pairs);
+        Assert.True(gated2.Entered.Wait(Patience));
+        var large = Request(rng, 10, pairsPerRow: 1);
+        var largeAnswer = lone.ComputeAsync(large.Z, large.Pairs);
+        Assert.Throws<ShardBusyException>(() => { _ = lone.ComputeAsync(one.Z, one.Pairs); });
+        gated2.Open();
+        await head.WaitAsync(Patience);
+        Assert.Equal(_experts.ComputePartials(large.Z, large.Pairs), (await largeAnswer.WaitAsync(Patience)).Partials);
+    }
+
+    [Fact]
+    public async Task A_refused_request_leaves_no_trace_its_rows_are_not_held()
+    {
+        var rng = new Random(TestInputs.NewSeed());
+        using var gated = new GatedCompute(_experts);
+        var batcher = new ShardBatcher(_experts.Width, gated.Compute, new ShardBatchingOptions { MaxQueuedRequests = 1 });
+        var first = Request(rng, 1);
+        var running = batcher.ComputeAsync(first.Z, first.Pairs);
+        Assert.True(gated.Entered.Wait(Patience));
+        var waiting = Request(rng, 1);
+        var answer = batcher.ComputeAsync(waiting.Z, waiting.Pairs);
+
+        // Refused with a cancellable token: neither the queue nor the token's callbacks may keep its rows alive.
+        using var cancel = new CancellationTokenSource();
+        var rows = RefuseAndForget(batcher, rng, cancel.Token);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        Assert.False(rows.IsAlive, "the refused request's rows are still referenced");
+        Assert.Equal(1, batcher.Queued);
+
+        gated.Open();
+        await Task.WhenAll(running, answer).WaitAsync(Patience);
+        Assert.Equal(2, gated.Calls);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private WeakReference RefuseAndForget(ShardBatcher batcher, Random rng, CancellationToken cancellationToken)
+    {
+        var refused = Request(rng, 3);
+        Assert.Throws<ShardBusyException>(() => { _ = batcher.ComputeAsync(refused.Z, refused.Pairs, cancellationToken); });
+        return new WeakReference(refused.Z);
     }
 
     /// <summary>(requests, rows) of each pass when requests of <paramref name="rowCounts"/> rows queue behind a one-row pass.</summary>

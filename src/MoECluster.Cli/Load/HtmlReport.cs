@@ -96,6 +96,7 @@ internal static class HtmlReport
         Row("requests sent", req["sent"]!.ToJsonString());
         Row("requests ok", req["ok"]!.ToJsonString());
         Row("requests failed", req["failed"]!.ToJsonString());
+        Row("requests busy (429: a shard's queue full; not failed)", req["busy"]!.ToJsonString());
         Row("p50 ms", Ms(lat["p50"]));
         Row("p90 ms", Ms(lat["p90"]));
         Row("p99 ms", Ms(lat["p99"]));
@@ -105,14 +106,14 @@ internal static class HtmlReport
         Row("bytes/token latent (measured / predicted)", $"{Bytes(bpt[MoeModes.Latent])} / {Bytes(bpt["predicted"]![MoeModes.Latent])}");
         html.Append("</table>\n");
 
-        html.Append("<table>\n<tr><th>model</th><th>mode</th><th>sent</th><th>ok</th><th>failed</th><th>tokens/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>bytes/token</th><th>predicted</th></tr>\n");
+        html.Append("<table>\n<tr><th>model</th><th>mode</th><th>sent</th><th>ok</th><th>failed</th><th>busy</th><th>tokens/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>bytes/token</th><th>predicted</th></tr>\n");
         foreach (var (id, m) in report["per_model"]!.AsObject())
         {
             var ml = m!["latency_ms"]!;
             var mr = m["requests"]!;
             string[] cells =
             [
-                id, m["mode"]!.GetValue<string>(), mr["sent"]!.ToJsonString(), mr["ok"]!.ToJsonString(), mr["failed"]!.ToJsonString(),
+                id, m["mode"]!.GetValue<string>(), mr["sent"]!.ToJsonString(), mr["ok"]!.ToJsonString(), mr["failed"]!.ToJsonString(), mr["busy"]!.ToJsonString(),
                 LoadRunner.F(m["tokens_per_second"]!.GetValue<double>(), "#,0.0"), Ms(ml["p50"]), Ms(ml["p90"]), Ms(ml["p99"]), Ms(ml["p999"]), Ms(ml["max"]),
                 Bytes(m["bytes_per_token"]!["measured"]), Bytes(m["bytes_per_token"]!["predicted"]),
             ];

@@ -11,7 +11,8 @@ internal enum LoadPhase
 
 /// <summary>
 /// Counters and latency histograms (microseconds) of a load run, per model and overall, thread-safe. Every request
-/// is counted as sent when it starts and as ok or failed when it ends, so sent = ok + failed once all have ended.
+/// is counted as sent when it starts and as ok, failed or busy when it ends, so sent = ok + failed + busy once all have
+/// ended. Busy: refused with 429 (an expert shard's queue was full) — back-pressure, not a failure.
 /// </summary>
 internal sealed class LoadRecorder
 {
@@ -40,7 +41,7 @@ internal sealed class LoadRecorder
         }
     }
 
-    /// <summary>A failed request; <paramref name="overloaded"/> when the gateway refused it for overload (429 or 503), also counted as failed.</summary>
+    /// <summary>A failed request; <paramref name="overloaded"/> when the gateway refused it for overload (503), also counted as failed.</summary>
     public void Failed(string model, LoadPhase phase, bool overloaded = false)
     {
         lock (_gate)
@@ -54,6 +55,16 @@ internal sealed class LoadRecorder
                 tally.Overloaded++;
                 mt.Overloaded++;
             }
+        }
+    }
+
+    /// <summary>A request refused with 429 (an expert shard's queue was full): counted apart, not as failed.</summary>
+    public void Busy(string model, LoadPhase phase)
+    {
+        lock (_gate)
+        {
+            TallyOf(phase).Busy++;
+            _models[model].Of(phase).Busy++;
         }
     }
 
@@ -95,12 +106,12 @@ internal sealed class LoadRecorder
     }
 
     /// <summary>Counts so far and the latency percentiles of the requests that ended since the last call (p50, p99 in ms).</summary>
-    public (long Sent, long Ok, long Failed, long Tokens, double? P50, double? P99) Progress()
+    public (long Sent, long Ok, long Failed, long Busy, long Tokens, double? P50, double? P99) Progress()
     {
         lock (_gate)
         {
             long sent = _overall.Sent + _warmup.Sent, ok = _overall.Ok + _warmup.Ok, failed = _overall.Failed + _warmup.Failed;
-            long tokens = _overall.Tokens + _warmup.Tokens;
+            long busy = _overall.Busy + _warmup.Busy, tokens = _overall.Tokens + _warmup.Tokens;
             double? p50 = null, p99 = null;
             if (_interval.TotalCount > 0)
             {
@@ -109,7 +120,7 @@ internal sealed class LoadRecorder
             }
 
             _interval = NewHistogram();
-            return (sent, ok, failed, tokens, p50, p99);
+            return (sent, ok, failed, busy, tokens, p50, p99);
         }
     }
 
@@ -141,9 +152,11 @@ internal sealed class LoadRecorder
 
         public long Overloaded { get; set; }
 
+        public long Busy { get; set; }
+
         public LongHistogram Latency { get; } = NewHistogram();
 
-        public TallySnapshot Copy() => new(Sent, Ok, Failed, Tokens, (LongHistogram)Latency.Copy(), Overloaded);
+        public TallySnapshot Copy() => new(Sent, Ok, Failed, Tokens, (LongHistogram)Latency.Copy(), Overloaded, Busy);
     }
 
     private sealed class ModelTally(string mode)
@@ -166,8 +179,11 @@ internal sealed class LoadRecorder
     }
 }
 
-/// <summary>Counts of one phase; <see cref="Overloaded"/> is the part of <see cref="Failed"/> refused for overload (429 or 503).</summary>
-internal sealed record TallySnapshot(long Sent, long Ok, long Failed, long Tokens, LongHistogram Latency, long Overloaded = 0);
+/// <summary>
+/// Counts of one phase; <see cref="Overloaded"/> is the part of <see cref="Failed"/> refused for overload (503);
+/// <see cref="Busy"/> the requests refused with 429 (a shard's queue full), not in <see cref="Failed"/>.
+/// </summary>
+internal sealed record TallySnapshot(long Sent, long Ok, long Failed, long Tokens, LongHistogram Latency, long Overloaded = 0, long Busy = 0);
 
 /// <summary>One model's counts; bytes and rows summed over the layers of its measured successful responses.</summary>
 internal sealed record ModelSnapshot(string Mode, TallySnapshot Measured, TallySnapshot Warmup, long PayloadBytes, long PredictedBytes, long RoutedRows, long TrafficTokens);

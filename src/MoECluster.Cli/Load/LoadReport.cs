@@ -29,7 +29,8 @@ internal static class LoadReport
         ["min"] = h.TotalCount == 0 ? 0 : h.GetValueAtPercentile(0) / 1000.0,
     };
 
-    private static JsonObject Requests(TallySnapshot t) => new() { ["sent"] = t.Sent, ["ok"] = t.Ok, ["failed"] = t.Failed };
+    /// <summary>sent = ok + failed + busy; overloaded (503) is part of failed, busy (429: a shard's queue full) is not.</summary>
+    private static JsonObject Requests(TallySnapshot t) => new() { ["sent"] = t.Sent, ["ok"] = t.Ok, ["failed"] = t.Failed, ["overloaded"] = t.Overloaded, ["busy"] = t.Busy };
 
     private static double? PerToken(long bytes, long tokens) => tokens == 0 ? null : (double)bytes / tokens;
 
@@ -106,17 +107,17 @@ internal static class LoadReport
 
         output.WriteLine($"load: {settings.Mode} loop, {LoadRunner.F(settings.DurationSeconds, "0.##")} s measured after {LoadRunner.F(settings.WarmupSeconds, "0.##")} s warm-up; latency in ms"
             + (settings.IsOpen ? " from each request's intended start" : string.Empty) + "; bytes per token per MoE layer, dispatch + combine payload");
-        output.WriteLine($"{"model",-12} {"mode",-9} {"sent",8} {"ok",8} {"failed",7} {"tokens/s",10} {"p50",9} {"p90",9} {"p99",9} {"p99.9",9} {"max",9} {"bytes/token",12} {"predicted",12}");
+        output.WriteLine($"{"model",-12} {"mode",-9} {"sent",8} {"ok",8} {"failed",7} {"busy",7} {"tokens/s",10} {"p50",9} {"p90",9} {"p99",9} {"p99.9",9} {"max",9} {"bytes/token",12} {"predicted",12}");
         foreach (var (id, node) in report["per_model"]!.AsObject())
         {
             var lat = node!["latency_ms"]!;
             var req = node["requests"]!;
-            output.WriteLine($"{id,-12} {node["mode"]!.GetValue<string>(),-9} {req["sent"],8} {req["ok"],8} {req["failed"],7} {LoadRunner.F(node["tokens_per_second"]!.GetValue<double>(), "#,0"),10} "
+            output.WriteLine($"{id,-12} {node["mode"]!.GetValue<string>(),-9} {req["sent"],8} {req["ok"],8} {req["failed"],7} {req["busy"],7} {LoadRunner.F(node["tokens_per_second"]!.GetValue<double>(), "#,0"),10} "
                 + $"{Ms(lat["p50"]),9} {Ms(lat["p90"]),9} {Ms(lat["p99"]),9} {Ms(lat["p999"]),9} {Ms(lat["max"]),9} {Bytes(node["bytes_per_token"]!["measured"]),12} {Bytes(node["bytes_per_token"]!["predicted"]),12}");
         }
 
         var all = report["latency_ms"]!;
-        output.WriteLine($"{"all",-12} {"",-9} {s.Overall.Sent,8} {s.Overall.Ok,8} {s.Overall.Failed,7} {LoadRunner.F(report["tokens_per_second"]!.GetValue<double>(), "#,0"),10} "
+        output.WriteLine($"{"all",-12} {"",-9} {s.Overall.Sent,8} {s.Overall.Ok,8} {s.Overall.Failed,7} {s.Overall.Busy,7} {LoadRunner.F(report["tokens_per_second"]!.GetValue<double>(), "#,0"),10} "
             + $"{Ms(all["p50"]),9} {Ms(all["p90"]),9} {Ms(all["p99"]),9} {Ms(all["p999"]),9} {Ms(all["max"]),9}");
         var bpt = report["bytes_per_token"]!;
         if (bpt[MoeModes.Standard] is { } std && bpt[MoeModes.Latent] is { } lat2 && lat2.GetValue<double>() > 0)

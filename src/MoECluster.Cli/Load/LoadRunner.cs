@@ -73,7 +73,7 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
 
         if (snapshot.Overall.Ok == 0)
         {
-            error.WriteLine($"moecluster load: error: no request succeeded in the measured window ({snapshot.Overall.Failed} failed of {snapshot.Overall.Sent})");
+            error.WriteLine($"moecluster load: error: no request succeeded in the measured window ({snapshot.Overall.Failed} failed, {snapshot.Overall.Busy} busy (429) of {snapshot.Overall.Sent})");
             return CliApp.ExitFailure;
         }
 
@@ -271,7 +271,7 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
                 lastTicks = now;
                 string phase = now < warmupTicks ? " (warm-up)" : string.Empty;
                 string lat = p.P50 is double p50 && p.P99 is double p99 ? $"p50 {F(p50, "0.00")} ms  p99 {F(p99, "0.00")} ms" : "p50 -  p99 -";
-                error.WriteLine($"load {F((double)now / Stopwatch.Frequency, "0.0")} s{phase}  sent {p.Sent}  ok {p.Ok}  failed {p.Failed}  {lat}  {F(tokensPerSecond, "0")} tokens/s");
+                error.WriteLine($"load {F((double)now / Stopwatch.Frequency, "0.0")} s{phase}  sent {p.Sent}  ok {p.Ok}  failed {p.Failed}  busy {p.Busy}  {lat}  {F(tokensPerSecond, "0")} tokens/s");
             }
         }
         catch (OperationCanceledException)
@@ -348,14 +348,31 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
                         return;
                     }
 
-                    await OneAsync(start);
+                    if (await OneAsync(start) is TimeSpan retryAfter)
+                    {
+                        // A 429 came with Retry-After: this worker honours it (never past the end of the run).
+                        long left = endTicks - clock.ElapsedTicks;
+                        var wait = TimeSpan.FromSeconds(Math.Min(retryAfter.TotalSeconds, Math.Max(0, left) / (double)Stopwatch.Frequency));
+                        if (wait > TimeSpan.Zero)
+                        {
+                            try
+                            {
+                                await Task.Delay(wait, cancel);
+                            }
+                            catch (OperationCanceledException)
+                            {
+                                return;
+                            }
+                        }
+                    }
                 }
             }, CancellationToken.None)).ToList();
             await Task.WhenAll(workers);
             return workers;
         }
 
-        private async Task OneAsync(long intendedTicks)
+        /// <summary>One request, recorded; the Retry-After of a 429 (an expert shard's queue full), null otherwise.</summary>
+        private async Task<TimeSpan?> OneAsync(long intendedTicks)
         {
             long n = Interlocked.Increment(ref _next);
             var target = targets[(int)(n % targets.Count)];
@@ -377,11 +394,19 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
                 double endSeconds = (double)(clock.ElapsedTicks - warmupTicks) / Stopwatch.Frequency;
                 recorder.Ok(target.Id, phase, micros, endSeconds, tokens, payload, predicted, rows, trafficTokens);
             }
+            catch (GatewayException e) when (e.StatusCode == 429)
+            {
+                // Back-pressure (an expert shard's queue is full): not a failure, counted apart.
+                recorder.Busy(target.Id, phase);
+                return e.RetryAfter;
+            }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 // HTTP errors, timeouts, undecodable answers: counted, never lost; a refusal for overload counted apart too.
-                recorder.Failed(target.Id, phase, overloaded: e is GatewayException { StatusCode: 429 or 503 });
+                recorder.Failed(target.Id, phase, overloaded: e is GatewayException { StatusCode: 503 });
             }
+
+            return null;
         }
 
         private static ulong Mix(ulong seed, ulong n)

@@ -11,20 +11,21 @@ namespace MoECluster.Cli.Load;
 /// </summary>
 internal sealed record SweepStep(
     double Level, double TokensPerSecond, double RequestsPerSecond, double P50Ms, double P90Ms, double P99Ms, double MaxMs,
-    long Sent, long Ok, long Failed, long Overloaded)
+    long Sent, long Ok, long Failed, long Overloaded, long Busy = 0)
 {
     /// <summary>The step of a run's snapshot; rates over <paramref name="durationSeconds"/>.</summary>
     public static SweepStep From(double level, LoadSnapshot s, double durationSeconds) => new(
         level, s.Overall.Tokens / durationSeconds, s.Overall.Ok / durationSeconds,
         LoadReport.PercentileMs(s.Overall.Latency, 50), LoadReport.PercentileMs(s.Overall.Latency, 90), LoadReport.PercentileMs(s.Overall.Latency, 99),
         s.Overall.Latency.TotalCount == 0 ? 0 : s.Overall.Latency.GetMaxValue() / 1000.0,
-        s.Overall.Sent, s.Overall.Ok, s.Overall.Failed, s.Overall.Overloaded);
+        s.Overall.Sent, s.Overall.Ok, s.Overall.Failed, s.Overall.Overloaded, s.Overall.Busy);
 
     /// <summary>
-    /// Whether this step meets a p99 SLO: some request was answered, none failed (a timeout or a refusal for overload
-    /// is a miss whatever the latencies), and the p99 of the answered ones is at most <paramref name="sloP99Ms"/>.
+    /// Whether this step meets a p99 SLO: some request was answered, none failed or was refused as busy (a timeout, a
+    /// refusal for overload or a 429 is a miss whatever the latencies: that load was not served), and the p99 of the
+    /// answered ones is at most <paramref name="sloP99Ms"/>.
     /// </summary>
-    public bool Meets(double sloP99Ms) => Ok > 0 && Failed == 0 && P99Ms <= sloP99Ms;
+    public bool Meets(double sloP99Ms) => Ok > 0 && Failed == 0 && Busy == 0 && P99Ms <= sloP99Ms;
 }
 
 /// <summary>The results of <c>moecluster load --sweep</c>: the goodput choice, the JSON document, the console table and the HTML report.</summary>
@@ -48,7 +49,7 @@ internal static class SweepReport
         ["tokens_per_second"] = s.TokensPerSecond,
         ["requests_per_second"] = s.RequestsPerSecond,
         ["latency_ms"] = new JsonObject { ["p50"] = s.P50Ms, ["p90"] = s.P90Ms, ["p99"] = s.P99Ms, ["max"] = s.MaxMs },
-        ["requests"] = new JsonObject { ["sent"] = s.Sent, ["ok"] = s.Ok, ["failed"] = s.Failed, ["overloaded"] = s.Overloaded },
+        ["requests"] = new JsonObject { ["sent"] = s.Sent, ["ok"] = s.Ok, ["failed"] = s.Failed, ["overloaded"] = s.Overloaded, ["busy"] = s.Busy },
     };
 
     public static JsonObject Build(LoadSettings settings, IReadOnlyList<SweepStep> steps)
@@ -80,18 +81,18 @@ internal static class SweepReport
     public static string ProgressLine(int index, int count, string mode, SweepStep s) =>
         $"sweep step {index + 1}/{count}: {LevelName(mode)} {LevelText(s.Level)}: {LoadRunner.F(s.TokensPerSecond, "#,0.0")} tokens/s, "
         + $"{LoadRunner.F(s.RequestsPerSecond, "#,0.0")} requests/s, p50 {LoadRunner.F(s.P50Ms, "0.000")} ms, p99 {LoadRunner.F(s.P99Ms, "0.000")} ms, "
-        + $"ok {s.Ok}, failed {s.Failed}, overloaded {s.Overloaded}";
+        + $"ok {s.Ok}, failed {s.Failed}, overloaded {s.Overloaded}, busy {s.Busy}";
 
     public static void PrintSummary(TextWriter output, LoadSettings settings, IReadOnlyList<SweepStep> steps)
     {
         output.WriteLine($"load sweep: {settings.Mode} loop, {steps.Count} steps of {LoadRunner.F(settings.DurationSeconds, "0.##")} s measured, each after {LoadRunner.F(settings.WarmupSeconds, "0.##")} s warm-up; latency in ms"
             + (settings.IsOpen ? " from each request's intended start" : string.Empty));
-        output.WriteLine($"{LevelName(settings.Mode),11} {"tokens/s",10} {"requests/s",11} {"p50",9} {"p90",9} {"p99",9} {"max",9} {"sent",8} {"ok",8} {"failed",7} {"overloaded",10}");
+        output.WriteLine($"{LevelName(settings.Mode),11} {"tokens/s",10} {"requests/s",11} {"p50",9} {"p90",9} {"p99",9} {"max",9} {"sent",8} {"ok",8} {"failed",7} {"overloaded",10} {"busy",7}");
         foreach (var s in steps)
         {
             output.WriteLine($"{LevelText(s.Level),11} {LoadRunner.F(s.TokensPerSecond, "#,0.0"),10} {LoadRunner.F(s.RequestsPerSecond, "#,0.0"),11} "
                 + $"{LoadRunner.F(s.P50Ms, "0.000"),9} {LoadRunner.F(s.P90Ms, "0.000"),9} {LoadRunner.F(s.P99Ms, "0.000"),9} {LoadRunner.F(s.MaxMs, "0.000"),9} "
-                + $"{s.Sent,8} {s.Ok,8} {s.Failed,7} {s.Overloaded,10}");
+                + $"{s.Sent,8} {s.Ok,8} {s.Failed,7} {s.Overloaded,10} {s.Busy,7}");
         }
 
         if (settings.SloP99Ms is double slo)
@@ -137,7 +138,7 @@ internal static class SweepReport
         }
 
         html.Append("<table>\n<tr>");
-        foreach (string h in new[] { LevelName(mode), "tokens/s", "requests/s", "p50", "p90", "p99", "max", "sent", "ok", "failed", "overloaded" })
+        foreach (string h in new[] { LevelName(mode), "tokens/s", "requests/s", "p50", "p90", "p99", "max", "sent", "ok", "failed", "overloaded", "busy" })
         {
             html.Append("<th>").Append(E(h)).Append("</th>");
         }
@@ -149,7 +150,7 @@ internal static class SweepReport
             [
                 LevelText(s.Level), LoadRunner.F(s.TokensPerSecond, "#,0.0"), LoadRunner.F(s.RequestsPerSecond, "#,0.0"), Ms(s.P50Ms), Ms(s.P90Ms), Ms(s.P99Ms), Ms(s.MaxMs),
                 s.Sent.ToString(CultureInfo.InvariantCulture), s.Ok.ToString(CultureInfo.InvariantCulture),
-                s.Failed.ToString(CultureInfo.InvariantCulture), s.Overloaded.ToString(CultureInfo.InvariantCulture),
+                s.Failed.ToString(CultureInfo.InvariantCulture), s.Overloaded.ToString(CultureInfo.InvariantCulture), s.Busy.ToString(CultureInfo.InvariantCulture),
             ];
             html.Append("<tr>").Append(string.Concat(cells.Select(c => $"<td>{E(c)}</td>"))).Append("</tr>\n");
         }

@@ -21,7 +21,8 @@ namespace MoECluster.Cluster.Dispatch;
 /// Numbers stay numbers: a routed row that does not fit the wire's element type (fp16 holds ±65504), or a shard's step
 /// that leaves the float32 range, throws <see cref="ForwardOverflowException"/> naming the client's input magnitude
 /// (the client's to fix). A shard that refuses a call, or answers what does not decode or is not finite, is the
-/// cluster's fault: <see cref="ShardFailureException"/>.
+/// cluster's fault: <see cref="ShardFailureException"/>. A shard whose queue is full (<see cref="ShardBusyException"/>)
+/// is back-pressure: passed through as it is, not retried, for the gateway's 429.
 /// </para>
 /// </summary>
 public sealed class OrleansExpertDispatcher : IExpertDispatcher
@@ -146,7 +147,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
                 : new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
                     $"{e.Message}, for this input, whose largest magnitude is {layer.InputMaxAbs():G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(Wire))}"), null, e);
         }
-        catch (Exception e) when (!ShardCallRetry.IsCancellationOrClusterState(e))
+        catch (Exception e) when (!ShardCallRetry.IsCancellationOrClusterState(e) && e is not ShardBusyException)
         {
             throw new ShardFailureException($"expert shard {dispatch.Shard.Key} failed: {e.Message}", e);
         }

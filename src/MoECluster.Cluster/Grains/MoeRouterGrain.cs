@@ -65,7 +65,7 @@ public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClu
 
     /// <summary>What is no bug of the router: the client's input (refused or too large), cancellation, the cluster's own state (Orleans).</summary>
     internal static bool IsExpected(Exception e) =>
-        e is ForwardRequestException or ForwardOverflowException || ShardCallRetry.IsCancellationOrClusterState(e);
+        e is ForwardRequestException or ForwardOverflowException or ShardBusyException || ShardCallRetry.IsCancellationOrClusterState(e);
 
     private static string LayerName(int? layer) => layer is int l ? l.ToString(System.Globalization.CultureInfo.InvariantCulture) : "stack";
 

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Globalization;
+using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Dispatch;
 
@@ -25,6 +27,9 @@ public sealed class ShardBatcher(int width, Func<float[], RoutedPairs, float[]> 
 {
     private readonly object _gate = new();
     private readonly Queue<Item> _queue = new();
+    private long _queuedBytes;
+    private long _queuedRows;
+    private long _lastPassTicks;
     private bool _running;
 
     /// <summary>The width of every row.</summary>
@@ -42,12 +47,40 @@ public sealed class ShardBatcher(int width, Func<float[], RoutedPairs, float[]> 
         }
     }
 
+    /// <summary>Bytes held by the requests waiting for the next pass (<see cref="BytesOf"/> of each).</summary>
+    public long QueuedBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _queuedBytes;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Refuses at once with <see cref="ShardBusyException"/> when the queue is already at one of its bounds, so that a
+    /// caller can skip decoding a request that could not be queued. <see cref="ComputeAsync"/> checks again, exactly.
+    /// </summary>
+    public void ThrowIfFull()
+    {
+        lock (_gate)
+        {
+            if (_queue.Count > 0 && (_queue.Count >= bounds.MaxQueuedRequests || _queuedBytes >= bounds.MaxQueuedBytes))
+            {
+                throw Busy(0);
+            }
+        }
+    }
+
     /// <summary>The bytes a request holds in a pass: its fp32 rows in, and one fp32 expert output per pair.</summary>
     public static long BytesOf(int rows, int pairs, int width) => 4L * width * ((long)rows + pairs);
 
     /// <summary>
     /// Queues <paramref name="z"/> (<c>pairs.Rows</c> rows of <see cref="Width"/>) for the next pass, which starts now if the
-    /// shard is idle; completes with this request's partial sums [rows, width] and the pass it ran in.
+    /// shard is idle; completes with this request's partial sums [rows, width] and the pass it ran in. Throws
+    /// <see cref="ShardBusyException"/> at once, queueing nothing, when the request would pass the queue's bounds.
     /// </summary>
     public Task<ShardBatchResult> ComputeAsync(float[] z, RoutedPairs pairs, CancellationToken cancellationToken = default)
     {
@@ -72,11 +105,30 @@ public sealed class ShardBatcher(int width, Func<float[], RoutedPairs, float[]> 
         }
 
         bool start;
+        ShardBusyException? busy = null;
         lock (_gate)
         {
-            _queue.Enqueue(item);
-            start = !_running;
-            _running = true;
+            // The bound on what waits, checked before anything is queued.
+            if (_queue.Count > 0 && (_queue.Count >= bounds.MaxQueuedRequests || _queuedBytes + item.Bytes > bounds.MaxQueuedBytes))
+            {
+                busy = Busy(item.Bytes);
+                start = false;
+            }
+            else
+            {
+                _queue.Enqueue(item);
+                _queuedBytes += item.Bytes;
+                _queuedRows += pairs.Rows;
+                start = !_running;
+                _running = true;
+            }
+        }
+
+        if (busy is not null)
+        {
+            // Refused: nothing queued, and the token keeps no callback.
+            item.Registration.Dispose();
+            throw busy;
         }
 
         if (start)
@@ -85,6 +137,20 @@ public sealed class ShardBatcher(int width, Func<float[], RoutedPairs, float[]> 
         }
 
         return item.Result.Task;
+    }
+
+    /// <summary>
+    /// The refusal of a request of <paramref name="bytes"/> bytes (0: not yet known); the caller holds the lock. Its hint:
+    /// the time the passes queued ahead take at the last pass's pace, in whole seconds, 1 to 60.
+    /// </summary>
+    private ShardBusyException Busy(long bytes)
+    {
+        long passes = 1 + Math.Max((_queuedRows + bounds.MaxRows - 1) / bounds.MaxRows, (_queuedBytes + bounds.MaxBytes - 1) / bounds.MaxBytes);
+        double seconds = passes * (double)Volatile.Read(ref _lastPassTicks) / Stopwatch.Frequency;
+        int retryAfter = (int)Math.Clamp(Math.Ceiling(seconds), 1, 60);
+        return new ShardBusyException(string.Create(CultureInfo.InvariantCulture,
+            $"the expert shard's queue is full: {_queue.Count} requests ({_queuedBytes} bytes) wait; the bounds are {bounds.MaxQueuedRequests} requests and {bounds.MaxQueuedBytes} bytes (MoECluster:ShardBatching:MaxQueuedRequests, MaxQueuedBytes){(bytes > 0 ? $", this request holds {bytes} bytes" : string.Empty)}; retry after {retryAfter} s"),
+            retryAfter);
     }
 
     private void Run()
@@ -129,7 +195,7 @@ public sealed class ShardBatcher(int width, Func<float[], RoutedPairs, float[]> 
             if (next.Result.Task.IsCompleted)
             {
                 // Cancelled while queued.
-                _queue.Dequeue().Registration.Dispose();
+                Dequeue().Registration.Dispose();
                 continue;
             }
 
@@ -138,12 +204,21 @@ public sealed class ShardBatcher(int width, Func<float[], RoutedPairs, float[]> 
                 break;
             }
 
-            batch.Add(_queue.Dequeue());
+            batch.Add(Dequeue());
             rows += next.Pairs.Rows;
             bytes += next.Bytes;
         }
 
         return batch;
+    }
+
+    /// <summary>The head of the queue, out of the queue's counts; the caller holds the lock.</summary>
+    private Item Dequeue()
+    {
+        var item = _queue.Dequeue();
+        _queuedBytes -= item.Bytes;
+        _queuedRows -= item.Pairs.Rows;
+        return item;
     }
 
     private void Execute(List<Item> batch)
@@ -233,6 +308,7 @@ public sealed class ShardBatcher(int width, Func<float[], RoutedPairs, float[]> 
 
     private void Report(ShardBatch pass)
     {
+        Volatile.Write(ref _lastPassTicks, (long)(pass.Microseconds * (Stopwatch.Frequency / 1e6)));
         try
         {
             batched?.Invoke(pass);

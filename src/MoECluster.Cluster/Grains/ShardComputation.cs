@@ -13,7 +13,8 @@ namespace MoECluster.Cluster.Grains;
 /// sums with the model library — through the shard's <see cref="ShardBatcher"/>, so that requests queued at the shard share
 /// one grouped pass — and encode this caller's ShardResponse (its RequestId and response dtype; ComputeMicroseconds is the
 /// pass's). Decoding and checks stay per request: a bad request fails only its caller. Bad input is an <see cref="ArgumentException"/> naming the shard;
-/// a result outside float32 or the reply's element type a <see cref="ForwardOverflowException"/>.
+/// a result outside float32 or the reply's element type a <see cref="ForwardOverflowException"/>; a full queue a
+/// <see cref="Dispatch.ShardBusyException"/>, before the request is decoded when the queue is already at a bound.
 /// </summary>
 internal static class ShardComputation
 {
@@ -23,6 +24,8 @@ internal static class ShardComputation
 
     public static async Task<WireBytes> ComputeAsync(ExpertShard shard, ShardBatcher batcher, WireBytes request, WireLimits limits, string silo, CancellationToken cancellationToken)
     {
+        // A full queue refuses before the request is decoded (the batcher checks again, exactly, before queueing).
+        batcher.ThrowIfFull();
         ShardRequest r;
         try
         {

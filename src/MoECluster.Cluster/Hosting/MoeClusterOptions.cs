@@ -192,7 +192,9 @@ public sealed class ShardHedgingOptions
 /// <summary>
 /// Continuous batching at the expert shards ("MoECluster:ShardBatching", see Grains/ShardBatcher): requests that arrive
 /// while a shard computes go into its next grouped pass together, up to these bounds. A lone request larger than them
-/// still runs (alone; <see cref="Wire.WireLimits"/> bound one request).
+/// still runs (alone; <see cref="Wire.WireLimits"/> bound one request). The queue itself is bounded too
+/// (<see cref="MaxQueuedRequests"/>, <see cref="MaxQueuedBytes"/>): beyond, the shard refuses at once
+/// (<see cref="Dispatch.ShardBusyException"/>, a 429 with Retry-After at the gateway) instead of holding the rows.
 /// </summary>
 public sealed class ShardBatchingOptions
 {
@@ -200,11 +202,21 @@ public sealed class ShardBatchingOptions
 
     public const long DefaultMaxBytes = 256L << 20;
 
+    public const int DefaultMaxQueuedRequests = 256;
+
+    public const long DefaultMaxQueuedBytes = 512L << 20;
+
     /// <summary>Most rows (tokens routed to the shard) in one pass.</summary>
     public int MaxRows { get; set; } = DefaultMaxRows;
 
     /// <summary>Most bytes one pass holds: 4 · width · (rows + routed pairs) — its fp32 rows and one expert output per pair.</summary>
     public long MaxBytes { get; set; } = DefaultMaxBytes;
+
+    /// <summary>Most requests waiting for the next pass (the pass in progress not counted); an empty queue always takes one.</summary>
+    public int MaxQueuedRequests { get; set; } = DefaultMaxQueuedRequests;
+
+    /// <summary>Most bytes the waiting requests hold (4 · width · (rows + pairs) each, as <see cref="MaxBytes"/>).</summary>
+    public long MaxQueuedBytes { get; set; } = DefaultMaxQueuedBytes;
 }
 
 public sealed class ModelEntry

@@ -75,6 +75,8 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         const string Prefix = nameof(MoeClusterOptions.ShardBatching) + ":";
         require(batching.MaxRows >= 1, Prefix + nameof(batching.MaxRows), batching.MaxRows, "rows, 1 or more (1: no two requests share a pass)");
         require(batching.MaxBytes >= 1 << 20, Prefix + nameof(batching.MaxBytes), batching.MaxBytes, "bytes, 1048576 (1 MiB) or more");
+        require(batching.MaxQueuedRequests >= 1, Prefix + nameof(batching.MaxQueuedRequests), batching.MaxQueuedRequests, "requests, 1 or more (an empty queue always takes one)");
+        require(batching.MaxQueuedBytes >= 1, Prefix + nameof(batching.MaxQueuedBytes), batching.MaxQueuedBytes, "bytes, 1 or more (an empty queue always takes one request, however large)");
     }
 
     private static void ValidateHedging(ShardHedgingOptions hedging, Requirement require)

@@ -4,7 +4,8 @@ namespace MoECluster.Gateway.Live;
 
 /// <summary>
 /// What this gateway's clients saw: forward requests answered, failed (5xx), rejected (4xx), refused for overload (a
-/// limit of "MoECluster:Gateway" reached: 503 with Retry-After) and abandoned by their client (it disconnected before
+/// limit of "MoECluster:Gateway" reached: 503 with Retry-After), refused as busy (an expert shard's queue was full:
+/// 429 with Retry-After) and abandoned by their client (it disconnected before
 /// the answer), tokens served, and
 /// the latency of answered requests from arrival to reply, in HDR histograms (1 µs to 1 h, 3 significant digits):
 /// one since start and one over a sliding window of the last <see cref="RecentSeconds"/> seconds, kept as one
@@ -73,6 +74,15 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
         }
     }
 
+    /// <summary>Records a request refused because an expert shard's queue was full (429 with Retry-After): back-pressure, not a failure.</summary>
+    public void RecordBusy(string model)
+    {
+        lock (_gate)
+        {
+            Model(model).Busy++;
+        }
+    }
+
     /// <summary>Records a request whose client disconnected before it was answered.</summary>
     public void RecordDisconnected(string model)
     {
@@ -119,13 +129,14 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
                     _models.Values.Sum(m => m.Failed),
                     _models.Values.Sum(m => m.Rejected),
                     _models.Values.Sum(m => m.Overloaded),
-                    _models.Values.Sum(m => m.Disconnected)),
+                    _models.Values.Sum(m => m.Disconnected),
+                    _models.Values.Sum(m => m.Busy)),
                 _models.Values.Sum(m => m.Tokens),
                 (double)rateTokens / Math.Clamp(now - _startSecond, 1, RateSeconds),
                 Percentiles.Of(_all),
                 Percentiles.Of(recent),
                 RecentSeconds,
-                [.. _models.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => new ModelRequestCounts(m.Key, m.Value.Answered, m.Value.Failed, m.Value.Rejected, m.Value.Tokens, m.Value.Overloaded, m.Value.Disconnected))],
+                [.. _models.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => new ModelRequestCounts(m.Key, m.Value.Answered, m.Value.Failed, m.Value.Rejected, m.Value.Tokens, m.Value.Overloaded, m.Value.Disconnected, m.Value.Busy))],
                 timeline);
         }
     }
@@ -182,13 +193,15 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
 
         public long Disconnected { get; set; }
 
+        public long Busy { get; set; }
+
         public long Tokens { get; set; }
     }
 }
 
 /// <summary>
 /// The <c>gateway</c> section of <c>/stats</c>. Latencies in milliseconds; <c>sent</c> = answered + failed (rejected,
-/// overloaded and disconnected requests are counted apart).
+/// overloaded (503), busy (429: an expert shard's queue was full) and disconnected requests are counted apart).
 /// </summary>
 public sealed record GatewayRequestReport(
     long UnixSeconds,
@@ -201,9 +214,9 @@ public sealed record GatewayRequestReport(
     IReadOnlyList<ModelRequestCounts> PerModel,
     IReadOnlyList<TimelinePoint> Timeline);
 
-public sealed record RequestCounts(long Sent, long Answered, long Failed, long Rejected, long Overloaded = 0, long Disconnected = 0);
+public sealed record RequestCounts(long Sent, long Answered, long Failed, long Rejected, long Overloaded = 0, long Disconnected = 0, long Busy = 0);
 
-public sealed record ModelRequestCounts(string Model, long Answered, long Failed, long Rejected, long Tokens, long Overloaded = 0, long Disconnected = 0);
+public sealed record ModelRequestCounts(string Model, long Answered, long Failed, long Rejected, long Tokens, long Overloaded = 0, long Disconnected = 0, long Busy = 0);
 
 /// <summary>Tokens and requests answered in the second starting at <see cref="UnixSecond"/>.</summary>
 public sealed record TimelinePoint(long UnixSecond, long Tokens, long Requests);

@@ -118,6 +118,10 @@ public sealed partial class GatewayRequestGuard(
             {
                 statistics.RecordOverloaded(outcome.Model);
             }
+            else if (outcome.Busy)
+            {
+                statistics.RecordBusy(outcome.Model);
+            }
             else if (status < 300)
             {
                 statistics.RecordAnswered(outcome!.Model, outcome.Tokens, Stopwatch.GetElapsedTime(started));
@@ -321,4 +325,7 @@ internal sealed class ForwardOutcome
 
     /// <summary>Refused because a limit on work in flight was reached (a 503 counted apart from failures).</summary>
     public bool Overloaded { get; set; }
+
+    /// <summary>Refused because an expert shard's queue was full (a 429 counted apart from failures and rejections).</summary>
+    public bool Busy { get; set; }
 }

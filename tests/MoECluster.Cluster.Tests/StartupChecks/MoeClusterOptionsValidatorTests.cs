@@ -86,6 +86,8 @@ public sealed class MoeClusterOptionsValidatorTests
     [InlineData("ShardHedging:AlternateIdleSeconds")]
     [InlineData("ShardBatching:MaxRows")]
     [InlineData("ShardBatching:MaxBytes")]
+    [InlineData("ShardBatching:MaxQueuedRequests")]
+    [InlineData("ShardBatching:MaxQueuedBytes")]
     [InlineData("WireLimits:MaxPairsPerRow")]
     [InlineData("Gateway:MaxRequestBytes")]
     [InlineData("Gateway:MaxTokensPerRequest")]

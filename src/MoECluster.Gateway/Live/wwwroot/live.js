@@ -36,6 +36,7 @@ function renderGateway(g) {
   setFigure('requests-failed', g.requests.failed, fmt(g.requests.failed, 0));
   setFigure('requests-rejected', g.requests.rejected, fmt(g.requests.rejected, 0));
   setFigure('requests-overloaded', g.requests.overloaded ?? 0, fmt(g.requests.overloaded ?? 0, 0));
+  setFigure('requests-busy', g.requests.busy ?? 0, fmt(g.requests.busy ?? 0, 0));
   setFigure('requests-disconnected', g.requests.disconnected ?? 0, fmt(g.requests.disconnected ?? 0, 0));
   $('requests-failed').classList.toggle('bad', g.requests.failed > 0);
   $('recent-window').textContent = g.recent_window_seconds;
