@@ -39,6 +39,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         ValidateRetry(options.ShardRetry, Require);
         ValidateHedging(options.ShardHedging, Require);
         ValidateBatching(options.ShardBatching, Require);
+        ValidateFrontEndBatching(options.FrontEndBatching, options.Gateway, Require);
         ValidateWireLimits(options.WireLimits, Require);
         ValidateGateway(options.Gateway, Require);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
@@ -75,6 +76,14 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         const string Prefix = nameof(MoeClusterOptions.ShardBatching) + ":";
         require(batching.MaxRows >= 1, Prefix + nameof(batching.MaxRows), batching.MaxRows, "rows, 1 or more (1: no two requests share a pass)");
         require(batching.MaxBytes >= 1 << 20, Prefix + nameof(batching.MaxBytes), batching.MaxBytes, "bytes, 1048576 (1 MiB) or more");
+    }
+
+    private static void ValidateFrontEndBatching(FrontEndBatchingOptions batching, GatewayOptions gateway, Requirement require)
+    {
+        const string Prefix = nameof(MoeClusterOptions.FrontEndBatching) + ":";
+        require(batching.MaxTokens >= 0 && batching.MaxTokens <= gateway.MaxTokensPerRequest, Prefix + nameof(batching.MaxTokens), batching.MaxTokens,
+            string.Create(CultureInfo.InvariantCulture,
+                $"tokens, 0 (the gateway's limit) or 1 to {MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Gateway)}:{nameof(GatewayOptions.MaxTokensPerRequest)} ({gateway.MaxTokensPerRequest}): a batch's message to a shard is never larger than a lone request of the most tokens makes"));
     }
 
     private static void ValidateHedging(ShardHedgingOptions hedging, Requirement require)
