@@ -1,3 +1,4 @@
+using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Requests;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Numerics;
@@ -254,6 +255,22 @@ public sealed class ForwardBatcherTests
         }
 
         Assert.Equal([1, 5, 1, 5], batches.Select(b => b.Requests));
+    }
+
+    [Fact]
+    public void A_merged_forwards_traffic_is_shared_out_per_token_and_a_lone_requests_is_its_own()
+    {
+        var layer = new LayerTraffic(1, "latent", "fp32", 30, 16, 61, 3000, 3001, 3300, 3310, 2999, 4, 12.5, BatchRequests: 1, BatchTokens: 30);
+        IReadOnlyList<LayerTraffic> batch = [layer, layer with { Layer = 3 }];
+
+        // Alone: the very same records.
+        Assert.Same(batch, FrontEndBatcher.Share(batch, 30, new FrontEndBatch(1, 30, 100)));
+
+        // 10 of the forward's 30 tokens: a third of every byte count and of the routed rows (rounded), the batch's messages and time.
+        var part = FrontEndBatcher.Share(batch, 10, new FrontEndBatch(3, 30, 100));
+        Assert.Equal(
+            [new LayerTraffic(1, "latent", "fp32", 10, 16, 20, 1000, 1000, 1100, 1103, 1000, 4, 12.5, BatchRequests: 3, BatchTokens: 30), new LayerTraffic(3, "latent", "fp32", 10, 16, 20, 1000, 1000, 1100, 1103, 1000, 4, 12.5, BatchRequests: 3, BatchTokens: 30)],
+            part);
     }
 
     /// <summary>Rows [tokens, Width] of standard normal values.</summary>

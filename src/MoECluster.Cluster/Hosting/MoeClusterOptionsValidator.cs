@@ -81,7 +81,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
     private static void ValidateFrontEndBatching(FrontEndBatchingOptions batching, GatewayOptions gateway, Requirement require)
     {
         const string Prefix = nameof(MoeClusterOptions.FrontEndBatching) + ":";
-        require(batching.MaxTokens >= 0 && batching.MaxTokens <= gateway.MaxTokensPerRequest, Prefix + nameof(batching.MaxTokens), batching.MaxTokens,
+        require(batching.MaxTokens == 0 || (batching.MaxTokens >= 1 && batching.MaxTokens <= gateway.MaxTokensPerRequest), Prefix + nameof(batching.MaxTokens), batching.MaxTokens,
             string.Create(CultureInfo.InvariantCulture,
                 $"tokens, 0 (the gateway's limit) or 1 to {MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Gateway)}:{nameof(GatewayOptions.MaxTokensPerRequest)} ({gateway.MaxTokensPerRequest}): a batch's message to a shard is never larger than a lone request of the most tokens makes"));
     }
