@@ -79,6 +79,33 @@ public sealed class ForwardBatcherTests
     }
 
     [Fact]
+    public async Task With_two_forwards_in_flight_a_second_starts_at_once_and_later_requests_queue_behind_both()
+    {
+        var rng = new Random(TestInputs.NewSeed());
+        using var gated = new GatedForward(holdEvery: true);
+        var batches = new List<FrontEndBatch>();
+        var batcher = new ForwardBatcher<string, int>(gated.ForwardAsync, _ => false, 1000, (_, b) => { lock (batches) { batches.Add(b); } }, maxInFlight: 2);
+        var inputs = new[] { 1, 2, 3, 4 }.Select(t => Hidden(rng, t)).ToList();
+        var a = batcher.ForwardAsync("k", inputs[0], 1);
+        Assert.True(gated.Entered.Wait(Patience));
+        var b = batcher.ForwardAsync("k", inputs[1], 2);
+        Assert.True(SpinWait.SpinUntil(() => gated.Calls == 2, Patience), "the second request waited although one forward ran of two allowed");
+
+        // Both forwards run: the next requests queue, and share the forward that starts when one of them ends.
+        var c = batcher.ForwardAsync("k", inputs[2], 3);
+        var d = batcher.ForwardAsync("k", inputs[3], 4);
+        Assert.Equal(2, batcher.Queued("k"));
+        gated.Release();
+        Assert.Equal(GatedForward.Expected(inputs[1]), (await b.WaitAsync(Patience)).Hidden);
+        Assert.Equal(GatedForward.Expected(inputs[2]), (await c.WaitAsync(Patience)).Hidden);
+        Assert.Equal(GatedForward.Expected(inputs[3]), (await d.WaitAsync(Patience)).Hidden);
+        gated.Open();
+        Assert.Equal(GatedForward.Expected(inputs[0]), (await a.WaitAsync(Patience)).Hidden);
+        Assert.Equal([(1, 2), (2, 7), (1, 1)], batches.Select(x => (x.Requests, x.Tokens)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ForwardBatcher<string, int>(gated.ForwardAsync, _ => false, 10, maxInFlight: 0));
+    }
+
+    [Fact]
     public async Task A_forward_never_exceeds_its_token_bound_and_a_larger_request_runs_alone()
     {
         var rng = new Random(TestInputs.NewSeed());

@@ -228,6 +228,13 @@ public sealed class FrontEndBatchingOptions
     /// </summary>
     public int MaxTokens { get; set; }
 
+    /// <summary>
+    /// Most forwards of one (model, layer or stack, wire) in flight at once on a front-end silo (1 to 16; default 1). With 2 a
+    /// request that arrives while one forward runs starts the second at once: one forward's gate and projections overlap the
+    /// other's wait for the shards, at the cost of smaller batches.
+    /// </summary>
+    public int MaxBatchesInFlight { get; set; } = 1;
+
     /// <summary>The bound in effect: <see cref="MaxTokens"/>, or the gateway's token limit when it is 0.</summary>
     public int EffectiveMaxTokens(GatewayOptions gateway)
     {

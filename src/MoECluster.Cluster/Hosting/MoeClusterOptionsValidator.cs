@@ -84,6 +84,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         require(batching.MaxTokens == 0 || (batching.MaxTokens >= 1 && batching.MaxTokens <= gateway.MaxTokensPerRequest), Prefix + nameof(batching.MaxTokens), batching.MaxTokens,
             string.Create(CultureInfo.InvariantCulture,
                 $"tokens, 0 (the gateway's limit) or 1 to {MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Gateway)}:{nameof(GatewayOptions.MaxTokensPerRequest)} ({gateway.MaxTokensPerRequest}): a batch's message to a shard is never larger than a lone request of the most tokens makes"));
+        require(batching.MaxBatchesInFlight is >= 1 and <= 16, Prefix + nameof(batching.MaxBatchesInFlight), batching.MaxBatchesInFlight, "forwards, 1 to 16");
     }
 
     private static void ValidateHedging(ShardHedgingOptions hedging, Requirement require)

@@ -9,7 +9,8 @@ namespace MoECluster.Cluster.Requests;
 /// ends ALL of them (up to <c>maxTokens</c> tokens; a lone request larger than that still runs, alone) go into the next
 /// forward: their hidden rows [tokens, width] concatenated in arrival order, the forward called once, each caller's rows
 /// of the output split back. Every token of an MoE layer and of the stack is independent of the others, so this is exact.
-/// One forward per key is in flight at a time; different keys run at once.
+/// At most <c>maxInFlight</c> forwards per key are in flight at a time (default 1: a forward runs, the next waits for it);
+/// different keys run at once.
 /// <para>
 /// Per caller: a caller that cancels while queued leaves the queue; one whose rows are in a forward in progress gets its
 /// cancellation at once (the forward goes on for the others, and is itself cancelled once every caller in it has
@@ -24,11 +25,15 @@ namespace MoECluster.Cluster.Requests;
 /// <param name="isRequestFault">Whether an exception of a forward of several requests may be one request's fault (then each is run alone).</param>
 /// <param name="maxTokens">Most tokens one forward merges (at least 1).</param>
 /// <param name="batched">Told of every forward that succeeded (requests, tokens, time), for the ledger.</param>
+/// <param name="maxInFlight">Most forwards of one key in flight at once (at least 1); with more than one, a request that
+/// arrives while fewer run starts its own forward at once, so that one forward's front-end work overlaps another's wait for
+/// the shards.</param>
 public sealed class ForwardBatcher<TKey, TTraffic>(
     Func<TKey, float[], int, CancellationToken, Task<ForwardBatchOutput<TTraffic>>> forward,
     Func<Exception, bool> isRequestFault,
     int maxTokens,
-    Action<TKey, FrontEndBatch>? batched = null)
+    Action<TKey, FrontEndBatch>? batched = null,
+    int maxInFlight = 1)
     where TKey : notnull
 {
     private readonly object _gate = new();
@@ -36,6 +41,9 @@ public sealed class ForwardBatcher<TKey, TTraffic>(
 
     /// <summary>Most tokens one forward merges.</summary>
     public int MaxTokens { get; } = maxTokens >= 1 ? maxTokens : throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "at least 1");
+
+    /// <summary>Most forwards of one key in flight at once.</summary>
+    public int MaxInFlight { get; } = maxInFlight >= 1 ? maxInFlight : throw new ArgumentOutOfRangeException(nameof(maxInFlight), maxInFlight, "at least 1");
 
     /// <summary>Requests of <paramref name="key"/> waiting for the next forward.</summary>
     public int Queued(TKey key)
@@ -81,9 +89,9 @@ public sealed class ForwardBatcher<TKey, TTraffic>(
             }
 
             lane.Queue.Enqueue(item);
-            if (!lane.Running)
+            if (lane.Running < MaxInFlight)
             {
-                lane.Running = true;
+                lane.Running++;
                 start = lane;
             }
         }
@@ -106,9 +114,12 @@ public sealed class ForwardBatcher<TKey, TTraffic>(
                 batch = Take(lane);
                 if (batch.Count == 0)
                 {
-                    // Idle: the key holds nothing until its next request.
-                    lane.Running = false;
-                    _lanes.Remove(key);
+                    // Idle: when no other forward of the key runs, the key holds nothing until its next request.
+                    if (--lane.Running == 0)
+                    {
+                        _lanes.Remove(key);
+                    }
+
                     return;
                 }
             }
@@ -276,7 +287,8 @@ public sealed class ForwardBatcher<TKey, TTraffic>(
 
         public Queue<Item> Queue { get; } = new();
 
-        public bool Running { get; set; }
+        /// <summary>Forwards of this key in flight (runner loops).</summary>
+        public int Running { get; set; }
     }
 
     /// <summary>One forward in progress: its cancellation, cancelled when the last of its live callers cancels.</summary>

@@ -36,7 +36,8 @@ public sealed class FrontEndBatcher
             ForwardAsync,
             e => e is ForwardOverflowException,
             batching.EffectiveMaxTokens(options.Value.Gateway),
-            (key, batch) => ledger.RecordFrontEndBatch(key.Model, key.Target, WireDTypes.Name(key.Wire), batch));
+            (key, batch) => ledger.RecordFrontEndBatch(key.Model, key.Target, WireDTypes.Name(key.Wire), batch),
+            batching.MaxBatchesInFlight);
     }
 
     /// <summary>Requests waiting at this silo for the next forward of <paramref name="key"/>.</summary>

@@ -104,6 +104,7 @@ public sealed class MoeClusterOptionsValidatorTests
     [InlineData("ShardBatching:MaxRows")]
     [InlineData("ShardBatching:MaxBytes")]
     [InlineData("FrontEndBatching:MaxTokens")]
+    [InlineData("FrontEndBatching:MaxBatchesInFlight")]
     [InlineData("WireLimits:MaxPairsPerRow")]
     [InlineData("Gateway:MaxRequestBytes")]
     [InlineData("Gateway:MaxTokensPerRequest")]
