@@ -28,6 +28,8 @@ public static class GatewayTraffic
             PredictedPayloadBytes = traffic.PredictedPayloadBytes,
             Messages = traffic.Messages,
             Milliseconds = traffic.Milliseconds,
+            BatchRequests = traffic.BatchRequests,
+            BatchTokens = traffic.BatchTokens,
         };
     }
 }

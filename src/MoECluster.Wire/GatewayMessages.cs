@@ -78,6 +78,17 @@ public sealed class GatewayLayerTraffic
 
     [Key("milliseconds")]
     public double Milliseconds { get; set; }
+
+    /// <summary>Requests that shared this layer's forward at the front-end (1: this request alone); see <see cref="BatchTokens"/>.</summary>
+    [Key("batch_requests")]
+    public int BatchRequests { get; set; }
+
+    /// <summary>
+    /// Tokens of the forward this request shared (its own when alone). When more than <see cref="Tokens"/>, the byte counts and
+    /// routed rows are the batch's shared out per token; messages and milliseconds are the batch's.
+    /// </summary>
+    [Key("batch_tokens")]
+    public int BatchTokens { get; set; }
 }
 
 /// <summary>Decoding of gateway bodies: same bounds and untrusted-data rules as the shard messages.</summary>

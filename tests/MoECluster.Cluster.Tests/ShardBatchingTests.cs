@@ -9,10 +9,10 @@ namespace MoECluster.Cluster.Tests;
 
 /// <summary>
 /// Continuous batching at the expert shards through the router: concurrent callers' requests merged into shared passes
-/// still get each its own answer — the in-process forward of its own input.
+/// still get each its own answer — the in-process forward of its own input. Front-end batching is off in this cluster: it
+/// would merge one front-end's concurrent requests for a layer into one message per shard before they reach the shards.
 /// </summary>
-[Collection(InProcessMoeClusterGroup.Name)]
-public sealed class ShardBatchingTests(InProcessMoeCluster cluster)
+public sealed class ShardBatchingTests(UnbatchedFrontEndCluster cluster) : IClassFixture<UnbatchedFrontEndCluster>
 {
     private const int Callers = 8;
     private const int RequestsPerCaller = 3;

@@ -37,11 +37,16 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
             + $"tokens {string.Join(",", settings.Tokens)}, {(settings.IsOpen ? $"rate {F(settings.Rate, "0.##")}/s" : $"concurrency {settings.Concurrency}")}, "
             + $"warm-up {F(settings.WarmupSeconds, "0.##")} s, duration {F(settings.DurationSeconds, "0.##")} s");
 
+        var (statsBefore, _) = await TryStatsAsync(client, cancel);
         var snapshot = await MeasureAsync(settings, client, targets, inputs, cancel);
+        var (stats, statsError) = await TryStatsAsync(client, cancel);
 
         // Ctrl+C ends the run early: what was measured is still reported (requests it cut short count as failed).
         var report = LoadReport.Build(settings, targets, snapshot);
+        ClusterCounters? cluster = statsBefore is not null && stats is not null ? ClusterCounters.From(stats).Since(ClusterCounters.From(statsBefore)) : null;
+        report["cluster"] = cluster?.ToJson();
         LoadReport.PrintSummary(output, settings, report, snapshot);
+        output.WriteLine(cluster?.Summary() ?? $"cluster: GET /stats failed, no messages or bytes per token from the cluster: {statsError}");
         if (settings.JsonPath is { } path)
         {
             RunReport.Write(path, report);
@@ -50,21 +55,10 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
 
         if (settings.HtmlPath is { } htmlPath)
         {
-            JsonNode? stats = null;
-            string? statsError = null;
-            using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel))
+            if (statsError is not null)
             {
-                timeout.CancelAfter(TimeSpan.FromSeconds(Math.Min(settings.TimeoutSeconds, 15)));
-                try
-                {
-                    stats = await client.StatsAsync(timeout.Token);
-                }
-                catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException or OperationCanceledException)
-                {
-                    // The report is still written, without the expert load.
-                    statsError = e.Message;
-                    error.WriteLine($"load: GET /stats failed, the HTML report has no expert load: {e.Message}");
-                }
+                // The report is still written, without the expert load.
+                error.WriteLine($"load: GET /stats failed, the HTML report has no expert load: {statsError}");
             }
 
             HtmlReport.Write(htmlPath, HtmlReport.Build(report, snapshot, stats, statsError));
@@ -85,6 +79,21 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
         }
 
         return CliApp.ExitOk;
+    }
+
+    /// <summary>The cluster's <c>/stats</c>, or why it could not be read (a run goes on without it).</summary>
+    private async Task<(JsonNode? Stats, string? Error)> TryStatsAsync(GatewayClient client, CancellationToken cancel)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        timeout.CancelAfter(TimeSpan.FromSeconds(Math.Min(settings.TimeoutSeconds, 15)));
+        try
+        {
+            return (await client.StatsAsync(timeout.Token), null);
+        }
+        catch (Exception e) when (e is HttpRequestException or GatewayException or System.Text.Json.JsonException or OperationCanceledException)
+        {
+            return (null, e.Message);
+        }
     }
 
     /// <summary>

@@ -31,7 +31,15 @@ public sealed record ForwardReply(
     [property: Id(0)] float[] Hidden,
     [property: Id(1)] IReadOnlyList<LayerTraffic> Layers);
 
-/// <summary>What one layer's dispatch and combine moved, measured (encoded sizes) and predicted (from the routing plan).</summary>
+/// <summary>
+/// What one layer's dispatch and combine moved, measured (encoded sizes) and predicted (from the routing plan).
+/// <para>
+/// Under front-end batching (<see cref="BatchRequests"/> &gt; 1) the layer ran once for several requests: <see cref="Tokens"/>
+/// is this request's, the byte counts and <see cref="RoutedRows"/> are the batch's shared out per token (batch figure ×
+/// Tokens / <see cref="BatchTokens"/>, rounded), <see cref="Messages"/> and <see cref="Milliseconds"/> are the batch's
+/// (its messages carried the rows of all its requests). The ledger (<c>/stats</c>) counts each message once.
+/// </para>
+/// </summary>
 [GenerateSerializer]
 [Immutable]
 [Alias("moecluster.layer-traffic")]
@@ -48,4 +56,6 @@ public sealed record LayerTraffic(
     [property: Id(9)] long CombineMessageBytes,
     [property: Id(10)] long PredictedPayloadBytes,
     [property: Id(11)] int Messages,
-    [property: Id(12)] double Milliseconds);
+    [property: Id(12)] double Milliseconds,
+    [property: Id(13)] int BatchRequests,
+    [property: Id(14)] int BatchTokens);

@@ -95,7 +95,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
         ForwardOverflowException.ThrowIfNonFinite(u, layer, "the sum of the expert shards' partial sums", request.Input.Span);
         var traffic = new LayerTraffic(layer, mode, WireDTypes.Name(Wire), tokens, width, routedRows,
             dispatchPayload, combinePayload, dispatchMessage, combineMessage, predicted, results.Length,
-            Stopwatch.GetElapsedTime(request.StartedTimestamp).TotalMilliseconds);
+            Stopwatch.GetElapsedTime(request.StartedTimestamp).TotalMilliseconds, BatchRequests: 1, BatchTokens: tokens);
         lock (_traffic)
         {
             _dispatched[request] = traffic;

@@ -13,12 +13,13 @@ namespace MoECluster.Cluster.Grains;
 /// <summary>
 /// The router of one model (key = model id): identity, the request's checks and its deadline; the work is the model
 /// library's one pipeline (<see cref="MoeModel.ForwardLayerAsync"/>, <see cref="MoeModel.ForwardStackAsync"/>) with the
-/// cluster's <see cref="OrleansExpertDispatcher"/>. A reentrant stateless worker: each front-end silo runs local
+/// cluster's <see cref="OrleansExpertDispatcher"/>, run by the silo's <see cref="FrontEndBatcher"/>: concurrent requests for
+/// the same layer (or stack) and wire type share one forward. A reentrant stateless worker: each front-end silo runs local
 /// activations, and one activation interleaves requests while they wait for shards.
 /// </summary>
 [StatelessWorker]
 [Reentrant]
-public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClusterOptions> options, ShardCalls shards, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
+public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClusterOptions> options, FrontEndBatcher batcher, ILogger<MoeRouterGrain> logger) : Grain, IMoeRouterGrain
 {
     public async Task<ForwardReply> Forward(ForwardCall call, CancellationToken cancellationToken = default)
     {
@@ -33,18 +34,12 @@ public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClu
         // An Orleans client holding the cluster's certificate is authenticated, not trusted with unbounded work: the
         // router checks what the gateway checks, with the same validator and messages.
         ForwardRequestValidator.Validate(modelId, model.Config, call.Layer, call.Hidden, call.Tokens, call.Wire, options.Value.Gateway.MaxTokensPerRequest);
-        var dispatcher = shards.Dispatcher(modelId, call.Wire);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(TimeSpan.FromSeconds(options.Value.RequestTimeoutSeconds));
         try
         {
             // The math runs on the thread pool, off this activation's scheduler; the shard calls are made from there.
-            float[] y = await Task.Run(
-                () => call.Layer is int layer
-                    ? model.ForwardLayerAsync(layer, call.Hidden, call.Tokens, dispatcher, deadline.Token)
-                    : model.ForwardStackAsync(call.Hidden, call.Tokens, dispatcher, cancellationToken: deadline.Token),
-                deadline.Token);
-            return new ForwardReply(y, dispatcher.Traffic);
+            return await batcher.ForwardAsync(modelId, call, deadline.Token);
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {

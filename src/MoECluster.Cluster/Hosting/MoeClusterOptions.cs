@@ -38,6 +38,9 @@ public sealed class MoeClusterOptions
     /// <summary>How large one grouped pass of an expert shard may grow when requests queue at it ("MoECluster:ShardBatching").</summary>
     public ShardBatchingOptions ShardBatching { get; init; } = new();
 
+    /// <summary>Batching of concurrent requests at the front-end's routers ("MoECluster:FrontEndBatching").</summary>
+    public FrontEndBatchingOptions FrontEndBatching { get; init; } = new();
+
     /// <summary>
     /// Expert silos the cluster is meant to have (set by the launchers and deploy/); 0 = not configured. While fewer
     /// serve, a front-end's <c>/health</c> says "degraded" (still HTTP 200: every request is still answered).
@@ -217,6 +220,39 @@ public sealed class ShardBatchingOptions
 
     /// <summary>Most bytes the waiting requests hold (4 · width · (rows + pairs) each, as <see cref="MaxBytes"/>).</summary>
     public long MaxQueuedBytes { get; set; } = DefaultMaxQueuedBytes;
+}
+
+/// <summary>
+/// Batching at the front-end ("MoECluster:FrontEndBatching", see Requests/ForwardBatcher): concurrent requests for the same
+/// model, layer (or the whole stack) and wire type that arrive while a forward of theirs runs share the next forward — one
+/// gate, W_down, W_up and shared-expert GEMM over all their tokens, one message per shard carrying the rows of all of
+/// them. A lone request starts at once. One forward per (model, layer or stack, wire) is in flight per front-end silo.
+/// </summary>
+public sealed class FrontEndBatchingOptions
+{
+    /// <summary>Off: every request runs its own forward and sends its own messages (as before front-end batching).</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>
+    /// Most tokens one forward merges; 0 (the default): MoECluster:Gateway:MaxTokensPerRequest. At most that limit, so that
+    /// a batch's message to a shard is never larger than a lone request of the most tokens makes. A lone request larger
+    /// than this still runs (alone).
+    /// </summary>
+    public int MaxTokens { get; set; }
+
+    /// <summary>
+    /// Most forwards of one (model, layer or stack, wire) in flight at once on a front-end silo (1 to 16; default 1). With 2 a
+    /// request that arrives while one forward runs starts the second at once: one forward's gate and projections overlap the
+    /// other's wait for the shards, at the cost of smaller batches.
+    /// </summary>
+    public int MaxBatchesInFlight { get; set; } = 1;
+
+    /// <summary>The bound in effect: <see cref="MaxTokens"/>, or the gateway's token limit when it is 0.</summary>
+    public int EffectiveMaxTokens(GatewayOptions gateway)
+    {
+        ArgumentNullException.ThrowIfNull(gateway);
+        return MaxTokens > 0 ? MaxTokens : gateway.MaxTokensPerRequest;
+    }
 }
 
 public sealed class ModelEntry

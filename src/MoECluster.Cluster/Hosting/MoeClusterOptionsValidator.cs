@@ -39,6 +39,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         ValidateRetry(options.ShardRetry, Require);
         ValidateHedging(options.ShardHedging, Require);
         ValidateBatching(options.ShardBatching, Require);
+        ValidateFrontEndBatching(options.FrontEndBatching, options.Gateway, Require);
         ValidateWireLimits(options.WireLimits, Require);
         ValidateGateway(options.Gateway, Require);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
@@ -77,6 +78,15 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         require(batching.MaxBytes >= 1 << 20, Prefix + nameof(batching.MaxBytes), batching.MaxBytes, "bytes, 1048576 (1 MiB) or more");
         require(batching.MaxQueuedRequests >= 1, Prefix + nameof(batching.MaxQueuedRequests), batching.MaxQueuedRequests, "requests, 1 or more (an empty queue always takes one)");
         require(batching.MaxQueuedBytes >= 1, Prefix + nameof(batching.MaxQueuedBytes), batching.MaxQueuedBytes, "bytes, 1 or more (an empty queue always takes one request, however large)");
+    }
+
+    private static void ValidateFrontEndBatching(FrontEndBatchingOptions batching, GatewayOptions gateway, Requirement require)
+    {
+        const string Prefix = nameof(MoeClusterOptions.FrontEndBatching) + ":";
+        require(batching.MaxTokens == 0 || (batching.MaxTokens >= 1 && batching.MaxTokens <= gateway.MaxTokensPerRequest), Prefix + nameof(batching.MaxTokens), batching.MaxTokens,
+            string.Create(CultureInfo.InvariantCulture,
+                $"tokens, 0 (the gateway's limit) or 1 to {MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Gateway)}:{nameof(GatewayOptions.MaxTokensPerRequest)} ({gateway.MaxTokensPerRequest}): a batch's message to a shard is never larger than a lone request of the most tokens makes"));
+        require(batching.MaxBatchesInFlight is >= 1 and <= 16, Prefix + nameof(batching.MaxBatchesInFlight), batching.MaxBatchesInFlight, "forwards, 1 to 16");
     }
 
     private static void ValidateHedging(ShardHedgingOptions hedging, Requirement require)

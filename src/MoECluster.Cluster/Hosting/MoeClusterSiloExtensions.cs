@@ -74,6 +74,7 @@ public static class MoeClusterSiloExtensions
         silo.Services.AddSingleton<Dispatch.ShardCallHedging>();
         silo.Services.AddSingleton<Dispatch.RoutingTables>();
         silo.Services.AddSingleton<Dispatch.ShardCalls>();
+        silo.Services.AddSingleton<Requests.FrontEndBatcher>();
         silo.AddShardAlternates();
 
         // Every silo reports grain and silo counters to the Orleans Dashboard, which the gateway mounts.

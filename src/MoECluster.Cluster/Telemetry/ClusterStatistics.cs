@@ -39,7 +39,8 @@ public sealed class ClusterStatistics(IGrainFactory grains)
 
 /// <summary>
 /// The JSON document of <c>/stats</c>. <see cref="ShardBatches"/>: continuous batching per expert shard (and alternate) —
-/// grouped passes, requests and rows merged, the largest pass.
+/// grouped passes, requests and rows merged, the largest pass. <see cref="FrontEndBatches"/>: batching at the front-end per
+/// (model, layer or stack, wire, front-end silo) — forwards, requests and tokens merged, the largest forward.
 /// </summary>
 public sealed record StatsReport(
     IReadOnlyList<SiloSummary> Silos,
@@ -49,7 +50,8 @@ public sealed record StatsReport(
     IReadOnlyList<TcpTraffic> Tcp,
     TrafficTotals Totals,
     double? StandardOverLatentBytesPerToken,
-    IReadOnlyList<ShardBatchTotals> ShardBatches)
+    IReadOnlyList<ShardBatchTotals> ShardBatches,
+    IReadOnlyList<FrontEndBatchTotals> FrontEndBatches)
 {
     public static StatsReport From(IReadOnlyList<SiloTraffic> silos)
     {
@@ -96,7 +98,9 @@ public sealed record StatsReport(
             tcp,
             totals,
             ratio,
-            [.. silos.SelectMany(s => s.ShardBatches).Select(b => b with { Silo = Name(b.Silo) }).OrderBy(b => b.Shard, StringComparer.Ordinal)]);
+            [.. silos.SelectMany(s => s.ShardBatches).Select(b => b with { Silo = Name(b.Silo) }).OrderBy(b => b.Shard, StringComparer.Ordinal)],
+            [.. silos.SelectMany(s => s.FrontEndBatches).Select(b => b with { Silo = Name(b.Silo) })
+                .OrderBy(b => b.Model, StringComparer.Ordinal).ThenBy(b => b.Target, StringComparer.Ordinal).ThenBy(b => b.Wire, StringComparer.Ordinal).ThenBy(b => b.Silo, StringComparer.Ordinal)]);
     }
 }
 

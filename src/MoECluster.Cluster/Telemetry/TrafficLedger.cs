@@ -31,6 +31,7 @@ public sealed class TrafficLedger : IDisposable
     private readonly Dictionary<string, ShardDescription> _shards = [];
     private readonly Dictionary<string, long[]> _tcp = [];
     private readonly Dictionary<string, long[]> _shardBatches = new(StringComparer.Ordinal);
+    private readonly Dictionary<(string Model, string Target, string Wire), long[]> _frontEndBatches = [];
     private readonly MeterListener _listener;
     private readonly Counter<long> _payloadBytes;
     private readonly Counter<long> _messageBytes;
@@ -40,6 +41,8 @@ public sealed class TrafficLedger : IDisposable
     private readonly Counter<long> _tcpBytes;
     private readonly Histogram<int> _batchRequests;
     private readonly Histogram<int> _batchRows;
+    private readonly Histogram<int> _frontEndRequests;
+    private readonly Histogram<int> _frontEndTokens;
 
     public TrafficLedger(IMeterFactory meters, IOptions<SiloIdentity> identity)
     {
@@ -54,6 +57,8 @@ public sealed class TrafficLedger : IDisposable
 
         _batchRequests = meter.CreateHistogram<int>("moecluster.shard.batch.requests", "{request}", "Requests merged into one grouped pass of an expert shard (continuous batching), by model and layer");
         _batchRows = meter.CreateHistogram<int>("moecluster.shard.batch.rows", "{row}", "Rows of one grouped pass of an expert shard, by model and layer");
+        _frontEndRequests = meter.CreateHistogram<int>("moecluster.frontend.batch.requests", "{request}", "Requests merged into one forward at a front-end router (front-end batching), by model and target (layer or stack)");
+        _frontEndTokens = meter.CreateHistogram<int>("moecluster.frontend.batch.tokens", "{token}", "Tokens of one forward at a front-end router, by model and target (layer or stack)");
 
         _listener = new MeterListener
         {
@@ -154,6 +159,31 @@ public sealed class TrafficLedger : IDisposable
         }
     }
 
+    /// <summary>
+    /// One forward at this front-end ran for <paramref name="model"/>'s <paramref name="target"/> (a layer index or "stack")
+    /// in <paramref name="wire"/>: how many requests it merged and their tokens (front-end batching, Requests/ForwardBatcher).
+    /// </summary>
+    public void RecordFrontEndBatch(string model, string target, string wire, Requests.FrontEndBatch batch)
+    {
+        var tags = new TagList { { "model", model }, { "target", target } };
+        _frontEndRequests.Record(batch.Requests, tags);
+        _frontEndTokens.Record(batch.Tokens, tags);
+        lock (_gate)
+        {
+            if (!_frontEndBatches.TryGetValue((model, target, wire), out long[]? v))
+            {
+                _frontEndBatches[(model, target, wire)] = v = new long[6];
+            }
+
+            v[0]++;
+            v[1] += batch.Requests;
+            v[2] += batch.Tokens;
+            v[3] += batch.Requests > 1 ? 1 : 0;
+            v[4] = Math.Max(v[4], batch.Requests);
+            v[5] = Math.Max(v[5], batch.Tokens);
+        }
+    }
+
     public void ShardActivated(ShardDescription shard)
     {
         lock (_gate)
@@ -183,7 +213,8 @@ public sealed class TrafficLedger : IDisposable
                 [.. _socket.Select(s => new SocketTraffic(silo, s.Key.To, s.Key.Direction, s.Value[0], s.Value[1], s.Value[0] * OrleansFrameBytes))],
                 [.. _shards.Values],
                 [.. _tcp.Select(t => new TcpTraffic(silo, t.Key, t.Value[1], t.Value[0], Identity.Tls))],
-                [.. _shardBatches.Select(b => new ShardBatchTotals(b.Key, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5]))]);
+                [.. _shardBatches.Select(b => new ShardBatchTotals(b.Key, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5]))],
+                [.. _frontEndBatches.Select(b => new FrontEndBatchTotals(b.Key.Model, b.Key.Target, b.Key.Wire, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5]))]);
         }
     }
 

@@ -57,7 +57,8 @@ public sealed record SiloTraffic(
     [property: Id(5)] IReadOnlyList<SocketTraffic> Socket,
     [property: Id(6)] IReadOnlyList<Contracts.ShardDescription> Shards,
     [property: Id(7)] IReadOnlyList<TcpTraffic> Tcp,
-    [property: Id(8)] IReadOnlyList<ShardBatchTotals> ShardBatches);
+    [property: Id(8)] IReadOnlyList<ShardBatchTotals> ShardBatches,
+    [property: Id(9)] IReadOnlyList<FrontEndBatchTotals> FrontEndBatches);
 
 /// <summary>
 /// Continuous batching at one expert shard (or alternate) since its silo started: grouped passes run, the requests and rows
@@ -81,6 +82,33 @@ public sealed record ShardBatchTotals(
 
     /// <summary>Rows per pass, on average.</summary>
     public double MeanRows => Batches == 0 ? 0 : (double)Rows / Batches;
+}
+
+/// <summary>
+/// Batching at the front-end for one (model, layer or "stack", wire type) on one front-end silo since it started: forwards
+/// run, the requests and tokens they merged, forwards that merged more than one request, and the largest forward in
+/// requests and in tokens (see Requests/ForwardBatcher).
+/// </summary>
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.frontend-batch-totals")]
+public sealed record FrontEndBatchTotals(
+    [property: Id(0)] string Model,
+    [property: Id(1)] string Target,
+    [property: Id(2)] string Wire,
+    [property: Id(3)] string Silo,
+    [property: Id(4)] long Batches,
+    [property: Id(5)] long Requests,
+    [property: Id(6)] long Tokens,
+    [property: Id(7)] long MergedBatches,
+    [property: Id(8)] long MaxRequests,
+    [property: Id(9)] long MaxTokens)
+{
+    /// <summary>Requests per forward, on average (1: no batching happened).</summary>
+    public double MeanRequests => Batches == 0 ? 0 : (double)Requests / Batches;
+
+    /// <summary>Tokens per forward, on average.</summary>
+    public double MeanTokens => Batches == 0 ? 0 : (double)Tokens / Batches;
 }
 
 /// <summary>What this silo's Orleans connections of one kind (silo, gateway) wrote to TCP: beneath TLS, so TLS records and handshakes count.</summary>

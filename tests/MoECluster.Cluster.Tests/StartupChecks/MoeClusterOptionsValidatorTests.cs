@@ -26,6 +26,23 @@ public sealed class MoeClusterOptionsValidatorTests
         Assert.True(new MoeClusterOptionsValidator().Validate(null, new MoeClusterOptions()).Succeeded);
     }
 
+    [Fact]
+    public void The_front_end_batch_bound_is_at_most_the_gateway_token_limit_and_0_means_that_limit()
+    {
+        string failure = Assert.Single(Failures(o =>
+        {
+            o.Gateway.MaxTokensPerRequest = 1024;
+            o.FrontEndBatching.MaxTokens = 1025;
+        }));
+        Assert.StartsWith("MoECluster:FrontEndBatching:MaxTokens = 1025: expected ", failure, StringComparison.Ordinal);
+        Assert.Contains("MoECluster:Gateway:MaxTokensPerRequest (1024)", failure, StringComparison.Ordinal);
+        Assert.Empty(Failures(o => o.FrontEndBatching.MaxTokens = o.Gateway.MaxTokensPerRequest));
+        var options = new MoeClusterOptions();
+        Assert.Equal(GatewayOptions.DefaultMaxTokensPerRequest, options.FrontEndBatching.EffectiveMaxTokens(options.Gateway));
+        options.FrontEndBatching.MaxTokens = 64;
+        Assert.Equal(64, options.FrontEndBatching.EffectiveMaxTokens(options.Gateway));
+    }
+
     [Theory]
     [InlineData(0)]
     [InlineData(-3)]
@@ -88,6 +105,8 @@ public sealed class MoeClusterOptionsValidatorTests
     [InlineData("ShardBatching:MaxBytes")]
     [InlineData("ShardBatching:MaxQueuedRequests")]
     [InlineData("ShardBatching:MaxQueuedBytes")]
+    [InlineData("FrontEndBatching:MaxTokens")]
+    [InlineData("FrontEndBatching:MaxBatchesInFlight")]
     [InlineData("WireLimits:MaxPairsPerRow")]
     [InlineData("Gateway:MaxRequestBytes")]
     [InlineData("Gateway:MaxTokensPerRequest")]

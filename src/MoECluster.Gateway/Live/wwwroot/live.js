@@ -201,10 +201,29 @@ function renderBatching(batches) {
   }
 }
 
+function renderFrontEndBatching(batches) {
+  const body = $('frontend-batching-table').querySelector('tbody');
+  body.replaceChildren();
+  for (const b of batches) {
+    const row = document.createElement('tr');
+    row.dataset.target = `${b.model}/${b.target}/${b.wire}`;
+    row.dataset.meanRequests = String(b.mean_requests);
+    const cells = [b.model, b.target, b.wire, b.silo, fmt(b.batches, 0), fmt(b.requests, 0), fmt(b.mean_requests, 2), fmt(b.mean_tokens, 1),
+      fmt(b.merged_batches, 0), `${fmt(b.max_requests, 0)}, ${fmt(b.max_tokens, 0)}`];
+    for (const text of cells) {
+      const cell = document.createElement('td');
+      cell.textContent = text;
+      row.append(cell);
+    }
+    body.append(row);
+  }
+}
+
 function render(doc) {
   renderGateway(doc.gateway);
   renderBytes(doc.models, doc.standard_over_latent_bytes_per_token);
   renderHeatmaps(doc.models);
+  renderFrontEndBatching(doc.front_end_batches ?? []);
   renderBatching(doc.shard_batches ?? []);
   renderPlacement(doc.silos);
   const updated = $('updated');
