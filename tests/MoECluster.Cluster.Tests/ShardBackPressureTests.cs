@@ -10,7 +10,14 @@ public sealed class TinyQueueMoeCluster() : InProcessMoeCluster(new InProcessMoe
 {
     ExpertSilos = 1,
     ShardsPerLayer = 2,
-    Settings = new Dictionary<string, string?> { ["MoECluster:ShardBatching:MaxQueuedRequests"] = "1" },
+    Settings = new Dictionary<string, string?>
+    {
+        ["MoECluster:ShardBatching:MaxQueuedRequests"] = "1",
+
+        // One front-end merges its concurrent requests for a layer into one message per shard; off, every request
+        // reaches the shards on its own and the flood meets their queues.
+        ["MoECluster:FrontEndBatching:Enabled"] = "false",
+    },
 });
 
 /// <summary>

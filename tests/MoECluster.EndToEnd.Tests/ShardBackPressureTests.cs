@@ -35,7 +35,13 @@ public sealed class TinyQueueClusterFixture : IAsyncLifetime
         int[] ports = FreePorts.Take(4);
         Url = $"http://127.0.0.1:{ports[3]}";
         string P(int p) => p.ToString(CultureInfo.InvariantCulture);
-        var environment = new Dictionary<string, string> { ["MoECluster__ShardBatching__MaxQueuedRequests"] = "1" };
+        // Front-end batching off: on, the one front-end would merge the flood into one message per shard and layer, and the
+        // shards' queues would never fill (they fill when several front-ends, or unmerged requests, meet there).
+        var environment = new Dictionary<string, string>
+        {
+            ["MoECluster__ShardBatching__MaxQueuedRequests"] = "1",
+            ["MoECluster__FrontEndBatching__Enabled"] = "false",
+        };
         string[] models = ["--model", $"lat={lat}", "--shards", "2"];
         _silos.Add(BackgroundProcess.Moecluster(environment, [
             "silo", "--role", "frontend", "--name", "frontend", "--silo-port", P(ports[0]), "--gateway-port", P(ports[1]), "--urls", Url, .. models]));

@@ -366,9 +366,11 @@ internal static class BenchCommand
         int reps = 0;
         do
         {
-            var clock = Stopwatch.StartNew();
+            // Raw timestamps (nanoseconds on Linux), not Elapsed: a TimeSpan counts 100 ns ticks, and a tiny model's step
+            // can end within one (it read as 0 s).
+            long start = Stopwatch.GetTimestamp();
             run();
-            best = Math.Min(best, clock.Elapsed.TotalSeconds);
+            best = Math.Min(best, (double)(Stopwatch.GetTimestamp() - start) / Stopwatch.Frequency);
             reps++;
         }
         while (reps < 2 || total.Elapsed.TotalSeconds < minSeconds);
