@@ -287,17 +287,35 @@ public sealed class ForwardBatcherTests
     [Fact]
     public void A_merged_forwards_traffic_is_shared_out_per_token_and_a_lone_requests_is_its_own()
     {
-        var layer = new LayerTraffic(1, "latent", "fp32", 30, 16, 61, 3000, 3001, 3300, 3310, 2999, 4, 12.5, BatchRequests: 1, BatchTokens: 30);
+        // 61 routed rows of 16 fp32 values (64 bytes a row each way); messages carry headers besides.
+        var layer = new LayerTraffic(1, "latent", "fp32", 30, 16, 61, 3904, 3904, 4300, 4310, 7808, 4, 12.5, BatchRequests: 1, BatchTokens: 30);
         IReadOnlyList<LayerTraffic> batch = [layer, layer with { Layer = 3 }];
 
         // Alone: the very same records.
         Assert.Same(batch, FrontEndBatcher.Share(batch, 30, new FrontEndBatch(1, 30, 100)));
 
-        // 10 of the forward's 30 tokens: a third of every byte count and of the routed rows (rounded), the batch's messages and time.
+        // 10 of the forward's 30 tokens: a third of the routed rows (rounded), the payload of those rows, a third of the
+        // message bytes, the batch's messages and time.
         var part = FrontEndBatcher.Share(batch, 10, new FrontEndBatch(3, 30, 100));
         Assert.Equal(
-            [new LayerTraffic(1, "latent", "fp32", 10, 16, 20, 1000, 1000, 1100, 1103, 1000, 4, 12.5, BatchRequests: 3, BatchTokens: 30), new LayerTraffic(3, "latent", "fp32", 10, 16, 20, 1000, 1000, 1100, 1103, 1000, 4, 12.5, BatchRequests: 3, BatchTokens: 30)],
+            [new LayerTraffic(1, "latent", "fp32", 10, 16, 20, 1280, 1280, 1433, 1437, 2560, 4, 12.5, BatchRequests: 3, BatchTokens: 30), new LayerTraffic(3, "latent", "fp32", 10, 16, 20, 1280, 1280, 1433, 1437, 2560, 4, 12.5, BatchRequests: 3, BatchTokens: 30)],
             part);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(11)]
+    [InlineData(29)]
+    public void A_share_keeps_the_batchs_payload_bytes_per_routed_row_exactly(int tokens)
+    {
+        // Shares rounded apart (rows by tokens, bytes by tokens) would give 7 of 30 tokens 14 rows and 911 bytes, not 14 × 64.
+        var layer = new LayerTraffic(1, "latent", "fp32", 30, 16, 61, 3904, 3904, 4300, 4310, 7808, 4, 12.5, BatchRequests: 1, BatchTokens: 30);
+        var part = Assert.Single(FrontEndBatcher.Share([layer], tokens, new FrontEndBatch(2, 30, 100)));
+        Assert.Equal(Math.Round(61.0 * tokens / 30, MidpointRounding.AwayFromZero), part.RoutedRows);
+        Assert.Equal(64L * part.RoutedRows, part.DispatchPayloadBytes);
+        Assert.Equal(64L * part.RoutedRows, part.CombinePayloadBytes);
+        Assert.Equal(128L * part.RoutedRows, part.PredictedPayloadBytes);
     }
 
     /// <summary>Rows [tokens, Width] of standard normal values.</summary>
