@@ -29,6 +29,19 @@ public sealed class BenchFloorsTests
         Assert.Equal(8L << 20, results["memory_read"]!["buffer_bytes"]!.GetValue<long>());
         var layer = results["layer"]!.AsArray();
         Assert.Equal(2, layer.Count);
+
+        // The read probe runs before the first batch and after each: a batch's bytes floor uses the better of the two beside it.
+        double[] probes = [.. results["memory_read"]!["probes_bytes_per_second"]!.AsArray().Select(p => p!.GetValue<double>())];
+        Assert.Equal(layer.Count + 1, probes.Length);
+        Assert.Equal(probes.Max(), bandwidth);
+        for (int i = 0; i < layer.Count; i++)
+        {
+            var floors = layer[i]!["managed"]!["floors"]!;
+            double read = floors["read_bytes_per_second"]!.GetValue<double>();
+            Assert.Equal(Math.Max(probes[i], probes[i + 1]), read);
+            Assert.Equal(floors["weight_bytes_stored"]!.GetValue<long>() / read, floors["bytes_floor_seconds"]!.GetValue<double>(), 12);
+        }
+
         foreach (var entry in layer)
         {
             int tokens = entry!["tokens"]!.GetValue<int>();

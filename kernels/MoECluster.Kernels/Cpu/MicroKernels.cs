@@ -20,9 +20,12 @@ internal unsafe interface IMicroKernel
 
     /// <summary>
     /// Runs the block for <paramref name="rows"/> ≤ MR token rows, writing (or with <paramref name="accumulate"/>,
-    /// adding to) all NR outputs of each row at <paramref name="c"/> + r·<paramref name="ldc"/>.
+    /// adding to) all NR outputs of each row at <paramref name="c"/> + r·<paramref name="ldc"/>. With a
+    /// <paramref name="prefetch"/> address, the kernel asks for the cache lines from there on, <paramref name="prefetchStep"/>
+    /// bytes per k step (up to 4 lines a step), into L2 while it computes: the caller points it at the panel it runs next, so
+    /// that panel's trip from memory overlaps this tile's arithmetic (kernels may ignore it).
     /// </summary>
-    static abstract void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+    static abstract void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate, byte* prefetch, nint prefetchStep)
         where TFormat : struct, IPanelFormat;
 }
 
@@ -74,23 +77,23 @@ internal readonly unsafe struct Avx512Kernel : IMicroKernel
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate, byte* prefetch, nint prefetchStep)
         where TFormat : struct, IPanelFormat
     {
         switch (rows)
         {
-            case 6: Block<Rows6, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 5: Block<Rows5, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 4: Block<Rows4, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 3: Block<Rows3, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            case 2: Block<Rows2, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
-            default: Block<Rows1, TFormat>(x, ldx, wp, kc, c, ldc, accumulate); break;
+            case 6: Block<Rows6, TFormat>(x, ldx, wp, kc, c, ldc, accumulate, prefetch, prefetchStep); break;
+            case 5: Block<Rows5, TFormat>(x, ldx, wp, kc, c, ldc, accumulate, prefetch, prefetchStep); break;
+            case 4: Block<Rows4, TFormat>(x, ldx, wp, kc, c, ldc, accumulate, prefetch, prefetchStep); break;
+            case 3: Block<Rows3, TFormat>(x, ldx, wp, kc, c, ldc, accumulate, prefetch, prefetchStep); break;
+            case 2: Block<Rows2, TFormat>(x, ldx, wp, kc, c, ldc, accumulate, prefetch, prefetchStep); break;
+            default: Block<Rows1, TFormat>(x, ldx, wp, kc, c, ldc, accumulate, prefetch, prefetchStep); break;
         }
     }
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block<TRows, TFormat>(float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+    private static void Block<TRows, TFormat>(float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate, byte* prefetch, nint prefetchStep)
         where TRows : struct, IRowCount
         where TFormat : struct, IPanelFormat
     {
@@ -137,6 +140,11 @@ internal readonly unsafe struct Avx512Kernel : IMicroKernel
         for (int k = 0; k < kc; k++)
         {
             TFormat.Load(wp, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
+            if (prefetch != null)
+            {
+                PrefetchStep(prefetch, prefetchStep);
+                prefetch += prefetchStep;
+            }
 
             Vector512<float> b = Vector512.Create(x0[k]);
             c00 = Vector512.FusedMultiplyAdd(w0, b, c00);
@@ -218,6 +226,30 @@ internal readonly unsafe struct Avx512Kernel : IMicroKernel
         }
     }
 
+    /// <summary>Up to 4 cache lines from <paramref name="p"/> on, <paramref name="step"/> bytes' worth, into L2.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchStep(byte* p, nint step)
+    {
+        if (Sse.IsSupported)
+        {
+            Sse.Prefetch1(p);
+            if (step > 64)
+            {
+                Sse.Prefetch1(p + 64);
+            }
+
+            if (step > 128)
+            {
+                Sse.Prefetch1(p + 128);
+            }
+
+            if (step > 192)
+            {
+                Sse.Prefetch1(p + 192);
+            }
+        }
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch(float* c)
     {
@@ -260,7 +292,7 @@ internal readonly unsafe struct Vector256Kernel : IMicroKernel
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate, byte* prefetch, nint prefetchStep)
         where TFormat : struct, IPanelFormat
     {
         switch (rows)
@@ -394,7 +426,7 @@ internal readonly unsafe struct ScalarKernel : IMicroKernel
 
     // Fully optimized from the first call: a one-shot forward must not run these loops as tier-0 code.
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate)
+    public static void Run<TFormat>(int rows, float* x, nint ldx, byte* wp, int kc, float* c, nint ldc, bool accumulate, byte* prefetch, nint prefetchStep)
         where TFormat : struct, IPanelFormat
     {
         float* acc = stackalloc float[MR * NR];

@@ -245,21 +245,29 @@ internal static class BenchCommand
                 breakdowns[i] = breakdown && models[i].Backend.Name != "reference" ? new BenchBreakdown(models[i].Mixer(layer), minSeconds) : null;
             }
 
+            // The bytes floor's denominator: the read probe, run before the first batch and after each one's timing (memory:
+            // the buffer is freed each time); a batch's floor uses the better probe of the two beside it. A shared machine's
+            // bandwidth drifts within a run (here 40 to 80 GB/s a minute apart), so one probe at the start could flatter or
+            // sink every batch.
+            JsonArray? probes = null;
+            double lastProbe = double.NaN;
+            MemoryReadResult? bestProbe = null;
+            void Probe()
+            {
+                var memory = MemoryReadBandwidth.Measure(readBytes);
+                probes!.Add(memory.BytesPerSecond);
+                lastProbe = memory.BytesPerSecond;
+                bestProbe = bestProbe is null || memory.BytesPerSecond > bestProbe.BytesPerSecond ? memory : bestProbe;
+            }
+
             if (models.Any(m => BenchFloors.Applies(m.Backend)))
             {
-                // The bytes floor's denominator, measured in this run before the layer's (memory: the buffer is freed).
-                var memory = MemoryReadBandwidth.Measure(readBytes);
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"memory read bandwidth: {memory.BytesPerSecond / 1e9:F1} GB/s (sum over {memory.BufferBytes >> 20} MiB, {memory.Threads} threads, best of {memory.Runs})"));
-                results["memory_read"] = new JsonObject
-                {
-                    ["bytes_per_second"] = memory.BytesPerSecond,
-                    ["buffer_bytes"] = memory.BufferBytes,
-                    ["threads"] = memory.Threads,
-                    ["runs"] = memory.Runs,
-                };
+                probes = [];
+                Probe();
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"memory read bandwidth: {lastProbe / 1e9:F1} GB/s (sum over {bestProbe!.BufferBytes >> 20} MiB, {bestProbe.Threads} threads, best of {bestProbe.Runs}); probed again after each batch"));
                 for (int i = 0; i < models.Length; i++)
                 {
-                    floors[i] = BenchFloors.Applies(models[i].Backend) ? new BenchFloors(models[i].Mixer(layer), memory, minSeconds) : null;
+                    floors[i] = BenchFloors.Applies(models[i].Backend) ? new BenchFloors(models[i].Mixer(layer), minSeconds) : null;
                 }
             }
 
@@ -289,11 +297,6 @@ internal static class BenchCommand
                         ["relative_error_vs_reference"] = double.IsNaN(err) ? null : err,
                         ["speedup_vs_reference"] = double.IsNaN(referenceSeconds) ? null : referenceSeconds / s,
                     };
-                    if (floors[i] is { } floor)
-                    {
-                        ((JsonObject)entry[m.Backend.Name]!)["floors"] = floor.Measure(x, t, s);
-                    }
-
                     if (breakdowns[i] is { } steps)
                     {
                         ((JsonObject)entry[m.Backend.Name]!)["breakdown"] = steps.Measure(x, t, s);
@@ -302,8 +305,35 @@ internal static class BenchCommand
                     cells.Add(string.Create(CultureInfo.InvariantCulture, $"{m.Backend.Name} {s:F3} s{(double.IsNaN(referenceSeconds) || m.Backend.Name == "reference" ? string.Empty : $" ({referenceSeconds / s:F1}x, err {err:E1})")}"));
                 }
 
+                if (probes is not null)
+                {
+                    double before = lastProbe;
+                    Probe();
+                    double read = Math.Max(before, lastProbe);
+                    for (int i = 0; i < models.Length; i++)
+                    {
+                        if (floors[i] is { } floor)
+                        {
+                            var timed = (JsonObject)entry[models[i].Backend.Name]!;
+                            timed["floors"] = floor.Measure(x, t, timed["seconds"]!.GetValue<double>(), read);
+                        }
+                    }
+                }
+
                 rows.Add(entry);
                 output.WriteLine($"  T={t,5}: " + string.Join(" | ", cells));
+            }
+
+            if (probes is not null && bestProbe is not null)
+            {
+                results["memory_read"] = new JsonObject
+                {
+                    ["bytes_per_second"] = bestProbe.BytesPerSecond,
+                    ["buffer_bytes"] = bestProbe.BufferBytes,
+                    ["threads"] = bestProbe.Threads,
+                    ["runs"] = bestProbe.Runs,
+                    ["probes_bytes_per_second"] = probes,
+                };
             }
 
             foreach (var floor in floors)

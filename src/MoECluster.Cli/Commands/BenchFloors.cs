@@ -13,7 +13,7 @@ namespace MoECluster.Cli.Commands;
 /// floor) and the weight bytes the batch must read at stored precision (gate, W_down, W_up, shared expert and every
 /// distinct expert its routing plan chooses) over the machine's read bandwidth (the bytes floor).
 /// </summary>
-internal sealed class BenchFloors(MoeMixer mixer, MemoryReadResult memory, double minSeconds) : IDisposable
+internal sealed class BenchFloors(MoeMixer mixer, double minSeconds) : IDisposable
 {
     /// <summary>
     /// A GEMM over fewer rows is timed at this many: below it the GEMM is bound by reading its weights (the bytes
@@ -28,8 +28,11 @@ internal sealed class BenchFloors(MoeMixer mixer, MemoryReadResult memory, doubl
     public static bool Applies(IComputeBackend backend) =>
         backend.Name is not (ComputeBackends.Reference or ComputeBackends.Ilgpu or ComputeBackends.Cublas);
 
-    /// <summary>The floors of a batch of <paramref name="tokens"/> rows <paramref name="x"/> that took <paramref name="measuredSeconds"/>.</summary>
-    public JsonObject Measure(float[] x, int tokens, double measuredSeconds)
+    /// <summary>
+    /// The floors of a batch of <paramref name="tokens"/> rows <paramref name="x"/> that took <paramref name="measuredSeconds"/>,
+    /// the bytes floor over <paramref name="readBytesPerSecond"/> (the read probes' best around this batch).
+    /// </summary>
+    public JsonObject Measure(float[] x, int tokens, double measuredSeconds, double readBytesPerSecond)
     {
         var config = mixer.Config;
         var plan = mixer.Route(x, tokens);
@@ -69,8 +72,8 @@ internal sealed class BenchFloors(MoeMixer mixer, MemoryReadResult memory, doubl
         }
 
         double throughput = LayerFloors.CombinedThroughput(rates);
-        var floor = LayerFloors.Of(flops, bytes, throughput, memory.BytesPerSecond, measuredSeconds);
-        _rows.Add(new FloorRow(tokens, measuredSeconds, flops, throughput, distinct.Length, bytes, floor));
+        var floor = LayerFloors.Of(flops, bytes, throughput, readBytesPerSecond, measuredSeconds);
+        _rows.Add(new FloorRow(tokens, measuredSeconds, flops, throughput, readBytesPerSecond, distinct.Length, bytes, floor));
         return new JsonObject
         {
             ["flops"] = flops,
@@ -78,7 +81,7 @@ internal sealed class BenchFloors(MoeMixer mixer, MemoryReadResult memory, doubl
             ["compute_floor_seconds"] = floor.ComputeSeconds,
             ["distinct_experts"] = distinct.Length,
             ["weight_bytes_stored"] = bytes,
-            ["read_bytes_per_second"] = memory.BytesPerSecond,
+            ["read_bytes_per_second"] = readBytesPerSecond,
             ["bytes_floor_seconds"] = floor.BytesSeconds,
             ["efficiency"] = floor.Efficiency,
             ["bound"] = floor.Bound,
@@ -90,12 +93,12 @@ internal sealed class BenchFloors(MoeMixer mixer, MemoryReadResult memory, doubl
     public void Print(TextWriter output)
     {
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"floors ({mixer.Backend.Name}; GEMMs timed alone at the layer's shapes, rows < {ComputeBoundRows} timed at {ComputeBoundRows}; read bandwidth {memory.BytesPerSecond / 1e9:F1} GB/s over {memory.BufferBytes >> 20} MiB, {memory.Threads} threads, best of {memory.Runs}):"));
-        output.WriteLine($"{"T",6} {"layer s",9} {"GFLOP",8} {"GEMM GF/s",10} {"compute s",10} {"experts",8} {"weight MB",10} {"bytes s",9} {"efficiency",11} bound");
+            $"floors ({mixer.Backend.Name}; GEMMs timed alone at the layer's shapes, rows < {ComputeBoundRows} timed at {ComputeBoundRows}; read GB/s: the better of the read probes just before and just after the batch's timing):"));
+        output.WriteLine($"{"T",6} {"layer s",9} {"GFLOP",8} {"GEMM GF/s",10} {"compute s",10} {"experts",8} {"weight MB",10} {"read GB/s",10} {"bytes s",9} {"efficiency",11} bound");
         foreach (var r in _rows)
         {
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.Tokens,6} {r.Seconds,9:F4} {r.Flops / 1e9,8:F2} {r.Throughput / 1e9,10:F1} {r.Floor.ComputeSeconds,10:F4} {r.Experts,8} {r.Bytes / 1e6,10:F1} {r.Floor.BytesSeconds,9:F4} {r.Floor.Efficiency,11:F2} {r.Floor.Bound}"));
+                $"{r.Tokens,6} {r.Seconds,9:F4} {r.Flops / 1e9,8:F2} {r.Throughput / 1e9,10:F1} {r.Floor.ComputeSeconds,10:F4} {r.Experts,8} {r.Bytes / 1e6,10:F1} {r.ReadBytesPerSecond / 1e9,10:F1} {r.Floor.BytesSeconds,9:F4} {r.Floor.Efficiency,11:F2} {r.Floor.Bound}"));
         }
     }
 
@@ -122,5 +125,5 @@ internal sealed class BenchFloors(MoeMixer mixer, MemoryReadResult memory, doubl
         }
     }
 
-    private sealed record FloorRow(int Tokens, double Seconds, double Flops, double Throughput, int Experts, long Bytes, LayerFloor Floor);
+    private sealed record FloorRow(int Tokens, double Seconds, double Flops, double Throughput, double ReadBytesPerSecond, int Experts, long Bytes, LayerFloor Floor);
 }
