@@ -40,6 +40,13 @@ public sealed class BenchFloorsTests
             double read = floors["read_bytes_per_second"]!.GetValue<double>();
             Assert.Equal(Math.Max(probes[i], probes[i + 1]), read);
             Assert.Equal(floors["weight_bytes_stored"]!.GetValue<long>() / read, floors["bytes_floor_seconds"]!.GetValue<double>(), 12);
+
+            // And against the run's best probe, the stricter reading.
+            double seconds = layer[i]!["managed"]!["seconds"]!.GetValue<double>();
+            double strictBytes = floors["weight_bytes_stored"]!.GetValue<long>() / bandwidth;
+            Assert.Equal(bandwidth, floors["run_best_read_bytes_per_second"]!.GetValue<double>());
+            Assert.Equal(Math.Max(floors["compute_floor_seconds"]!.GetValue<double>(), strictBytes) / seconds, floors["efficiency_at_run_best_read"]!.GetValue<double>(), 9);
+            Assert.True(floors["efficiency_at_run_best_read"]!.GetValue<double>() <= floors["efficiency"]!.GetValue<double>());
         }
 
         foreach (var entry in layer)

@@ -254,7 +254,7 @@ internal static class BenchCommand
             MemoryReadResult? bestProbe = null;
             void Probe()
             {
-                var memory = MemoryReadBandwidth.Measure(readBytes);
+                var memory = MemoryReadBandwidth.Measure(readBytes, minSeconds: minSeconds);
                 probes!.Add(memory.BytesPerSecond);
                 lastProbe = memory.BytesPerSecond;
                 bestProbe = bestProbe is null || memory.BytesPerSecond > bestProbe.BytesPerSecond ? memory : bestProbe;
@@ -334,6 +334,10 @@ internal static class BenchCommand
                     ["runs"] = bestProbe.Runs,
                     ["probes_bytes_per_second"] = probes,
                 };
+                foreach (var floor in floors)
+                {
+                    floor?.AgainstBestRead(bestProbe.BytesPerSecond);
+                }
             }
 
             foreach (var floor in floors)

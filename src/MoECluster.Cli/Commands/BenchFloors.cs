@@ -73,8 +73,7 @@ internal sealed class BenchFloors(MoeMixer mixer, double minSeconds) : IDisposab
 
         double throughput = LayerFloors.CombinedThroughput(rates);
         var floor = LayerFloors.Of(flops, bytes, throughput, readBytesPerSecond, measuredSeconds);
-        _rows.Add(new FloorRow(tokens, measuredSeconds, flops, throughput, readBytesPerSecond, distinct.Length, bytes, floor));
-        return new JsonObject
+        var json = new JsonObject
         {
             ["flops"] = flops,
             ["gemm_flops_per_second"] = throughput,
@@ -87,18 +86,37 @@ internal sealed class BenchFloors(MoeMixer mixer, double minSeconds) : IDisposab
             ["bound"] = floor.Bound,
             ["gemms"] = measured,
         };
+        _rows.Add(new FloorRow(tokens, measuredSeconds, flops, throughput, readBytesPerSecond, distinct.Length, bytes, floor, json));
+        return json;
+    }
+
+    /// <summary>
+    /// Each batch's efficiency again against the best read probe of the whole run (<paramref name="bestReadBytesPerSecond"/>),
+    /// the stricter reading where the machine's bandwidth swings: written to the JSON (<c>efficiency_at_run_best_read</c>)
+    /// and printed beside the efficiency.
+    /// </summary>
+    public void AgainstBestRead(double bestReadBytesPerSecond)
+    {
+        for (int i = 0; i < _rows.Count; i++)
+        {
+            var r = _rows[i];
+            var strict = LayerFloors.Of(r.Flops, r.Bytes, r.Throughput, bestReadBytesPerSecond, r.Seconds);
+            r.Json["run_best_read_bytes_per_second"] = bestReadBytesPerSecond;
+            r.Json["efficiency_at_run_best_read"] = strict.Efficiency;
+            _rows[i] = r with { StrictEfficiency = strict.Efficiency };
+        }
     }
 
     /// <summary>The table of every batch measured so far.</summary>
     public void Print(TextWriter output)
     {
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"floors ({mixer.Backend.Name}; GEMMs timed alone at the layer's shapes, rows < {ComputeBoundRows} timed at {ComputeBoundRows}; read GB/s: the better of the read probes just before and just after the batch's timing):"));
-        output.WriteLine($"{"T",6} {"layer s",9} {"GFLOP",8} {"GEMM GF/s",10} {"compute s",10} {"experts",8} {"weight MB",10} {"read GB/s",10} {"bytes s",9} {"efficiency",11} bound");
+            $"floors ({mixer.Backend.Name}; GEMMs timed alone at the layer's shapes, rows < {ComputeBoundRows} timed at {ComputeBoundRows}; read GB/s: the better of the read probes just before and just after the batch's timing; @best read: the efficiency against the run's best probe):"));
+        output.WriteLine($"{"T",6} {"layer s",9} {"GFLOP",8} {"GEMM GF/s",10} {"compute s",10} {"experts",8} {"weight MB",10} {"read GB/s",10} {"bytes s",9} {"efficiency",11} {"@best read",10} bound");
         foreach (var r in _rows)
         {
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.Tokens,6} {r.Seconds,9:F4} {r.Flops / 1e9,8:F2} {r.Throughput / 1e9,10:F1} {r.Floor.ComputeSeconds,10:F4} {r.Experts,8} {r.Bytes / 1e6,10:F1} {r.ReadBytesPerSecond / 1e9,10:F1} {r.Floor.BytesSeconds,9:F4} {r.Floor.Efficiency,11:F2} {r.Floor.Bound}"));
+                $"{r.Tokens,6} {r.Seconds,9:F4} {r.Flops / 1e9,8:F2} {r.Throughput / 1e9,10:F1} {r.Floor.ComputeSeconds,10:F4} {r.Experts,8} {r.Bytes / 1e6,10:F1} {r.ReadBytesPerSecond / 1e9,10:F1} {r.Floor.BytesSeconds,9:F4} {r.Floor.Efficiency,11:F2} {r.StrictEfficiency,10:F2} {r.Floor.Bound}"));
         }
     }
 
@@ -125,5 +143,8 @@ internal sealed class BenchFloors(MoeMixer mixer, double minSeconds) : IDisposab
         }
     }
 
-    private sealed record FloorRow(int Tokens, double Seconds, double Flops, double Throughput, double ReadBytesPerSecond, int Experts, long Bytes, LayerFloor Floor);
+    private sealed record FloorRow(int Tokens, double Seconds, double Flops, double Throughput, double ReadBytesPerSecond, int Experts, long Bytes, LayerFloor Floor, JsonObject Json)
+    {
+        public double StrictEfficiency { get; init; } = Floor.Efficiency;
+    }
 }

@@ -17,10 +17,12 @@ public static class MemoryReadBandwidth
 
     /// <summary>
     /// Measures the read bandwidth over a fresh buffer of <paramref name="bytes"/> (rounded down to a multiple of
-    /// 128 per thread) with <paramref name="threads"/> threads (default: every core), best of <paramref name="runs"/>
-    /// after one warm-up pass.
+    /// 128 per thread) with <paramref name="threads"/> threads (default: every core), best of at least <paramref name="runs"/>
+    /// after one warm-up pass, and of as many more as fit in <paramref name="minSeconds"/> (a shared machine's bandwidth
+    /// swings within seconds; a benchmark that keeps its best repetition over a second should be compared with a probe
+    /// that does the same).
     /// </summary>
-    public static unsafe MemoryReadResult Measure(long bytes = DefaultBytes, int threads = 0, int runs = 5)
+    public static unsafe MemoryReadResult Measure(long bytes = DefaultBytes, int threads = 0, int runs = 5, double minSeconds = 0)
     {
         threads = threads > 0 ? threads : Environment.ProcessorCount;
         ArgumentOutOfRangeException.ThrowIfLessThan(runs, 1);
@@ -46,8 +48,11 @@ public static class MemoryReadBandwidth
 
             var sums = new ulong[threads];
             double best = double.MaxValue;
-            for (int run = 0; run <= runs; run++)
+            int done = 0;
+            var window = Stopwatch.StartNew();
+            for (int run = 0; run <= runs || window.Elapsed.TotalSeconds < minSeconds; run++)
             {
+                done = run;
                 long started = Stopwatch.GetTimestamp();
                 Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, i => sums[i] = Sum(buffer + (i * slice), slice));
                 double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
@@ -68,7 +73,7 @@ public static class MemoryReadBandwidth
                 throw new InvalidOperationException($"the read probe summed {sum}, expected {total / 8}");
             }
 
-            return new MemoryReadResult(total / best, total, threads, runs);
+            return new MemoryReadResult(total / best, total, threads, done);
         }
         finally
         {

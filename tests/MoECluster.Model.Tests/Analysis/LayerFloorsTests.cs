@@ -108,4 +108,14 @@ public sealed class LayerFloorsTests
         Assert.Equal(3, r.Runs);
         Assert.Throws<ArgumentOutOfRangeException>(() => MemoryReadBandwidth.Measure(64, threads: 2));
     }
+
+    [Fact]
+    public void The_read_probe_keeps_reading_for_its_minimum_time_and_counts_every_pass()
+    {
+        // A 1 MiB pass takes well under a millisecond: 0.2 s of them is far more than the 3 runs asked for.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var r = MemoryReadBandwidth.Measure(1L << 20, threads: 2, runs: 3, minSeconds: 0.2);
+        Assert.True(clock.Elapsed.TotalSeconds >= 0.2, $"{clock.Elapsed.TotalSeconds} s");
+        Assert.True(r.Runs > 3, $"{r.Runs} runs");
+    }
 }
