@@ -68,18 +68,7 @@ public sealed class BoundedFrontendFixture : IAsyncLifetime
     }
 
     /// <summary>A field of the front-end's /proc/PID/status, in KiB (VmRSS, VmHWM).</summary>
-    public long StatusKiB(string field)
-    {
-        foreach (string line in File.ReadLines($"/proc/{Frontend.Id.ToString(CultureInfo.InvariantCulture)}/status"))
-        {
-            if (line.StartsWith(field + ":", StringComparison.Ordinal))
-            {
-                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
-            }
-        }
-
-        throw new InvalidOperationException($"no {field} in /proc/{Frontend.Id}/status");
-    }
+    public long StatusKiB(string field) => Frontend.StatusKiB(field);
 
     /// <summary>Resets the front-end's peak resident size (VmHWM) to its current one (Linux: "5" into clear_refs).</summary>
     public void ResetPeakMemory() => File.WriteAllText($"/proc/{Frontend.Id.ToString(CultureInfo.InvariantCulture)}/clear_refs", "5");

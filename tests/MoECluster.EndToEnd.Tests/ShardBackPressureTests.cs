@@ -66,20 +66,6 @@ public sealed class TinyQueueClusterFixture : IAsyncLifetime
         Dir.Dispose();
         return Task.CompletedTask;
     }
-
-    /// <summary>A field of a silo's /proc/PID/status, in KiB (VmRSS, VmHWM).</summary>
-    public static long StatusKiB(BackgroundProcess silo, string field)
-    {
-        foreach (string line in File.ReadLines($"/proc/{silo.Id.ToString(CultureInfo.InvariantCulture)}/status"))
-        {
-            if (line.StartsWith(field + ":", StringComparison.Ordinal))
-            {
-                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
-            }
-        }
-
-        throw new InvalidOperationException($"no {field} in /proc/{silo.Id}/status");
-    }
 }
 
 /// <summary>
@@ -125,7 +111,7 @@ public sealed class ShardBackPressureTests(TinyQueueClusterFixture cluster, ITes
             }))));
         }
 
-        long peak = TinyQueueClusterFixture.StatusKiB(cluster.Expert, "VmHWM");
+        long peak = cluster.Expert.StatusKiB("VmHWM");
         output.WriteLine($"{outcomes.Count} requests of {Tokens} tokens in {clock.Elapsed.TotalSeconds:F1} s: "
             + string.Join(", ", outcomes.GroupBy(o => o.Status).Select(g => $"{g.Count()} × {g.Key}")) + $"; expert silo peak VmHWM {peak / 1024} MiB");
 

@@ -13,6 +13,21 @@ public sealed class BackgroundProcess : IDisposable
 
     public int Id => _process.Id;
 
+    /// <summary>A field of the process's /proc/PID/status, in KiB (VmRSS, VmHWM).</summary>
+    public long StatusKiB(string field)
+    {
+        string path = $"/proc/{Id.ToString(System.Globalization.CultureInfo.InvariantCulture)}/status";
+        foreach (string line in File.ReadLines(path))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+
+        throw new InvalidOperationException($"no {field} in {path}");
+    }
+
     public bool HasExited => _process.HasExited;
 
     /// <summary>The exit code, once <see cref="WaitForExit"/> returned true.</summary>
