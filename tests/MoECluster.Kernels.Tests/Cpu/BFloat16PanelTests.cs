@@ -40,20 +40,7 @@ public sealed partial class BFloat16PanelTests
         var backend = new ManagedCpuBackend(path);
         var prepared = (PackedMatrix)backend.Prepare(weight.Matrix);
         Assert.Equal(PanelElement.BFloat16, prepared.Element);
-        var rng = new Random((k * 7) + n);
-        foreach (int tokens in TokenCounts)
-        {
-            float[] x = CheckpointWeight.Random(rng, tokens * k);
-            float[] y = new float[tokens * n];
-            y.AsSpan().Fill(float.NaN);
-
-            backend.Linear(prepared, x, tokens, y);
-
-            string shape = string.Create(CultureInfo.InvariantCulture, $"{path} T={tokens} K={k} N={n}");
-            Assert.True(Array.TrueForAll(y, float.IsFinite), $"{shape}: an output element was not written");
-            double error = Metrics.RelativeError(y, CheckpointWeight.Reference(weight.Values, n, k, x, tokens));
-            Assert.True(error <= Tolerance, $"{shape}: relative error {error}");
-        }
+        weight.AssertLinearMatchesReference(backend, prepared, TokenCounts, new Random((k * 7) + n), path.ToString(), Tolerance);
     }
 
     [Theory]

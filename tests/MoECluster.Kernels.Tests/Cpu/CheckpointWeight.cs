@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
+using MoECluster.Model.Compute;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Numerics;
 using MoECluster.Testing;
@@ -86,6 +88,28 @@ internal sealed class CheckpointWeight : IDisposable
 
         return y;
     }
+    /// <summary>
+    /// Runs <paramref name="backend"/>'s Linear over fresh random inputs of each token count and checks that every output
+    /// element was written and that the result is within <paramref name="tolerance"/> of the fp64 reference of <see cref="Values"/>.
+    /// </summary>
+    public void AssertLinearMatchesReference(IComputeBackend backend, IPreparedLinear prepared, IEnumerable<int> tokenCounts, Random rng, string label, double tolerance)
+    {
+        int n = Matrix.Rows, k = Matrix.Cols;
+        foreach (int tokens in tokenCounts)
+        {
+            float[] x = Random(rng, tokens * k);
+            float[] y = new float[tokens * n];
+            y.AsSpan().Fill(float.NaN);
+
+            backend.Linear(prepared, x, tokens, y);
+
+            string shape = string.Create(CultureInfo.InvariantCulture, $"{label} T={tokens} K={k} N={n}");
+            Assert.True(Array.TrueForAll(y, float.IsFinite), $"{shape}: an output element was not written");
+            double error = Metrics.RelativeError(y, Reference(Values, n, k, x, tokens));
+            Assert.True(error <= tolerance, $"{shape}: relative error {error}");
+        }
+    }
+
     public void Dispose()
     {
         _file.Dispose();

@@ -206,19 +206,6 @@ public sealed class ManagedCpuBackendTests
         using var weight = new CheckpointWeight(dtype, n, k, seed: (k * 1000) + n);
         var backend = new ManagedCpuBackend(path);
         IPreparedLinear prepared = backend.Prepare(weight.Matrix);
-        var rng = new Random((k * 7919) + n);
-        foreach (int tokens in tokenCounts)
-        {
-            float[] x = CheckpointWeight.Random(rng, tokens * k);
-            float[] y = new float[tokens * n];
-            y.AsSpan().Fill(float.NaN);
-
-            backend.Linear(prepared, x, tokens, y);
-
-            string shape = string.Create(CultureInfo.InvariantCulture, $"{dtype} {path} T={tokens} K={k} N={n}");
-            Assert.True(Array.TrueForAll(y, float.IsFinite), $"{shape}: an output element was not written");
-            double error = Metrics.RelativeError(y, CheckpointWeight.Reference(weight.Values, n, k, x, tokens));
-            Assert.True(error <= Tolerance, $"{shape}: relative error {error}");
-        }
+        weight.AssertLinearMatchesReference(backend, prepared, tokenCounts, new Random((k * 7919) + n), $"{dtype} {path}", Tolerance);
     }
 }
