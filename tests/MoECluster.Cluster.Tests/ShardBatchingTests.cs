@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Telemetry;
@@ -19,8 +20,11 @@ public sealed class ShardBatchingTests(UnbatchedFrontEndCluster cluster) : IClas
     private const int LongRequestTokens = 4096;
     private const int MaxSmallRequests = 200;
 
-    // A shard's rows are ℓ = 16 wide in the tiny model: 65,536 of them take tens of milliseconds (a 4 MiB message).
+    // A shard's rows are ℓ = 16 wide in the tiny model: 65,536 of them are a 4 MiB message that takes a few milliseconds.
+    // The alternate test times such a call first and scales it up to at least LongAlternateTarget (at most 2^20 rows).
     private const int LongAlternateRows = 65536;
+    private const int MaxLongAlternateRows = 1 << 20;
+    private static readonly TimeSpan LongAlternateTarget = TimeSpan.FromMilliseconds(150);
 
     public static TheoryData<string, double> Wires() => new()
     {
@@ -106,7 +110,7 @@ public sealed class ShardBatchingTests(UnbatchedFrontEndCluster cluster) : IClas
         int seed = TestInputs.NewSeed();
 
         // A call built in full first (rows, pairs, encoded request), so that sending it is all that is left.
-        (Func<Task<WireBytes>> Send, Action<WireBytes> Check) Build(int i, int rows)
+        (Func<Task<WireBytes>> Send, Func<WireBytes, ShardResponse> Check) Build(int i, int rows)
         {
             var rng = new Random(seed + i);
             var offsets = new int[rows + 1];
@@ -127,26 +131,44 @@ public sealed class ShardBatchingTests(UnbatchedFrontEndCluster cluster) : IClas
                 Assert.Equal(1000 + i, response.RequestId);
                 double error = Metrics.RelativeError(response.Partials.Decode(), experts.ComputePartials(z, pairs));
                 Assert.True(error <= 1e-6, $"seed {seed} call {i} ({rows} rows): relative error {error:E2}");
+                return response;
             });
         }
 
         ShardBatchTotals Totals() =>
             Assert.Single(cluster.Service<TrafficLedger>(silo).Snapshot(silo.SiloAddress.ToString()).ShardBatches, b => b.Shard == ShardKeys.Alternate(key));
 
-        // The first call loads the alternate's experts. Then a long call (milliseconds of compute) is sent, and after it
-        // the small calls, built beforehand: they arrive while the long one computes, queue, and share the next pass.
-        // Every answer is checked; the rounds go on (at most 5) until a pass has merged calls.
+        // The first call loads the alternate's experts. A lone long call is timed (round trip, and the shard's compute from
+        // its reply); the long call of each round is scaled from it to compute for at least LongAlternateTarget (with faster
+        // kernels a fixed 65,536 rows ended before the small calls arrived: CI saw 61 requests in 61 passes). The small
+        // calls, built beforehand, are sent when the long one should be computing: after its request's way to the shard,
+        // (round trip − compute) / 2, plus a quarter of its compute, then earlier and later in later rounds. They queue
+        // and share the next pass. Every answer is checked; the rounds go on (at most 5) until a pass has merged calls.
         var warm = Build(0, 1);
         warm.Check(await warm.Send());
-        for (int round = 0; round < 5 && Totals().Batches == Totals().Requests; round++)
+        var roundTrip = TimeSpan.Zero;
+        var compute = TimeSpan.Zero;
+        for (int i = 1; i <= 2; i++)
         {
-            int first = 1 + (round * calls);
-            var built = Enumerable.Range(first, calls).Select(i => Build(i, i == first ? LongAlternateRows : 1 + (i % 16))).ToList();
-            var sent = new List<Task<WireBytes>> { built[0].Send() };
+            // The second timing counts: the first long pass also pays for first-time work (buffers, code paths).
+            var timed = Build(i, LongAlternateRows);
+            var clock = Stopwatch.StartNew();
+            var timedReply = await timed.Send();
+            roundTrip = clock.Elapsed;
+            compute = TimeSpan.FromMicroseconds(timed.Check(timedReply).ComputeMicroseconds);
+        }
 
-            // Messages of different sizes need not be delivered in the order sent: give the long one a head start that
-            // grows each round (0, 2, 4, 8, 16 ms), still far shorter than its compute.
-            await Task.Delay(round == 0 ? 0 : 1 << round);
+        double scale = Math.Ceiling(LongAlternateTarget / TimeSpan.FromTicks(Math.Max(compute.Ticks, 1)));
+        int longRows = (int)Math.Min(MaxLongAlternateRows, LongAlternateRows * Math.Max(1.0, scale));
+        double factor = (double)longRows / LongAlternateRows;
+        var headStart = ((roundTrip - compute) / 2 * factor) + (compute * factor / 4);
+        double[] headStarts = [1.0, 0.5, 0.25, 1.5, 0.1];
+        for (int round = 0; round < headStarts.Length && Totals().Batches == Totals().Requests; round++)
+        {
+            int first = 3 + (round * calls);
+            var built = Enumerable.Range(first, calls).Select(i => Build(i, i == first ? longRows : 1 + (i % 16))).ToList();
+            var sent = new List<Task<WireBytes>> { built[0].Send() };
+            await Task.Delay(headStart * headStarts[round]);
             sent.AddRange(built.Skip(1).Select(b => b.Send()));
             var replies = await Task.WhenAll(sent);
             for (int i = 0; i < built.Count; i++)
@@ -156,7 +178,7 @@ public sealed class ShardBatchingTests(UnbatchedFrontEndCluster cluster) : IClas
         }
 
         var totals = Totals();
-        Assert.True(totals.Requests >= calls && totals.Batches < totals.Requests, $"{totals.Requests} requests in {totals.Batches} passes: the alternate merged none");
+        Assert.True(totals.Requests >= calls && totals.Batches < totals.Requests, $"{totals.Requests} requests in {totals.Batches} passes: the alternate merged none (long call {longRows} rows, head start {headStart.TotalMilliseconds:F1} ms; {LongAlternateRows} rows: round trip {roundTrip.TotalMilliseconds:F1} ms, compute {compute.TotalMilliseconds:F1} ms)");
     }
 
     private List<ShardBatchTotals> ShardBatches() =>
