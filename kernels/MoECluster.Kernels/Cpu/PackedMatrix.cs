@@ -12,7 +12,7 @@ namespace MoECluster.Kernels.Cpu;
 /// A Linear weight W [rows = out, cols = in] packed once into panels for the managed SGEMM micro-kernel:
 /// panel p holds outputs p·NR … p·NR + NR − 1, stored k-major (for each input k, NR consecutive weights
 /// W[p·NR + j, k]), so a kernel step loads NR weights as whole vectors and any K range of a panel is contiguous.
-/// The last panel is zero-padded to NR. The buffer is pinned and 64-byte aligned.
+/// The last panel is zero-padded to NR. The buffer is pinned and 64-byte aligned (2 MiB-aligned, on huge pages, from 2 MiB up).
 /// <para>
 /// BF16 checkpoint weights stay BF16: their bits are copied into 16-bit panels (<see cref="PanelElement.BFloat16"/>,
 /// outputs interleaved in pairs within a step) and the micro-kernel widens them to fp32 in registers, so the
@@ -23,7 +23,13 @@ public sealed unsafe class PackedMatrix : IPreparedLinear
 {
     private const int AlignmentBytes = 64;
 
-    /// <summary>float[] or ushort[], pinned (pinned object heap), so its address is fixed and can be read through pointers.</summary>
+    /// <summary>
+    /// Panels of at least one huge page (2 MiB) live in native memory on huge pages (<see cref="HugePageBuffer"/>): the
+    /// kernels stream them end to end, and 4 KiB pages cost a TLB miss every 4 KiB. Smaller ones stay in a pinned array.
+    /// </summary>
+    private readonly HugePageBuffer? _native;
+
+    /// <summary>float[] or ushort[], pinned (pinned object heap), so its address is fixed and can be read through pointers; empty with <see cref="_native"/>.</summary>
     private readonly Array _buffer;
     private readonly int _offsetBytes;
 
@@ -46,11 +52,21 @@ public sealed unsafe class PackedMatrix : IPreparedLinear
                 CultureInfo.InvariantCulture, $"A [{rows}, {cols}] weight is too large to pack into one buffer."));
         }
 
+        long bytes = length * ElementBytes;
+        if (bytes >= HugePageBuffer.PageBytes)
+        {
+            _native = HugePageBuffer.Allocate(bytes);
+            _buffer = Array.Empty<float>();
+            PreparedBytes = bytes;
+            return;
+        }
+
         _buffer = element == PanelElement.BFloat16
             ? GC.AllocateUninitializedArray<ushort>((int)length + alignment, pinned: true)
             : GC.AllocateUninitializedArray<float>((int)length + alignment, pinned: true);
         nint address = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffer));
         _offsetBytes = (int)(((address + AlignmentBytes - 1) & ~(nint)(AlignmentBytes - 1)) - address);
+        PreparedBytes = (long)_buffer.Length * ElementBytes;
     }
 
     /// <summary>Reads one weight row, widened to fp32, into a destination of length Cols.</summary>
@@ -66,7 +82,7 @@ public sealed unsafe class PackedMatrix : IPreparedLinear
     public int Cols { get; }
 
     /// <summary>Bytes of the packed copy, alignment slack included (the checkpoint's mapping is not counted).</summary>
-    public long PreparedBytes => (long)_buffer.Length * ElementBytes;
+    public long PreparedBytes { get; }
 
     /// <summary>The micro-kernel the panels are laid out for.</summary>
     internal KernelPath Path { get; }
@@ -144,8 +160,11 @@ public sealed unsafe class PackedMatrix : IPreparedLinear
 
     /// <summary>Start of panel <paramref name="panel"/> (valid while this object is reachable).</summary>
     internal byte* Panel(int panel) =>
-        (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffer)) + _offsetBytes
+        (_native is { } native ? native.Pointer : (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffer)) + _offsetBytes)
         + ((long)panel * PanelWidth * Cols * ElementBytes);
+
+    /// <summary>Whether the panels are in native memory advised as huge pages (tests and diagnostics).</summary>
+    internal bool OnHugePages => _native?.HugePagesAdvised == true;
 
     private void Pack(RowReader readRow)
     {

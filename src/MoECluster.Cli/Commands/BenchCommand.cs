@@ -230,6 +230,7 @@ internal static class BenchCommand
         var models = backends.Select(b => MoeModel.Open(path, b)).ToArray();
         var floors = new BenchFloors?[models.Length];
         var breakdowns = new BenchBreakdown?[models.Length];
+        MemoryReadProbe? probe = null;
         try
         {
             int layer = models[0].FirstMoeLayer;
@@ -245,26 +246,21 @@ internal static class BenchCommand
                 breakdowns[i] = breakdown && models[i].Backend.Name != "reference" ? new BenchBreakdown(models[i].Mixer(layer), minSeconds) : null;
             }
 
-            // The bytes floor's denominator: the read probe, run before the first batch and after each one's timing (memory:
-            // the buffer is freed each time); a batch's floor uses the better probe of the two beside it. A shared machine's
-            // bandwidth drifts within a run (here 40 to 80 GB/s a minute apart), so one probe at the start could flatter or
-            // sink every batch.
+            // The bytes floor's denominator: the read probe. It runs alone before the first batch (the header line), and then
+            // one pass after each of a batch's repetitions, over the same window: the best pass of that window is the batch's
+            // read bandwidth. A shared machine's bandwidth drifts within a run (the Zen 5 build VM reads 45 or 80 GB/s, moments
+            // apart); probes before and after a batch could meet another moment than the batch itself, interleaved ones meet
+            // the same. The buffer (1 GiB) is kept for the whole benchmark.
             JsonArray? probes = null;
-            double lastProbe = double.NaN;
-            MemoryReadResult? bestProbe = null;
-            void Probe()
-            {
-                var memory = MemoryReadBandwidth.Measure(readBytes, minSeconds: minSeconds);
-                probes!.Add(memory.BytesPerSecond);
-                lastProbe = memory.BytesPerSecond;
-                bestProbe = bestProbe is null || memory.BytesPerSecond > bestProbe.BytesPerSecond ? memory : bestProbe;
-            }
-
+            double bestRead = 0;
             if (models.Any(m => BenchFloors.Applies(m.Backend)))
             {
                 probes = [];
-                Probe();
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"memory read bandwidth: {lastProbe / 1e9:F1} GB/s (sum over {bestProbe!.BufferBytes >> 20} MiB, {bestProbe.Threads} threads, best of {bestProbe.Runs}); probed again after each batch"));
+                probe = new MemoryReadProbe(readBytes);
+                var first = probe.Best(minSeconds: minSeconds);
+                bestRead = first.BytesPerSecond;
+                probes.Add(first.BytesPerSecond);
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"memory read bandwidth: {first.BytesPerSecond / 1e9:F1} GB/s (sum over {first.BufferBytes >> 20} MiB, {first.Threads} threads, best of {first.Runs}); then one pass after each repetition of a batch, the batch's best pass counting"));
                 for (int i = 0; i < models.Length; i++)
                 {
                     floors[i] = BenchFloors.Applies(models[i].Backend) ? new BenchFloors(models[i].Mixer(layer), minSeconds) : null;
@@ -282,7 +278,20 @@ internal static class BenchCommand
                 {
                     float[] y = [];
                     var m = models[i];
-                    double s = BestSeconds(() => y = m.ForwardLayer(layer, x, t), m.Backend.Name == "reference" ? 0 : minSeconds);
+                    double s;
+                    double read = double.NaN;
+                    if (probe is not null && floors[i] is not null)
+                    {
+                        (s, read) = BestSecondsInterleaved(() => y = m.ForwardLayer(layer, x, t), probe, minSeconds);
+                        probes!.Add(read);
+                        bestRead = Math.Max(bestRead, read);
+                    }
+                    else
+                    {
+                        s = BestSeconds(() => y = m.ForwardLayer(layer, x, t), m.Backend.Name == "reference" ? 0 : minSeconds);
+                    }
+
+
                     if (m.Backend.Name == "reference")
                     {
                         reference = y;
@@ -302,41 +311,30 @@ internal static class BenchCommand
                         ((JsonObject)entry[m.Backend.Name]!)["breakdown"] = steps.Measure(x, t, s);
                     }
 
-                    cells.Add(string.Create(CultureInfo.InvariantCulture, $"{m.Backend.Name} {s:F3} s{(double.IsNaN(referenceSeconds) || m.Backend.Name == "reference" ? string.Empty : $" ({referenceSeconds / s:F1}x, err {err:E1})")}"));
-                }
-
-                if (probes is not null)
-                {
-                    double before = lastProbe;
-                    Probe();
-                    double read = Math.Max(before, lastProbe);
-                    for (int i = 0; i < models.Length; i++)
+                    if (floors[i] is { } floor && !double.IsNaN(read))
                     {
-                        if (floors[i] is { } floor)
-                        {
-                            var timed = (JsonObject)entry[models[i].Backend.Name]!;
-                            timed["floors"] = floor.Measure(x, t, timed["seconds"]!.GetValue<double>(), read);
-                        }
+                        ((JsonObject)entry[m.Backend.Name]!)["floors"] = floor.Measure(x, t, s, read);
                     }
+
+                    cells.Add(string.Create(CultureInfo.InvariantCulture, $"{m.Backend.Name} {s:F3} s{(double.IsNaN(referenceSeconds) || m.Backend.Name == "reference" ? string.Empty : $" ({referenceSeconds / s:F1}x, err {err:E1})")}"));
                 }
 
                 rows.Add(entry);
                 output.WriteLine($"  T={t,5}: " + string.Join(" | ", cells));
             }
 
-            if (probes is not null && bestProbe is not null)
+            if (probes is not null && probe is not null)
             {
                 results["memory_read"] = new JsonObject
                 {
-                    ["bytes_per_second"] = bestProbe.BytesPerSecond,
-                    ["buffer_bytes"] = bestProbe.BufferBytes,
-                    ["threads"] = bestProbe.Threads,
-                    ["runs"] = bestProbe.Runs,
+                    ["bytes_per_second"] = bestRead,
+                    ["buffer_bytes"] = probe.BufferBytes,
+                    ["threads"] = probe.Threads,
                     ["probes_bytes_per_second"] = probes,
                 };
                 foreach (var floor in floors)
                 {
-                    floor?.AgainstBestRead(bestProbe.BytesPerSecond);
+                    floor?.AgainstBestRead(bestRead);
                 }
             }
 
@@ -352,6 +350,7 @@ internal static class BenchCommand
         }
         finally
         {
+            probe?.Dispose();
             foreach (var floor in floors)
             {
                 floor?.Dispose();
@@ -389,6 +388,29 @@ internal static class BenchCommand
         }
 
         return v;
+    }
+
+    /// <summary>
+    /// As <see cref="BestSeconds"/>, with one pass of the read <paramref name="probe"/> after each repetition (and one after the
+    /// warm-up): the best repetition and the best probe pass of the same window (bytes / second).
+    /// </summary>
+    internal static (double Seconds, double ReadBytesPerSecond) BestSecondsInterleaved(Action run, MemoryReadProbe probe, double minSeconds)
+    {
+        run();
+        double read = probe.Pass();
+        double best = double.MaxValue;
+        var total = Stopwatch.StartNew();
+        int reps = 0;
+        do
+        {
+            long start = Stopwatch.GetTimestamp();
+            run();
+            best = Math.Min(best, (double)(Stopwatch.GetTimestamp() - start) / Stopwatch.Frequency);
+            read = Math.Max(read, probe.Pass());
+            reps++;
+        }
+        while (reps < 2 || total.Elapsed.TotalSeconds < minSeconds);
+        return (best, read);
     }
 
     /// <summary>Runs once to warm up, then repeats until <paramref name="minSeconds"/> have passed (at least twice); the best time counts.</summary>

@@ -30,7 +30,7 @@ internal sealed class BenchFloors(MoeMixer mixer, double minSeconds) : IDisposab
 
     /// <summary>
     /// The floors of a batch of <paramref name="tokens"/> rows <paramref name="x"/> that took <paramref name="measuredSeconds"/>,
-    /// the bytes floor over <paramref name="readBytesPerSecond"/> (the read probes' best around this batch).
+    /// the bytes floor over <paramref name="readBytesPerSecond"/> (the best read-probe pass interleaved with this batch's repetitions).
     /// </summary>
     public JsonObject Measure(float[] x, int tokens, double measuredSeconds, double readBytesPerSecond)
     {
@@ -111,7 +111,7 @@ internal sealed class BenchFloors(MoeMixer mixer, double minSeconds) : IDisposab
     public void Print(TextWriter output)
     {
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"floors ({mixer.Backend.Name}; GEMMs timed alone at the layer's shapes, rows < {ComputeBoundRows} timed at {ComputeBoundRows}; read GB/s: the better of the read probes just before and just after the batch's timing; @best read: the efficiency against the run's best probe):"));
+            $"floors ({mixer.Backend.Name}; GEMMs timed alone at the layer's shapes, rows < {ComputeBoundRows} timed at {ComputeBoundRows}; read GB/s: the best read-probe pass interleaved with the batch's repetitions; @best read: the efficiency against the run's best pass):"));
         output.WriteLine($"{"T",6} {"layer s",9} {"GFLOP",8} {"GEMM GF/s",10} {"compute s",10} {"experts",8} {"weight MB",10} {"read GB/s",10} {"bytes s",9} {"efficiency",11} {"@best read",10} bound");
         foreach (var r in _rows)
         {

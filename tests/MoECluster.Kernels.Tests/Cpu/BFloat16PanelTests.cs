@@ -148,6 +148,24 @@ public sealed partial class BFloat16PanelTests
         Assert.Equal(1024, prepared.Rows);
     }
 
+    [Fact]
+    public void PanelsOfAtLeastOneHugePageLiveOnAdvisedHugePagesAndStillMatchTheFp64Reference()
+    {
+        // 1088 × 1027 BF16 = 2.13 MiB of panels (one whole 2 MiB page and a tail): native memory, huge pages advised on
+        // Linux; two K blocks, a partial last panel. A 33 × 100 weight stays in a pinned array.
+        using var large = new CheckpointWeight(DType.BF16, 1088, ManagedSgemm.KBlock + 3, seed: 40);
+        var backend = new ManagedCpuBackend();
+        var prepared = (PackedMatrix)backend.Prepare(large.Matrix);
+        Assert.True(prepared.PreparedBytes >= Model.Numerics.HugePageBuffer.PageBytes, $"{prepared.PreparedBytes} bytes");
+        Assert.Equal(OperatingSystem.IsLinux() && File.Exists("/sys/kernel/mm/transparent_hugepage/enabled"), prepared.OnHugePages);
+        large.AssertLinearMatchesReference(backend, prepared, [1, 3, 8, ManagedSgemm.TokenBlock + 10], new Random(41), "huge pages", Tolerance);
+
+        using var small = new CheckpointWeight(DType.BF16, 100, 33, seed: 42);
+        var smallPrepared = (PackedMatrix)backend.Prepare(small.Matrix);
+        Assert.False(smallPrepared.OnHugePages);
+        small.AssertLinearMatchesReference(backend, smallPrepared, [1, 7], new Random(43), "pinned array", Tolerance);
+    }
+
     /// <summary>Sum of the Rss lines of this process's mappings of <paramref name="path"/> (/proc/self/smaps).</summary>
     private static long MappedResidentKiB(string path)
     {
