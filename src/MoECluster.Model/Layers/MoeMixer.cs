@@ -71,6 +71,13 @@ public sealed class MoeMixer
     /// The mixer output y [tokens, d] for an already-normed input x [tokens, d]: <see cref="Prepare"/>, then
     /// <paramref name="dispatcher"/> (this mixer's own experts when null) for the combined sums u, then
     /// <see cref="Finish"/>. The one MoE pipeline, in process and on the cluster.
+    /// <para>
+    /// The shared expert overlaps the dispatch (as Megatron-Core's shared-expert overlap): when the dispatcher has sent its
+    /// rows and not yet answered (the cluster's shards), S2 relu(S1 x)² is computed here while the shards compute, and the
+    /// finish only adds it. The values are the same bits either way (the same products, added in the same order). If the
+    /// shared expert fails (its output out of range), the dispatch is still awaited and its error, earlier in the
+    /// pipeline, wins, as when the two ran one after the other.
+    /// </para>
     /// </summary>
     public async Task ForwardAsync(ReadOnlyMemory<float> x, int tokens, Memory<float> y, IExpertDispatcher? dispatcher = null, CancellationToken cancellationToken = default)
     {
@@ -79,13 +86,39 @@ public sealed class MoeMixer
         var (plan, z) = Prepare(x.Span, tokens);
         var request = new ExpertDispatchRequest(Layer, plan, z, Config.RoutedWidth, x, started);
         IExpertDispatcher experts = dispatcher ?? LocalDispatcher;
-        float[] u = await experts.DispatchAsync(request, cancellationToken);
-        if (u.Length != z.Length)
+        ValueTask<float[]> dispatched = experts.DispatchAsync(request, cancellationToken);
+        float[]? shared = null;
+        try
         {
-            throw new InvalidOperationException($"layer {Layer}: the dispatcher answered {u.Length} values for [{tokens}, {Config.RoutedWidth}]");
+            if (!dispatched.IsCompleted && _sharedUp is not null)
+            {
+                try
+                {
+                    shared = SharedExpert(x.Span, tokens);
+                }
+                catch (ForwardOverflowException)
+                {
+                    await dispatched;
+                    throw;
+                }
+            }
+
+            float[] u = await dispatched;
+            if (u.Length != z.Length)
+            {
+                throw new InvalidOperationException($"layer {Layer}: the dispatcher answered {u.Length} values for [{tokens}, {Config.RoutedWidth}]");
+            }
+
+            Finish(u, x.Span, tokens, y.Span, shared);
+        }
+        finally
+        {
+            if (shared is not null)
+            {
+                ArrayPool<float>.Shared.Return(shared);
+            }
         }
 
-        Finish(u, x.Span, tokens, y.Span);
         experts.LayerFinished(request);
     }
 
@@ -123,10 +156,16 @@ public sealed class MoeMixer
     /// The part after combine: y = W_up u (u for a standard MoE) + S2 relu(S1 x)². A y outside the float32 range
     /// throws <see cref="ForwardOverflowException"/>.
     /// </summary>
-    public void Finish(ReadOnlySpan<float> u, ReadOnlySpan<float> x, int tokens, Span<float> y)
+    public void Finish(ReadOnlySpan<float> u, ReadOnlySpan<float> x, int tokens, Span<float> y) => Finish(u, x, tokens, y, null);
+
+    /// <summary>
+    /// <see cref="Finish(ReadOnlySpan{float}, ReadOnlySpan{float}, int, Span{float})"/> with the shared expert's output
+    /// already computed (<paramref name="shared"/>, at least [tokens, d], from <see cref="SharedExpert"/>), or computed
+    /// here when null.
+    /// </summary>
+    private void Finish(ReadOnlySpan<float> u, ReadOnlySpan<float> x, int tokens, Span<float> y, float[]? shared)
     {
         CheckShape(x, tokens, y);
-        int d = Config.HiddenSize;
         if (_latentUp is { } up)
         {
             _backend.Linear(up, u, tokens, y);
@@ -136,32 +175,52 @@ public sealed class MoeMixer
             u.CopyTo(y);
         }
 
-        if (_sharedUp is { } s1 && _sharedDown is { } s2)
+        if (_sharedUp is not null)
         {
-            float[] rented = ArrayPool<float>.Shared.Rent(tokens * d);
+            float[] rented = shared ?? SharedExpert(x, tokens);
             try
             {
-                Span<float> shared = rented.AsSpan(0, tokens * d);
-                _backend.ExpertFfn(s1, s2, x, tokens, shared);
-                ForwardOverflowException.ThrowIfNonFinite(shared, Layer, "the shared expert S2 relu(S1 x)²", x);
+                Span<float> s = rented.AsSpan(0, y.Length);
                 int i = 0;
-                for (; i <= shared.Length - Vector<float>.Count; i += Vector<float>.Count)
+                for (; i <= s.Length - Vector<float>.Count; i += Vector<float>.Count)
                 {
-                    (new Vector<float>(y[i..]) + new Vector<float>(shared[i..])).CopyTo(y[i..]);
+                    (new Vector<float>(y[i..]) + new Vector<float>(s[i..])).CopyTo(y[i..]);
                 }
 
-                for (; i < shared.Length; i++)
+                for (; i < s.Length; i++)
                 {
-                    y[i] += shared[i];
+                    y[i] += s[i];
                 }
             }
             finally
             {
-                ArrayPool<float>.Shared.Return(rented);
+                if (shared is null)
+                {
+                    ArrayPool<float>.Shared.Return(rented);
+                }
             }
         }
 
         ForwardOverflowException.ThrowIfNonFinite(y, Layer, _latentUp is null ? "the mixer output y" : "the mixer output y = W_up u + shared expert", x);
+    }
+
+    /// <summary>S2 relu(S1 x)² over [tokens, d] into a buffer rented from the shared pool (the caller returns it); out of range throws.</summary>
+    private float[] SharedExpert(ReadOnlySpan<float> x, int tokens)
+    {
+        int length = tokens * Config.HiddenSize;
+        float[] rented = ArrayPool<float>.Shared.Rent(length);
+        try
+        {
+            Span<float> shared = rented.AsSpan(0, length);
+            _backend.ExpertFfn(_sharedUp!, _sharedDown!, x, tokens, shared);
+            ForwardOverflowException.ThrowIfNonFinite(shared, Layer, "the shared expert S2 relu(S1 x)²", x);
+            return rented;
+        }
+        catch
+        {
+            ArrayPool<float>.Shared.Return(rented);
+            throw;
+        }
     }
 
     private void CheckShape(ReadOnlySpan<float> x, int tokens, Span<float> y)

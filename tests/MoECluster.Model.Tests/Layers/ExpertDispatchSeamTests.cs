@@ -1,6 +1,8 @@
+using MoECluster.Model.Compute;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
 using MoECluster.Model.Presets;
+using MoECluster.Model.Numerics;
 using MoECluster.Model.Routing;
 using MoECluster.Testing;
 
@@ -95,5 +97,118 @@ public sealed class ExpertDispatchSeamTests
         var plan = new RoutingPlan(1, config.NumExpertsPerTok);
         var request = new ExpertDispatchRequest(config.MoeLayers[^1], plan, new float[config.RoutedWidth], config.RoutedWidth, new float[config.HiddenSize], 0);
         Assert.Throws<ArgumentException>(() => dispatcher.Dispatch(request));
+    }
+    /// <summary>A dispatcher that answers only when the test releases it (a cluster's shards, still computing).</summary>
+    private sealed class GatedDispatcher(IExpertDispatcher? inner) : IExpertDispatcher
+    {
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Sent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Exception? Failure { get; init; }
+
+        public async ValueTask<float[]> DispatchAsync(ExpertDispatchRequest request, CancellationToken cancellationToken = default)
+        {
+            // Without experts behind it the answer is u = 0 (the layer is then W_up 0 + the shared expert).
+            float[] u = inner is null ? new float[request.Rows.Length] : await inner.DispatchAsync(request, cancellationToken);
+            Sent.SetResult();
+            await Release.Task;
+            return Failure is null ? u : throw Failure;
+        }
+    }
+
+    /// <summary>The reference backend, counting the FFNs of the shared expert's width ([d → ms → d]) it runs.</summary>
+    private sealed class SharedCountingBackend(int hiddenSize, int sharedWidth) : IComputeBackend
+    {
+        private readonly ReferenceBackend _inner = new();
+        private int _shared;
+
+        public int SharedFfns => Volatile.Read(ref _shared);
+
+        public string Name => "counting";
+
+        public IPreparedLinear Prepare(WeightMatrix weight) => _inner.Prepare(weight);
+
+        public void Linear(IPreparedLinear weight, ReadOnlySpan<float> x, int tokens, Span<float> y) => _inner.Linear(weight, x, tokens, y);
+
+        public void ExpertFfn(IPreparedLinear up, IPreparedLinear down, ReadOnlySpan<float> z, int tokens, Span<float> output)
+        {
+            if (up.Cols == hiddenSize && up.Rows == sharedWidth)
+            {
+                Interlocked.Increment(ref _shared);
+            }
+
+            ((IComputeBackend)_inner).ExpertFfn(up, down, z, tokens, output);
+        }
+    }
+
+    [Fact]
+    public async Task The_shared_expert_runs_while_the_dispatch_is_out_and_the_layer_equals_the_in_process_one()
+    {
+        using var dir = new TempDirectory();
+        var config = ModelPresets.Get("tiny").Build();
+        SyntheticCheckpoint.Write(dir.Path, config, (ulong)Random.Shared.Next());
+        var backend = new SharedCountingBackend(config.HiddenSize, config.MoeSharedExpertIntermediateSize);
+        using var model = MoeModel.Open(dir.Path, backend);
+        int layer = config.MoeLayers[0], tokens = 6;
+        float[] x = Input(tokens * config.HiddenSize, new Random());
+        float[] expected = model.ForwardLayer(layer, x, tokens);
+        int before = backend.SharedFfns;
+        var gated = new GatedDispatcher(new LocalExpertDispatcher(l => model.Mixer(l).Experts));
+
+        var forward = model.ForwardLayerAsync(layer, x, tokens, gated);
+        await gated.Sent.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await WaitUntil(() => backend.SharedFfns > before);
+
+        // The shards have not answered: the shared expert is done, the layer is not.
+        Assert.Equal(before + 1, backend.SharedFfns);
+        Assert.False(forward.IsCompleted);
+        gated.Release.SetResult();
+        Assert.Equal(expected, await forward);
+        Assert.Equal(before + 1, backend.SharedFfns);
+    }
+
+    [Fact]
+    public async Task When_the_shared_expert_and_the_dispatch_both_fail_the_dispatch_error_wins()
+    {
+        // An input of 1e20: gate logits and W_down x stay in the float32 range, relu(S1 x)² does not. The dispatch fails
+        // too, after the shared expert has failed: its error is the one reported, as when the shared expert ran after the
+        // combine. Without the dispatch failure, the shared expert's overflow is.
+        using var dir = new TempDirectory();
+        var config = ModelPresets.Get("tiny").Build();
+        SyntheticCheckpoint.Write(dir.Path, config, 17);
+        var backend = new SharedCountingBackend(config.HiddenSize, config.MoeSharedExpertIntermediateSize);
+        using var model = MoeModel.Open(dir.Path, backend);
+        int layer = config.MoeLayers[0], tokens = 2;
+        float[] x = [.. Input(tokens * config.HiddenSize, new Random(18)).Select(v => v * 1e20f)];
+        var shardFailure = new InvalidOperationException("shard 3 went away");
+        foreach (var failure in new Exception?[] { shardFailure, null })
+        {
+            int before = backend.SharedFfns;
+            var gated = new GatedDispatcher(null) { Failure = failure };
+            var forward = model.ForwardLayerAsync(layer, x, tokens, gated);
+            await WaitUntil(() => backend.SharedFfns > before);
+            Assert.False(forward.IsCompleted);
+            gated.Release.SetResult();
+            if (failure is not null)
+            {
+                Assert.Same(shardFailure, await Assert.ThrowsAsync<InvalidOperationException>(() => forward));
+            }
+            else
+            {
+                var overflow = await Assert.ThrowsAsync<ForwardOverflowException>(() => forward);
+                Assert.Contains("the shared expert", overflow.Message, StringComparison.Ordinal);
+            }
+        }
+    }
+
+    private static async Task WaitUntil(Func<bool> condition)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), "timed out");
+            await Task.Delay(5);
+        }
     }
 }
