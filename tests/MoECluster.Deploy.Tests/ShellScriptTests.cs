@@ -10,6 +10,7 @@ public sealed class ShellScriptTests
     private static List<string> ScriptPaths() =>
         Directory.EnumerateFiles(Repo.Deploy, "*.sh", SearchOption.AllDirectories)
             .Concat(Directory.EnumerateFiles(Repo.File("bench"), "*.sh"))
+            .Concat(Directory.EnumerateFiles(Repo.File("tests", "tools"), "*.sh"))
             .Append(Repo.File(".ci", "run"))
             .Select(p => Path.GetRelativePath(Repo.Root, p))
             .Order(StringComparer.Ordinal)
@@ -22,6 +23,23 @@ public sealed class ShellScriptTests
         Assert.Contains("deploy/publish.sh", scripts);
         Assert.Contains("deploy/install.sh", scripts);
         Assert.Contains(".ci/run", scripts);
+        Assert.Contains("tests/tools/install-test-deps.sh", scripts);
+    }
+
+    [Fact]
+    public void The_test_command_installs_the_test_dependencies_before_each_test_project_and_ci_calls_the_same_script()
+    {
+        // `dotnet test MoECluster.sln` runs the VSTest target of each test project: the hook runs the installer first.
+        string targets = File.ReadAllText(Repo.File("tests", "Directory.Build.targets"));
+        Assert.Contains("BeforeTargets=\"VSTest\"", targets, StringComparison.Ordinal);
+        Assert.Contains("tools/install-test-deps.sh", targets, StringComparison.Ordinal);
+        Assert.Contains("'$(IsTestProject)' == 'true'", targets, StringComparison.Ordinal);
+        Assert.Contains("tests/tools/install-test-deps.sh", File.ReadAllText(Repo.File(".ci", "run")), StringComparison.Ordinal);
+
+        // With everything present (as here, once the hook has run) the script only checks: exit 0, quiet.
+        var result = Tools.Run("bash", Repo.File("tests", "tools", "install-test-deps.sh"));
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.DoesNotContain("installing", result.Stdout, StringComparison.Ordinal);
     }
 
     [Theory]
