@@ -1,14 +1,13 @@
 using System.CommandLine;
 using System.Globalization;
 using Microsoft.Extensions.Configuration;
-using MoECluster.AppHost.Model;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Presets;
 
 namespace MoECluster.AppHost;
 
 /// <summary>
-/// What the launcher starts, bound from the configuration section <c>AppHost</c>: appsettings.json beside the launcher,
+/// What the AppHost starts, bound from the configuration section <c>AppHost</c>: appsettings.json beside the AppHost,
 /// then environment variables (<c>AppHost__Replicas=3</c>), then the command line (<c>--replicas 3</c>).
 /// </summary>
 public sealed class AppHostOptions
@@ -44,16 +43,17 @@ public sealed class AppHostOptions
     /// <summary>Run a redis-server and use Orleans' Redis clustering.</summary>
     public bool Redis { get; set; }
 
-    /// <summary>Where the children send OpenTelemetry (read by the builder as AppHost:Otlp).</summary>
-    public string? Otlp { get; set; }
+    /// <summary>The Aspire dashboard's HTTP port; its OTLP endpoint (where every silo sends logs, traces, metrics) is the next one.</summary>
+    public int DashboardPort { get; set; } = 18888;
 
+    /// <summary>How long the warm-up waits for the expert silos to join.</summary>
     public double StartupTimeoutSeconds { get; set; } = 120;
 
     /// <summary>
     /// Parses the command line into configuration overrides, binds the <c>AppHost</c> section and checks it. Prints
     /// --help, and bad input as one line on stderr (exit code 2); <see cref="ParsedOptions.Options"/> is null then.
     /// </summary>
-    public static ParsedOptions Parse(DistributedApplicationBuilder builder, TextWriter output, TextWriter error)
+    public static ParsedOptions Parse(IDistributedApplicationBuilder builder, string[] args, TextWriter output, TextWriter error)
     {
         var preset = new Option<string?>("--preset") { Description = "Model pair to generate (if missing) and serve: tiny, super (Nemotron-3 Super widths; the default) or paper16b." };
         preset.AcceptOnlyFromAmong([.. ModelPairs.Names]);
@@ -68,16 +68,16 @@ public sealed class AppHostOptions
         backend.AcceptOnlyFromAmong([.. ComputeBackends.Names]);
         var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
         var redis = new Option<bool>("--redis") { Description = "Start a redis-server and use Orleans' Redis clustering instead of localhost clustering." };
-        var otlp = new Option<string?>("--otlp") { Description = "OTLP endpoint the children send telemetry to (default: $OTEL_EXPORTER_OTLP_ENDPOINT or $DOTNET_DASHBOARD_OTLP_ENDPOINT_URL; none)." };
-        var startupTimeout = new Option<double?>("--startup-timeout") { Description = "Seconds each resource may take to become healthy (default 120)." };
+        var dashboardPort = new Option<int?>("--dashboard-port") { Description = "HTTP port of the Aspire dashboard; its OTLP endpoint is the next port (default 18888)." };
+        var startupTimeout = new Option<double?>("--startup-timeout") { Description = "Seconds the warm-up waits for the expert silos to join (default 120)." };
         var root = new RootCommand(
-            "Starts MoECluster locally as an Aspire AppHost would: the model pair (generated if missing), the front-end silo with the HTTP gateway, "
-            + "expert silo replicas, optionally Redis; waits until all are healthy, warms the shards up, prints the URLs, and stops every process on Ctrl+C.")
+            "The .NET Aspire AppHost of MoECluster: the model pair (generated if missing), the front-end silo with the HTTP gateway, "
+            + "expert silos expert-1..n, optionally Redis, the warm-up and an on-demand load run, orchestrated by Aspire (DCP) with the Aspire dashboard; Ctrl+C stops every process.")
         {
-            preset, experts, layers, replicas, port, siloPort, gatewayPort, modelsDir, backend, shards, redis, otlp, startupTimeout,
+            preset, experts, layers, replicas, port, siloPort, gatewayPort, modelsDir, backend, shards, redis, dashboardPort, startupTimeout,
         };
 
-        ParseResult parsed = root.Parse([.. builder.Args]);
+        ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
             string message = string.Join(' ', parsed.Errors[0].Message.Split(['\r', '\n', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
@@ -117,7 +117,7 @@ public sealed class AppHostOptions
             [$"{Section}:Backend"] = parsed.GetValue(backend),
             [$"{Section}:Shards"] = Text(parsed.GetValue(shards)),
             [$"{Section}:Redis"] = parsed.GetResult(redis) is { Implicit: false } ? Text(parsed.GetValue(redis)) : null,
-            [$"{Section}:Otlp"] = parsed.GetValue(otlp),
+            [$"{Section}:DashboardPort"] = Text(parsed.GetValue(dashboardPort)),
             [$"{Section}:StartupTimeoutSeconds"] = Text(parsed.GetValue(startupTimeout)),
         };
         builder.Configuration.AddInMemoryCollection(flags.Where(kv => kv.Value is not null));
@@ -127,9 +127,8 @@ public sealed class AppHostOptions
         {
             options = builder.Configuration.GetSection(Section).Get<AppHostOptions>() ?? new AppHostOptions();
             options.Validate();
-            _ = builder.ReadSettings(); // the launcher's own settings: the OTLP endpoint, time limits
         }
-        catch (Exception e) when (e is InvalidOperationException or ArgumentException or FormatException or DistributedApplicationException)
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or FormatException)
         {
             error.WriteLine($"moecluster-apphost: error: {e.Message.ReplaceLineEndings(" ")}");
             return new ParsedOptions(null, 2);
@@ -167,12 +166,13 @@ public sealed class AppHostOptions
         Range("port", Port, 1, 65535);
         Range("silo port", SiloPort, 1024, 65535 - Replicas);
         Range("gateway port", GatewayPort, 1024, 65535);
+        Range("dashboard port", DashboardPort, 1024, 65534);
         Range("startup timeout", StartupTimeoutSeconds, 1, 24 * 3600);
-        int[] ports = [Port, GatewayPort, .. Enumerable.Range(SiloPort, Replicas + 1)];
+        int[] ports = [Port, GatewayPort, DashboardPort, DashboardPort + 1, .. Enumerable.Range(SiloPort, Replicas + 1)];
         if (ports.Distinct().Count() != ports.Length)
         {
             throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
-                $"ports overlap: gateway HTTP {Port}, Orleans gateway {GatewayPort}, silos {SiloPort}..{SiloPort + Replicas}"));
+                $"ports overlap: gateway HTTP {Port}, Orleans gateway {GatewayPort}, dashboard {DashboardPort} and OTLP {DashboardPort + 1}, silos {SiloPort}..{SiloPort + Replicas}"));
         }
 
         if (Experts is int n)

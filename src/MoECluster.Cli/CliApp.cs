@@ -25,6 +25,7 @@ public static class CliApp
             PrepareModelsCommand.Create(output, error),
             ChaosCommand.Create(output, error),
             TlsCommand.Create(output, error),
+            WarmupCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

@@ -1,148 +1,154 @@
 using System.Globalization;
-using MoECluster.AppHost.Model;
+using Aspire.Hosting;
+using Aspire.Hosting.ApplicationModel;
+using MoECluster.Cluster.Hosting;
 
 namespace MoECluster.AppHost.Tests;
 
-/// <summary>The MoECluster application as Program.cs describes it: resources, order, and the environment each child gets.</summary>
+/// <summary>The MoECluster application as the AppHost describes it to Aspire: resources, waits, silo command lines, ports, environment.</summary>
 public sealed class MoEClusterAppTests
 {
-    private static (DistributedApplicationModel Model, AppHostOptions Options) Describe(string[] args, Dictionary<string, string?>? configuration = null)
+    private static IDistributedApplicationBuilder NewBuilder(string[] args, Dictionary<string, string?>? configuration = null)
     {
-        var builder = AppModelTests.NewBuilder(configuration, args);
-        var parsed = AppHostOptions.Parse(builder, TextWriter.Null, TextWriter.Null);
+        var builder = DistributedApplication.CreateBuilder(new DistributedApplicationOptions { Args = args, DisableDashboard = true, AllowUnsecuredTransport = true });
+        if (configuration is not null)
+        {
+            builder.Configuration.AddInMemoryCollection(configuration);
+        }
+
+        return builder;
+    }
+
+    private static (IDistributedApplicationBuilder Builder, AppHostOptions Options) Describe(string[] args, Dictionary<string, string?>? configuration = null)
+    {
+        var builder = NewBuilder(args, configuration);
+        var parsed = AppHostOptions.Parse(builder, args, TextWriter.Null, TextWriter.Null);
         Assert.NotNull(parsed.Options);
         MoEClusterApp.Describe(builder, parsed.Options);
-        return (builder.Build().Model, parsed.Options);
+        return (builder, parsed.Options);
+    }
+
+    /// <summary>The app's resources, without the "-rebuilder" helpers Aspire adds beside each project.</summary>
+    private static List<string> Names(IDistributedApplicationBuilder builder) =>
+        [.. builder.Resources.Select(r => r.Name).Where(n => !n.EndsWith("-rebuilder", StringComparison.Ordinal))];
+
+    private static IResource Resource(IDistributedApplicationBuilder builder, string name) => builder.Resources.Single(r => r.Name == name);
+
+    private static List<(string Name, WaitType Type)> Waits(IDistributedApplicationBuilder builder, string name) =>
+        [.. Resource(builder, name).Annotations.OfType<WaitAnnotation>().Select(w => (w.Resource.Name, w.WaitType))];
+
+    private static async Task<List<string>> ArgumentsOf(IResource resource)
+    {
+        var context = new CommandLineArgsCallbackContext([], resource);
+        foreach (var callback in resource.Annotations.OfType<CommandLineArgsCallbackAnnotation>())
+        {
+            await callback.Callback(context);
+        }
+
+        return [.. context.Args.Select(a => a.ToString()!)];
+    }
+
+    private static async Task<Dictionary<string, string>> EnvironmentOf(IResource resource)
+    {
+        var context = new EnvironmentCallbackContext(new DistributedApplicationExecutionContext(DistributedApplicationOperation.Run), resource);
+        foreach (var callback in resource.Annotations.OfType<EnvironmentCallbackAnnotation>())
+        {
+            await callback.Callback(context);
+        }
+
+        return context.EnvironmentVariables.ToDictionary(kv => kv.Key, kv => kv.Value as string ?? $"<{kv.Value.GetType().Name}>");
     }
 
     private static string P(int port) => port.ToString(CultureInfo.InvariantCulture);
 
     [Fact]
-    public void The_app_is_models_then_frontend_then_expert_replicas_then_the_warmup()
+    public void The_app_is_models_then_frontend_then_expert_silos_then_the_warmup_and_a_load_run_started_by_hand()
     {
-        var (model, _) = Describe(["--preset", "tiny", "--replicas", "3"]);
-        Assert.Equal(["moecluster", "models", "frontend", "expert", "warmup"], model.StartOrder.Select(r => r.Name));
-        Assert.Equal(["models", "frontend", "expert-1", "expert-2", "expert-3", "warmup"], model.Instances.Select(i => i.Name));
-        var waits = model.Resources.ToDictionary(r => r.Name, r => DistributedApplicationModel.WaitsOf(r).Select(w => (w.Resource.Name, w.WaitType)).ToList());
-        Assert.Equal([("models", WaitType.UntilCompleted)], waits["frontend"]);
-        Assert.Equal([("frontend", WaitType.UntilHealthy)], waits["expert"]);
-        Assert.Equal([("expert", WaitType.UntilHealthy)], waits["warmup"]);
-        Assert.True(model.IsOneShot(model.Resources.Single(r => r.Name == "models")));
-        Assert.Contains(model.Resources.Single(r => r.Name == "expert"), model.DependentsOf(model.Resources.Single(r => r.Name == "frontend")));
+        var (builder, _) = Describe(["--preset", "tiny", "--replicas", "3"]);
+        Assert.Equal(["models", "frontend", "expert-1", "expert-2", "expert-3", "warmup", "load-30s"], Names(builder));
+        Assert.Equal([("models", WaitType.WaitForCompletion)], Waits(builder, "frontend"));
+        foreach (string expert in new[] { "expert-1", "expert-2", "expert-3" })
+        {
+            Assert.Equal([("models", WaitType.WaitForCompletion), ("frontend", WaitType.WaitUntilHealthy)], Waits(builder, expert));
+        }
+
+        Assert.Equal(["expert-1", "expert-2", "expert-3"], Waits(builder, "warmup").Select(w => w.Name));
+        Assert.Equal([("warmup", WaitType.WaitForCompletion)], Waits(builder, "load-30s"));
+        Assert.Contains(Resource(builder, "load-30s").Annotations, a => a is ExplicitStartupAnnotation);
+        Assert.Contains(Resource(builder, "frontend").Annotations, a => a is HealthCheckAnnotation);
+        Assert.Contains(Resource(builder, "expert-2").Annotations, a => a is HealthCheckAnnotation);
     }
 
     [Fact]
-    public void Silos_get_the_Orleans_and_MoECluster_configuration_in_Aspire_environment_form()
+    public async Task Silos_run_the_one_silo_command_line_and_get_fixed_Orleans_ports_and_localhost_clustering_through_Aspire_Orleans()
     {
         using var dir = new MoECluster.Testing.TempDirectory();
-        var (model, options) = Describe(["--preset", "tiny", "--experts", "16", "--layers", "2", "--port", "18080", "--silo-port", "21000", "--gateway-port", "21900",
+        var (builder, options) = Describe(["--preset", "tiny", "--experts", "16", "--layers", "2", "--port", "18080", "--silo-port", "21000", "--gateway-port", "21900",
             "--models-dir", dir.Path, "--backend", "managed", "--shards", "3"]);
-        var frontend = model.Instance("frontend");
-        var experts = new[] { model.Instance("expert-1"), model.Instance("expert-2") };
-        Assert.Equal(2, options.Replicas);
+        var models = options.ServedModels().Select(m => (m.Id, Path.GetFullPath(m.Directory))).ToList();
 
-        Assert.Equal(["silo", "--role", "frontend"], frontend.Arguments.Skip(1));
-        Assert.EndsWith("moecluster.dll", frontend.Arguments[0], StringComparison.Ordinal);
-        var f = frontend.Environment;
-        Assert.Equal("http://127.0.0.1:18080", f["ASPNETCORE_URLS"]);
-        Assert.Equal("21000", f["Orleans__Endpoints__SiloPort"]);
-        Assert.Equal("21900", f["Orleans__Endpoints__GatewayPort"]);
-        Assert.Equal("frontend", f["Orleans__Name"]);
-        Assert.Equal("frontend", f["OTEL_SERVICE_NAME"]);
+        var frontend = Resource(builder, "frontend");
+        var expected = new SiloLaunch(SiloRoles.Frontend, "frontend", models, 3, "managed", ExpectedExpertSilos: 2, Urls: "http://127.0.0.1:18080").Arguments();
+        Assert.Equal(expected, await ArgumentsOf(frontend));
+        var endpoints = frontend.Annotations.OfType<EndpointAnnotation>().ToDictionary(e => e.Name);
+        Assert.Equal((21000, 21000, false), (endpoints["orleans-silo"].Port, endpoints["orleans-silo"].TargetPort, endpoints["orleans-silo"].IsProxied));
+        Assert.Equal((21900, false), (endpoints["orleans-gateway"].Port, endpoints["orleans-gateway"].IsProxied));
+        Assert.Equal((18080, false), (endpoints["http"].Port, endpoints["http"].IsProxied));
 
-        for (int i = 0; i < 2; i++)
+        var env = await EnvironmentOf(frontend);
+        Assert.Equal("moecluster", env["Orleans__ClusterId"]);
+        Assert.Equal("moecluster", env["Orleans__ServiceId"]);
+        Assert.Equal("Development", env["Orleans__Clustering__ProviderType"]);
+        Assert.Equal("frontend", env["Orleans__Name"]);
+        Assert.Equal(Path.Combine(dir.Path, "tls", "ca.crt"), env.Single(kv => kv.Value.EndsWith("ca.crt", StringComparison.Ordinal)).Value);
+        Assert.False(env.ContainsKey("Orleans__Clustering__PrimarySiloEndPoint"));
+
+        for (int i = 1; i <= 2; i++)
         {
-            var e = experts[i].Environment;
-            Assert.Equal(["silo", "--role", "expert"], experts[i].Arguments.Skip(1));
-            Assert.Equal(P(21001 + i), e["Orleans__Endpoints__SiloPort"]);
-            Assert.Equal("0", e["Orleans__Endpoints__GatewayPort"]);
-            Assert.Equal($"expert-{i + 1}", e["Orleans__Name"]);
-            Assert.Equal($"expert-{i + 1}", e["OTEL_SERVICE_NAME"]);
-            Assert.StartsWith($"service.instance.id=expert-{i + 1}-", e["OTEL_RESOURCE_ATTRIBUTES"], StringComparison.Ordinal);
-            Assert.Equal($"http://127.0.0.1:{P(experts[i].Endpoint("http").Port)}", e["ASPNETCORE_URLS"]);
-            Assert.NotEqual(18080, experts[i].Endpoint("http").Port);
+            var expert = Resource(builder, $"expert-{P(i)}");
+            var args = await ArgumentsOf(expert);
+            Assert.Equal(["silo", "--role", "expert", "--name", $"expert-{P(i)}"], args.Take(5));
+            Assert.Contains("--urls", args);
+            var e = expert.Annotations.OfType<EndpointAnnotation>().ToDictionary(a => a.Name);
+            Assert.Equal((21000 + i, false), (e["orleans-silo"].Port, e["orleans-silo"].IsProxied));
+            var expertEnv = await EnvironmentOf(expert);
+            Assert.True(expertEnv.ContainsKey("Orleans__Clustering__PrimarySiloEndPoint"), string.Join(", ", expertEnv.Select(kv => kv.Key + "=" + kv.Value)));
+            Assert.Equal("127.0.0.1:21000", expertEnv["Orleans__Clustering__PrimarySiloEndPoint"]);
+            Assert.Equal($"expert-{P(i)}", expertEnv["Orleans__Name"]);
         }
-
-        Assert.NotEqual(experts[0].Endpoint("http").Port, experts[1].Endpoint("http").Port);
-        foreach (var silo in experts.Prepend(frontend))
-        {
-            var env = silo.Environment;
-            Assert.Equal("moecluster", env["Orleans__ClusterId"]);
-            Assert.Equal("moecluster", env["Orleans__ServiceId"]);
-            Assert.Equal("Development", env["Orleans__Clustering__ProviderType"]);
-            Assert.Equal("127.0.0.1:21000", env["Orleans__Clustering__PrimarySiloEndPoint"]);
-            Assert.Equal("127.0.0.1", env["Orleans__Endpoints__AdvertisedIPAddress"]);
-            Assert.Equal(Path.Combine(dir.Path, "tiny-standard-16x2"), env["MoECluster__Models__standard__Path"]);
-            Assert.Equal(Path.Combine(dir.Path, "tiny-16x2"), env["MoECluster__Models__latent__Path"]);
-            Assert.Equal("3", env["MoECluster__ShardsPerLayer"]);
-            Assert.Equal(Path.Combine(dir.Path, "tls", "tls.crt"), env["MoECluster__Tls__CertificatePath"]);
-            Assert.Equal(Path.Combine(dir.Path, "tls", "tls.key"), env["MoECluster__Tls__KeyPath"]);
-            Assert.Equal(Path.Combine(dir.Path, "tls", "ca.crt"), env["MoECluster__Tls__CaPath"]);
-            Assert.Equal("managed", env["MoECluster__Compute__Backend"]);
-            Assert.Equal("4242", env["MOECLUSTER_PARENT_PID"]);
-            Assert.Equal("Production", env["DOTNET_ENVIRONMENT"]);
-            Assert.False(env.ContainsKey("OTEL_EXPORTER_OTLP_ENDPOINT"));
-            Assert.False(env.ContainsKey("ConnectionStrings__redis"));
-            Assert.DoesNotContain(env.Keys, k => k.StartsWith("Orleans__Clustering__ServiceKey", StringComparison.Ordinal));
-        }
-
-        var models = model.Instance("models");
-        Assert.Equal(["prepare-models", "--preset", "tiny", "--layers", "2", "--models-dir", dir.Path, "--experts", "16"], models.Arguments.Skip(1));
-        Assert.Equal("4242", models.Environment["MOECLUSTER_PARENT_PID"]);
     }
 
     [Fact]
-    public void With_redis_the_silos_use_Redis_clustering_and_start_after_a_healthy_redis()
+    public async Task With_redis_the_silos_use_Redis_clustering_with_the_redis_connection_string_and_wait_for_it()
     {
-        var (model, _) = Describe(["--preset", "tiny", "--redis"]);
-        var redis = model.Instance("redis");
-        int port = redis.Endpoint("tcp").Port;
-        Assert.Equal("redis", model.StartOrder[0].Name);
-        Assert.Contains("--port", redis.Arguments);
-        Assert.Equal(P(port), redis.Arguments[redis.Arguments.ToList().IndexOf("--port") + 1]);
-        Assert.Contains("redis-server", ((IProcessResource)redis.Resource).Command.FileName, StringComparison.Ordinal);
-        Assert.Contains("apt-get install -y redis-server", ((IProcessResource)redis.Resource).Command.InstallHint, StringComparison.Ordinal);
-        Assert.False(((IProcessResource)redis.Resource).StopsWithParent());
-        Assert.True(((IProcessResource)model.Instance("frontend").Resource).StopsWithParent());
+        var (builder, _) = Describe(["--preset", "tiny", "--redis"]);
+        Assert.Equal("redis", Names(builder)[0]);
         foreach (string silo in new[] { "frontend", "expert-1", "expert-2" })
         {
-            var env = model.Instance(silo).Environment;
+            Assert.Contains(("redis", WaitType.WaitUntilHealthy), Waits(builder, silo));
+            var env = await EnvironmentOf(Resource(builder, silo));
             Assert.Equal("Redis", env["Orleans__Clustering__ProviderType"]);
             Assert.Equal("redis", env["Orleans__Clustering__ServiceKey"]);
-            Assert.Equal($"127.0.0.1:{P(port)}", env["ConnectionStrings__redis"]);
             Assert.False(env.ContainsKey("Orleans__Clustering__PrimarySiloEndPoint"));
         }
-
-        // Stop order is the reverse: redis goes last, after the cluster it serves.
-        var cluster = model.Resources.Single(r => r.Name == "moecluster");
-        Assert.Contains(model.Resources.Single(r => r.Name == "redis"), model.DependenciesOf(cluster));
-        Assert.Contains(cluster, model.DependenciesOf(model.Resources.Single(r => r.Name == "frontend")));
     }
 
     [Fact]
     public void Options_come_from_configuration_and_the_command_line_wins()
     {
         var configuration = new Dictionary<string, string?> { ["AppHost:Replicas"] = "3", ["AppHost:Preset"] = "tiny", ["AppHost:Port"] = "18181" };
-        var (model, options) = Describe(["--expert-silos", "4"], configuration);
+        var (builder, options) = Describe(["--expert-silos", "4"], configuration);
         Assert.Equal(4, options.Replicas);
         Assert.Equal("tiny", options.Preset);
         Assert.Equal(18181, options.Port);
-        Assert.Equal(4, model.Instances.Count(i => i.Name.StartsWith("expert-", StringComparison.Ordinal)));
-
-        (_, options) = Describe([], new() { ["AppHost:Preset"] = "tiny", ["AppHost:Redis"] = "true" });
-        Assert.True(options.Redis);
-
-        var otlp = Describe(["--preset", "tiny", "--otlp", "http://127.0.0.1:4317"], new() { ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://elsewhere:4317" }).Model;
-        Assert.Equal("http://127.0.0.1:4317", otlp.Instance("expert-2").Environment["OTEL_EXPORTER_OTLP_ENDPOINT"]);
-        Assert.Equal("grpc", otlp.Instance("frontend").Environment["OTEL_EXPORTER_OTLP_PROTOCOL"]);
+        Assert.Equal(4, Names(builder).Count(r => r.StartsWith("expert-", StringComparison.Ordinal)));
     }
 
     [Fact]
-    public void The_defaults_are_the_super_pair_two_experts_and_port_8080()
+    public void The_defaults_are_the_super_pair_two_experts_port_8080_and_the_dashboard_on_18888()
     {
-        var builder = AppModelTests.NewBuilder();
-        var options = AppHostOptions.Parse(builder, TextWriter.Null, TextWriter.Null).Options!;
-        Assert.Equal(("super", 2, 8080, 11111, 1), (options.Preset, options.Replicas, options.Port, options.SiloPort, options.Layers));
+        var options = AppHostOptions.Parse(NewBuilder([]), [], TextWriter.Null, TextWriter.Null).Options!;
+        Assert.Equal(("super", 2, 8080, 11111, 1, 18888), (options.Preset, options.Replicas, options.Port, options.SiloPort, options.Layers, options.DashboardPort));
         Assert.Equal(Path.GetFullPath(Path.Combine("models", "super-standard-64x1")), options.ServedModels()[0].Directory);
     }
 
@@ -153,12 +159,12 @@ public sealed class MoEClusterAppTests
     [InlineData("--port 70000", "port = 70000 is out of range")]
     [InlineData("--unknown", "--unknown")]
     [InlineData("--port 21001 --silo-port 21000", "ports overlap")]
-    [InlineData("--otlp not-a-url", "'not-a-url' is not an absolute URL")]
+    [InlineData("--dashboard-port 8079", "ports overlap")]
     public void Bad_options_print_one_line_and_exit_2(string args, string expected)
     {
-        var builder = AppModelTests.NewBuilder(args: args.Split(' '));
+        string[] split = args.Split(' ');
         using var error = new StringWriter();
-        var parsed = AppHostOptions.Parse(builder, TextWriter.Null, error);
+        var parsed = AppHostOptions.Parse(NewBuilder(split), split, TextWriter.Null, error);
         Assert.Null(parsed.Options);
         Assert.Equal(2, parsed.ExitCode);
         Assert.Contains(expected, error.ToString(), StringComparison.Ordinal);
@@ -166,38 +172,16 @@ public sealed class MoEClusterAppTests
     }
 
     [Fact]
-    public void Help_prints_the_options_and_exits_0_without_options()
-    {
-        var builder = AppModelTests.NewBuilder(args: ["--help"]);
-        using var output = new StringWriter();
-        var parsed = AppHostOptions.Parse(builder, output, TextWriter.Null);
-        Assert.Null(parsed.Options);
-        Assert.Equal(0, parsed.ExitCode);
-        foreach (string option in new[] { "--preset", "--experts", "--layers", "--replicas", "--expert-silos", "--port", "--silo-port", "--models-dir", "--backend", "--redis", "--otlp" })
-        {
-            Assert.Contains(option, output.ToString(), StringComparison.Ordinal);
-        }
-    }
-
-    [Fact]
     [System.Runtime.Versioning.SupportedOSPlatform("linux")]
-    public void The_launcher_makes_the_clusters_TLS_material_once_beside_the_models_and_reuses_it()
+    public void The_AppHost_makes_the_clusters_TLS_material_once_beside_the_models_and_reuses_it()
     {
         using var dir = new MoECluster.Testing.TempDirectory();
         var (_, options) = Describe(["--preset", "tiny", "--models-dir", dir.Path]);
         string first = MoEClusterApp.PrepareTls(options);
         Assert.Contains($"made the local cluster's CA and certificate in {Path.Combine(dir.Path, "tls")}", first, StringComparison.Ordinal);
         string certificate = File.ReadAllText(Path.Combine(dir.Path, "tls", "tls.crt"));
-        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(dir.Path, "tls", "tls.key")));
-
         string second = MoEClusterApp.PrepareTls(options);
         Assert.Contains("reused", second, StringComparison.Ordinal);
         Assert.Equal(certificate, File.ReadAllText(Path.Combine(dir.Path, "tls", "tls.crt")));
-
-        // Material that no longer loads (a key of another certificate) is made anew, saying why.
-        File.WriteAllText(Path.Combine(dir.Path, "tls", "tls.key"), File.ReadAllText(Path.Combine(dir.Path, "tls", "ca.key")));
-        string third = MoEClusterApp.PrepareTls(options);
-        Assert.Contains("made new certificates", third, StringComparison.Ordinal);
-        using var tls = MoECluster.Cluster.Security.ClusterTls.Load(new() { Directory = Path.Combine(dir.Path, "tls") });
     }
 }

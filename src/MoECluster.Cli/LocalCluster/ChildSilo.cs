@@ -49,7 +49,7 @@ internal sealed class ChildSilo : IDisposable
             info.Environment[variable] = value;
         }
 
-        info.ArgumentList.Add("silo");
+        // The arguments start with the verb ("silo ...", SiloLaunch.Arguments).
         foreach (string a in siloArguments)
         {
             info.ArgumentList.Add(a);

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using MoECluster.Cli.Commands;
+using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Security;
 using MoECluster.Gateway;
 using MoECluster.Model.Configuration;
@@ -68,26 +69,26 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
 
     private async Task StartClusterAsync(List<(string Id, string Path)> models, CancellationToken cancel)
     {
-        string[] modelArgs = [.. models.SelectMany(m => new[] { "--model", $"{m.Id}={m.Path}" })];
-        string[] common = [.. modelArgs, "--shards", settings.Shards.ToString(CultureInfo.InvariantCulture), "--wire", settings.Wire, "--backend", settings.Backend];
+        // The one description of a silo's command line and environment (shared with the Aspire AppHost); the ports and
+        // localhost clustering as flags.
         string P(int port) => port.ToString(CultureInfo.InvariantCulture);
+        string[] Silo(SiloLaunch launch, int siloPort, int gatewayPort, string? primary) =>
+            [.. launch.Arguments(), .. SiloLaunch.PortArguments(siloPort, gatewayPort, primary)];
 
         // Mutual TLS between the silos: the certificates are made once beside the models and reused by later runs.
         string tlsDir = LocalClusterTls.DirectoryFor(settings.ModelsDir);
         output.WriteLine(LocalClusterTls.Ensure(tlsDir));
-        var tls = LocalClusterTls.Environment(tlsDir);
-        _silos.Add(new SupervisedSilo("frontend", [
-            "--role", "frontend", "--name", "frontend", "--silo-port", P(settings.SiloPort), "--gateway-port", P(settings.GatewayPort),
-            "--urls", settings.Urls, "--expected-expert-silos", P(settings.ExpertSilos), .. common], Alive(settings.Urls), error, output, settings.Verbose, tls));
+        var tls = SiloLaunch.Environment(tlsDir);
+        var frontend = new SiloLaunch(SiloRoles.Frontend, "frontend", models, settings.Shards, settings.Backend, settings.Wire, settings.ExpertSilos, settings.Urls);
+        _silos.Add(new SupervisedSilo("frontend", Silo(frontend, settings.SiloPort, settings.GatewayPort, null), Alive(settings.Urls), error, output, settings.Verbose, tls));
         using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) }.WithApiKey(settings.ApiKey);
         await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
         for (int i = 1; i <= settings.ExpertSilos; i++)
         {
             // A fixed HTTP port per expert (free now), so that supervision can probe its /alive, before and after a restart.
             string expertUrl = $"http://127.0.0.1:{P(FreeLoopbackPort())}";
-            _silos.Add(new SupervisedSilo($"expert-{i}", [
-                "--role", "expert", "--name", $"expert-{i}", "--silo-port", P(settings.SiloPort + i), "--gateway-port", "0",
-                "--primary", $"127.0.0.1:{P(settings.SiloPort)}", "--urls", expertUrl, .. common], Alive(expertUrl), error, output, settings.Verbose, tls));
+            var expert = new SiloLaunch(SiloRoles.Expert, $"expert-{i}", models, settings.Shards, settings.Backend, settings.Wire, Urls: expertUrl);
+            _silos.Add(new SupervisedSilo($"expert-{i}", Silo(expert, settings.SiloPort + i, 0, $"127.0.0.1:{P(settings.SiloPort)}"), Alive(expertUrl), error, output, settings.Verbose, tls));
         }
 
         var client = new GatewayClient(http);
