@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using MoECluster.AppHost.Resources;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Security;
@@ -109,6 +110,30 @@ public static class MoEClusterApp
 
             experts.Add(expert);
         }
+
+        // Supervision, as `moecluster run` does it: restarts after exits, kills after a hang, experts with the front-end.
+        var alive = new Dictionary<string, Uri>(StringComparer.Ordinal) { [Frontend] = new Uri($"{gateway}/alive") };
+        foreach (var expert in experts)
+        {
+            var http = expert.Resource.Annotations.OfType<EndpointAnnotation>().Single(e => e.Name == "http");
+            alive[expert.Resource.Name] = new Uri($"http://127.0.0.1:{P(http.Port!.Value)}/alive");
+        }
+
+        builder.Services.AddSingleton(new SiloSupervision(alive, Frontend, RestartExpertsWithFrontend: redis is null));
+        builder.Services.AddSingleton<SiloSupervisor>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<SiloSupervisor>());
+        builder.Eventing.Subscribe<BeforeStartEvent>((e, _) =>
+        {
+            var supervisor = e.Services.GetRequiredService<SiloSupervisor>();
+            foreach (var silo in e.Model.Resources.Where(r => alive.ContainsKey(r.Name)))
+            {
+                UserCommands.Wrap(silo, KnownResourceCommands.StopCommand, supervisor.StoppedByUser);
+                UserCommands.Wrap(silo, KnownResourceCommands.StartCommand, supervisor.StartedByUser);
+                UserCommands.Wrap(silo, KnownResourceCommands.RestartCommand, supervisor.StartedByUser);
+            }
+
+            return Task.CompletedTask;
+        });
 
         var warmup = builder.AddProject<Projects.MoECluster_Cli>(Warmup, launchProfileName: null)
             .WithArgs("warmup", "--url", gateway, "--expert-silos", P(options.Replicas), "--timeout", options.StartupTimeoutSeconds.ToString(CultureInfo.InvariantCulture));

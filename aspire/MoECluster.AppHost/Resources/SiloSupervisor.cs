@@ -1,0 +1,232 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using MoECluster.Cluster.Hosting;
+
+namespace MoECluster.AppHost.Resources;
+
+/// <summary>What the supervisor watches: each silo resource and where its <c>/alive</c> answers.</summary>
+/// <param name="Silos">Silo resource name → its liveness URL.</param>
+/// <param name="Frontend">The front-end's resource name.</param>
+/// <param name="RestartExpertsWithFrontend">Localhost clustering: the membership lives in the front-end, so the expert silos restart with it.</param>
+public sealed record SiloSupervision(IReadOnlyDictionary<string, Uri> Silos, string Frontend, bool RestartExpertsWithFrontend);
+
+/// <summary>
+/// Supervision of the silo resources on Aspire, as <c>moecluster run</c> supervises its own processes: a silo that exits
+/// while the AppHost runs (killed, crashed, a SIGTERM it did not get from Aspire) is restarted through Aspire's restart
+/// command after a backoff (<see cref="RestartPolicy"/>: 0.5 s doubling, at most 5 within 2 minutes, then left stopped);
+/// one whose <c>/alive</c> has not answered for <see cref="LivenessTimeout"/> (hung, SIGSTOP) is killed and so restarted;
+/// with localhost clustering the expert silos are restarted with the front-end. A stop from the dashboard (the Stop
+/// command) is the user's: that silo stays stopped until started again.
+/// </summary>
+public sealed partial class SiloSupervisor(
+    SiloSupervision supervision,
+    ResourceNotificationService notifications,
+    ResourceCommandService commands,
+    IHostApplicationLifetime lifetime,
+    ILogger<SiloSupervisor> logger) : BackgroundService
+{
+    /// <summary>How long a running silo's <c>/alive</c> may stay unanswered before the silo is killed.</summary>
+    public static readonly TimeSpan LivenessTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly ConcurrentDictionary<string, bool> _stoppedByUser = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, RestartPolicy> _policies = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, (string State, int? Pid, long StartedTicks)> _last = new(StringComparer.Ordinal);
+
+    /// <summary>The dashboard's Stop was used on <paramref name="silo"/>: leave it stopped.</summary>
+    public void StoppedByUser(string silo) => _stoppedByUser[silo] = true;
+
+    /// <summary>The dashboard's Start or Restart was used on <paramref name="silo"/>: supervise it again.</summary>
+    public void StartedByUser(string silo) => _stoppedByUser.TryRemove(silo, out _);
+
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Task.WhenAll(WatchExitsAsync(stoppingToken), WatchLivenessAsync(stoppingToken));
+
+    private async Task WatchExitsAsync(CancellationToken stop)
+    {
+        try
+        {
+            await foreach (var e in notifications.WatchAsync(stop))
+            {
+                string name = e.Resource.Name;
+                if (!supervision.Silos.ContainsKey(name))
+                {
+                    continue;
+                }
+
+                string state = e.Snapshot.State?.Text ?? string.Empty;
+                int? pid = e.Snapshot.Properties.FirstOrDefault(p => p.Name == "executable.pid")?.Value is { } value
+                    && int.TryParse(value.ToString(), NumberStyles.Integer, CultureInfo.InvariantCulture, out int parsed) ? parsed : null;
+                var previous = _last.GetValueOrDefault(name);
+                long started = state == KnownResourceStates.Running && previous.State != KnownResourceStates.Running ? Stopwatch.GetTimestamp() : previous.StartedTicks;
+                _last[name] = (state, pid ?? previous.Pid, started);
+                bool exited = state == KnownResourceStates.Exited || state == KnownResourceStates.Finished || state == KnownResourceStates.FailedToStart;
+                if (!exited || previous.State != KnownResourceStates.Running || lifetime.ApplicationStopping.IsCancellationRequested)
+                {
+                    continue;
+                }
+
+                if (_stoppedByUser.ContainsKey(name))
+                {
+                    LogLeftStopped(name);
+                    continue;
+                }
+
+                _ = RestartAsync(name, e.Snapshot.ExitCode, Stopwatch.GetElapsedTime(started), stop);
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task RestartAsync(string name, int? exitCode, TimeSpan ranFor, CancellationToken stop)
+    {
+        var policy = _policies.GetOrAdd(name, _ => RestartPolicy.Default());
+        TimeSpan? delay;
+        lock (policy)
+        {
+            delay = policy.NextDelay(TimeSpan.FromTicks(Stopwatch.GetTimestamp() * TimeSpan.TicksPerSecond / Stopwatch.Frequency), ranFor);
+        }
+
+        if (delay is not { } wait)
+        {
+            LogCrashLoop(name, policy.Describe());
+            return;
+        }
+
+        LogRestarting(name, exitCode?.ToString(CultureInfo.InvariantCulture) ?? "?", ranFor.TotalSeconds, wait.TotalSeconds, policy.Restarts, policy.Describe());
+        try
+        {
+            await Task.Delay(wait, stop);
+            var tasks = new List<Task> { commands.ExecuteCommandAsync(name, KnownResourceCommands.RestartCommand, stop) };
+            if (name == supervision.Frontend && supervision.RestartExpertsWithFrontend)
+            {
+                // The membership table lived in the front-end: the expert silos cannot outlive it; restart them with it at once.
+                var experts = supervision.Silos.Keys.Where(s => s != name && !_stoppedByUser.ContainsKey(s)).ToList();
+                LogRestartingWithFrontend(string.Join(", ", experts), name);
+                tasks.AddRange(experts.Select(s => commands.ExecuteCommandAsync(s, KnownResourceCommands.RestartCommand, stop)));
+            }
+
+            await Task.WhenAll(tasks);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or HttpRequestException)
+        {
+            LogRestartFailed(name, ex.Message);
+        }
+    }
+
+    private async Task WatchLivenessAsync(CancellationToken stop)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var lastAnswer = new Dictionary<string, long>(StringComparer.Ordinal);
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stop))
+            {
+                foreach (var (name, alive) in supervision.Silos)
+                {
+                    var last = _last.GetValueOrDefault(name);
+                    if (last.State != KnownResourceStates.Running || lifetime.ApplicationStopping.IsCancellationRequested)
+                    {
+                        lastAnswer.Remove(name);
+                        continue;
+                    }
+
+                    bool answered = false;
+                    try
+                    {
+                        using var response = await http.GetAsync(alive, stop);
+                        answered = response.IsSuccessStatusCode;
+                    }
+                    catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !stop.IsCancellationRequested)
+                    {
+                    }
+
+                    // The clock starts at the first answer after a (re)start: starting up is the health check's business.
+                    long now = Stopwatch.GetTimestamp();
+                    if (answered)
+                    {
+                        lastAnswer[name] = now;
+                        continue;
+                    }
+
+                    if (!lastAnswer.TryGetValue(name, out long since))
+                    {
+                        continue;
+                    }
+
+                    if (Stopwatch.GetElapsedTime(since, now) >= LivenessTimeout && last.Pid is int pid)
+                    {
+                        LogHung(name, LivenessTimeout.TotalSeconds, pid);
+                        KillTree(pid);
+                        lastAnswer.Remove(name);
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <summary>SIGKILL to the process and its descendants (Aspire runs a project as `dotnet run`, the silo its child); works on a stopped process too.</summary>
+    private static void KillTree(int pid)
+    {
+        var all = Directory.EnumerateDirectories("/proc").Select(Path.GetFileName).Select(n => int.TryParse(n, NumberStyles.None, CultureInfo.InvariantCulture, out int p) ? p : 0).Where(p => p > 0).ToList();
+        var tree = new List<int> { pid };
+        for (int i = 0; i < tree.Count; i++)
+        {
+            tree.AddRange(all.Where(p => ParentOf(p) == tree[i] && !tree.Contains(p)));
+        }
+
+        foreach (int p in Enumerable.Reverse(tree))
+        {
+            try
+            {
+                Process.GetProcessById(p).Kill();
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+            {
+            }
+        }
+    }
+
+    private static int? ParentOf(int pid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/stat");
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return int.Parse(fields[1], CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or ArgumentOutOfRangeException or IndexOutOfRangeException)
+        {
+            return null;
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Silo} exited (code {ExitCode}) after {RanSeconds:F1} s; restarting it in {DelaySeconds:F1} s (restart {Restart}, {Limit})")]
+    private partial void LogRestarting(string silo, string exitCode, double ranSeconds, double delaySeconds, int restart, string limit);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Experts} must restart with {Frontend} (localhost clustering: the membership lived in it): restarting them")]
+    private partial void LogRestartingWithFrontend(string experts, string frontend);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "{Silo} keeps exiting ({Limit} reached): left stopped; its console log says why")]
+    private partial void LogCrashLoop(string silo, string limit);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Silo} was stopped from the dashboard: left stopped")]
+    private partial void LogLeftStopped(string silo);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Silo} has not answered /alive for {Seconds:F0} s (hung): killing pid {Pid} and its children, so that it restarts")]
+    private partial void LogHung(string silo, double seconds, int pid);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "restarting {Silo} failed: {Reason}")]
+    private partial void LogRestartFailed(string silo, string reason);
+}
