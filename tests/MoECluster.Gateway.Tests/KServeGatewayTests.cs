@@ -316,6 +316,34 @@ public sealed class KServeGatewayTests(KServeGatewayFixture gateway)
         Assert.True(GatewayRequestGuard.IsForwardPath("/v2/models/latent/infer"));
         Assert.False(GatewayRequestGuard.IsForwardPath("/v2/models/latent/ready"));
         Assert.False(GatewayRequestGuard.IsForwardPath("/v2/models/a/b/infer"));
+        Assert.True(GatewayRequestGuard.IsForwardPath("/v2/models/latent/versions/1/infer"));
+        Assert.False(GatewayRequestGuard.IsForwardPath("/v2/models/latent/versions//infer"));
+        Assert.False(GatewayRequestGuard.IsForwardPath("/v2/models/latent/versions/1/2/infer"));
+        Assert.False(GatewayRequestGuard.IsForwardPath("/v2/models//versions/1/infer"));
+    }
+
+    [Fact]
+    public async Task Version_1_of_a_model_is_the_model_and_any_other_version_is_a_404()
+    {
+        var reference = gateway.Reference(KServeGatewayFixture.Latent);
+        int d = reference.Config.HiddenSize;
+        string layer = reference.Config.MoeLayers[0].ToString(CultureInfo.InvariantCulture);
+        float[] x = Gaussian(6 * d, new Random());
+        using var plain = await PostJsonAsync("/v2/models/latent/infer", V2Body(x, 6, d, layer, nested: false));
+        using var versioned = await PostJsonAsync("/v2/models/latent/versions/1/infer", V2Body(x, 6, d, layer, nested: false));
+        Assert.Equal(
+            (await JsonAsync(plain, HttpStatusCode.OK)).RootElement.GetProperty("outputs")[0].GetProperty("data").GetRawText(),
+            (await JsonAsync(versioned, HttpStatusCode.OK)).RootElement.GetProperty("outputs")[0].GetProperty("data").GetRawText());
+        Assert.Equal("latent", (await JsonAsync(await Http.GetAsync("/v2/models/latent/versions/1"), HttpStatusCode.OK)).RootElement.GetProperty("name").GetString());
+        Assert.True((await JsonAsync(await Http.GetAsync("/v2/models/latent/versions/1/ready"), HttpStatusCode.OK)).RootElement.GetProperty("ready").GetBoolean());
+
+        using var other = await PostJsonAsync("/v2/models/latent/versions/2/infer", V2Body(x, 6, d, layer, nested: false));
+        Assert.Equal(HttpStatusCode.NotFound, other.StatusCode);
+        Assert.Equal("model latent has no version '2'; its one version is 1", await ErrorAsync(other));
+        foreach (string path in new[] { "/v2/models/latent/versions/2", "/v2/models/latent/versions/2/ready", "/v2/models/nope/versions/1" })
+        {
+            Assert.Equal(HttpStatusCode.NotFound, (await Http.GetAsync(path)).StatusCode);
+        }
     }
 
     [Fact]
@@ -394,6 +422,7 @@ public sealed class KServeGatewayTests(KServeGatewayFixture gateway)
         [
             "/v1/layers/{layer}/forward", "/v1/forward", "/v1/models", "/stats", "/v2", "/v2/health/live", "/v2/health/ready",
             "/v2/models/{model}", "/v2/models/{model}/ready", "/v2/models/{model}/infer",
+            "/v2/models/{model}/versions/{version}", "/v2/models/{model}/versions/{version}/ready", "/v2/models/{model}/versions/{version}/infer",
         ];
         Assert.Equal(expected.Order(), routes.Select(r => r.Item1).Distinct().Order());
         foreach (var (path, method) in routes)

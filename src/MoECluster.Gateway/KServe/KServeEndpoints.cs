@@ -24,6 +24,8 @@ namespace MoECluster.Gateway.KServe;
 /// <c>/health</c> (200 when healthy or degraded, 503 otherwise). Both are open without an API key, like those.</item>
 /// <item><c>GET /v2/models/{model}</c>: metadata, one input and one output <c>hidden_states</c>, FP32, shape [-1, d].</item>
 /// <item><c>GET /v2/models/{model}/ready</c>: the gateway is ready and the model opens on this front-end.</item>
+/// <item>The model routes with a version, <c>/v2/models/{model}/versions/{version}[/ready|/infer]</c>: every model has one
+/// version, <see cref="ModelVersion"/>; another is a 404.</item>
 /// <item><c>POST /v2/models/{model}/infer</c>: a forward through <see cref="GatewayEndpoints.ForwardAsync"/> (the same
 /// limits, admission, API keys, validation and error statuses as <c>/v1/forward</c>): request parameter <c>layer</c>
 /// (an integer) runs that MoE layer, as <c>/v1/layers/{layer}/forward</c>; without it, the whole stack, as
@@ -45,7 +47,8 @@ public static class KServeEndpoints
     /// <summary>The content type of an answer with binary tensor data (JSON header, then raw bytes).</summary>
     public const string BinaryContentType = "application/octet-stream";
 
-    private static readonly JsonSerializerOptions Json = new(GatewayEndpoints.Json)
+    /// <summary>The gateway's JSON conventions (snake_case), leaving out nulls (an answer without an id has no id).</summary>
+    internal static JsonSerializerOptions Json { get; } = new(GatewayEndpoints.Json)
     {
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     };
@@ -72,6 +75,17 @@ public static class KServeEndpoints
             .WithName("v2-infer")
             .WithSummary("KServe v2 inference: parameters.layer runs one MoE layer (as /v1/layers/{layer}/forward), none the whole stack (as /v1/forward)")
             .WithTags("KServe v2");
+
+        // The same with a version in the path: every model has one, ModelVersion; another is a 404.
+        endpoints.MapGet("/v2/models/{model}/versions/{version}", (string model, string version, HttpContext http) =>
+            UnknownVersion(http, model, version) ?? Metadata(http, model))
+            .WithName("v2-model-version-metadata").WithSummary("KServe v2 model metadata of a version (every model has version 1)").WithTags("KServe v2");
+        endpoints.MapGet("/v2/models/{model}/versions/{version}/ready", async (string model, string version, HttpContext http) =>
+            UnknownVersion(http, model, version) ?? await ModelReadyAsync(http, model))
+            .WithName("v2-model-version-ready").WithSummary("KServe v2 model readiness of a version").WithTags("KServe v2");
+        endpoints.MapPost("/v2/models/{model}/versions/{version}/infer", async (string model, string version, HttpContext http) =>
+            UnknownVersion(http, model, version) ?? await GatewayEndpoints.ForwardAsync(http, new KServeInferProtocol(model)))
+            .WithName("v2-model-version-infer").WithSummary("KServe v2 inference on a version (every model has version 1)").WithTags("KServe v2");
         return endpoints;
     }
 
@@ -87,6 +101,19 @@ public static class KServeEndpoints
         }
 
         return Results.Json(body, Json, statusCode: up ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable);
+    }
+
+    /// <summary>A 404 for a version other than <see cref="ModelVersion"/> of a served model (null when the version is served).</summary>
+    private static IResult? UnknownVersion(HttpContext http, string model, string version)
+    {
+        if (version == ModelVersion || !TryOpen(http, model, out _, out IResult? error) && error is IStatusCodeHttpResult { StatusCode: StatusCodes.Status404NotFound })
+        {
+            // The right version, or a model that is not served (whose 404 the handler answers).
+            return null;
+        }
+
+        string shown = version.Length <= 32 ? version : version[..32] + "...";
+        return GatewayEndpoints.Error(StatusCodes.Status404NotFound, $"model {model} has no version '{shown}'; its one version is {ModelVersion}");
     }
 
     private static IResult Metadata(HttpContext http, string model)
@@ -224,22 +251,17 @@ internal sealed class KServeInferProtocol(string model) : ForwardProtocol
         if (!request.BinaryOutput)
         {
             var output = new InferOutput(KServeInferParser.TensorName, "FP32", shape, reply.Hidden, null);
-            return Results.Json(new InferResponse(model, KServeEndpoints.ModelVersion, request.Id, parameters, [output]), JsonOptions);
+            return Results.Json(new InferResponse(model, KServeEndpoints.ModelVersion, request.Id, parameters, [output]), KServeEndpoints.Json);
         }
 
         byte[] data = ActivationBlock.Encode(reply.Hidden, input.Tokens, input.Width, WireDType.F32).Data;
         var binary = new InferOutput(KServeInferParser.TensorName, "FP32", shape, null, new OutputParameters(data.Length));
-        byte[] header = JsonSerializer.SerializeToUtf8Bytes(new InferResponse(model, KServeEndpoints.ModelVersion, request.Id, parameters, [binary]), JsonOptions);
+        byte[] header = JsonSerializer.SerializeToUtf8Bytes(new InferResponse(model, KServeEndpoints.ModelVersion, request.Id, parameters, [binary]), KServeEndpoints.Json);
         var body = new byte[header.Length + data.Length];
         header.CopyTo(body, 0);
         data.CopyTo(body, header.Length);
         return new BinaryInferResult(body, header.Length);
     }
-
-    private static readonly JsonSerializerOptions JsonOptions = new(GatewayEndpoints.Json)
-    {
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-    };
 
     private sealed record InferResponse(string ModelName, string ModelVersion, string? Id, InferParameters Parameters, IReadOnlyList<InferOutput> Outputs);
 

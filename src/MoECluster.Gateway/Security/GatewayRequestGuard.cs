@@ -139,8 +139,8 @@ public sealed partial class GatewayRequestGuard(
     }
 
     /// <summary>
-    /// <c>POST /v1/forward</c>, <c>POST /v1/layers/{layer}/forward</c> and KServe's <c>POST /v2/models/{model}/infer</c>,
-    /// whatever the method, layer and model text.
+    /// <c>POST /v1/forward</c>, <c>POST /v1/layers/{layer}/forward</c> and KServe's <c>POST /v2/models/{model}/infer</c>
+    /// (and <c>/v2/models/{model}/versions/{version}/infer</c>), whatever the method, layer, model and version text.
     /// </summary>
     public static bool IsForwardPath(string path)
     {
@@ -150,7 +150,29 @@ public sealed partial class GatewayRequestGuard(
             return true;
         }
 
-        return IsOneSegmentBetween(path, "/v1/layers/", "/forward") || IsOneSegmentBetween(path, "/v2/models/", "/infer");
+        return IsOneSegmentBetween(path, "/v1/layers/", "/forward") || IsOneSegmentBetween(path, "/v2/models/", "/infer") || IsVersionedInfer(path);
+    }
+
+    /// <summary><c>/v2/models/{model}/versions/{version}/infer</c>.</summary>
+    private static bool IsVersionedInfer(string path)
+    {
+        const string Models = "/v2/models/";
+        const string Infer = "/infer";
+        if (path.Length <= Models.Length + Infer.Length || !path.StartsWith(Models, StringComparison.OrdinalIgnoreCase) || !path.EndsWith(Infer, StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+
+        var middle = path.AsSpan(Models.Length, path.Length - Models.Length - Infer.Length);
+        int first = middle.IndexOf('/');
+        if (first <= 0)
+        {
+            return false;
+        }
+
+        var rest = middle[(first + 1)..];
+        const string Versions = "versions/";
+        return rest.StartsWith(Versions, StringComparison.OrdinalIgnoreCase) && rest.Length > Versions.Length && rest[Versions.Length..].IndexOf('/') < 0;
     }
 
     /// <summary><paramref name="path"/> is <paramref name="prefix"/>, one non-empty segment, then <paramref name="suffix"/>.</summary>
