@@ -277,7 +277,7 @@ public sealed class LoadOpenLoopTests : IDisposable
     [Fact]
     public async Task A_real_result_validates_against_the_checked_in_schema_and_a_broken_one_does_not()
     {
-        var schema = JsonSchema.FromFile(Path.Combine(AppContext.BaseDirectory, "schemas", "load-result.schema.json"));
+        var schema = Schema();
         await using var gateway = await LoadStandInGateway.StartAsync(forwardDelay: TimeSpan.FromMilliseconds(5));
         string json = _dir.File("schema.json");
         var (exit, _, error) = await LoadAsync("--url", gateway.Url, "--mode", "open", "--ramp-up-strategy", "linear", "--ramp-up-start-rps", "10", "--ramp-up-end-rps", "60",
@@ -300,6 +300,27 @@ public sealed class LoadOpenLoopTests : IDisposable
         extra["starts"]!["surprise"] = 1;
         AssertValid(schema, extra.ToJsonString(), false);
     }
+
+    [Fact]
+    public void The_checked_in_result_of_a_real_cluster_validates_against_the_schema()
+    {
+        // docs/load-ramp-tiny.json: moecluster load against the tiny pair of `moecluster run` (docs/LOAD.md).
+        var schema = Schema();
+        string text = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "schemas", "load-ramp-tiny.json"));
+        AssertValid(schema, text, true);
+        Assert.Equal(2, JsonNode.Parse(text)!["metadata"]!["cluster"]!["models"]!.AsArray().Count);
+    }
+
+    [Theory]
+    [InlineData("plain", "plain")]
+    [InlineData("two words", "'two words'")]
+    [InlineData("it's", "'it'\\''s'")]
+    [InlineData("", "''")]
+    public void The_recorded_command_line_quotes_what_a_shell_would_split(string token, string recorded) => Assert.Equal(recorded, LoadCommand.Quoted(token));
+
+    /// <summary>The checked-in schema, built in a registry of its own (the library's global one refuses the same $id twice).</summary>
+    private static JsonSchema Schema() =>
+        JsonSchema.FromFile(Path.Combine(AppContext.BaseDirectory, "schemas", "load-result.schema.json"), new BuildOptions { SchemaRegistry = new SchemaRegistry() });
 
     private static void AssertValid(JsonSchema schema, string json, bool valid)
     {

@@ -54,7 +54,7 @@ internal static class LoadCommand
                 parse.GetValue(url)!, parse.GetValue(mode)!, parse.GetValue(rate), parse.GetValue(concurrency), parse.GetValue(duration),
                 parse.GetValue(warmup), LoadSettings.ParseTokens(parse.GetValue(tokens)!), LoadSettings.ParseModels(parse.GetValue(models)),
                 parse.GetValue(wire), parse.GetValue(json), parse.GetValue(html), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
-                "moecluster " + string.Join(' ', Redacted(parse.Tokens.Select(t => t.Value))), ApiKeyOption.Resolve(parse.GetValue(apiKey)),
+                "moecluster " + string.Join(' ', Redacted(parse.Tokens.Select(t => t.Value)).Select(Quoted)), ApiKeyOption.Resolve(parse.GetValue(apiKey)),
                 LoadSettings.ParseSweep(parse.GetValue(sweep), parse.GetValue(mode)!))
             {
                 Headers = LoadSettings.ParseHeaders(parse.GetValue(header), apiKey: ApiKeyOption.Resolve(parse.GetValue(apiKey)) is not null),
@@ -107,6 +107,10 @@ internal static class LoadCommand
             }
         }
     }
+
+    /// <summary>A token with a space or a quote in single quotes (as a POSIX shell would take it back), others as they are.</summary>
+    internal static string Quoted(string token) =>
+        token.Length > 0 && !token.Any(c => char.IsWhiteSpace(c) || c is '\'' or '"' or '\\' or '$' or '`') ? token : "'" + token.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
 
     private static string HeaderName(string header) => header.IndexOf('=', StringComparison.Ordinal) is int eq and >= 0 ? header[..eq] : header;
 }
