@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using MoECluster.Cli.Commands;
 using MoECluster.Cli.Load;
 
@@ -123,5 +124,21 @@ public sealed class LoadArrivalTests
         using var error = new StringWriter();
         Assert.Equal(CliApp.ExitUsage, CliApp.Run(["load", "--url", "http://127.0.0.1:1", "--mode", "closed", option, value], output, error));
         Assert.Contains("open loop", error.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_sweep_step_reports_its_errors_by_kind_and_status_and_its_starts()
+    {
+        var recorder = new LoadRecorder([("m", "latent")]);
+        recorder.Sent("m", LoadPhase.Measured);
+        recorder.Started(LoadPhase.Measured, lateMicroseconds: 50_000, waitedForCap: true, thresholdMicroseconds: 10_000);
+        recorder.Failed("m", LoadPhase.Measured, RequestError.Of(new MoECluster.Gateway.GatewayException(401, "no key")));
+        recorder.Ended();
+        var json = JsonNode.Parse(SweepReport.Step(SweepStep.From(5, recorder.Snapshot(), 1), LoadSettings.Open).ToJsonString())!;
+        Assert.Equal(1, json["errors"]!["unauthorized"]!.GetValue<long>());
+        Assert.Equal(1, json["errors"]!["by_status"]!["401"]!.GetValue<long>());
+        Assert.Equal(1, json["starts"]!["late_by_cap"]!.GetValue<long>());
+        Assert.Equal(50.0, json["starts"]!["max_late_ms"]!.GetValue<double>());
+        Assert.Equal(1, json["starts"]!["peak_in_flight"]!.GetValue<long>());
     }
 }
