@@ -5,8 +5,8 @@ using MoECluster.ServiceDefaults;
 namespace MoECluster.Cli.Commands;
 
 /// <summary>
-/// <c>moecluster load</c>: load-tests a running cluster's gateway (open loop at a Poisson rate or closed loop with C
-/// workers), latency histograms per model and overall, bytes per token of the standard and latent models. Exit 3
+/// <c>moecluster load</c>: load-tests a running cluster's gateway (open loop: gamma/Poisson arrivals at a rate or along
+/// a ramp, optionally capped; or closed loop with C workers), latency histograms per model and overall, bytes per token of the standard and latent models. Exit 3
 /// when the measured p99 exceeds <c>--slo-p99</c>. <c>--sweep</c> runs one step per load level and reports the
 /// throughput–latency curve and the goodput (exit 3 when no step meets the SLO).
 /// </summary>
@@ -17,7 +17,7 @@ internal static class LoadCommand
     public static Command Create(TextWriter output, TextWriter error)
     {
         var url = new Option<string>("--url") { Description = "The gateway.", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
-        var mode = new Option<string>("--mode") { Description = "open: Poisson arrivals at --rate, latency from each intended start; closed: --concurrency workers back to back.", DefaultValueFactory = _ => LoadSettings.Closed };
+        var mode = new Option<string>("--mode") { Description = "open: Poisson (or --burstiness) arrivals at --rate (or a --ramp-up-strategy), latency from each intended start; closed: --concurrency workers back to back.", DefaultValueFactory = _ => LoadSettings.Closed };
         mode.AcceptOnlyFromAmong(LoadSettings.Open, LoadSettings.Closed);
         var rate = new Option<double>("--rate") { Description = "Open loop: requests per second.", DefaultValueFactory = _ => 10 };
         var concurrency = new Option<int>("--concurrency") { Description = "Closed loop: concurrent workers.", DefaultValueFactory = _ => 4 };

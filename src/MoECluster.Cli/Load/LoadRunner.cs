@@ -20,8 +20,9 @@ internal sealed record LoadTarget(string Id, string Mode, int Width, int? Layer)
 }
 
 /// <summary>
-/// The load engine. Open loop: Poisson arrivals at the rate, each request started at its intended time whatever the
-/// others do, latency measured from the intended start (no coordinated omission). Closed loop: C workers that send
+/// The load engine. Open loop: arrivals from <see cref="ArrivalSchedule"/> (gamma gaps of shape --burstiness, Poisson by
+/// default, at the rate or along the ramp), each request started at its intended time whatever the others do (up to the
+/// --max-concurrency cap, past which it waits), latency measured from the intended start (no coordinated omission). Closed loop: C workers that send
 /// back to back. Requests alternate between the models; token counts are drawn uniformly from the list.
 /// </summary>
 internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextWriter error)
@@ -30,7 +31,7 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
 
     public async Task<int> RunAsync(CancellationToken cancel)
     {
-        using var http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5), MaxConnectionsPerServer = int.MaxValue })
+        using var http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
         {
             BaseAddress = settings.BaseAddress(),
             Timeout = Timeout.InfiniteTimeSpan,
@@ -69,6 +70,7 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
         {
             output.WriteLine($"records written to {Path.GetFullPath(recordsPath)}");
         }
+
         if (settings.JsonPath is { } path)
         {
             RunReport.Write(path, report);
