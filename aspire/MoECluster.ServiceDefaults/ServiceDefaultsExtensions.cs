@@ -17,7 +17,8 @@ namespace MoECluster.ServiceDefaults;
 /// The defaults every MoECluster process adds, after Aspire's ServiceDefaults template: OpenTelemetry logs, metrics
 /// and traces (exported over OTLP when <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set, e.g. by the AppHost or an
 /// operator pointing at the standalone Aspire dashboard), a liveness health check, and service discovery for
-/// outgoing HTTP clients.
+/// outgoing HTTP clients; and the same metrics in Prometheus text exposition at <c>GET /metrics</c>
+/// (<see cref="MapMetricsEndpoint"/>, OpenTelemetry's Prometheus exporter), whether or not OTLP is configured.
 /// </summary>
 public static class ServiceDefaultsExtensions
 {
@@ -27,6 +28,9 @@ public static class ServiceDefaultsExtensions
     public const string HealthPath = "/health";
 
     public const string AlivePath = "/alive";
+
+    /// <summary>Where every silo serves its metrics in Prometheus text exposition.</summary>
+    public const string MetricsPath = "/metrics";
 
     public static TBuilder AddServiceDefaults<TBuilder>(this TBuilder builder, Action<TelemetrySources>? sources = null)
         where TBuilder : IHostApplicationBuilder
@@ -60,11 +64,20 @@ public static class ServiceDefaultsExtensions
                 {
                     metrics.AddMeter(meter);
                 }
+
+                foreach (var (instrument, limit) in sources.CardinalityLimits)
+                {
+                    metrics.AddView(instrument, new MetricStreamConfiguration { CardinalityLimit = limit });
+                }
+
+                // GET /metrics (MapMetricsEndpoint). A scrape collects at most once per 300 ms (the exporter's cache), so
+                // scrapes in a burst cost one collection.
+                metrics.AddPrometheusExporter();
             })
             .WithTracing(tracing =>
             {
                 tracing.AddSource(builder.Environment.ApplicationName)
-                    .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsHealthProbe(http.Request.Path))
+                    .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsHealthProbe(http.Request.Path) && !http.Request.Path.StartsWithSegments(MetricsPath, StringComparison.Ordinal))
                     .AddHttpClientInstrumentation();
                 foreach (string source in sources.ActivitySources)
                 {
@@ -113,6 +126,18 @@ public static class ServiceDefaultsExtensions
     {
         app.MapHealthChecks(HealthPath, new HealthCheckOptions { ResponseWriter = WriteHealthAsync });
         app.MapHealthChecks(AlivePath, new HealthCheckOptions { Predicate = r => r.Tags.Contains(LiveTag), ResponseWriter = WriteHealthAsync });
+        return app;
+    }
+
+    /// <summary>
+    /// <c>GET /metrics</c>: every meter this process collects (<see cref="TelemetrySources.Meters"/>, ASP.NET Core, HttpClient,
+    /// runtime) in Prometheus text exposition (OpenMetrics when the scraper asks for it). Counters carry the suffix
+    /// <c>_total</c>, units become suffixes (<c>_bytes</c>, <c>_seconds</c>). Whoever maps it decides who may read it:
+    /// the silos put it behind their API keys when keys are configured.
+    /// </summary>
+    public static WebApplication MapMetricsEndpoint(this WebApplication app)
+    {
+        app.MapPrometheusScrapingEndpoint(MetricsPath);
         return app;
     }
 
@@ -176,4 +201,10 @@ public sealed class TelemetrySources
     public IList<string> Meters { get; } = [];
 
     public IList<string> ActivitySources { get; } = [];
+
+    /// <summary>
+    /// Instruments that may have more attribute combinations than OpenTelemetry's default limit of 2000 per metric (beyond
+    /// it, measurements fold into one overflow series): the instrument's name and its limit.
+    /// </summary>
+    public IDictionary<string, int> CardinalityLimits { get; } = new Dictionary<string, int>(StringComparer.Ordinal);
 }

@@ -11,13 +11,17 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
 {
     private readonly WireLimits _limits = limits ?? new WireLimits();
 
-    /// <summary>The served models as the gateway lists them (<c>GET /v1/models</c>).</summary>
+    /// <summary>
+    /// The served models as the gateway lists them (<c>GET /v1/models</c>): the <c>data</c> of its
+    /// <c>{"object": "list", "data": [...]}</c>, or the bare array older gateways answered.
+    /// </summary>
     public async Task<IReadOnlyList<ServedModel>> ModelsAsync(CancellationToken cancellationToken = default)
     {
         using var response = await http.GetAsync("/v1/models", cancellationToken);
         await ThrowOnErrorAsync(response, cancellationToken);
-        var models = await response.Content.ReadFromJsonAsync<List<ServedModel>>(GatewayEndpoints.Json, cancellationToken);
-        return models ?? [];
+        var document = await response.Content.ReadFromJsonAsync<JsonNode>(GatewayEndpoints.Json, cancellationToken);
+        JsonNode? list = document is JsonObject page ? page["data"] : document;
+        return list?.Deserialize<List<ServedModel>>(GatewayEndpoints.Json) ?? [];
     }
 
     /// <summary>

@@ -1,9 +1,9 @@
 using System.Globalization;
-using System.Net.Http.Headers;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -14,6 +14,7 @@ using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Requests;
 using MoECluster.Gateway.Health;
+using MoECluster.Gateway.KServe;
 using MoECluster.Gateway.Limits;
 using MoECluster.Gateway.Live;
 using MoECluster.Gateway.Security;
@@ -26,7 +27,9 @@ namespace MoECluster.Gateway;
 
 /// <summary>
 /// <c>POST /v1/layers/{layer}/forward</c> (one MoE layer's mixer output for an already-normed input),
-/// <c>POST /v1/forward</c> (the whole MoE stack), <c>GET /stats</c>, and the live routing page (<see cref="LivePage"/>).
+/// <c>POST /v1/forward</c> (the whole MoE stack), <c>GET /v1/models</c>, <c>GET /stats</c>, KServe's Open Inference Protocol
+/// v2 on the same forward handler (<see cref="KServeEndpoints"/>), the OpenAPI document (<see cref="OpenApiPath"/>), and the
+/// live routing page (<see cref="LivePage"/>).
 /// Health (<c>/health</c>, <c>/alive</c>) is served by the service defaults from the health checks registered here.
 /// Bodies are JSON (<c>{"model", "wire", "hidden_states": [[...], ...]}</c>) or MessagePack
 /// (<see cref="GatewayForwardRequest"/>, Content-Type application/x-msgpack); the answer uses the same format.
@@ -61,6 +64,28 @@ public static class GatewayEndpoints
         services.AddSingleton<GatewayAdmission>();
         services.AddHealthChecks().AddCheck<ExpertSilosHealthCheck>("expert-silos");
         services.AddMoeGatewaySecurity();
+        services.AddMoeOpenApi();
+        return services;
+    }
+
+    /// <summary>
+    /// The OpenAPI document (<see cref="OpenApiPath"/>, document "v1"): every endpoint of <see cref="MapMoeApi"/>; the
+    /// Orleans Dashboard's and the live page's are left out.
+    /// </summary>
+    public static IServiceCollection AddMoeOpenApi(this IServiceCollection services)
+    {
+        services.AddOpenApi(options =>
+        {
+            options.ShouldInclude = description => description.RelativePath is { } path
+                && (path.StartsWith("v1/", StringComparison.Ordinal) || path.StartsWith("v2", StringComparison.Ordinal)
+                    || path.StartsWith("openapi/", StringComparison.Ordinal) || path == "stats");
+            options.AddDocumentTransformer((document, _, _) =>
+            {
+                document.Info.Title = "MoECluster gateway";
+                document.Info.Description = "Forward requests of MoE layers (our own JSON and MessagePack API under /v1) and KServe's Open Inference Protocol v2 (/v2).";
+                return Task.CompletedTask;
+            });
+        });
         return services;
     }
 
@@ -84,50 +109,108 @@ public static class GatewayEndpoints
         _ = app.Services.GetRequiredService<GatewayAdmission>();
         app.UseMiddleware<GatewayRequestGuard>();
 
-        // {layer} is taken as text so that a layer that is no integer gets the same clear 404 as an unknown one.
-        app.MapPost("/v1/layers/{layer}/forward", (string layer, HttpContext http) => ForwardAsync(http, layer));
-        app.MapPost("/v1/forward", (Delegate)((HttpContext http) => ForwardAsync(http, layer: null)));
-        app.MapGet("/v1/models", (ModelCatalog catalog, IOptions<MoeClusterOptions> options) =>
-        {
-            var configs = new List<(string Id, MoECluster.Model.Configuration.MoeModelConfig Config)>();
-            foreach (string id in options.Value.Models.Keys)
-            {
-                try
-                {
-                    configs.Add((id, catalog.Get(id).Config));
-                }
-                catch (Exception e) when (IsModelUnavailable(e))
-                {
-                    return Error(StatusCodes.Status503ServiceUnavailable, $"model {id} cannot be opened on this front-end: {e.Message}");
-                }
-            }
-
-            return Results.Json(configs.Select(m => new
-            {
-                id = m.Id,
-                mode = MoeModes.Of(m.Config),
-                hidden_size = m.Config.HiddenSize,
-                latent_size = m.Config.MoeLatentSize,
-                experts = m.Config.NRoutedExperts,
-                top_k = m.Config.NumExpertsPerTok,
-                moe_layers = m.Config.MoeLayers,
-                shards_per_layer = Math.Min(options.Value.ShardsPerLayer, m.Config.NRoutedExperts),
-                is_default = m.Id == options.Value.ResolveModel(null),
-            }), Json);
-        });
-        app.MapGet("/stats", async (LiveStatsFeed feed, CancellationToken cancel) => Results.Json(await feed.CollectAsync(cancel), Json));
+        app.MapMoeApi();
         app.MapLivePage();
         app.MapOrleansDashboard(routePrefix: DashboardPath);
         return app;
     }
 
-    private static async Task<IResult> ForwardAsync(HttpContext http, string? layer)
+    /// <summary>
+    /// The HTTP API without the guard, the live page and the dashboard: <c>POST /v1/layers/{layer}/forward</c>,
+    /// <c>POST /v1/forward</c>, <c>GET /v1/models</c>, <c>GET /stats</c>, KServe's Open Inference Protocol v2
+    /// (<see cref="KServeEndpoints"/>) and the OpenAPI document of all of them (<see cref="OpenApiPath"/>).
+    /// </summary>
+    public static IEndpointRouteBuilder MapMoeApi(this IEndpointRouteBuilder endpoints)
+    {
+        ArgumentNullException.ThrowIfNull(endpoints);
+
+        // {layer} is taken as text so that a layer that is no integer gets the same clear 404 as an unknown one.
+        endpoints.MapPost("/v1/layers/{layer}/forward", (string layer, HttpContext http) => ForwardAsync(http, new GatewayForwardProtocol(layer)))
+            .WithName("forward-layer").WithSummary("One MoE layer's mixer output for already-normed hidden states [T, d] (JSON or MessagePack)").WithTags("v1");
+        endpoints.MapPost("/v1/forward", (Delegate)((HttpContext http) => ForwardAsync(http, new GatewayForwardProtocol(null))))
+            .WithName("forward-stack").WithSummary("The whole MoE stack x <- x + mixer_l(RMSNorm_l(x)) over every MoE layer (JSON or MessagePack)").WithTags("v1");
+        endpoints.MapGet("/v1/models", (Delegate)((HttpContext http) => ListModels(http)))
+            .WithName("list-models").WithSummary("The served models, in the list shape OpenAI-compatible tools read").WithTags("v1");
+        endpoints.MapGet("/stats", async ([FromServices] LiveStatsFeed feed, CancellationToken cancel) => Results.Json(await feed.CollectAsync(cancel), Json))
+            .WithName("stats").WithSummary("Traffic of every silo and this gateway's request figures").WithTags("v1");
+        endpoints.MapKServe();
+        endpoints.MapOpenApi(OpenApiPath).WithName("openapi").WithSummary("This document").WithTags("openapi");
+        return endpoints;
+    }
+
+    /// <summary>Where the gateway serves its OpenAPI document (Microsoft.AspNetCore.OpenApi).</summary>
+    public const string OpenApiPath = "/openapi/{documentName}.json";
+
+    /// <summary>
+    /// <c>GET /v1/models</c>: <c>{"object": "list", "data": [{"id", "object": "model", "created", "owned_by", ...}]}</c>, the
+    /// shape OpenAI-compatible tools read, each entry with our own fields beside (mode, hidden_size, latent_size, experts,
+    /// top_k, moe_layers, shards_per_layer, is_default). <c>created</c> is the Unix time (seconds) of the model's config.json.
+    /// </summary>
+    private static IResult ListModels(HttpContext http)
+    {
+        var catalog = http.RequestServices.GetRequiredService<ModelCatalog>();
+        var options = http.RequestServices.GetRequiredService<IOptions<MoeClusterOptions>>().Value;
+        var models = new List<object>();
+        foreach (var (id, entry) in options.Models)
+        {
+            MoECluster.Model.Configuration.MoeModelConfig config;
+            try
+            {
+                config = catalog.Get(id).Config;
+            }
+            catch (Exception e) when (IsModelUnavailable(e))
+            {
+                return Error(StatusCodes.Status503ServiceUnavailable, $"model {id} cannot be opened on this front-end: {e.Message}");
+            }
+
+            models.Add(new
+            {
+                id,
+                @object = "model",
+                created = CreatedOf(entry.Path),
+                owned_by = ModelOwner,
+                mode = MoeModes.Of(config),
+                hidden_size = config.HiddenSize,
+                latent_size = config.MoeLatentSize,
+                experts = config.NRoutedExperts,
+                top_k = config.NumExpertsPerTok,
+                moe_layers = config.MoeLayers,
+                shards_per_layer = Math.Min(options.ShardsPerLayer, config.NRoutedExperts),
+                is_default = id == options.ResolveModel(null),
+            });
+        }
+
+        return Results.Json(new { @object = "list", data = models }, Json);
+    }
+
+    /// <summary>The <c>owned_by</c> of every model in <c>/v1/models</c>.</summary>
+    public const string ModelOwner = "moecluster";
+
+    /// <summary>Unix seconds of the model directory's config.json (0 when it cannot be read).</summary>
+    private static long CreatedOf(string directory)
+    {
+        try
+        {
+            var written = File.GetLastWriteTimeUtc(Path.Combine(directory, "config.json"));
+            return written.Year <= 1601 ? 0 : new DateTimeOffset(written, TimeSpan.Zero).ToUnixTimeSeconds();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>
+    /// Every forward request, whatever its protocol (<see cref="ForwardProtocol"/>: ours or KServe v2's): the same
+    /// limits, admission, validation, router call and error statuses; only the body's format and the answer's differ.
+    /// </summary>
+    internal static async Task<IResult> ForwardAsync(HttpContext http, ForwardProtocol protocol)
     {
         // The guard counts the request once it is answered; it reads what was resolved here.
         var outcome = http.Features.Get<ForwardOutcome>() ?? new ForwardOutcome();
         try
         {
-            return await ForwardCoreAsync(http, layer, outcome);
+            return await ForwardCoreAsync(http, protocol, outcome);
         }
         catch (GatewayRequestException e)
         {
@@ -141,12 +224,12 @@ public static class GatewayEndpoints
         }
     }
 
-    private static async Task<IResult> ForwardCoreAsync(HttpContext http, string? layerText, ForwardOutcome outcome)
+    private static async Task<IResult> ForwardCoreAsync(HttpContext http, ForwardProtocol protocol, ForwardOutcome outcome)
     {
         var options = http.RequestServices.GetRequiredService<IOptions<MoeClusterOptions>>().Value;
         var catalog = http.RequestServices.GetRequiredService<ModelCatalog>();
         var grains = http.RequestServices.GetRequiredService<IGrainFactory>();
-        bool msgpack = BodyFormat(http.Request.ContentType);
+        protocol.CheckHeaders(http.Request);
         var limits = new GatewayBodyLimits(options.Gateway.MaxTokensPerRequest, options.Gateway.MaxJsonDepth, options.WireLimits);
         var admission = http.RequestServices.GetRequiredService<GatewayAdmission>();
         int maxBytes = options.Gateway.MaxRequestBytes;
@@ -163,7 +246,7 @@ public static class GatewayEndpoints
         ForwardInput input;
         using (var body = await PooledRequestBody.ReadAsync(http, maxBytes, TimeSpan.FromSeconds(options.Gateway.BodyReadTimeoutSeconds)))
         {
-            input = msgpack ? GatewayRequestParser.ParseMessagePack(body.Memory, limits) : GatewayRequestParser.ParseJson(body.Memory.Span, limits);
+            input = protocol.Parse(body.Memory, limits);
         }
 
         ticket.ReleaseBody();
@@ -197,7 +280,7 @@ public static class GatewayEndpoints
         }
 
         int? layer = null;
-        if (layerText is not null)
+        if (protocol.Layer is string layerText)
         {
             if (!int.TryParse(layerText, NumberStyles.None, CultureInfo.InvariantCulture, out int l))
             {
@@ -244,24 +327,7 @@ public static class GatewayEndpoints
         outcome.Tokens = input.Tokens;
         var traffic = reply.Layers.Select(GatewayTraffic.From).ToList();
 
-        if (msgpack)
-        {
-            var response = new GatewayForwardResponse
-            {
-                Model = modelId,
-                HiddenStates = ActivationBlock.Encode(reply.Hidden, input.Tokens, input.Width, WireDType.F32),
-                Layers = traffic,
-            };
-            return Results.Bytes(WireFormat.Serialize(response), MessagePackContentType);
-        }
-
-        var rows = new float[input.Tokens][];
-        for (int t = 0; t < input.Tokens; t++)
-        {
-            rows[t] = reply.Hidden.AsSpan(t * input.Width, input.Width).ToArray();
-        }
-
-        return Results.Json(new { model = modelId, hidden_states = rows, layers = traffic }, Json);
+        return protocol.Answer(modelId, reply, input, traffic);
     }
 
     /// <summary>
@@ -314,42 +380,9 @@ public static class GatewayEndpoints
         };
     }
 
-    /// <summary>
-    /// True for a MessagePack body, false for JSON; anything else is refused with 415 before the body is read.
-    /// JSON is <c>application/json</c> (or <c>application/*+json</c>) in UTF-8; MessagePack is
-    /// <c>application/x-msgpack</c>, <c>application/msgpack</c> or <c>application/vnd.msgpack</c>.
-    /// </summary>
-    private static bool BodyFormat(string? contentType)
-    {
-        if (contentType is not null && MediaTypeHeaderValue.TryParse(contentType, out var media) && media.MediaType is { } type)
-        {
-            if (IsMessagePack(type))
-            {
-                return true;
-            }
-
-            bool json = type.Equals("application/json", StringComparison.OrdinalIgnoreCase)
-                || (type.StartsWith("application/", StringComparison.OrdinalIgnoreCase) && type.EndsWith("+json", StringComparison.OrdinalIgnoreCase));
-            string? charset = media.CharSet?.Trim('"');
-            if (json && (charset is null || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase) || charset.Equals("utf8", StringComparison.OrdinalIgnoreCase)))
-            {
-                return false;
-            }
-        }
-
-        string shown = contentType is null ? "none" : contentType.Length <= 64 ? $"'{contentType}'" : $"'{contentType[..64]}...'";
-        throw new GatewayRequestException(StatusCodes.Status415UnsupportedMediaType,
-            $"Content-Type {shown} is not supported: send application/json (UTF-8) or {MessagePackContentType}");
-    }
-
-    private static bool IsMessagePack(string mediaType) =>
-        mediaType.Equals(MessagePackContentType, StringComparison.OrdinalIgnoreCase)
-        || mediaType.Equals("application/msgpack", StringComparison.OrdinalIgnoreCase)
-        || mediaType.Equals("application/vnd.msgpack", StringComparison.OrdinalIgnoreCase);
-
     /// <summary>Why a configured model may fail to open: its files are missing, unreadable or corrupt.</summary>
-    private static bool IsModelUnavailable(Exception e) => e is IOException or InvalidDataException or UnauthorizedAccessException
+    internal static bool IsModelUnavailable(Exception e) => e is IOException or InvalidDataException or UnauthorizedAccessException
         or MoECluster.Model.Configuration.ModelConfigException or MoECluster.Model.Checkpoints.SafetensorsFormatException;
 
-    private static IResult Error(int status, string message) => Results.Json(new { error = message }, Json, statusCode: status);
+    internal static IResult Error(int status, string message) => Results.Json(new { error = message }, Json, statusCode: status);
 }

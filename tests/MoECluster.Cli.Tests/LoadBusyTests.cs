@@ -106,7 +106,7 @@ public sealed class LoadBusyTests : IDisposable
             if (path == "/v1/models")
             {
                 response.ContentType = "application/json";
-                body = Encoding.UTF8.GetBytes($"[{{\"id\":\"lat\",\"mode\":\"latent\",\"hidden_size\":{Width},\"latent_size\":4,\"experts\":4,\"top_k\":2,\"moe_layers\":[1],\"shards_per_layer\":1,\"is_default\":true}}]");
+                body = Encoding.UTF8.GetBytes($"{{\"object\":\"list\",\"data\":[{{\"id\":\"lat\",\"object\":\"model\",\"created\":0,\"owned_by\":\"moecluster\",\"mode\":\"latent\",\"hidden_size\":{Width},\"latent_size\":4,\"experts\":4,\"top_k\":2,\"moe_layers\":[1],\"shards_per_layer\":1,\"is_default\":true}}]}}");
             }
             else if (path.EndsWith("/forward", StringComparison.Ordinal))
             {

@@ -194,7 +194,7 @@ public sealed class KubernetesManifestTests
     }
 
     [Fact]
-    public void Every_silo_mounts_the_clusters_certificates_and_the_frontend_its_API_keys_from_Secrets()
+    public void Every_silo_mounts_the_clusters_certificates_and_its_API_keys_from_Secrets()
     {
         foreach (var (workload, pod, container) in Silos)
         {
@@ -216,12 +216,11 @@ public sealed class KubernetesManifestTests
             }
 
             Assert.Equal("moecluster-tls", SecretMountedAt(SiloSettings.TlsDirectory(env)!)["secretName"].Text);
-            if (RoleOf(container) == SiloRoles.Frontend)
-            {
-                string keys = SiloSettings.ApiKeysFile(env)!;
-                Assert.Equal("moecluster-api-keys", SecretMountedAt(keys)["secretName"].Text);
-                Assert.Equal("gateway-keys", Path.GetFileName(keys));
-            }
+
+            // The front-end's gateway and every silo's /metrics (the pods are annotated for scraping) need a key.
+            string keys = SiloSettings.ApiKeysFile(env) ?? throw new InvalidDataException($"{where}: no {SiloSettings.Env("MoECluster:Gateway:ApiKeysFile")}");
+            Assert.Equal("moecluster-api-keys", SecretMountedAt(keys)["secretName"].Text);
+            Assert.Equal("gateway-keys", Path.GetFileName(keys));
         }
 
         // The Secrets themselves are made by the operator (deploy/README.md), never committed.
@@ -229,6 +228,21 @@ public sealed class KubernetesManifestTests
         string readme = File.ReadAllText(Path.Combine(Repo.Deploy, "README.md"));
         Assert.Contains("create secret generic moecluster-tls", readme, StringComparison.Ordinal);
         Assert.Contains("create secret generic moecluster-api-keys", readme, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Every_silo_pod_is_annotated_for_Prometheus_to_scrape_metrics_on_its_HTTP_port()
+    {
+        Assert.NotEmpty(Silos);
+        foreach (var (workload, _, container) in Silos)
+        {
+            string where = $"{workload["metadata"]["name"].Text}/{container["name"].Text}";
+            SiloPorts ports = SiloSettings.Check(where, RoleOf(container), Environment(container, out _));
+            Node annotations = workload["spec"]["template"]["metadata"].Get("annotations") ?? throw new InvalidDataException($"{where}: the pod template has no annotations");
+            Assert.Equal("true", annotations["prometheus.io/scrape"].Text);
+            Assert.Equal(ports.Http, annotations["prometheus.io/port"].Int);
+            Assert.Equal(ServiceDefaultsExtensions.MetricsPath, annotations["prometheus.io/path"].Text);
+        }
     }
 
     [Fact]

@@ -62,7 +62,7 @@ public sealed class ApiKeyTests(ProcessClusterFixture cluster)
         using (var models = await SendAsync(http, HttpMethod.Get, "/v1/models", ("Authorization", "Bearer " + EnvironmentKey)))
         {
             Assert.Equal(HttpStatusCode.OK, models.StatusCode);
-            Assert.Equal("lat", JsonNode.Parse(await models.Content.ReadAsStringAsync())![0]!["id"]!.GetValue<string>());
+            Assert.Equal("lat", JsonNode.Parse(await models.Content.ReadAsStringAsync())!["data"]![0]!["id"]!.GetValue<string>());
         }
 
         Assert.Equal(HttpStatusCode.OK, (await SendAsync(http, HttpMethod.Get, "/v1/models", (GatewayRequestGuard.ApiKeyHeader, FileKey))).StatusCode);

@@ -72,9 +72,20 @@ public sealed class CliApiKeyTests
             Assert.Equal(0, report["requests"]!["failed"]!.GetValue<long>());
             Assert.DoesNotContain(Key, File.ReadAllText(json), StringComparison.Ordinal);
             Assert.DoesNotContain(Key, load.Output, StringComparison.Ordinal);
-            var unkeyedLoad = Run([], "load", "--url", url, "--duration", "1", "--warmup", "0");
+            Assert.Equal(0, report["errors"]!["unauthorized"]!.GetValue<long>());
+
+            // Without the key the gateway refuses the model list and every request: each counted as a 401, none as anything else.
+            string unkeyedJson = dir.File("unkeyed.json");
+            var unkeyedLoad = Run([], "load", "--url", url, "--duration", "1", "--warmup", "0", "--json", unkeyedJson);
             Assert.NotEqual(0, unkeyedLoad.ExitCode);
             Assert.Contains("pass --api-key or set MOECLUSTER_API_KEY", unkeyedLoad.Output, StringComparison.Ordinal);
+            var refusedReport = JsonNode.Parse(File.ReadAllText(unkeyedJson))!;
+            long refusedSent = refusedReport["requests"]!["sent"]!.GetValue<long>();
+            Assert.True(refusedSent > 0, unkeyedLoad.Output);
+            Assert.Equal(0, refusedReport["requests"]!["ok"]!.GetValue<long>());
+            Assert.Equal(refusedSent, refusedReport["requests"]!["failed"]!.GetValue<long>());
+            Assert.Equal(refusedSent, refusedReport["errors"]!["unauthorized"]!.GetValue<long>());
+            Assert.Equal(refusedSent, refusedReport["errors"]!["by_status"]!["401"]!.GetValue<long>());
 
             // probe of a keyed path.
             Assert.Equal(1, Run([], "probe", url + "/v1/models").ExitCode);

@@ -28,7 +28,7 @@ public sealed class DecoderFuzzTests(FuzzTargetsFixture fixture, ITestOutputHelp
     private static readonly string[] Names =
     [
         "shard-request", "shard-response", "gateway-request", "gateway-response", "activation-block", "activation-block-fields",
-        "gateway-json-body", "gateway-msgpack-body", "safetensors-header", "safetensors-file", "hidden-states", "hidden-states-file",
+        "gateway-json-body", "gateway-msgpack-body", "kserve-json-body", "kserve-binary-body", "safetensors-header", "safetensors-file", "hidden-states", "hidden-states-file",
         "checkpoint-index",
     ];
 
@@ -47,6 +47,8 @@ public sealed class DecoderFuzzTests(FuzzTargetsFixture fixture, ITestOutputHelp
     [InlineData("activation-block-fields")]
     [InlineData("gateway-json-body")]
     [InlineData("gateway-msgpack-body")]
+    [InlineData("kserve-json-body")]
+    [InlineData("kserve-binary-body")]
     [InlineData("safetensors-header")]
     [InlineData("safetensors-file")]
     [InlineData("hidden-states")]

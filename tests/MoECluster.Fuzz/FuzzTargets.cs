@@ -3,6 +3,7 @@ using System.Text;
 using MessagePack;
 using MoECluster.Cluster.Contracts;
 using MoECluster.Gateway;
+using MoECluster.Gateway.KServe;
 using MoECluster.Model.Checkpoints;
 using MoECluster.Model.Dispatch;
 using MoECluster.Wire;
@@ -11,7 +12,7 @@ namespace MoECluster.Fuzz;
 
 /// <summary>
 /// Every decoder that reads bytes from outside the process, as a fuzz target: the router ↔ shard messages, the
-/// gateway's MessagePack messages and request bodies (MessagePack and JSON), activation blocks, safetensors headers and
+/// gateway's MessagePack messages and request bodies (MessagePack, JSON, KServe v2 JSON and binary), activation blocks, safetensors headers and
 /// files, hidden_states files and checkpoint index files. File targets write each input to a file in a temporary
 /// directory of their own, removed on dispose.
 /// </summary>
@@ -43,6 +44,8 @@ public sealed class FuzzTargets : IDisposable
             ActivationBlockFieldsTarget(),
             GatewayJsonBodyTarget(),
             GatewayMessagePackBodyTarget(),
+            KServeJsonBodyTarget(),
+            KServeBinaryBodyTarget(),
             SafetensorsHeaderTarget(),
             SafetensorsFileTarget(),
             HiddenStatesTarget(),
@@ -311,6 +314,68 @@ public sealed class FuzzTargets : IDisposable
         IsRefusal = e => e is GatewayRequestException { StatusCode: >= 400 and < 500 },
         Refusals = nameof(GatewayRequestException) + " (4xx)",
     };
+
+    private static void CheckKServe(KServeInferRequest parsed, bool finite)
+    {
+        ForwardInput input = parsed.Input;
+        if (input.Hidden.Length != input.Tokens * input.Width || input.Tokens < 1 || input.Tokens > BodyLimits.MaxTokens || input.Width < 1
+            || input.Width > BodyLimits.Wire.MaxWidth || (finite && input.Hidden.Any(v => !float.IsFinite(v))) || parsed.Id is { Length: > KServeInferParser.MaxIdLength })
+        {
+            throw new InvalidOperationException($"accepted an inconsistent body: {input.Tokens} x {input.Width}, {input.Hidden.Length} values");
+        }
+    }
+
+    private static FuzzTarget KServeJsonBodyTarget() => new()
+    {
+        Name = "kserve-json-body",
+        Description = "KServeInferParser.Parse (a KServe v2 infer request in JSON; limits: 6 tokens, 32 wide, depth 8)",
+        Seeds =
+        [
+            "{\"id\":\"a\",\"parameters\":{\"layer\":1,\"wire\":\"fp32\"},\"inputs\":[{\"name\":\"hidden_states\",\"shape\":[2,3],\"datatype\":\"FP32\",\"data\":[0.5,-1,2e-3,1,2,3]}]}"u8.ToArray(),
+            "{\"inputs\":[{\"name\":\"hidden_states\",\"shape\":[3,2],\"datatype\":\"FP32\",\"data\":[[1,2],[3,4],[5,6]]}],\"outputs\":[{\"name\":\"hidden_states\",\"parameters\":{\"binary_data\":false}}]}"u8.ToArray(),
+            "{\"parameters\":{\"layer\":\"3\",\"binary_data_output\":true,\"other\":[1,{\"k\":null}]},\"inputs\":[{\"name\":\"hidden_states\",\"datatype\":\"FP32\",\"data\":[1.25],\"shape\":[1,1],\"parameters\":null}]}"u8.ToArray(),
+        ],
+        Mutator = JsonMutator.Instance,
+        Decode = input => CheckKServe(KServeInferParser.Parse(input, headerLength: null, "lat", BodyLimits), finite: true),
+        IsRefusal = e => e is GatewayRequestException { StatusCode: >= 400 and < 500 },
+        Refusals = nameof(GatewayRequestException) + " (4xx)",
+    };
+
+    /// <summary>The binary tensor extension: the input is [Inference-Header-Content-Length, int32 LE][body: JSON header, then tensor bytes].</summary>
+    private static FuzzTarget KServeBinaryBodyTarget()
+    {
+        var random = new Random(8);
+        byte[] Binary(int rows, int width, WireDType dtype, string name)
+        {
+            byte[] data = ActivationBlock.Encode(Values(random, rows * width), rows, width, dtype).Data;
+            byte[] header = Encoding.UTF8.GetBytes(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"{{\"inputs\":[{{\"name\":\"hidden_states\",\"shape\":[{rows},{width}],\"datatype\":\"{name}\",\"parameters\":{{\"binary_data_size\":{data.Length}}}}}],\"outputs\":[{{\"name\":\"hidden_states\",\"parameters\":{{\"binary_data\":true}}}}]}}"));
+            var input = new byte[4 + header.Length + data.Length];
+            BinaryPrimitives.WriteInt32LittleEndian(input, header.Length);
+            header.CopyTo(input, 4);
+            data.CopyTo(input, 4 + header.Length);
+            return input;
+        }
+
+        return new FuzzTarget
+        {
+            Name = "kserve-binary-body",
+            Description = "KServeInferParser.Parse with the binary tensor extension (header length, JSON header, raw FP32/FP16/BF16 bytes)",
+            Seeds = [Binary(3, 4, WireDType.F32, "FP32"), Binary(2, 7, WireDType.BF16, "BF16"), Binary(5, 1, WireDType.F16, "FP16")],
+            Mutator = ByteMutator.Instance,
+            Decode = input =>
+            {
+                if (input.Length < 4)
+                {
+                    throw new GatewayRequestException("short input");
+                }
+
+                CheckKServe(KServeInferParser.Parse(input.AsMemory(4), BinaryPrimitives.ReadInt32LittleEndian(input), "lat", BodyLimits), finite: false);
+            },
+            IsRefusal = e => e is GatewayRequestException { StatusCode: >= 400 and < 500 },
+            Refusals = nameof(GatewayRequestException) + " (4xx)",
+        };
+    }
 
     private IReadOnlyList<byte[]> SafetensorsSeeds()
     {

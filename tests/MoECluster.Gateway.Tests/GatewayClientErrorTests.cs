@@ -4,7 +4,7 @@ using System.Text;
 namespace MoECluster.Gateway.Tests;
 
 /// <summary>
-/// A gateway error reaches the CLI as a <see cref="GatewayException"/> whose message is never empty: an answer without
+/// The client's reading of /v1/models (both shapes), and: a gateway error reaches the CLI as a <see cref="GatewayException"/> whose message is never empty: an answer without
 /// a body (an unhandled failure's 500) says its status instead (it used to print "moecluster run: error: " and nothing).
 /// </summary>
 public sealed class GatewayClientErrorTests
@@ -48,5 +48,17 @@ public sealed class GatewayClientErrorTests
     {
         var e = await ForwardFailsAsync(HttpStatusCode.NotFound, "{\"error\": \"unknown model 'x'\"}", "application/json");
         Assert.Equal("unknown model 'x'", e.Message);
+    }
+
+    [Theory]
+    [InlineData("{\"object\":\"list\",\"data\":[{\"id\":\"lat\",\"object\":\"model\",\"created\":1700000000,\"owned_by\":\"moecluster\",ENTRY}]}")]
+    [InlineData("[{\"id\":\"lat\",ENTRY}]")]
+    public async Task Models_are_read_from_the_list_shape_and_from_the_bare_array_of_older_gateways(string template)
+    {
+        const string Entry = "\"mode\":\"latent\",\"hidden_size\":64,\"latent_size\":16,\"experts\":8,\"top_k\":2,\"moe_layers\":[1,3],\"shards_per_layer\":4,\"is_default\":true";
+        using var http = new HttpClient(new Answer(HttpStatusCode.OK, template.Replace("ENTRY", Entry, StringComparison.Ordinal), "application/json")) { BaseAddress = new Uri("http://gateway.test") };
+        var model = Assert.Single(await new GatewayClient(http).ModelsAsync());
+        Assert.Equal(new ServedModel("lat", "latent", 64, 16, 8, 2, model.MoeLayers, 4, true), model);
+        Assert.Equal([1, 3], model.MoeLayers);
     }
 }

@@ -92,6 +92,53 @@ public sealed class ServiceDefaultsTests
         Assert.Null(ServiceDefaultsExtensions.OtlpEndpoint(WebApplication.CreateBuilder()));
     }
 
+    [Fact]
+    public async Task Metrics_serves_the_process_meters_in_strict_prometheus_text_without_otlp()
+    {
+        string meterName = "MoECluster.Test." + Guid.NewGuid().ToString("N");
+        await using var app = await StartAsync(
+            new Dictionary<string, string?>(),
+            _ => { },
+            sources =>
+            {
+                sources.Meters.Add(meterName);
+                sources.CardinalityLimits["test.wide"] = 5000;
+            },
+            a => a.MapMetricsEndpoint());
+        using var meter = new Meter(meterName);
+        var bytes = meter.CreateCounter<long>("test.routed.bytes", "By", "Routed bytes");
+        var sizes = meter.CreateHistogram("test.batch.size", "{row}", "Rows per batch", advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 4, 16] });
+        var wide = meter.CreateCounter<long>("test.wide", "{token}", "One series per expert");
+        bytes.Add(40, new KeyValuePair<string, object?>("mode", "latent"), new KeyValuePair<string, object?>("note", "a \"quoted\" \\ value\nnext"));
+        bytes.Add(2, new KeyValuePair<string, object?>("mode", "latent"), new KeyValuePair<string, object?>("note", "a \"quoted\" \\ value\nnext"));
+        foreach (int rows in new[] { 1, 3, 3, 20 })
+        {
+            sizes.Record(rows);
+        }
+
+        // More series than OpenTelemetry's default limit of 2000: the configured limit keeps each its own.
+        for (int e = 0; e < 3000; e++)
+        {
+            wide.Add(1, new KeyValuePair<string, object?>("expert", e));
+        }
+
+        using var http = new HttpClient { BaseAddress = app.Url };
+        using var response = await http.GetAsync(ServiceDefaultsExtensions.MetricsPath);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var text = PrometheusText.Parse(await response.Content.ReadAsStringAsync());
+        Assert.Equal("counter", text.Family("test_routed_bytes_total").Type);
+        Assert.Equal("Routed bytes", text.Family("test_routed_bytes_total").Help);
+        var routed = Assert.Single(text.Samples("test_routed_bytes_total"));
+        Assert.Equal(42, routed.Value);
+        Assert.Equal("a \"quoted\" \\ value\nnext", routed.Labels["note"]);
+        Assert.Equal("histogram", text.Family("test_batch_size").Type);
+        Assert.Equal([1, 3, 3, 4], text.Samples("test_batch_size_bucket").Select(s => s.Value));
+        Assert.Equal(["1", "4", "16", "+Inf"], text.Samples("test_batch_size_bucket").Select(s => s.Labels["le"]));
+        Assert.Equal(27, text.Sum("test_batch_size_sum"));
+        Assert.Equal(3000, text.Samples("test_wide_total").Count(s => s.Labels.ContainsKey("expert")));
+        Assert.Equal(3000, text.Sum("test_wide_total"));
+    }
+
     private static async Task<RunningApp> StartAsync(
         Dictionary<string, string?> settings,
         Action<WebApplicationBuilder> configure,

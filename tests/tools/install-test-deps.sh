@@ -2,7 +2,8 @@
 # What the tests need besides the .NET SDK, installed when missing (Debian's packages, apt-get, as root or with
 # passwordless sudo): Debian's /usr/bin/python3 with numpy (the end-to-end tests check `moecluster forward` against
 # tests/tools/independent_moe.py), headless Chromium (/usr/bin/chromium, driven by Microsoft.Playwright: the live page),
-# the shellcheck linter (deploy/ scripts) and redis-server (Orleans' Redis clustering). The README's test command runs this before
+# the shellcheck linter (deploy/ scripts), redis-server (Orleans' Redis clustering) and prometheus (a real scrape of
+# every silo's /metrics). The README's test command runs this before
 # each test project (tests/Directory.Build.targets) and .ci/run runs it first; with everything present it only checks.
 # MOECLUSTER_SKIP_TEST_DEPS=1 skips it (then the tests that need a missing package fail and say which).
 set -euo pipefail
@@ -13,6 +14,7 @@ missing() {
   [ -x /usr/bin/chromium ] || need+=(chromium)
   command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  [ -x /usr/bin/prometheus ] || need+=(prometheus)
   echo "${need[@]}"
 }
 

@@ -15,6 +15,7 @@ using MoECluster.Cluster.Telemetry;
 using MoECluster.Gateway;
 using MoECluster.Gateway.Health;
 using MoECluster.Gateway.Limits;
+using MoECluster.Gateway.Security;
 using MoECluster.ServiceDefaults;
 using Orleans.Configuration;
 
@@ -26,7 +27,8 @@ namespace MoECluster.Cli.Commands;
 /// such as Orleans__ClusterId, Orleans__Clustering__ProviderType, Orleans__Endpoints__SiloPort,
 /// MoECluster__Models__latent__Path), and the flags here override both. Embedded defaults: localhost
 /// (Development) clustering, cluster id "moecluster", advertised address 127.0.0.1. Both roles serve HTTP on
-/// <c>Urls</c>: a front-end silo the gateway, an expert silo <c>/alive</c> and <c>/health</c> for launchers and probes.
+/// <c>Urls</c>: a front-end silo the gateway, an expert silo <c>/alive</c> and <c>/health</c> for launchers and probes;
+/// both serve <c>/metrics</c> (Prometheus text exposition), behind the API keys when keys are configured.
 /// </summary>
 internal static class SiloCommand
 {
@@ -170,14 +172,24 @@ internal static class SiloCommand
         var app = builder.Build();
         app.MapDefaultEndpoints();
         app.MapMoeGateway();
+
+        // Behind the gateway's guard (MapMoeGateway put it ahead of every endpoint): API keys when configured.
+        app.MapMetricsEndpoint();
         return app;
     }
 
-    /// <summary>An expert silo serves only its health endpoints over HTTP (for launchers, systemd and Kubernetes probes).</summary>
+    /// <summary>
+    /// An expert silo serves its health endpoints (for launchers, systemd and Kubernetes probes) and <c>/metrics</c> over
+    /// HTTP, with the gateway's API-key policy: with keys configured, <c>/metrics</c> needs one; the probes stay open.
+    /// </summary>
     private static WebApplication BuildExpert(string role, Dictionary<string, string?> overrides)
     {
-        var app = CreateSiloBuilder(role, overrides).Build();
+        var builder = CreateSiloBuilder(role, overrides);
+        builder.Services.AddMoeExpertSiloHttpSecurity();
+        var app = builder.Build();
+        app.UseMoeExpertSiloHttpSecurity();
         app.MapDefaultEndpoints();
+        app.MapMetricsEndpoint();
         return app;
     }
 
@@ -190,6 +202,7 @@ internal static class SiloCommand
         {
             sources.Meters.Add(TrafficLedger.MeterName);
             sources.Meters.Add(TrafficLedger.OrleansMeterName);
+            sources.CardinalityLimits[TrafficLedger.ExpertTokensInstrument] = TrafficLedger.ExpertTokensCardinalityLimit;
             sources.ActivitySources.Add("Microsoft.Orleans.Runtime");
             sources.ActivitySources.Add("Microsoft.Orleans.Application");
         });

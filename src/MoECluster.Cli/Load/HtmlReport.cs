@@ -86,6 +86,11 @@ internal static class HtmlReport
         html.Append("<p>Command: <code>").Append(E(report["command"]?.GetValue<string>() ?? string.Empty)).Append("</code></p>\n");
         html.Append("<p>").Append(E($"{report["mode"]} loop, {LoadRunner.F(report["duration_s"]!.GetValue<double>(), "0.##")} s measured; latency in ms; bytes per token per MoE layer (dispatch + combine payload)."))
             .Append("</p>\n");
+        if (report["metadata"] is JsonObject meta)
+        {
+            string label = meta["label"]?.GetValue<string>() is { } l ? $"{l}; " : string.Empty;
+            html.Append("<p>").Append(E($"{label}{meta["timestamp_utc"]}, moecluster {meta["moecluster"]?["version"]} ({meta["moecluster"]?["commit"]?.GetValue<string>() ?? "commit unknown"})")).Append("</p>\n");
+        }
 
         var req = report["requests"]!;
         var lat = report["latency_ms"]!;
@@ -97,6 +102,18 @@ internal static class HtmlReport
         Row("requests ok", req["ok"]!.ToJsonString());
         Row("requests failed", req["failed"]!.ToJsonString());
         Row("requests busy (429: a shard's queue full; not failed)", req["busy"]!.ToJsonString());
+        if (report["errors"] is JsonObject errors)
+        {
+            Row("failed: 401 unauthorized / 5xx (503 overloaded) / other 4xx", $"{errors["unauthorized"]} / {errors["server_errors"]} ({errors["overloaded"]}) / {errors["client_errors"]}");
+            Row("failed: timeouts / connection errors / other", $"{errors["timeouts"]} / {errors["connection_errors"]} / {errors["other"]}");
+        }
+
+        if (report["starts"] is JsonObject starts && report["mode"]?.GetValue<string>() == LoadSettings.Open)
+        {
+            Row($"started late (> {starts["late_threshold_ms"]} ms): by the cap / the client fell behind", $"{starts["late_by_cap"]} / {starts["late_by_client"]}");
+            Row("waited for --max-concurrency / most in flight", $"{starts["waited_for_cap"]} / {starts["peak_in_flight"]}");
+        }
+
         Row("p50 ms", Ms(lat["p50"]));
         Row("p90 ms", Ms(lat["p90"]));
         Row("p99 ms", Ms(lat["p99"]));

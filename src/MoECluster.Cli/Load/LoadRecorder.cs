@@ -24,6 +24,8 @@ internal sealed class LoadRecorder
     private readonly Tally _warmup = new();
     private readonly List<(long RequestsOk, long Tokens)> _seconds = [];
     private LongHistogram _interval = NewHistogram();
+    private int _inFlight;
+    private int _peakInFlight;
 
     public LoadRecorder(IEnumerable<(string Id, string Mode)> models)
     {
@@ -42,7 +44,11 @@ internal sealed class LoadRecorder
     }
 
     /// <summary>A failed request; <paramref name="overloaded"/> when the gateway refused it for overload (503), also counted as failed.</summary>
-    public void Failed(string model, LoadPhase phase, bool overloaded = false)
+    public void Failed(string model, LoadPhase phase, bool overloaded = false) =>
+        Failed(model, phase, overloaded ? new RequestError(RequestErrorKind.Overloaded, 503) : new RequestError(RequestErrorKind.Other, 0));
+
+    /// <summary>A failed request and why (its HTTP status, a timeout, a connection error...); a 503 also counts as overloaded.</summary>
+    public void Failed(string model, LoadPhase phase, RequestError error)
     {
         lock (_gate)
         {
@@ -50,11 +56,50 @@ internal sealed class LoadRecorder
             var mt = _models[model].Of(phase);
             tally.Failed++;
             mt.Failed++;
-            if (overloaded)
+            tally.Errors.Add(error);
+            if (error.Kind == RequestErrorKind.Overloaded)
             {
                 tally.Overloaded++;
                 mt.Overloaded++;
             }
+        }
+    }
+
+    /// <summary>
+    /// A request began: <paramref name="lateMicroseconds"/> after its intended start (closed loop: 0), having waited for
+    /// the <c>--max-concurrency</c> cap or not; late past <paramref name="thresholdMicroseconds"/>. Counts it in flight.
+    /// </summary>
+    public void Started(LoadPhase phase, long lateMicroseconds, bool waitedForCap, long thresholdMicroseconds)
+    {
+        lock (_gate)
+        {
+            var tally = TallyOf(phase);
+            _inFlight++;
+            _peakInFlight = Math.Max(_peakInFlight, _inFlight);
+            if (waitedForCap)
+            {
+                tally.WaitedForCap++;
+            }
+
+            if (lateMicroseconds > thresholdMicroseconds)
+            {
+                tally.Late++;
+                if (waitedForCap)
+                {
+                    tally.LateByCap++;
+                }
+            }
+
+            tally.MaxLateMicroseconds = Math.Max(tally.MaxLateMicroseconds, lateMicroseconds);
+        }
+    }
+
+    /// <summary>A request that <see cref="Started"/> has ended (whatever its outcome).</summary>
+    public void Ended()
+    {
+        lock (_gate)
+        {
+            _inFlight--;
         }
     }
 
@@ -64,6 +109,7 @@ internal sealed class LoadRecorder
         lock (_gate)
         {
             TallyOf(phase).Busy++;
+            TallyOf(phase).Errors.Add(new RequestError(RequestErrorKind.Busy, 429));
             _models[model].Of(phase).Busy++;
         }
     }
@@ -134,7 +180,8 @@ internal sealed class LoadRecorder
                 _warmup.Copy(),
                 _models.ToDictionary(kv => kv.Key, kv => new ModelSnapshot(kv.Value.Mode, kv.Value.Measured.Copy(), kv.Value.Warmup.Copy(),
                     kv.Value.PayloadBytes, kv.Value.PredictedBytes, kv.Value.RoutedRows, kv.Value.TrafficTokens)),
-                [.. _seconds.Select((b, i) => new SecondSnapshot(i, b.RequestsOk, b.Tokens))]);
+                [.. _seconds.Select((b, i) => new SecondSnapshot(i, b.RequestsOk, b.Tokens))],
+                _peakInFlight);
         }
     }
 
@@ -156,7 +203,21 @@ internal sealed class LoadRecorder
 
         public LongHistogram Latency { get; } = NewHistogram();
 
-        public TallySnapshot Copy() => new(Sent, Ok, Failed, Tokens, (LongHistogram)Latency.Copy(), Overloaded, Busy);
+        public ErrorCounts Errors { get; } = new();
+
+        public long WaitedForCap { get; set; }
+
+        public long Late { get; set; }
+
+        public long LateByCap { get; set; }
+
+        public long MaxLateMicroseconds { get; set; }
+
+        public TallySnapshot Copy() => new(Sent, Ok, Failed, Tokens, (LongHistogram)Latency.Copy(), Overloaded, Busy)
+        {
+            Errors = Errors.Copy(),
+            Starts = new StartCounts(WaitedForCap, Late, LateByCap, MaxLateMicroseconds),
+        };
     }
 
     private sealed class ModelTally(string mode)
@@ -183,7 +244,21 @@ internal sealed class LoadRecorder
 /// Counts of one phase; <see cref="Overloaded"/> is the part of <see cref="Failed"/> refused for overload (503);
 /// <see cref="Busy"/> the requests refused with 429 (a shard's queue full), not in <see cref="Failed"/>.
 /// </summary>
-internal sealed record TallySnapshot(long Sent, long Ok, long Failed, long Tokens, LongHistogram Latency, long Overloaded = 0, long Busy = 0);
+internal sealed record TallySnapshot(long Sent, long Ok, long Failed, long Tokens, LongHistogram Latency, long Overloaded = 0, long Busy = 0)
+{
+    /// <summary>The requests not answered 2xx, by kind and by HTTP status.</summary>
+    public ErrorCounts Errors { get; init; } = new();
+
+    /// <summary>When the requests began against when they were meant to.</summary>
+    public StartCounts Starts { get; init; } = new(0, 0, 0, 0);
+}
+
+/// <summary>
+/// Requests that waited for the <c>--max-concurrency</c> cap; requests that began more than the late threshold after
+/// their intended start (<see cref="LateByCap"/> of them had waited for the cap, the others were late because the
+/// client could not keep up); the largest delay seen.
+/// </summary>
+internal sealed record StartCounts(long WaitedForCap, long Late, long LateByCap, long MaxLateMicroseconds);
 
 /// <summary>One model's counts; bytes and rows summed over the layers of its measured successful responses.</summary>
 internal sealed record ModelSnapshot(string Mode, TallySnapshot Measured, TallySnapshot Warmup, long PayloadBytes, long PredictedBytes, long RoutedRows, long TrafficTokens);
@@ -191,4 +266,5 @@ internal sealed record ModelSnapshot(string Mode, TallySnapshot Measured, TallyS
 /// <summary>One second of the measured window (by request end): successful requests and their tokens.</summary>
 internal sealed record SecondSnapshot(int Second, long RequestsOk, long Tokens);
 
-internal sealed record LoadSnapshot(TallySnapshot Overall, TallySnapshot Warmup, IReadOnlyDictionary<string, ModelSnapshot> Models, IReadOnlyList<SecondSnapshot> Timeline);
+/// <summary>Everything recorded; <see cref="PeakInFlight"/>: the most requests in flight at once (warm-up included).</summary>
+internal sealed record LoadSnapshot(TallySnapshot Overall, TallySnapshot Warmup, IReadOnlyDictionary<string, ModelSnapshot> Models, IReadOnlyList<SecondSnapshot> Timeline, int PeakInFlight = 0);

@@ -96,9 +96,42 @@ internal static class LoadReport
                 ["duration_s"] = settings.WarmupSeconds,
                 ["requests"] = Requests(s.Warmup),
                 ["tokens_ok"] = s.Warmup.Tokens,
+                ["errors"] = s.Warmup.Errors.ToJson(),
             },
+            ["errors"] = s.Overall.Errors.ToJson(),
+            ["arrivals"] = Arrivals(settings),
+            ["starts"] = Starts(settings, s.Overall.Starts, s.PeakInFlight),
         };
     }
+
+    /// <summary>How the requests were started: the loop, the rate or ramp, the burstiness, the cap.</summary>
+    private static JsonObject Arrivals(LoadSettings settings) => new()
+    {
+        ["loop"] = settings.Mode,
+        ["rate_rps"] = settings.IsOpen && settings.RampUp is null ? settings.Rate : null,
+        ["burstiness"] = settings.IsOpen ? settings.Burstiness : null,
+        ["ramp_up"] = settings.RampUp is { } ramp
+            ? new JsonObject { ["strategy"] = ramp.Strategy, ["start_rps"] = ramp.StartRps, ["end_rps"] = ramp.EndRps }
+            : null,
+        ["max_concurrency"] = settings.IsOpen ? settings.MaxConcurrency : settings.Concurrency,
+        ["seed"] = settings.Seed,
+    };
+
+    /// <summary>
+    /// When the measured requests began against when they were meant to: the late threshold, how many were later than
+    /// it (of those, how many had waited for the --max-concurrency cap, the rest late because the client fell behind),
+    /// how many waited for the cap at all, the largest delay, the most requests in flight at once (warm-up included).
+    /// </summary>
+    private static JsonObject Starts(LoadSettings settings, StartCounts starts, int peakInFlight) => new()
+    {
+        ["late_threshold_ms"] = settings.LateThresholdMs,
+        ["late"] = starts.Late,
+        ["late_by_cap"] = starts.LateByCap,
+        ["late_by_client"] = starts.Late - starts.LateByCap,
+        ["waited_for_cap"] = starts.WaitedForCap,
+        ["max_late_ms"] = starts.MaxLateMicroseconds / 1000.0,
+        ["peak_in_flight"] = peakInFlight,
+    };
 
     public static void PrintSummary(TextWriter output, LoadSettings settings, JsonObject report, LoadSnapshot s)
     {
@@ -126,6 +159,19 @@ internal static class LoadReport
             string predicted = p[MoeModes.Standard] is { } ps && p[MoeModes.Latent] is { } pl && pl.GetValue<double>() > 0
                 ? LoadRunner.F(ps.GetValue<double>() / pl.GetValue<double>(), "0.00") : "-";
             output.WriteLine($"standard / latent bytes per token: {LoadRunner.F(std.GetValue<double>() / lat2.GetValue<double>(), "0.00")} measured, {predicted} predicted");
+        }
+
+        if (s.Overall.Errors.Summary() is { } errors)
+        {
+            output.WriteLine(errors);
+        }
+
+        if (settings.IsOpen)
+        {
+            var st = s.Overall.Starts;
+            output.WriteLine($"starts: {st.Late} late by more than {LoadRunner.F(settings.LateThresholdMs, "0.###")} ms ({st.LateByCap} waited for the --max-concurrency cap, "
+                + $"{st.Late - st.LateByCap} the client fell behind), {st.WaitedForCap} waited for the cap, latest {LoadRunner.F(st.MaxLateMicroseconds / 1000.0, "0.###")} ms, "
+                + $"at most {s.PeakInFlight} in flight");
         }
     }
 }

@@ -6,12 +6,23 @@ using MoECluster.Gateway;
 
 namespace MoECluster.Cli.Load;
 
-/// <summary>One model the load run sends to: its id, mode, width and the MoE layer it targets (the first).</summary>
-internal sealed record LoadTarget(string Id, string Mode, int Width, int Layer);
+/// <summary>
+/// One model the load run sends to: its id, mode, width and the MoE layer it targets (the first). When the gateway
+/// refused to list its models (401/403) the shape is unknown: the target is unlisted (<see cref="Listed"/> false), its
+/// requests go to <c>/v1/forward</c> of the named model (<see cref="RequestModel"/>, null: the gateway's default) so
+/// that each is answered, and counted, as the gateway answers it.
+/// </summary>
+internal sealed record LoadTarget(string Id, string Mode, int Width, int? Layer)
+{
+    public bool Listed { get; init; } = true;
+
+    public string? RequestModel { get; init; } = Id;
+}
 
 /// <summary>
-/// The load engine. Open loop: Poisson arrivals at the rate, each request started at its intended time whatever the
-/// others do, latency measured from the intended start (no coordinated omission). Closed loop: C workers that send
+/// The load engine. Open loop: arrivals from <see cref="ArrivalSchedule"/> (gamma gaps of shape --burstiness, Poisson by
+/// default, at the rate or along the ramp), each request started at its intended time whatever the others do (up to the
+/// --max-concurrency cap, past which it waits), latency measured from the intended start (no coordinated omission). Closed loop: C workers that send
 /// back to back. Requests alternate between the models; token counts are drawn uniformly from the list.
 /// </summary>
 internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextWriter error)
@@ -25,28 +36,41 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
             BaseAddress = settings.BaseAddress(),
             Timeout = Timeout.InfiniteTimeSpan,
         }.WithApiKey(settings.ApiKey);
-        var client = new GatewayClient(http);
-        var targets = await TargetsAsync(client, cancel);
-        var inputs = Inputs(targets);
-        if (settings.Sweep is { } levels)
+        foreach (var (name, value) in settings.Headers)
         {
-            return await SweepAsync(levels, client, targets, inputs, cancel);
+            http.DefaultRequestHeaders.TryAddWithoutValidation(name, value);
         }
 
-        error.WriteLine($"load: {settings.Mode} loop against {settings.Url}, models {string.Join(", ", targets.Select(t => $"{t.Id} ({t.Mode}, layer {t.Layer})"))}, "
-            + $"tokens {string.Join(",", settings.Tokens)}, {(settings.IsOpen ? $"rate {F(settings.Rate, "0.##")}/s" : $"concurrency {settings.Concurrency}")}, "
+        var client = new GatewayClient(http);
+        var startUtc = DateTimeOffset.UtcNow;
+        var (targets, modelsDocument) = await TargetsAsync(http, cancel);
+        var inputs = Inputs(targets);
+        var (statsBefore, _) = await TryStatsAsync(client, cancel);
+        var metadata = RunMetadata.Build(settings, startUtc, modelsDocument, statsBefore);
+        if (settings.Sweep is { } levels)
+        {
+            return await SweepAsync(levels, client, targets, inputs, metadata, cancel);
+        }
+
+        error.WriteLine($"load: {settings.Mode} loop against {settings.Url}, models {string.Join(", ", targets.Select(Describe))}, "
+            + $"tokens {string.Join(",", settings.Tokens)}, {Level(settings)}, "
             + $"warm-up {F(settings.WarmupSeconds, "0.##")} s, duration {F(settings.DurationSeconds, "0.##")} s");
 
-        var (statsBefore, _) = await TryStatsAsync(client, cancel);
         var snapshot = await MeasureAsync(settings, client, targets, inputs, cancel);
         var (stats, statsError) = await TryStatsAsync(client, cancel);
 
         // Ctrl+C ends the run early: what was measured is still reported (requests it cut short count as failed).
         var report = LoadReport.Build(settings, targets, snapshot);
+        report["metadata"] = metadata;
         ClusterCounters? cluster = statsBefore is not null && stats is not null ? ClusterCounters.From(stats).Since(ClusterCounters.From(statsBefore)) : null;
         report["cluster"] = cluster?.ToJson();
         LoadReport.PrintSummary(output, settings, report, snapshot);
         output.WriteLine(cluster?.Summary() ?? $"cluster: GET /stats failed, no messages or bytes per token from the cluster: {statsError}");
+        if (settings.RecordsPath is { } recordsPath)
+        {
+            output.WriteLine($"records written to {Path.GetFullPath(recordsPath)}");
+        }
+
         if (settings.JsonPath is { } path)
         {
             RunReport.Write(path, report);
@@ -63,6 +87,12 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
 
             HtmlReport.Write(htmlPath, HtmlReport.Build(report, snapshot, stats, statsError));
             output.WriteLine($"HTML report written to {Path.GetFullPath(htmlPath)}");
+        }
+
+        long unauthorized = snapshot.Overall.Errors[RequestErrorKind.Unauthorized] + snapshot.Warmup.Errors[RequestErrorKind.Unauthorized];
+        if (unauthorized > 0)
+        {
+            error.WriteLine($"load: {unauthorized} requests answered 401: the gateway wants an API key ({ApiKeyOption.Hint})");
         }
 
         if (snapshot.Overall.Ok == 0)
@@ -105,10 +135,13 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
     {
         var recorder = new LoadRecorder(targets.Select(t => (t.Id, t.Mode)));
         using var abort = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        using var cap = run.IsOpen && run.MaxConcurrency is int max ? new SemaphoreSlim(max, max) : null;
+        var zeroUtc = DateTimeOffset.UtcNow;
         var clock = Stopwatch.StartNew();
+        using var records = run.RecordsPath is { } recordsPath ? new RecordsWriter(recordsPath, zeroUtc, Stopwatch.Frequency) : null;
         long warmupTicks = Ticks(run.WarmupSeconds);
         long endTicks = warmupTicks + Ticks(run.DurationSeconds);
-        var engine = new Engine(run, client, targets, inputs, recorder, clock, warmupTicks, abort.Token);
+        var engine = new Engine(run, client, targets, inputs, recorder, clock, warmupTicks, cap, records, abort.Token);
 
         using var progressStop = new CancellationTokenSource();
         var progress = ProgressAsync(recorder, clock, warmupTicks, progressStop.Token);
@@ -138,9 +171,10 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
     /// Exit 3 when no step meets the SLO, 1 when no step had a request answered.
     /// </summary>
     private async Task<int> SweepAsync(
-        IReadOnlyList<double> levels, GatewayClient client, IReadOnlyList<LoadTarget> targets, Dictionary<(int Width, int Tokens), float[][]> inputs, CancellationToken cancel)
+        IReadOnlyList<double> levels, GatewayClient client, IReadOnlyList<LoadTarget> targets, Dictionary<(int Width, int Tokens), float[][]> inputs,
+        JsonObject metadata, CancellationToken cancel)
     {
-        error.WriteLine($"load: sweep, {settings.Mode} loop against {settings.Url}, models {string.Join(", ", targets.Select(t => $"{t.Id} ({t.Mode}, layer {t.Layer})"))}, "
+        error.WriteLine($"load: sweep, {settings.Mode} loop against {settings.Url}, models {string.Join(", ", targets.Select(Describe))}, "
             + $"tokens {string.Join(",", settings.Tokens)}, {SweepReport.LevelName(settings.Mode)} {string.Join(",", levels.Select(SweepReport.LevelText))}, "
             + $"each step warm-up {F(settings.WarmupSeconds, "0.##")} s, duration {F(settings.DurationSeconds, "0.##")} s");
         var steps = new List<SweepStep>();
@@ -158,6 +192,7 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
         }
 
         var report = SweepReport.Build(settings, steps);
+        report["metadata"] = metadata;
         SweepReport.PrintSummary(output, settings, steps);
         if (settings.JsonPath is { } path)
         {
@@ -186,20 +221,65 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
         return CliApp.ExitOk;
     }
 
-    private async Task<IReadOnlyList<LoadTarget>> TargetsAsync(GatewayClient client, CancellationToken cancel)
+    private static string Describe(LoadTarget t) => t.Listed ? $"{t.Id} ({t.Mode}, layer {t.Layer})" : $"{t.Id} (not listed: shape unknown)";
+
+    private static string Level(LoadSettings run)
     {
-        IReadOnlyList<ServedModel> served;
+        if (!run.IsOpen)
+        {
+            return $"concurrency {run.Concurrency}";
+        }
+
+        string rate = run.RampUp is { } ramp
+            ? $"rate {ramp.Strategy} ramp {F(ramp.StartRps, "0.##")} -> {F(ramp.EndRps, "0.##")}/s"
+            : $"rate {F(run.Rate, "0.##")}/s";
+        return rate + $", burstiness {F(run.Burstiness, "0.###")}" + (run.MaxConcurrency is int cap ? $", max concurrency {cap}" : string.Empty);
+    }
+
+    /// <summary>
+    /// The targets from <c>GET /v1/models</c> (either shape: a list of models or <c>{"object":"list","data":[...]}</c>)
+    /// and the document itself. When the gateway refuses the listing for want of a key (401, 403) the run still goes
+    /// on, to count how the gateway answers each request: the targets are the <c>--models</c> named (or the
+    /// gateway's default), unlisted.
+    /// </summary>
+    private async Task<(IReadOnlyList<LoadTarget> Targets, JsonNode? Document)> TargetsAsync(HttpClient http, CancellationToken cancel)
+    {
+        JsonNode? document;
         using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel))
         {
             timeout.CancelAfter(TimeSpan.FromSeconds(Math.Min(settings.TimeoutSeconds, 15)));
             try
             {
-                served = await client.ModelsAsync(timeout.Token);
+                using var response = await http.GetAsync("/v1/models", timeout.Token);
+                string text = await response.Content.ReadAsStringAsync(timeout.Token);
+                if (response.StatusCode is System.Net.HttpStatusCode.Unauthorized or System.Net.HttpStatusCode.Forbidden)
+                {
+                    error.WriteLine($"load: GET /v1/models answered {(int)response.StatusCode} ({ErrorText(text)}; {ApiKeyOption.Hint}): "
+                        + "the models' shapes are unknown; the run goes on to count how the gateway answers each request");
+                    return ([.. (settings.Models ?? ["default"]).Select(id => new LoadTarget(id, "unknown", 1, null) { Listed = false, RequestModel = settings.Models is null ? null : id })], null);
+                }
+
+                if (!response.IsSuccessStatusCode)
+                {
+                    throw new HttpRequestException($"{(int)response.StatusCode}: {ErrorText(text)}");
+                }
+
+                document = JsonNode.Parse(text);
             }
             catch (Exception e) when (!cancel.IsCancellationRequested && e is HttpRequestException or System.Text.Json.JsonException or OperationCanceledException)
             {
                 throw new UsageException($"cannot list the models of the gateway at {settings.Url} (GET /v1/models): {e.Message}");
             }
+        }
+
+        IReadOnlyList<ServedModel> served;
+        try
+        {
+            served = RunMetadata.ServedModels(document);
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new UsageException($"cannot list the models of the gateway at {settings.Url} (GET /v1/models): {e.Message}");
         }
 
         var byId = served.ToDictionary(m => m.Id, StringComparer.Ordinal);
@@ -225,7 +305,24 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
             targets.Add(new LoadTarget(m.Id, m.Mode, m.HiddenSize, m.MoeLayers[0]));
         }
 
-        return targets;
+        return (targets, document);
+    }
+
+    /// <summary>The gateway's JSON <c>error</c>, else the body's text (shortened).</summary>
+    private static string ErrorText(string body)
+    {
+        try
+        {
+            if (JsonNode.Parse(body)?["error"] is JsonValue v && v.TryGetValue(out string? text))
+            {
+                return text;
+            }
+        }
+        catch (System.Text.Json.JsonException)
+        {
+        }
+
+        return body.Length > 200 ? body[..200] : body;
     }
 
     /// <summary>A few Gaussian [tokens, width] batches per (width, tokens), deterministic from the seed, shared read-only.</summary>
@@ -295,19 +392,18 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
     /// <summary>Sends the requests and records them; one per run.</summary>
     private sealed class Engine(
         LoadSettings settings, GatewayClient client, IReadOnlyList<LoadTarget> targets, Dictionary<(int Width, int Tokens), float[][]> inputs,
-        LoadRecorder recorder, Stopwatch clock, long warmupTicks, CancellationToken abort)
+        LoadRecorder recorder, Stopwatch clock, long warmupTicks, SemaphoreSlim? cap, RecordsWriter? records, CancellationToken abort)
     {
+        private readonly long _lateThresholdMicros = (long)(settings.LateThresholdMs * 1000);
         private long _next = -1;
 
         public async Task<List<Task>> OpenLoopAsync(long endTicks, CancellationToken cancel)
         {
-            var rng = new Random(unchecked((int)settings.Seed) ^ 0x5bd1e995);
+            var schedule = new ArrivalSchedule(settings.Rate, settings.Burstiness, settings.RampUp, settings.WarmupSeconds, settings.DurationSeconds, settings.Seed);
             var requests = new List<Task>();
-            double intendedSeconds = 0;
             while (!cancel.IsCancellationRequested)
             {
-                intendedSeconds += -Math.Log(1.0 - rng.NextDouble()) / settings.Rate;
-                long intended = Ticks(intendedSeconds);
+                long intended = Ticks(schedule.Next());
                 if (intended >= endTicks)
                 {
                     break;
@@ -338,7 +434,9 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
                     }
                 }
 
-                // Behind schedule (a slow timer or a busy machine): the request still counts from its intended time.
+                // Behind schedule (a slow timer or a busy machine): the request still counts from its intended time,
+                // and, started more than the late threshold after it, as late. Past the --max-concurrency cap it waits
+                // for a request to end, also counted from its intended time.
                 requests.Add(Task.Run(() => OneAsync(intended), CancellationToken.None));
             }
 
@@ -390,11 +488,32 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
             float[] hidden = buffers[(int)(n / targets.Count % buffers.Length)];
             var phase = intendedTicks < warmupTicks ? LoadPhase.Warmup : LoadPhase.Measured;
             recorder.Sent(target.Id, phase);
+            bool waited = false, holding = false, started = false;
+            long startTicks = intendedTicks;
+            int status = 0;
+            string outcome = "ok";
+            string? errorText = null;
+            TimeSpan? retryAfter = null;
             try
             {
+                if (cap is not null)
+                {
+                    if (!cap.Wait(0))
+                    {
+                        waited = true;
+                        await cap.WaitAsync(abort);
+                    }
+
+                    holding = true;
+                }
+
+                startTicks = clock.ElapsedTicks;
+                recorder.Started(phase, (startTicks - intendedTicks) * 1_000_000 / Stopwatch.Frequency, waited, _lateThresholdMicros);
+                started = true;
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(abort);
                 timeout.CancelAfter(TimeSpan.FromSeconds(settings.TimeoutSeconds));
-                var response = await client.ForwardAsync(target.Id, target.Layer, hidden, tokens, target.Width, settings.Wire, timeout.Token);
+                var response = await client.ForwardAsync(target.RequestModel, target.Layer, hidden, tokens, target.Width, settings.Wire, timeout.Token);
+                status = 200;
                 long micros = (clock.ElapsedTicks - intendedTicks) * 1_000_000 / Stopwatch.Frequency;
                 long payload = response.Layers.Sum(l => l.DispatchPayloadBytes + l.CombinePayloadBytes);
                 long predicted = response.Layers.Sum(l => l.PredictedPayloadBytes);
@@ -403,19 +522,39 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
                 double endSeconds = (double)(clock.ElapsedTicks - warmupTicks) / Stopwatch.Frequency;
                 recorder.Ok(target.Id, phase, micros, endSeconds, tokens, payload, predicted, rows, trafficTokens);
             }
-            catch (GatewayException e) when (e.StatusCode == 429)
-            {
-                // Back-pressure (an expert shard's queue is full): not a failure, counted apart.
-                recorder.Busy(target.Id, phase);
-                return e.RetryAfter;
-            }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                // HTTP errors, timeouts, undecodable answers: counted, never lost; a refusal for overload counted apart too.
-                recorder.Failed(target.Id, phase, overloaded: e is GatewayException { StatusCode: 503 });
+                // HTTP errors, timeouts, connection errors, undecodable answers: counted by kind and status, never lost.
+                // A 429 (an expert shard's queue full) is back-pressure: counted apart as busy, not as failed.
+                var kind = RequestError.Of(e);
+                status = kind.Status;
+                outcome = kind.Name;
+                errorText = e.Message;
+                if (kind.Kind == RequestErrorKind.Busy)
+                {
+                    recorder.Busy(target.Id, phase);
+                    retryAfter = (e as GatewayException)?.RetryAfter;
+                }
+                else
+                {
+                    recorder.Failed(target.Id, phase, kind);
+                }
+            }
+            finally
+            {
+                if (started)
+                {
+                    recorder.Ended();
+                }
+
+                if (holding)
+                {
+                    cap!.Release();
+                }
             }
 
-            return null;
+            records?.Write(new RequestRecord(n, phase, target.Id, tokens, intendedTicks, startTicks, clock.ElapsedTicks, waited, status, outcome, errorText));
+            return retryAfter;
         }
 
         private static ulong Mix(ulong seed, ulong n)

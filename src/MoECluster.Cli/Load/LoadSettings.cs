@@ -17,6 +17,79 @@ internal sealed record LoadSettings(
 
     public bool IsOpen => Mode == Open;
 
+    /// <summary><c>--header NAME=VALUE</c>: sent with every request (besides <c>--api-key</c>'s Authorization).</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> Headers { get; init; } = [];
+
+    /// <summary><c>--max-concurrency</c> (open loop): at most this many requests in flight; the others wait their turn.</summary>
+    public int? MaxConcurrency { get; init; }
+
+    /// <summary><c>--burstiness</c> (open loop): the gamma shape of the inter-arrival times (1: Poisson).</summary>
+    public double Burstiness { get; init; } = 1;
+
+    /// <summary><c>--ramp-up-strategy</c> with its start and end rates (open loop); null: the constant <c>--rate</c>.</summary>
+    public RampUp? RampUp { get; init; }
+
+    /// <summary><c>--records</c>: one JSON line per request.</summary>
+    public string? RecordsPath { get; init; }
+
+    /// <summary><c>--label</c>: free text recorded in the result's metadata.</summary>
+    public string? Label { get; init; }
+
+    /// <summary><c>--late-threshold</c>: a request that starts more than this many ms after its intended start counts as late.</summary>
+    public double LateThresholdMs { get; init; } = DefaultLateThresholdMs;
+
+    public const double DefaultLateThresholdMs = 10;
+
+    /// <summary>
+    /// Parses the values of <c>--header NAME=VALUE</c> (repeatable): NAME an HTTP token (RFC 9110: letters, digits and
+    /// <c>!#$%&amp;'*+-.^_`|~</c>), VALUE without CR, LF or NUL (nor other control characters but tab), a header that a
+    /// request may carry (not Host, Content-*, Transfer-Encoding...), not Authorization when <paramref name="apiKey"/> is set.
+    /// </summary>
+    public static IReadOnlyList<KeyValuePair<string, string>> ParseHeaders(IEnumerable<string>? values, bool apiKey)
+    {
+        var headers = new List<KeyValuePair<string, string>>();
+        foreach (string text in values ?? [])
+        {
+            int eq = text.IndexOf('=', StringComparison.Ordinal);
+            string name = eq < 0 ? text : text[..eq];
+            if (eq <= 0 || !name.All(IsTokenChar))
+            {
+                throw new UsageException($"--header '{Printable(name)}': give NAME=VALUE with NAME an HTTP token (letters, digits, !#$%&'*+-.^_`|~)");
+            }
+
+            string value = text[(eq + 1)..].Trim(' ', '\t');
+            if (value.Any(c => c != '\t' && char.IsControl(c)))
+            {
+                throw new UsageException($"--header {name}: the value holds a control character (CR, LF, NUL...), which would split or end the header");
+            }
+
+            if (apiKey && name.Equals("Authorization", StringComparison.OrdinalIgnoreCase))
+            {
+                throw new UsageException("--header Authorization: --api-key (or MOECLUSTER_API_KEY) already sends Authorization; give one of them");
+            }
+
+            if (name.Equals("Host", StringComparison.OrdinalIgnoreCase) || name.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("Connection", StringComparison.OrdinalIgnoreCase) || !CanSend(name, value))
+            {
+                throw new UsageException($"--header {name}: not a header the load client can set on its requests (the HTTP client sets it, or it belongs to the body)");
+            }
+
+            headers.Add(new(name, value));
+        }
+
+        return headers;
+    }
+
+    private static bool CanSend(string name, string value)
+    {
+        using var probe = new HttpRequestMessage();
+        return probe.Headers.TryAddWithoutValidation(name, value);
+    }
+
+    private static bool IsTokenChar(char c) => char.IsAsciiLetterOrDigit(c) || "!#$%&'*+-.^_`|~".Contains(c, StringComparison.Ordinal);
+
+    private static string Printable(string text) => new([.. text.Select(c => char.IsControl(c) ? '?' : c)]);
+
     /// <summary>Parses <c>8</c> or <c>1,8,64</c>.</summary>
     public static IReadOnlyList<int> ParseTokens(string text)
     {
@@ -152,5 +225,72 @@ internal sealed record LoadSettings(
         {
             Range("--slo-p99", slo, 0, 1e9);
         }
+
+        Range("--burstiness", Burstiness, 0.01, 1000);
+        Range("--late-threshold", LateThresholdMs, 0, 3_600_000);
+        if (!IsOpen && (MaxConcurrency is not null || RampUp is not null || Burstiness != 1))
+        {
+            throw new UsageException("--max-concurrency, --burstiness and --ramp-up-strategy shape the open loop's arrivals (--mode open); the closed loop's cap is --concurrency");
+        }
+
+        if (MaxConcurrency is int cap)
+        {
+            Range("--max-concurrency", cap, 1, 65536);
+        }
+
+        if (RampUp is { } ramp)
+        {
+            if (Sweep is not null)
+            {
+                throw new UsageException("--ramp-up-strategy and --sweep both set the rate: give one of them");
+            }
+
+            Range("--ramp-up-start-rps", ramp.StartRps, ramp.Strategy == RampUp.Exponential ? 0.01 : 0, 1e6);
+            Range("--ramp-up-end-rps", ramp.EndRps, 0.01, 1e6);
+        }
+
+        if (RecordsPath is not null && Sweep is not null)
+        {
+            throw new UsageException("--records writes one run's requests: not with --sweep");
+        }
+
+        if (Label is { } label && (label.Length > 1024 || label.Any(char.IsControl)))
+        {
+            throw new UsageException("--label: at most 1024 characters, no control characters");
+        }
+    }
+}
+
+/// <summary>
+/// <c>--ramp-up-strategy linear|exponential</c>: the open loop's rate rises from <see cref="StartRps"/> to
+/// <see cref="EndRps"/> over the measured window (the warm-up runs at the start rate). Linear: start + (end − start)·p;
+/// exponential: start·(end/start)^p, p the fraction of the measured window gone.
+/// </summary>
+internal sealed record RampUp(string Strategy, double StartRps, double EndRps)
+{
+    public const string Linear = "linear";
+    public const string Exponential = "exponential";
+
+    /// <summary>The ramp of the three options, null when none is given; all three or none.</summary>
+    public static RampUp? Parse(string? strategy, double? startRps, double? endRps)
+    {
+        if (strategy is null && startRps is null && endRps is null)
+        {
+            return null;
+        }
+
+        if (strategy is null || startRps is not double start || endRps is not double end)
+        {
+            throw new UsageException("--ramp-up-strategy, --ramp-up-start-rps and --ramp-up-end-rps go together: give all three");
+        }
+
+        return new RampUp(strategy, start, end);
+    }
+
+    /// <summary>The rate at <paramref name="progress"/> (0 at the start of the measured window, 1 at its end; clamped).</summary>
+    public double RateAt(double progress)
+    {
+        double p = Math.Clamp(progress, 0, 1);
+        return Strategy == Exponential ? StartRps * Math.Pow(EndRps / StartRps, p) : StartRps + ((EndRps - StartRps) * p);
     }
 }

@@ -13,12 +13,22 @@ internal sealed record SweepStep(
     double Level, double TokensPerSecond, double RequestsPerSecond, double P50Ms, double P90Ms, double P99Ms, double MaxMs,
     long Sent, long Ok, long Failed, long Overloaded, long Busy = 0)
 {
+    /// <summary>The step's errors by kind and status (as a single run's <c>errors</c>); null when not known.</summary>
+    public ErrorCounts? Errors { get; init; }
+
+    /// <summary>The step's late starts and its most requests in flight; null when not known.</summary>
+    public (StartCounts Counts, int PeakInFlight)? Starts { get; init; }
+
     /// <summary>The step of a run's snapshot; rates over <paramref name="durationSeconds"/>.</summary>
     public static SweepStep From(double level, LoadSnapshot s, double durationSeconds) => new(
         level, s.Overall.Tokens / durationSeconds, s.Overall.Ok / durationSeconds,
         LoadReport.PercentileMs(s.Overall.Latency, 50), LoadReport.PercentileMs(s.Overall.Latency, 90), LoadReport.PercentileMs(s.Overall.Latency, 99),
         s.Overall.Latency.TotalCount == 0 ? 0 : s.Overall.Latency.GetMaxValue() / 1000.0,
-        s.Overall.Sent, s.Overall.Ok, s.Overall.Failed, s.Overall.Overloaded, s.Overall.Busy);
+        s.Overall.Sent, s.Overall.Ok, s.Overall.Failed, s.Overall.Overloaded, s.Overall.Busy)
+    {
+        Errors = s.Overall.Errors,
+        Starts = (s.Overall.Starts, s.PeakInFlight),
+    };
 
     /// <summary>
     /// Whether this step meets a p99 SLO: some request was answered, none failed or was refused as busy (a timeout, a
@@ -50,6 +60,10 @@ internal static class SweepReport
         ["requests_per_second"] = s.RequestsPerSecond,
         ["latency_ms"] = new JsonObject { ["p50"] = s.P50Ms, ["p90"] = s.P90Ms, ["p99"] = s.P99Ms, ["max"] = s.MaxMs },
         ["requests"] = new JsonObject { ["sent"] = s.Sent, ["ok"] = s.Ok, ["failed"] = s.Failed, ["overloaded"] = s.Overloaded, ["busy"] = s.Busy },
+        ["errors"] = s.Errors?.ToJson(),
+        ["starts"] = s.Starts is var (counts, peak)
+            ? new JsonObject { ["late"] = counts.Late, ["late_by_cap"] = counts.LateByCap, ["waited_for_cap"] = counts.WaitedForCap, ["max_late_ms"] = counts.MaxLateMicroseconds / 1000.0, ["peak_in_flight"] = peak }
+            : null,
     };
 
     public static JsonObject Build(LoadSettings settings, IReadOnlyList<SweepStep> steps)

@@ -39,7 +39,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                 return passed ? CliApp.ExitOk : CliApp.ExitFailure;
             }
 
-            output.WriteLine($"serving at {settings.Urls} (GET /stats, /v1/models, /health; POST /v1/layers/{{layer}}/forward, /v1/forward). Ctrl+C stops every process.");
+            output.WriteLine($"serving at {settings.Urls} (GET /stats, /v1/models, /health, /openapi/v1.json; POST /v1/layers/{{layer}}/forward, /v1/forward, KServe v2 /v2/models/{{model}}/infer). Ctrl+C stops every process.");
             try
             {
                 await Task.Delay(Timeout.Infinite, cancel);

@@ -134,6 +134,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
         byte[] bytes = WireFormat.Serialize(request);
         WireBytes reply;
         ShardResponse response;
+        long started = Stopwatch.GetTimestamp();
         try
         {
             reply = await _shards.CallAsync(dispatch.Shard.Key, dispatch.Rows, new WireBytes(bytes), cancellationToken);
@@ -161,6 +162,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
 
         float[] partials = response.Partials.Decode();
         return (dispatch, partials, new ShardCallTraffic(
-            _shards.LocalSilo, response.Silo, request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length, dispatch.Rows));
+            _shards.LocalSilo, response.Silo, request.Rows.PayloadBytes, bytes.Length, response.Partials.PayloadBytes, reply.Bytes.Length, dispatch.Rows,
+            Stopwatch.GetElapsedTime(started).TotalSeconds));
     }
 }

@@ -82,7 +82,7 @@ public sealed class GatewayOptions
 
     /// <summary>
     /// Accepted API keys (<c>MoECluster__Gateway__ApiKeys__0=...</c>). With any key configured (here or in
-    /// <see cref="ApiKeysFile"/>), every endpoint but /health and /alive needs one; with none, the gateway is open.
+    /// <see cref="ApiKeysFile"/>), every endpoint but /health, /alive, /v2/health/live and /v2/health/ready needs one; with none, the gateway is open.
     /// </summary>
     public List<string> ApiKeys { get; init; } = [];
 

@@ -1,9 +1,11 @@
+using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Model.Configuration;
 using MoECluster.Model.Numerics;
 using MoECluster.Wire;
 
@@ -21,6 +23,7 @@ public sealed class FrontEndBatcher
 {
     private readonly ModelCatalog _catalog;
     private readonly ShardCalls _shards;
+    private readonly TrafficLedger _ledger;
     private readonly bool _enabled;
     private readonly ForwardBatcher<ForwardBatchKey, IReadOnlyList<LayerTraffic>> _batcher;
 
@@ -30,13 +33,14 @@ public sealed class FrontEndBatcher
         ArgumentNullException.ThrowIfNull(ledger);
         _catalog = catalog;
         _shards = shards;
+        _ledger = ledger;
         var batching = options.Value.FrontEndBatching;
         _enabled = batching.Enabled;
         _batcher = new(
             ForwardAsync,
             e => e is ForwardOverflowException,
             batching.EffectiveMaxTokens(options.Value.Gateway),
-            (key, batch) => ledger.RecordFrontEndBatch(key.Model, key.Target, WireDTypes.Name(key.Wire), batch),
+            (key, batch) => ledger.RecordFrontEndBatch(key.Model, key.Target, WireDTypes.Name(key.Wire), batch, MoeModes.Of(catalog.Get(key.Model).Config)),
             batching.MaxBatchesInFlight);
     }
 
@@ -54,7 +58,9 @@ public sealed class FrontEndBatcher
         if (!_enabled)
         {
             // The math runs on the thread pool, off the caller's scheduler; the shard calls are made from there.
+            long started = Stopwatch.GetTimestamp();
             var alone = await Task.Run(() => ForwardAsync(key, call.Hidden, call.Tokens, cancellationToken), cancellationToken);
+            _ledger.RecordForward(modelId, MoeModes.Of(_catalog.Get(modelId).Config), key.Target, Stopwatch.GetElapsedTime(started).TotalSeconds);
             return new ForwardReply(alone.Hidden, alone.Traffic);
         }
 

@@ -43,6 +43,9 @@ public sealed class TrafficLedger : IDisposable
     private readonly Histogram<int> _batchRows;
     private readonly Histogram<int> _frontEndRequests;
     private readonly Histogram<int> _frontEndTokens;
+    private readonly Histogram<double> _forwardDuration;
+    private readonly Histogram<double> _shardCallDuration;
+    private readonly Histogram<double> _shardPassDuration;
 
     public TrafficLedger(IMeterFactory meters, IOptions<SiloIdentity> identity)
     {
@@ -55,10 +58,17 @@ public sealed class TrafficLedger : IDisposable
         _socketBytes = meter.CreateCounter<long>("moecluster.orleans.socket.bytes", "By", "Silo-to-silo bytes Orleans sent (message + 8-byte frame), by remote silo");
         _tcpBytes = meter.CreateCounter<long>("moecluster.tcp.bytes", "By", "Bytes Orleans' connections wrote to TCP (beneath TLS: records and handshakes included), by connection kind (silo, gateway)");
 
-        _batchRequests = meter.CreateHistogram<int>("moecluster.shard.batch.requests", "{request}", "Requests merged into one grouped pass of an expert shard (continuous batching), by model and layer");
-        _batchRows = meter.CreateHistogram<int>("moecluster.shard.batch.rows", "{row}", "Rows of one grouped pass of an expert shard, by model and layer");
-        _frontEndRequests = meter.CreateHistogram<int>("moecluster.frontend.batch.requests", "{request}", "Requests merged into one forward at a front-end router (front-end batching), by model and target (layer or stack)");
-        _frontEndTokens = meter.CreateHistogram<int>("moecluster.frontend.batch.tokens", "{token}", "Tokens of one forward at a front-end router, by model and target (layer or stack)");
+        _batchRequests = meter.CreateHistogram("moecluster.shard.batch.requests", "{request}", "Requests merged into one grouped pass of an expert shard (continuous batching), by model and layer", advice: SizeBuckets);
+        _batchRows = meter.CreateHistogram("moecluster.shard.batch.rows", "{row}", "Rows of one grouped pass of an expert shard, by model and layer", advice: SizeBuckets);
+        _frontEndRequests = meter.CreateHistogram("moecluster.frontend.batch.requests", "{request}", "Requests merged into one forward at a front-end router (front-end batching), by model and target (layer or stack)", advice: SizeBuckets);
+        _frontEndTokens = meter.CreateHistogram("moecluster.frontend.batch.tokens", "{token}", "Tokens of one forward at a front-end router, by model and target (layer or stack)", advice: SizeBuckets);
+        _forwardDuration = meter.CreateHistogram("moecluster.forward.duration", "s", "Duration of one forward at a front-end router (a batch of requests under front-end batching), by model, mode and target (layer or stack)", advice: DurationBuckets);
+        _shardCallDuration = meter.CreateHistogram("moecluster.shard.call.duration", "s", "Latency of one router-to-shard call (request sent to partial sums received, retries and hedges included), by model, mode, layer and the shard's silo", advice: DurationBuckets);
+        _shardPassDuration = meter.CreateHistogram("moecluster.shard.pass.duration", "s", "Compute time of one grouped pass of an expert shard, by model and layer", advice: DurationBuckets);
+
+        // Tokens per expert, from the same tallies /stats reports (models[].layers[].expert_tokens): one series per
+        // expert that received a token, observed at collection, so the hot path adds nothing per routed pair.
+        meter.CreateObservableCounter("moecluster.expert.tokens", ObserveExpertTokens, "{token}", "Tokens routed to each expert (one per token and chosen expert), by model, mode, layer and expert");
 
         _listener = new MeterListener
         {
@@ -73,6 +83,24 @@ public sealed class TrafficLedger : IDisposable
         _listener.SetMeasurementEventCallback<int>(OnOrleansMessageSent);
         _listener.Start();
     }
+
+    /// <summary>The instrument of the tokens per expert: one series per (model, layer, expert) that received a token.</summary>
+    public const string ExpertTokensInstrument = "moecluster.expert.tokens";
+
+    /// <summary>
+    /// Series <see cref="ExpertTokensInstrument"/> may have (OpenTelemetry's default of 2000 per metric is less than one
+    /// Nemotron-3 Super's 40 MoE layers × 512 experts).
+    /// </summary>
+    public const int ExpertTokensCardinalityLimit = 65_536;
+
+    /// <summary>Bucket bounds of the batch-size histograms (requests, rows, tokens): powers of two up to 65,536.</summary>
+    private static readonly InstrumentAdvice<int> SizeBuckets = new() { HistogramBucketBoundaries = [.. Enumerable.Range(0, 17).Select(i => 1 << i)] };
+
+    /// <summary>Bucket bounds of the duration histograms, in seconds: 0.5 ms to 60 s.</summary>
+    private static readonly InstrumentAdvice<double> DurationBuckets = new()
+    {
+        HistogramBucketBoundaries = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    };
 
     public SiloIdentity Identity { get; }
 
@@ -90,6 +118,7 @@ public sealed class TrafficLedger : IDisposable
         {
             AddPayloadMetrics(batch, "dispatch", call.From, call.To, call.DispatchPayloadBytes, call.DispatchMessageBytes);
             AddPayloadMetrics(batch, "combine", call.To, call.From, call.CombinePayloadBytes, call.CombineMessageBytes);
+            _shardCallDuration.Record(call.Seconds, new TagList { { "model", batch.Model }, { "mode", batch.Mode }, { "layer", batch.Layer }, { "silo", call.To } });
         }
 
         lock (_gate)
@@ -143,6 +172,7 @@ public sealed class TrafficLedger : IDisposable
         var tags = new TagList { { "model", model }, { "layer", layer } };
         _batchRequests.Record(batch.Requests, tags);
         _batchRows.Record(batch.Rows, tags);
+        _shardPassDuration.Record(batch.Microseconds / 1e6, tags);
         lock (_gate)
         {
             if (!_shardBatches.TryGetValue(shardKey, out long[]? v))
@@ -163,11 +193,16 @@ public sealed class TrafficLedger : IDisposable
     /// One forward at this front-end ran for <paramref name="model"/>'s <paramref name="target"/> (a layer index or "stack")
     /// in <paramref name="wire"/>: how many requests it merged and their tokens (front-end batching, Requests/ForwardBatcher).
     /// </summary>
-    public void RecordFrontEndBatch(string model, string target, string wire, Requests.FrontEndBatch batch)
+    public void RecordFrontEndBatch(string model, string target, string wire, Requests.FrontEndBatch batch, string? mode = null)
     {
         var tags = new TagList { { "model", model }, { "target", target } };
         _frontEndRequests.Record(batch.Requests, tags);
         _frontEndTokens.Record(batch.Tokens, tags);
+        if (mode is not null)
+        {
+            RecordForward(model, mode, target, batch.Microseconds / 1e6);
+        }
+
         lock (_gate)
         {
             if (!_frontEndBatches.TryGetValue((model, target, wire), out long[]? v))
@@ -183,6 +218,10 @@ public sealed class TrafficLedger : IDisposable
             v[5] = Math.Max(v[5], batch.Tokens);
         }
     }
+
+    /// <summary>One forward at this front-end (under front-end batching, one batch of requests) took <paramref name="seconds"/>.</summary>
+    public void RecordForward(string model, string mode, string target, double seconds) =>
+        _forwardDuration.Record(seconds, new TagList { { "model", model }, { "mode", mode }, { "target", target } });
 
     public void ShardActivated(ShardDescription shard)
     {
@@ -269,6 +308,26 @@ public sealed class TrafficLedger : IDisposable
 
     public void Dispose() => _listener.Dispose();
 
+    private List<Measurement<long>> ObserveExpertTokens()
+    {
+        var measurements = new List<Measurement<long>>();
+        lock (_gate)
+        {
+            foreach (var ((model, layer), state) in _layers)
+            {
+                for (int e = 0; e < state.ExpertTokens.Length; e++)
+                {
+                    if (state.ExpertTokens[e] > 0)
+                    {
+                        measurements.Add(new Measurement<long>(state.ExpertTokens[e], new TagList { { "model", model }, { "mode", state.Mode }, { "layer", layer }, { "expert", e } }));
+                    }
+                }
+            }
+        }
+
+        return measurements;
+    }
+
     private void AddPayloadMetrics(LayerBatch batch, string direction, string from, string to, long payloadBytes, long messageBytes)
     {
         var tags = new TagList
@@ -317,8 +376,8 @@ public sealed class TrafficLedger : IDisposable
 /// <summary>One layer batch of one model as the router planned it: tokens, widths, and the payload bytes its plan predicts.</summary>
 public sealed record LayerBatch(string Model, string Mode, int Layer, int HiddenSize, int Width, int TopK, int ExpertCount, int Tokens, long PredictedPayloadBytes);
 
-/// <summary>One answered shard call of a batch: the router's silo (From), the shard's silo (To), the bytes each way, the rows.</summary>
-public readonly record struct ShardCallTraffic(string From, string To, long DispatchPayloadBytes, long DispatchMessageBytes, long CombinePayloadBytes, long CombineMessageBytes, int Rows);
+/// <summary>One answered shard call of a batch: the router's silo (From), the shard's silo (To), the bytes each way, the rows, the call's latency.</summary>
+public readonly record struct ShardCallTraffic(string From, string To, long DispatchPayloadBytes, long DispatchMessageBytes, long CombinePayloadBytes, long CombineMessageBytes, int Rows, double Seconds = 0);
 
 /// <summary>This silo's name and role, as configured (Orleans:Name, Orleans:Metadata:moecluster-role), and whether its Orleans connections use TLS.</summary>
 public sealed class SiloIdentity

@@ -1,7 +1,9 @@
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Cluster.Telemetry;
 
 namespace MoECluster.Gateway.Limits;
 
@@ -30,8 +32,9 @@ public sealed class GatewayAdmission : IDisposable
     private readonly ConcurrencyLimiter _routers;
     private int _requests;
     private long _bodyBytes;
+    private int _queued;
 
-    public GatewayAdmission(IOptions<MoeClusterOptions> options)
+    public GatewayAdmission(IOptions<MoeClusterOptions> options, IMeterFactory? meters = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value.Gateway;
@@ -42,7 +45,19 @@ public sealed class GatewayAdmission : IDisposable
             QueueLimit = _options.MaxQueuedTokens,
             QueueProcessingOrder = QueueProcessingOrder.OldestFirst,
         });
+        if (meters is not null)
+        {
+            Meter meter = meters.Create(TrafficLedger.MeterName);
+            meter.CreateObservableGauge("moecluster.gateway.requests.in_flight", () => RequestsInFlight, "{request}", "Forward requests admitted at this gateway now (reading their body, queued in front of the routers, or forwarded)");
+            meter.CreateObservableGauge("moecluster.gateway.requests.queued", () => RequestsQueued, "{request}", "Forward requests waiting now in the queue in front of the routers");
+            meter.CreateObservableGauge("moecluster.gateway.tokens.in_flight", () => TokensInFlight, "{token}", "Tokens being forwarded now (MoECluster:Gateway:MaxTokensInFlight bounds them)");
+            meter.CreateObservableGauge("moecluster.gateway.tokens.queued", () => TokensQueued, "{token}", "Tokens waiting now in the queue in front of the routers (MoECluster:Gateway:MaxQueuedTokens bounds them)");
+            meter.CreateObservableGauge("moecluster.gateway.body.in_flight", () => BodyBytesInFlight, "By", "Request body bytes reserved now (MoECluster:Gateway:MaxBodyBytesInFlight bounds them)");
+        }
     }
+
+    /// <summary>Forward requests waiting now in the queue in front of the routers.</summary>
+    public int RequestsQueued => Volatile.Read(ref _queued);
 
     /// <summary>Forward requests admitted now (reading their body, queued or forwarded).</summary>
     public int RequestsInFlight => Volatile.Read(ref _requests);
@@ -97,6 +112,7 @@ public sealed class GatewayAdmission : IDisposable
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(aborted);
         timeout.CancelAfter(TimeSpan.FromSeconds(_options.QueueTimeoutSeconds));
         RateLimitLease lease;
+        Interlocked.Increment(ref _queued);
         try
         {
             lease = await _routers.AcquireAsync(Math.Min(tokens, _options.MaxTokensInFlight), timeout.Token);
@@ -105,6 +121,10 @@ public sealed class GatewayAdmission : IDisposable
         {
             throw new GatewayOverloadException(string.Create(CultureInfo.InvariantCulture,
                 $"the request waited {_options.QueueTimeoutSeconds} s in the queue in front of the routers without its {tokens} tokens fitting in the {_options.MaxTokensInFlight} tokens in flight ({Prefix}{nameof(GatewayOptions.QueueTimeoutSeconds)}, {Prefix}{nameof(GatewayOptions.MaxTokensInFlight)}); retry after {RetryAfterSeconds} s"));
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _queued);
         }
 
         if (!lease.IsAcquired)

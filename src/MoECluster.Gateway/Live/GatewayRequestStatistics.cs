@@ -1,4 +1,6 @@
+using System.Diagnostics.Metrics;
 using HdrHistogram;
+using MoECluster.Cluster.Telemetry;
 
 namespace MoECluster.Gateway.Live;
 
@@ -11,7 +13,13 @@ namespace MoECluster.Gateway.Live;
 /// one since start and one over a sliding window of the last <see cref="RecentSeconds"/> seconds, kept as one
 /// histogram per second. Tokens per second come from the same per-second buckets.
 /// </summary>
-public sealed class GatewayRequestStatistics(TimeProvider clock)
+/// <remarks>
+/// The same tallies are published on the meter <c>MoECluster</c> (<see cref="TrafficLedger.MeterName"/>) when a meter
+/// factory is given: <c>moecluster.gateway.requests</c> by model and outcome and <c>moecluster.gateway.tokens</c> by model,
+/// observed from these counters at collection (so <c>/metrics</c> and <c>/stats</c> agree), and the histogram
+/// <c>moecluster.gateway.request.duration</c> (seconds, answered requests, by model).
+/// </remarks>
+public sealed class GatewayRequestStatistics
 {
     /// <summary>Window of the "recent" latency percentiles.</summary>
     public const int RecentSeconds = 10;
@@ -28,12 +36,36 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
     private readonly LongHistogram _all = NewHistogram();
     private readonly Second[] _seconds = [.. Enumerable.Range(0, TimelineSeconds + 1).Select(_ => new Second())];
     private readonly Dictionary<string, ModelCounters> _models = new(StringComparer.Ordinal);
-    private readonly long _startSecond = clock.GetUtcNow().ToUnixTimeSeconds();
+    private readonly TimeProvider _clock;
+    private readonly long _startSecond;
+    private readonly Histogram<double>? _duration;
+
+    public GatewayRequestStatistics(TimeProvider clock, IMeterFactory? meters = null)
+    {
+        ArgumentNullException.ThrowIfNull(clock);
+        _clock = clock;
+        _startSecond = clock.GetUtcNow().ToUnixTimeSeconds();
+        if (meters is not null)
+        {
+            Meter meter = meters.Create(TrafficLedger.MeterName);
+            meter.CreateObservableCounter(RequestsInstrument, ObserveRequests, "{request}", "Forward requests at this gateway, by model and outcome (answered, failed, rejected, overloaded, busy, disconnected), as /stats' gateway section counts them");
+            meter.CreateObservableCounter(TokensInstrument, ObserveTokens, "{token}", "Tokens of the forward requests this gateway answered, by model");
+            _duration = meter.CreateHistogram("moecluster.gateway.request.duration", "s", "Arrival to reply of the forward requests this gateway answered, by model", advice: new InstrumentAdvice<double>
+            {
+                HistogramBucketBoundaries = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+            });
+        }
+    }
+
+    public const string RequestsInstrument = "moecluster.gateway.requests";
+
+    public const string TokensInstrument = "moecluster.gateway.tokens";
 
     /// <summary>Records an answered request (2xx) of <paramref name="tokens"/> tokens.</summary>
     public void RecordAnswered(string model, int tokens, TimeSpan latency)
     {
         long micros = Math.Clamp((long)(latency.Ticks / 10.0), 1, MaxLatencyMicroseconds);
+        _duration?.Record(latency.TotalSeconds, new KeyValuePair<string, object?>("model", model));
         lock (_gate)
         {
             var second = Current();
@@ -96,7 +128,7 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
     {
         lock (_gate)
         {
-            long now = clock.GetUtcNow().ToUnixTimeSeconds();
+            long now = _clock.GetUtcNow().ToUnixTimeSeconds();
             var recent = NewHistogram();
             long rateTokens = 0;
             var timeline = new List<TimelinePoint>(TimelineSeconds);
@@ -143,11 +175,39 @@ public sealed class GatewayRequestStatistics(TimeProvider clock)
 
     private static LongHistogram NewHistogram() => new(MaxLatencyMicroseconds, 3);
 
+    private List<Measurement<long>> ObserveRequests()
+    {
+        var measurements = new List<Measurement<long>>();
+        lock (_gate)
+        {
+            foreach (var (model, c) in _models)
+            {
+                void Add(string outcome, long value) => measurements.Add(new Measurement<long>(value, new KeyValuePair<string, object?>("model", model), new KeyValuePair<string, object?>("outcome", outcome)));
+                Add("answered", c.Answered);
+                Add("failed", c.Failed);
+                Add("rejected", c.Rejected);
+                Add("overloaded", c.Overloaded);
+                Add("busy", c.Busy);
+                Add("disconnected", c.Disconnected);
+            }
+        }
+
+        return measurements;
+    }
+
+    private List<Measurement<long>> ObserveTokens()
+    {
+        lock (_gate)
+        {
+            return [.. _models.Select(m => new Measurement<long>(m.Value.Tokens, new KeyValuePair<string, object?>("model", m.Key)))];
+        }
+    }
+
     private static int Index(long second) => (int)(((second % (TimelineSeconds + 1)) + TimelineSeconds + 1) % (TimelineSeconds + 1));
 
     private Second Current()
     {
-        long now = clock.GetUtcNow().ToUnixTimeSeconds();
+        long now = _clock.GetUtcNow().ToUnixTimeSeconds();
         var bucket = _seconds[Index(now)];
         if (bucket.Epoch != now)
         {

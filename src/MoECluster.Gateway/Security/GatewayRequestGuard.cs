@@ -14,11 +14,12 @@ namespace MoECluster.Gateway.Security;
 /// <summary>
 /// The gateway's front door, ahead of every endpoint:
 /// <list type="bullet">
-/// <item>API keys. With keys configured, every path except the health probes (/health, /alive) needs one:
+/// <item>API keys. With keys configured, every path except the health probes (/health, /alive, and KServe's
+/// /v2/health/live and /v2/health/ready) needs one:
 /// <c>Authorization: Bearer KEY</c> or <c>X-Api-Key: KEY</c> on any request, or HTTP Basic with the key as password
 /// (any user name) on GET and HEAD only. Missing or wrong: 401 with <c>{"error": ...}</c> and
 /// <c>WWW-Authenticate: Bearer</c> (plus <c>Basic</c> on GET/HEAD).</item>
-/// <item>Accounting: every request to a forward endpoint, whatever answers it (this guard, routing, the handler),
+/// <item>Accounting: every request to a forward endpoint (KServe's infer included), whatever answers it (this guard, routing, the handler),
 /// is counted in <see cref="GatewayRequestStatistics"/> as answered (2xx), rejected (4xx), failed (5xx), refused for
 /// overload (the 503 of a limit on work in flight) or disconnected (its client went away first; no stack trace is
 /// logged for it).</item>
@@ -49,7 +50,7 @@ public sealed partial class GatewayRequestGuard(
     public const string Realm = "moecluster";
 
     /// <summary>Paths open without a key: the health probes of the service defaults.</summary>
-    private static readonly string[] OpenPaths = ["/health", "/alive"];
+    private static readonly string[] OpenPaths = ["/health", "/alive", "/v2/health/live", "/v2/health/ready"];
 
     public async Task InvokeAsync(HttpContext http)
     {
@@ -137,22 +138,49 @@ public sealed partial class GatewayRequestGuard(
         }
     }
 
-    /// <summary><c>POST /v1/forward</c> and <c>POST /v1/layers/{layer}/forward</c>, whatever the method and layer text.</summary>
+    /// <summary>
+    /// <c>POST /v1/forward</c>, <c>POST /v1/layers/{layer}/forward</c> and KServe's <c>POST /v2/models/{model}/infer</c>
+    /// (and <c>/v2/models/{model}/versions/{version}/infer</c>), whatever the method, layer, model and version text.
+    /// </summary>
     public static bool IsForwardPath(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        const string Layers = "/v1/layers/";
-        const string Forward = "/forward";
         if (path.Equals("/v1/forward", StringComparison.OrdinalIgnoreCase))
         {
             return true;
         }
 
-        return path.Length > Layers.Length + Forward.Length
-            && path.StartsWith(Layers, StringComparison.OrdinalIgnoreCase)
-            && path.EndsWith(Forward, StringComparison.OrdinalIgnoreCase)
-            && path.AsSpan(Layers.Length, path.Length - Layers.Length - Forward.Length).IndexOf('/') < 0;
+        return IsOneSegmentBetween(path, "/v1/layers/", "/forward") || IsOneSegmentBetween(path, "/v2/models/", "/infer") || IsVersionedInfer(path);
     }
+
+    /// <summary><c>/v2/models/{model}/versions/{version}/infer</c>.</summary>
+    private static bool IsVersionedInfer(string path)
+    {
+        const string Models = "/v2/models/";
+        const string Infer = "/infer";
+        if (path.Length <= Models.Length + Infer.Length || !path.StartsWith(Models, StringComparison.OrdinalIgnoreCase) || !path.EndsWith(Infer, StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+
+        var middle = path.AsSpan(Models.Length, path.Length - Models.Length - Infer.Length);
+        int first = middle.IndexOf('/');
+        if (first <= 0)
+        {
+            return false;
+        }
+
+        var rest = middle[(first + 1)..];
+        const string Versions = "versions/";
+        return rest.StartsWith(Versions, StringComparison.OrdinalIgnoreCase) && rest.Length > Versions.Length && rest[Versions.Length..].IndexOf('/') < 0;
+    }
+
+    /// <summary><paramref name="path"/> is <paramref name="prefix"/>, one non-empty segment, then <paramref name="suffix"/>.</summary>
+    private static bool IsOneSegmentBetween(string path, string prefix, string suffix) =>
+        path.Length > prefix.Length + suffix.Length
+        && path.StartsWith(prefix, StringComparison.OrdinalIgnoreCase)
+        && path.EndsWith(suffix, StringComparison.OrdinalIgnoreCase)
+        && path.AsSpan(prefix.Length, path.Length - prefix.Length - suffix.Length).IndexOf('/') < 0;
 
     /// <summary>
     /// The Orleans Dashboard's live log stream. It is served only with API keys configured (and then, like every path
@@ -173,7 +201,8 @@ public sealed partial class GatewayRequestGuard(
         OpenPaths.Any(open => path.Equals(open, StringComparison.OrdinalIgnoreCase) || path.Equals(open + "/", StringComparison.OrdinalIgnoreCase));
 
     private static bool IsApiPath(string path) =>
-        path.StartsWith("/v1/", StringComparison.OrdinalIgnoreCase) || path.Equals("/stats", StringComparison.OrdinalIgnoreCase);
+        path.StartsWith("/v1/", StringComparison.OrdinalIgnoreCase) || path.StartsWith("/v2", StringComparison.OrdinalIgnoreCase)
+        || path.StartsWith("/openapi/", StringComparison.OrdinalIgnoreCase) || path.Equals("/stats", StringComparison.OrdinalIgnoreCase);
 
     private static bool IsReadOnly(string method) => HttpMethods.IsGet(method) || HttpMethods.IsHead(method);
 
