@@ -121,10 +121,10 @@ public static class MoEClusterApp
 
         builder.Services.AddSingleton(new SiloSupervision(alive, Frontend, RestartExpertsWithFrontend: redis is null));
         builder.Services.AddSingleton<SiloSupervisor>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<SiloSupervisor>());
-        builder.Eventing.Subscribe<BeforeStartEvent>((e, _) =>
+        builder.Eventing.Subscribe<BeforeStartEvent>((e, cancellationToken) =>
         {
             var supervisor = e.Services.GetRequiredService<SiloSupervisor>();
+            _ = supervisor.Start();
             foreach (var silo in e.Model.Resources.Where(r => alive.ContainsKey(r.Name)))
             {
                 UserCommands.Wrap(silo, KnownResourceCommands.StopCommand, supervisor.StoppedByUser);

@@ -5,6 +5,7 @@ using System.Net.Sockets;
 using Aspire.Hosting;
 using Aspire.Hosting.ApplicationModel;
 using Aspire.Hosting.Testing;
+using Microsoft.Extensions.DependencyInjection;
 using MoECluster.Gateway;
 using MoECluster.Model.Layers;
 using MoECluster.Testing;
@@ -117,7 +118,131 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
     private static IEnumerable<int> Orchestrators() =>
         ProcessScan.Mentioning("aspire.hosting.orchestration").Concat(ProcessScan.Mentioning("Aspire.Dashboard")).Distinct();
 
-    private static async Task WaitForExpertSilosAsync(string url, int expected, TimeSpan timeout)
+    /// <summary>
+    /// The moecluster the AppHost runs (its `dotnet run --project src/MoECluster.Cli` output; the AppHost references it as a
+    /// resource, not as an assembly, so it is not beside the tests).
+    /// </summary>
+    private static string CliDll()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            string candidate = Path.Combine(dir.FullName, "src", "MoECluster.Cli", "bin", "Release", "net10.0", "moecluster.dll");
+            if (File.Exists(candidate))
+            {
+                return candidate;
+            }
+        }
+
+        throw new FileNotFoundException("src/MoECluster.Cli/bin/Release/net10.0/moecluster.dll above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>The silo process itself (not Aspire's `dotnet run` around it) named <paramref name="name"/> under <paramref name="modelsDir"/>.</summary>
+    private static int SiloPid(string modelsDir, string name) =>
+        ProcessScan.Mentioning(modelsDir).Single(p =>
+        {
+            string[] args = File.ReadAllText($"/proc/{P(p)}/cmdline").Split('\0', StringSplitOptions.RemoveEmptyEntries);
+            int verb = Array.IndexOf(args, "silo");
+            return verb > 0 && args[verb - 1].EndsWith("/moecluster", StringComparison.Ordinal) && args.AsSpan(verb).IndexOf(name) > 0;
+        });
+
+    private static async Task<IAsyncDisposable> StartAsync(string[] args, TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        var builder = await DistributedApplicationTestingBuilder.CreateAsync(typeof(MoEClusterApp), args, cancel.Token);
+        var app = await builder.BuildAsync(cancel.Token);
+        await app.StartAsync(cancel.Token);
+        await app.ResourceNotifications.WaitForResourceAsync("warmup", KnownResourceStates.Finished, cancel.Token);
+        return app;
+    }
+
+    [Fact]
+    public async Task The_AppHost_restarts_a_killed_expert_silo_a_hung_one_and_after_the_front_end_every_silo_and_forwards_succeed_again()
+    {
+        using var dir = new MoECluster.Testing.TempDirectory("moecluster-aspire-");
+        string modelsDir = dir.File("models");
+        string[] args = Args(modelsDir);
+        string url = $"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}";
+        var app = (DistributedApplication)await StartAsync(args, TimeSpan.FromMinutes(4));
+        await using (app)
+        {
+            foreach (var (silo, signal, within) in new[] { ("expert-1", "KILL", 30), ("expert-2", "STOP", 45), ("frontend", "KILL", 45) })
+            {
+                int pid = SiloPid(modelsDir, silo);
+                var clock = Stopwatch.StartNew();
+                using (var kill = Process.Start("kill", [$"-{signal}", P(pid)]))
+                {
+                    kill.WaitForExit();
+                }
+
+                await WaitForExpertSilosAsync(url, 2, TimeSpan.FromSeconds(within), notBefore: () => !BackgroundProcess.IsAlive(pid));
+                await ForwardEqualsTheInProcessOneAsync(url, modelsDir);
+                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{silo} after SIG{signal}: whole again and serving after {clock.Elapsed.TotalSeconds:F1} s"));
+                Assert.NotEqual(pid, SiloPid(modelsDir, silo));
+            }
+
+            // A stop from the dashboard is the user's: the silo stays stopped until started again.
+            using (var running = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
+            {
+                await app.ResourceNotifications.WaitForResourceAsync("expert-2", KnownResourceStates.Running, running.Token);
+            }
+
+            var commands = app.Services.GetRequiredService<ResourceCommandService>();
+            var stopped = await commands.ExecuteCommandAsync("expert-2", KnownResourceCommands.StopCommand);
+            Assert.True(stopped.Success, stopped.Message);
+            await Task.Delay(TimeSpan.FromSeconds(8));
+            Assert.True(app.ResourceNotifications.TryGetCurrentState("expert-2", out var state) && state.Snapshot.State?.Text != KnownResourceStates.Running, state?.Snapshot.State?.Text);
+            await WaitForExpertSilosAsync(url, 1, TimeSpan.FromSeconds(30));
+            var started = await commands.ExecuteCommandAsync("expert-2", KnownResourceCommands.StartCommand);
+            Assert.True(started.Success, started.Message);
+            await WaitForExpertSilosAsync(url, 2, TimeSpan.FromSeconds(60));
+            await app.StopAsync(CancellationToken.None);
+        }
+
+        var left = ProcessScan.WaitAllGone(ProcessScan.Mentioning(modelsDir), TimeSpan.FromSeconds(20));
+        Assert.True(left.Count == 0, "left behind after the app stopped: " + ProcessScan.Describe(left));
+    }
+
+    /// <summary>
+    /// The CI-sized chaos run on the AppHost's cluster: 60 seconds of checked load while <c>moecluster chaos</c> kills,
+    /// hangs and stops its silo processes, the front-end included, one at a time. No request may fail, every answer must
+    /// equal the in-process forward, and the cluster must be whole again after every fault (docs/CHAOS.md).
+    /// </summary>
+    [Fact]
+    public async Task A_60_second_chaos_run_on_the_AppHosts_cluster_fails_no_request_and_every_answer_is_the_in_process_one()
+    {
+        using var dir = new MoECluster.Testing.TempDirectory("moecluster-chaos-");
+        string modelsDir = dir.File("models");
+        string[] args = [.. Args(modelsDir), "--backend", "managed"];
+        string url = $"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}";
+        var app = (DistributedApplication)await StartAsync(args, TimeSpan.FromMinutes(4));
+        await using (app)
+        {
+            string json = dir.File("chaos.json");
+            string seed = Random.Shared.Next(1, int.MaxValue).ToString(CultureInfo.InvariantCulture);
+            using var chaos = BackgroundProcess.Start("dotnet", [CliDll(),
+                "chaos", "--url", url,
+                "--model", $"latent={Path.Combine(modelsDir, "tiny-8x1")}", "--model", $"standard={Path.Combine(modelsDir, "tiny-standard-8x1")}",
+                "--duration", "60", "--warmup", "3", "--concurrency", "2", "--fault-interval", "3", "--hang", "3,8", "--recovery-timeout", "40",
+                "--seed", seed, "--json", json]);
+            bool finished = chaos.WaitForExit(TimeSpan.FromMinutes(4));
+            log.WriteLine(chaos.Output);
+            Assert.True(finished, "the chaos run did not finish in 4 minutes:\n" + chaos.Output);
+            Assert.True(chaos.ExitCode == 0, $"chaos run (seed {seed}) exit {chaos.ExitCode}:\n{chaos.Output}");
+            var report = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+            var requests = report["requests"]!;
+            Assert.Equal(0, requests["failed"]!.GetValue<long>());
+            Assert.Equal(0, requests["wrong_answers"]!.GetValue<long>());
+            Assert.True(requests["ok"]!.GetValue<long>() > 100, chaos.Output);
+            var faults = report["faults"]!.AsArray();
+            Assert.True(faults.Count >= 3, $"only {faults.Count} faults in 60 s:\n{chaos.Output}");
+            Assert.Equal(["hang", "kill", "term"], faults.Select(f => f!["kind"]!.GetValue<string>()).Distinct().Order());
+            Assert.Contains(faults, f => f!["role"]!.GetValue<string>() == "frontend" && f["kind"]!.GetValue<string>() == "kill");
+            Assert.All(faults, f => Assert.NotNull(f!["whole_again_after_s"]));
+            await app.StopAsync(CancellationToken.None);
+        }
+    }
+
+    private static async Task WaitForExpertSilosAsync(string url, int expected, TimeSpan timeout, Func<bool>? notBefore = null)
     {
         using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(5) };
         var client = new GatewayClient(http);
@@ -128,7 +253,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
             try
             {
                 var (_, body) = await client.HealthAsync();
-                if (body?["expert_silos"]?.GetValue<int>() == expected)
+                if (body?["expert_silos"]?.GetValue<int>() == expected && (notBefore is null || notBefore()))
                 {
                     return;
                 }

@@ -26,12 +26,15 @@ public sealed partial class SiloSupervisor(
     ResourceNotificationService notifications,
     ResourceCommandService commands,
     IHostApplicationLifetime lifetime,
-    ILogger<SiloSupervisor> logger) : BackgroundService
+    ILogger<SiloSupervisor> logger)
 {
     /// <summary>How long a running silo's <c>/alive</c> may stay unanswered before the silo is killed.</summary>
     public static readonly TimeSpan LivenessTimeout = TimeSpan.FromSeconds(10);
 
     private readonly ConcurrentDictionary<string, bool> _stoppedByUser = new(StringComparer.Ordinal);
+
+    /// <summary>Silos being restarted by a command (the supervisor's or the user's): the exit that restart causes is not a crash.</summary>
+    private readonly ConcurrentDictionary<string, bool> _restarting = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, RestartPolicy> _policies = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, (string State, int? Pid, long StartedTicks)> _last = new(StringComparer.Ordinal);
 
@@ -39,13 +42,26 @@ public sealed partial class SiloSupervisor(
     public void StoppedByUser(string silo) => _stoppedByUser[silo] = true;
 
     /// <summary>The dashboard's Start or Restart was used on <paramref name="silo"/>: supervise it again.</summary>
-    public void StartedByUser(string silo) => _stoppedByUser.TryRemove(silo, out _);
+    public void StartedByUser(string silo)
+    {
+        _stoppedByUser.TryRemove(silo, out _);
+        _restarting[silo] = true;
+    }
 
-    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        Task.WhenAll(WatchExitsAsync(stoppingToken), WatchLivenessAsync(stoppingToken));
+    /// <summary>
+    /// Starts watching (from the app's <c>BeforeStartEvent</c>: a hosted service would start only after Aspire's orchestrator
+    /// has started every resource, the warm-up included, and miss what happens before); runs until the AppHost stops.
+    /// </summary>
+    public Task Start()
+    {
+        var stop = lifetime.ApplicationStopping;
+        return Task.WhenAll(Task.Run(() => WatchExitsAsync(stop), CancellationToken.None), Task.Run(() => WatchLivenessAsync(stop), CancellationToken.None));
+    }
 
     private async Task WatchExitsAsync(CancellationToken stop)
     {
+        LogSupervising(supervision.Silos.Count);
+
         try
         {
             await foreach (var e in notifications.WatchAsync(stop))
@@ -62,6 +78,16 @@ public sealed partial class SiloSupervisor(
                 var previous = _last.GetValueOrDefault(name);
                 long started = state == KnownResourceStates.Running && previous.State != KnownResourceStates.Running ? Stopwatch.GetTimestamp() : previous.StartedTicks;
                 _last[name] = (state, pid ?? previous.Pid, started);
+                if (state != previous.State)
+                {
+                    LogState(name, previous.State, state, e.Snapshot.ExitCode);
+                }
+
+                if (state == KnownResourceStates.Running)
+                {
+                    _restarting.TryRemove(name, out _);
+                }
+
                 bool exited = state == KnownResourceStates.Exited || state == KnownResourceStates.Finished || state == KnownResourceStates.FailedToStart;
                 if (!exited || previous.State != KnownResourceStates.Running || lifetime.ApplicationStopping.IsCancellationRequested)
                 {
@@ -71,6 +97,11 @@ public sealed partial class SiloSupervisor(
                 if (_stoppedByUser.ContainsKey(name))
                 {
                     LogLeftStopped(name);
+                    continue;
+                }
+
+                if (_restarting.ContainsKey(name))
+                {
                     continue;
                 }
 
@@ -101,12 +132,14 @@ public sealed partial class SiloSupervisor(
         try
         {
             await Task.Delay(wait, stop);
+            _restarting[name] = true;
             var tasks = new List<Task> { commands.ExecuteCommandAsync(name, KnownResourceCommands.RestartCommand, stop) };
             if (name == supervision.Frontend && supervision.RestartExpertsWithFrontend)
             {
                 // The membership table lived in the front-end: the expert silos cannot outlive it; restart them with it at once.
                 var experts = supervision.Silos.Keys.Where(s => s != name && !_stoppedByUser.ContainsKey(s)).ToList();
                 LogRestartingWithFrontend(string.Join(", ", experts), name);
+                experts.ForEach(s => _restarting[s] = true);
                 tasks.AddRange(experts.Select(s => commands.ExecuteCommandAsync(s, KnownResourceCommands.RestartCommand, stop)));
             }
 
@@ -211,6 +244,12 @@ public sealed partial class SiloSupervisor(
             return null;
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "supervising {Silos} silos: a silo that exits is restarted, one whose /alive stops answering is killed and restarted")]
+    private partial void LogSupervising(int silos);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Silo}: {From} -> {To} (exit code {ExitCode})")]
+    private partial void LogState(string silo, string? from, string to, int? exitCode);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Silo} exited (code {ExitCode}) after {RanSeconds:F1} s; restarting it in {DelaySeconds:F1} s (restart {Restart}, {Limit})")]
     private partial void LogRestarting(string silo, string exitCode, double ranSeconds, double delaySeconds, int restart, string limit);
