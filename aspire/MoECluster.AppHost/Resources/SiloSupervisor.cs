@@ -136,10 +136,14 @@ public sealed partial class SiloSupervisor(
             var tasks = new List<Task> { commands.ExecuteCommandAsync(name, KnownResourceCommands.RestartCommand, stop) };
             if (name == supervision.Frontend && supervision.RestartExpertsWithFrontend)
             {
-                // The membership table lived in the front-end: the expert silos cannot outlive it; restart them with it at once.
+                // The membership table lived in the front-end: the expert silos cannot outlive it. They are restarted once the
+                // new front-end answers (a silo that starts before its primary listens fails to join and exits).
                 var experts = supervision.Silos.Keys.Where(s => s != name && !_stoppedByUser.ContainsKey(s)).ToList();
                 LogRestartingWithFrontend(string.Join(", ", experts), name);
                 experts.ForEach(s => _restarting[s] = true);
+                await Task.WhenAll(tasks);
+                tasks.Clear();
+                await WaitUntilAliveAsync(supervision.Silos[name], stop);
                 tasks.AddRange(experts.Select(s => commands.ExecuteCommandAsync(s, KnownResourceCommands.RestartCommand, stop)));
             }
 
@@ -152,6 +156,31 @@ public sealed partial class SiloSupervisor(
         {
             LogRestartFailed(name, ex.Message);
         }
+    }
+
+    /// <summary>Until <paramref name="alive"/> answers 2xx (at most 2 minutes), then 2 s more for the silo behind it to listen.</summary>
+    private static async Task WaitUntilAliveAsync(Uri alive, CancellationToken stop)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromMinutes(2))
+        {
+            try
+            {
+                using var response = await http.GetAsync(alive, stop);
+                if (response.IsSuccessStatusCode)
+                {
+                    break;
+                }
+            }
+            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !stop.IsCancellationRequested)
+            {
+            }
+
+            await Task.Delay(250, stop);
+        }
+
+        await Task.Delay(TimeSpan.FromSeconds(2), stop);
     }
 
     private async Task WatchLivenessAsync(CancellationToken stop)
