@@ -13,14 +13,16 @@ M=(dotnet src/MoECluster.Cli/bin/Release/net10.0/moecluster.dll)
 
 uptime | tee "$OUT/uptime-start.txt"
 setsid dotnet aspire/MoECluster.AppHost/bin/Release/net10.0/MoECluster.AppHost.dll --port "$PORT" --silo-port 25511 \
-  --gateway-port 35500 --models-dir "$MODELS" > "$OUT/apphost.log" 2>&1 &
+  --gateway-port 35500 --dashboard-port 18690 --models-dir "$MODELS" > "$OUT/apphost.log" 2>&1 &
 APP=$!
-for _ in $(seq 1 400); do grep -q "ready in" "$OUT/apphost.log" && break; sleep 1; done
-grep "ready in\|warmup" "$OUT/apphost.log" | tail -3
+for _ in $(seq 1 400); do grep -q "gateway ready" "$OUT/apphost.log" && break; sleep 1; done
+# The AppHost's warmup resource logs to the Aspire dashboard; the same command here waits for both expert silos and
+# loads every shard before the first measurement.
+"${M[@]}" warmup --url "http://127.0.0.1:$PORT" --expert-silos 2 --timeout 600 | tail -1
 
 # Resident memory of each silo process (role from its command line).
 rss() {
-  for pid in $(pgrep -f "moecluster.dll silo"); do
+  for pid in $(pgrep -f "moecluster silo --role"); do
     role=$(tr '\0' '\n' < "/proc/$pid/cmdline" | grep -A1 -x -- "--role" | tail -1)
     kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
     awk -v r="$role" -v p="$pid" -v k="$kb" 'BEGIN { printf "%s pid %s rss %.2f GB\n", r, p, k / 1024 / 1024 }'
