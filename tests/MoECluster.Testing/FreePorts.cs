@@ -5,17 +5,43 @@ namespace MoECluster.Testing;
 
 public static class FreePorts
 {
-    /// <summary>Ports that were free on loopback a moment ago (bound to port 0, then released).</summary>
+    /// <summary>
+    /// Distinct ports that were free on loopback a moment ago, drawn at random below Linux's ephemeral range (32768 and up):
+    /// a port the kernel hands out for port 0 can be taken as the source port of any outgoing connection before the
+    /// process under test binds it ("Address already in use": CI saw a silo fail so); below the range only an explicit bind takes it.
+    /// </summary>
     public static int[] Take(int count)
     {
-        var listeners = Enumerable.Range(0, count).Select(_ =>
+        var ports = new List<int>(count);
+        for (int attempt = 0; ports.Count < count; attempt++)
         {
-            var l = new TcpListener(IPAddress.Loopback, 0);
-            l.Start();
-            return l;
-        }).ToList();
-        int[] ports = [.. listeners.Select(l => ((IPEndPoint)l.LocalEndpoint).Port)];
-        listeners.ForEach(l => l.Stop());
-        return ports;
+            if (attempt > 10_000)
+            {
+                throw new InvalidOperationException($"no {count} free ports in 20000..32000");
+            }
+
+            int port = Random.Shared.Next(20000, 32000);
+            if (!ports.Contains(port) && IsFree(port))
+            {
+                ports.Add(port);
+            }
+        }
+
+        return [.. ports];
+    }
+
+    private static bool IsFree(int port)
+    {
+        try
+        {
+            var listener = new TcpListener(IPAddress.Loopback, port);
+            listener.Start();
+            listener.Stop();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
     }
 }
