@@ -1,6 +1,4 @@
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using MoECluster.AppHost.Resources;
@@ -63,7 +61,7 @@ public static class MoEClusterApp
                 .WithArgs([.. launch.Arguments()])
                 .WithReference(orleans)
                 .WithEndpoint("orleans-silo", e => Fixed(e, siloPort))
-                .WithEndpoint("orleans-gateway", e => Fixed(e, gatewayPort ?? FreeLoopbackPort()))
+                .WithEndpoint("orleans-gateway", e => Fixed(e, gatewayPort ?? LoopbackPorts.Free()))
                 .WithHttpEndpoint(port: httpPort, targetPort: httpPort, name: "http", isProxied: false)
                 .WithEnvironment("Orleans__Name", name)
                 .WithEnvironment("Orleans__Endpoints__AdvertisedIPAddress", "127.0.0.1")
@@ -96,7 +94,7 @@ public static class MoEClusterApp
         var experts = new List<IResourceBuilder<ProjectResource>>();
         for (int i = 1; i <= options.Replicas; i++)
         {
-            int http = FreeLoopbackPort();
+            int http = LoopbackPorts.Free();
             var expert = Silo(Expert(i), new SiloLaunch(SiloRoles.Expert, Expert(i), models, options.Shards, options.Backend, Urls: $"http://127.0.0.1:{P(http)}"),
                     options.SiloPort + i, gatewayPort: null, http)
                 .WithHttpHealthCheck("/health")   // 200 once the silo is active in the cluster
@@ -201,12 +199,4 @@ public static class MoEClusterApp
         endpoint.IsProxied = false;
     }
 
-    private static int FreeLoopbackPort()
-    {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
 }

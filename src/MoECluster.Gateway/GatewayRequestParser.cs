@@ -298,7 +298,8 @@ public static class GatewayRequestParser
         return MemoryExtensions.Equals(buffer[..written], name, StringComparison.OrdinalIgnoreCase);
     }
 
-    private static JsonTokenType Next(ref Utf8JsonReader reader)
+    /// <summary>The next token; a body that ends early is a 400 (shared with the KServe v2 parser).</summary>
+    internal static JsonTokenType Next(ref Utf8JsonReader reader)
     {
         if (!reader.Read())
         {
@@ -308,7 +309,8 @@ public static class GatewayRequestParser
         return reader.TokenType;
     }
 
-    private static string Describe(JsonTokenType token) => token switch
+    /// <summary>A token's kind in words, for 400 messages (shared with the KServe v2 parser).</summary>
+    internal static string Describe(JsonTokenType token) => token switch
     {
         JsonTokenType.StartObject => "an object",
         JsonTokenType.StartArray => "an array",

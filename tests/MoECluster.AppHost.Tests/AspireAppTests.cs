@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using Aspire.Hosting;
 using Aspire.Hosting.ApplicationModel;
 using Aspire.Hosting.Testing;
@@ -25,8 +23,8 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
     private static string[] Args(string modelsDir)
     {
         int[] ports = FreePorts.Take(3);
-        return ["--preset", "tiny", "--models-dir", modelsDir, "--port", P(ports[0]), "--gateway-port", P(ports[1]), "--silo-port", P(FreeSiloPorts(3)),
-            "--dashboard-port", P(FreeSiloPorts(2))];
+        return ["--preset", "tiny", "--models-dir", modelsDir, "--port", P(ports[0]), "--gateway-port", P(ports[1]), "--silo-port", P(FreePorts.Consecutive(3)),
+            "--dashboard-port", P(FreePorts.Consecutive(2))];
     }
 
     private static async Task ForwardEqualsTheInProcessOneAsync(string url, string modelsDir)
@@ -269,38 +267,5 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
         }
 
         Assert.Fail($"/health did not count {expected} expert silos within {timeout.TotalSeconds} s (last: {last})");
-    }
-
-    /// <summary>
-    /// The first of <paramref name="count"/> consecutive ports free now, below Linux's ephemeral range (32768 and up),
-    /// so that no outgoing connection takes one of them before the silos bind them.
-    /// </summary>
-    private static int FreeSiloPorts(int count)
-    {
-        for (int attempt = 0; attempt < 100; attempt++)
-        {
-            int first = Random.Shared.Next(20000, 32000);
-            if (Enumerable.Range(first, count).All(IsFree))
-            {
-                return first;
-            }
-        }
-
-        throw new InvalidOperationException("no free range of ports in 20000..32000");
-    }
-
-    private static bool IsFree(int port)
-    {
-        try
-        {
-            var listener = new TcpListener(IPAddress.Loopback, port);
-            listener.Start();
-            listener.Stop();
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
     }
 }

@@ -30,6 +30,21 @@ public static class FreePorts
         return [.. ports];
     }
 
+    /// <summary>The first of <paramref name="count"/> consecutive ports free now, below the ephemeral range (silo port P, expert i at P + i).</summary>
+    public static int Consecutive(int count)
+    {
+        for (int attempt = 0; attempt < 1000; attempt++)
+        {
+            int first = Random.Shared.Next(20000, 32000 - count);
+            if (Enumerable.Range(first, count).All(IsFree))
+            {
+                return first;
+            }
+        }
+
+        throw new InvalidOperationException($"no {count} consecutive free ports in 20000..32000");
+    }
+
     private static bool IsFree(int port)
     {
         try

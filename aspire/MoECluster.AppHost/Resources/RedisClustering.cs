@@ -1,8 +1,7 @@
 using System.Globalization;
-using System.Net;
-using System.Net.Sockets;
 using Aspire.Hosting.Orleans;
 using Microsoft.Extensions.DependencyInjection;
+using MoECluster.Cluster.Hosting;
 
 namespace MoECluster.AppHost.Resources;
 
@@ -23,7 +22,7 @@ public static class RedisClustering
             return (builder.CreateResourceBuilder<IResource>(container.Resource), new RedisProvider(container.Resource.Name, builder.CreateResourceBuilder<IResourceWithConnectionString>(container.Resource)));
         }
 
-        int port = FreeLoopbackPort();
+        int port = LoopbackPorts.Free();
         var server = new RedisServerResource(name, port);
         var executable = builder.AddResource(server)
             .WithArgs("--port", port.ToString(CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes")
@@ -51,14 +50,6 @@ public static class RedisClustering
         return null;
     }
 
-    private static int FreeLoopbackPort()
-    {
-        var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
 
     /// <summary>Orleans' clustering provider "Redis" with the resource's connection string under its name.</summary>
     private sealed class RedisProvider(string serviceKey, IResourceBuilder<IResourceWithConnectionString> resource) : IProviderConfiguration

@@ -396,27 +396,19 @@ internal static class BenchCommand
     /// </summary>
     internal static (double Seconds, double ReadBytesPerSecond) BestSecondsInterleaved(Action run, MemoryReadProbe probe, double minSeconds)
     {
-        run();
-        double read = probe.Pass();
-        double best = double.MaxValue;
-        var total = Stopwatch.StartNew();
-        int reps = 0;
-        do
-        {
-            long start = Stopwatch.GetTimestamp();
-            run();
-            best = Math.Min(best, (double)(Stopwatch.GetTimestamp() - start) / Stopwatch.Frequency);
-            read = Math.Max(read, probe.Pass());
-            reps++;
-        }
-        while (reps < 2 || total.Elapsed.TotalSeconds < minSeconds);
-        return (best, read);
+        double read = 0;
+        double seconds = BestSeconds(run, minSeconds, () => read = Math.Max(read, probe.Pass()));
+        return (seconds, read);
     }
 
-    /// <summary>Runs once to warm up, then repeats until <paramref name="minSeconds"/> have passed (at least twice); the best time counts.</summary>
-    internal static double BestSeconds(Action run, double minSeconds)
+    /// <summary>
+    /// Runs once to warm up, then repeats until <paramref name="minSeconds"/> have passed (at least twice); the best time counts.
+    /// <paramref name="afterEach"/> runs after the warm-up and after each repetition, outside the timing.
+    /// </summary>
+    internal static double BestSeconds(Action run, double minSeconds, Action? afterEach = null)
     {
         run();
+        afterEach?.Invoke();
         double best = double.MaxValue;
         var total = Stopwatch.StartNew();
         int reps = 0;
@@ -427,6 +419,7 @@ internal static class BenchCommand
             long start = Stopwatch.GetTimestamp();
             run();
             best = Math.Min(best, (double)(Stopwatch.GetTimestamp() - start) / Stopwatch.Frequency);
+            afterEach?.Invoke();
             reps++;
         }
         while (reps < 2 || total.Elapsed.TotalSeconds < minSeconds);

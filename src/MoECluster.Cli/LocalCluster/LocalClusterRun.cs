@@ -86,7 +86,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         for (int i = 1; i <= settings.ExpertSilos; i++)
         {
             // A fixed HTTP port per expert (free now), so that supervision can probe its /alive, before and after a restart.
-            string expertUrl = $"http://127.0.0.1:{P(FreeLoopbackPort())}";
+            string expertUrl = $"http://127.0.0.1:{P(LoopbackPorts.Free())}";
             var expert = new SiloLaunch(SiloRoles.Expert, $"expert-{i}", models, settings.Shards, settings.Backend, settings.Wire, Urls: expertUrl);
             _silos.Add(new SupervisedSilo($"expert-{i}", Silo(expert, settings.SiloPort + i, 0, $"127.0.0.1:{P(settings.SiloPort)}"), Alive(expertUrl), error, output, settings.Verbose, tls));
         }
@@ -118,14 +118,6 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
 
     private static Uri Alive(string url) => new(new Uri(url), "/alive");
 
-    private static int FreeLoopbackPort()
-    {
-        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        listener.Start();
-        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
 
     private async Task WaitAsync(string what, Func<Task<bool>> ready, CancellationToken cancel)
     {

@@ -582,26 +582,9 @@ public static class KServeInferParser
         }
     }
 
-    private static JsonTokenType Next(ref Utf8JsonReader reader)
-    {
-        if (!reader.Read())
-        {
-            throw Bad("malformed JSON body: it ends unexpectedly");
-        }
+    private static JsonTokenType Next(ref Utf8JsonReader reader) => GatewayRequestParser.Next(ref reader);
 
-        return reader.TokenType;
-    }
-
-    private static string Describe(JsonTokenType token) => token switch
-    {
-        JsonTokenType.StartObject => "an object",
-        JsonTokenType.StartArray => "an array",
-        JsonTokenType.String => "a string",
-        JsonTokenType.Number => "a number",
-        JsonTokenType.True or JsonTokenType.False => "a boolean",
-        JsonTokenType.Null => "null",
-        _ => token.ToString(),
-    };
+    private static string Describe(JsonTokenType token) => GatewayRequestParser.Describe(token);
 
     private static GatewayRequestException Bad(string message) => new(StatusCodes.Status400BadRequest, message);
 
