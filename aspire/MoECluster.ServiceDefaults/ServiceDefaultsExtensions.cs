@@ -32,6 +32,13 @@ public static class ServiceDefaultsExtensions
     /// <summary>Where every silo serves its metrics in Prometheus text exposition.</summary>
     public const string MetricsPath = "/metrics";
 
+    /// <summary>
+    /// How long a stopping process waits for its last traces, metrics and logs to reach the OTLP collector. A collector that
+    /// is down or hung must not hold the stop (Aspire's stop command gives a process 20 s, a supervisor's restart waits on
+    /// it): what is not exported by then is dropped.
+    /// </summary>
+    public static readonly TimeSpan TelemetryFlushOnStop = TimeSpan.FromSeconds(2);
+
     public static TBuilder AddServiceDefaults<TBuilder>(this TBuilder builder, Action<TelemetrySources>? sources = null)
         where TBuilder : IHostApplicationBuilder
     {
@@ -88,6 +95,7 @@ public static class ServiceDefaultsExtensions
         if (OtlpEndpoint(builder) is not null)
         {
             otel.UseOtlpExporter();
+            builder.Services.AddHostedService<TelemetryFlush>();
         }
 
         return builder;
@@ -185,11 +193,18 @@ public static class ServiceDefaultsExtensions
     }
 }
 
-/// <summary>The tracer and meter providers of a client process; disposing flushes and stops both.</summary>
+/// <summary>
+/// The tracer and meter providers of a client process; disposing flushes and stops both, together, within
+/// <see cref="ServiceDefaultsExtensions.TelemetryFlushOnStop"/> (a collector that is down must not hold the client's exit).
+/// </summary>
 internal sealed class ClientTelemetry(TracerProvider tracing, MeterProvider metrics) : IDisposable
 {
     public void Dispose()
     {
+        int budget = (int)ServiceDefaultsExtensions.TelemetryFlushOnStop.TotalMilliseconds;
+        var traces = Task.Factory.StartNew(() => tracing.Shutdown(budget), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        metrics.Shutdown(budget);
+        traces.Wait(ServiceDefaultsExtensions.TelemetryFlushOnStop);
         tracing.Dispose();
         metrics.Dispose();
     }

@@ -80,6 +80,120 @@ public sealed class ServiceDefaultsTests
         await receiver.WaitForAsync("/v1/metrics", TimeSpan.FromSeconds(20), "moecluster.test.bytes", service);
     }
 
+    /// <summary>
+    /// A collector that refuses connections or accepts them and never answers must not hold a stopping process: the last
+    /// flush gets <see cref="ServiceDefaultsExtensions.TelemetryFlushOnStop"/>, then the process goes (Aspire's stop command
+    /// gives a process 20 s; before, traces, metrics and logs each waited out their exporter's 10-s timeout and retries).
+    /// </summary>
+    [Theory]
+    [InlineData("refuses")]
+    [InlineData("never answers")]
+    public async Task A_process_whose_OTLP_collector_refuses_or_never_answers_stops_within_its_flush_budget(string collector)
+    {
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        var accepted = new List<System.Net.Sockets.TcpClient>();
+        if (collector == "refuses")
+        {
+            listener.Stop();
+        }
+        else
+        {
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    while (true)
+                    {
+                        var client = await listener.AcceptTcpClientAsync();
+                        lock (accepted)
+                        {
+                            accepted.Add(client);
+                        }
+                    }
+                }
+                catch (Exception e) when (e is ObjectDisposedException or System.Net.Sockets.SocketException)
+                {
+                }
+            });
+        }
+
+        string service = "svc-" + Guid.NewGuid().ToString("N")[..8];
+        var settings = new Dictionary<string, string?>
+        {
+            ["OTEL_EXPORTER_OTLP_ENDPOINT"] = $"http://127.0.0.1:{port}",
+            ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc",
+            ["OTEL_DOTNET_EXPERIMENTAL_OTLP_RETRY"] = "in_memory",   // as Aspire sets it
+            ["OTEL_SERVICE_NAME"] = service,
+        };
+        var app = await StartAsync(settings, builder => builder.Logging.SetMinimumLevel(LogLevel.Information), map: a => a.MapGet("/work", (ILoggerFactory logs) =>
+        {
+            TestLog.Routed(logs.CreateLogger("MoECluster.Tests"), 4096);
+            return "done";
+        }));
+        using (var http = new HttpClient { BaseAddress = app.Url })
+        {
+            for (int i = 0; i < 5; i++)
+            {
+                Assert.Equal("done", await http.GetStringAsync("/work"));
+            }
+        }
+
+        var clock = Stopwatch.StartNew();
+        await app.DisposeAsync();
+        clock.Stop();
+        listener.Stop();
+        lock (accepted)
+        {
+            accepted.ForEach(c => c.Dispose());
+        }
+
+        var budget = ServiceDefaultsExtensions.TelemetryFlushOnStop;
+        Assert.True(clock.Elapsed < budget + TimeSpan.FromSeconds(2), $"stop and dispose took {clock.Elapsed.TotalSeconds:F1} s with a collector that {collector} (flush budget {budget.TotalSeconds:F0} s)");
+    }
+
+    [Fact]
+    public async Task A_client_whose_OTLP_collector_never_answers_exits_within_its_flush_budget()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var accepted = Task.Run(async () => await listener.AcceptTcpClientAsync());
+        await using var app = await StartAsync([], builder => { });
+        string[] variables = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL"];
+        var before = variables.ToDictionary(v => v, Environment.GetEnvironmentVariable);
+        Environment.SetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT", $"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}");
+        Environment.SetEnvironmentVariable("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+        try
+        {
+            var telemetry = ServiceDefaultsExtensions.StartClientTelemetry("client-test");
+            Assert.NotNull(telemetry);
+            using (var http = new HttpClient { BaseAddress = app.Url })
+            {
+                await http.GetAsync("/health");
+            }
+
+            var clock = Stopwatch.StartNew();
+            telemetry.Dispose();
+            var budget = ServiceDefaultsExtensions.TelemetryFlushOnStop;
+            Assert.True(clock.Elapsed < budget + TimeSpan.FromSeconds(2), $"the client's telemetry took {clock.Elapsed.TotalSeconds:F1} s to stop (flush budget {budget.TotalSeconds:F0} s)");
+            Assert.True(accepted.IsCompleted, "the exporter never connected to the collector");
+        }
+        finally
+        {
+            foreach (var (variable, value) in before)
+            {
+                Environment.SetEnvironmentVariable(variable, value);
+            }
+
+            listener.Stop();
+            if (accepted.IsCompletedSuccessfully)
+            {
+                (await accepted).Dispose();
+            }
+        }
+    }
+
     [Fact]
     public async Task Without_an_OTLP_endpoint_nothing_is_exported()
     {

@@ -83,7 +83,9 @@ public sealed partial class SiloSupervisor(
                     LogState(name, previous.State, state, e.Snapshot.ExitCode);
                 }
 
-                if (state == KnownResourceStates.Running)
+                // A (re)start is over when the silo comes up as a new process; Running snapshots of the old one (health and
+                // property updates) keep coming until Aspire sees it exit, and must not end it.
+                if (state == KnownResourceStates.Running && (previous.State != KnownResourceStates.Running || (pid is not null && pid != previous.Pid)))
                 {
                     _restarting.TryRemove(name, out _);
                 }
@@ -105,7 +107,10 @@ public sealed partial class SiloSupervisor(
                     continue;
                 }
 
-                _ = RestartAsync(name, e.Snapshot.ExitCode, Stopwatch.GetElapsedTime(started), stop);
+                // Before anything else sees them exit: the expert silos go with the front-end and come back after it.
+                var dependents = DependentsOf(name);
+                dependents.ForEach(s => _restarting[s] = true);
+                _ = RestartAsync(name, e.Snapshot.ExitCode, Stopwatch.GetElapsedTime(started), dependents, stop);
             }
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
@@ -113,7 +118,16 @@ public sealed partial class SiloSupervisor(
         }
     }
 
-    private async Task RestartAsync(string name, int? exitCode, TimeSpan ranFor, CancellationToken stop)
+    /// <summary>
+    /// The silos that cannot outlive <paramref name="silo"/>: with localhost clustering the membership table lived in the
+    /// front-end, so the expert silos (but those the user stopped) are doomed when it exits.
+    /// </summary>
+    private List<string> DependentsOf(string silo) =>
+        silo == supervision.Frontend && supervision.RestartExpertsWithFrontend
+            ? [.. supervision.Silos.Keys.Where(s => s != silo && !_stoppedByUser.ContainsKey(s))]
+            : [];
+
+    private async Task RestartAsync(string name, int? exitCode, TimeSpan ranFor, List<string> dependents, CancellationToken stop)
     {
         var policy = _policies.GetOrAdd(name, _ => RestartPolicy.Default());
         TimeSpan? delay;
@@ -125,29 +139,35 @@ public sealed partial class SiloSupervisor(
         if (delay is not { } wait)
         {
             LogCrashLoop(name, policy.Describe());
+            dependents.ForEach(s => _restarting.TryRemove(s, out _));
             return;
         }
 
         LogRestarting(name, exitCode?.ToString(CultureInfo.InvariantCulture) ?? "?", ranFor.TotalSeconds, wait.TotalSeconds, policy.Restarts, policy.Describe());
         try
         {
-            await Task.Delay(wait, stop);
-            _restarting[name] = true;
-            var tasks = new List<Task> { commands.ExecuteCommandAsync(name, KnownResourceCommands.RestartCommand, stop) };
-            if (name == supervision.Frontend && supervision.RestartExpertsWithFrontend)
+            if (dependents.Count > 0)
             {
-                // The membership table lived in the front-end: the expert silos cannot outlive it. They are restarted once the
+                // A graceful stop of a silo whose membership is gone only waits on it: kill them now, start them once the
                 // new front-end answers (a silo that starts before its primary listens fails to join and exits).
-                var experts = supervision.Silos.Keys.Where(s => s != name && !_stoppedByUser.ContainsKey(s)).ToList();
-                LogRestartingWithFrontend(string.Join(", ", experts), name);
-                experts.ForEach(s => _restarting[s] = true);
-                await Task.WhenAll(tasks);
-                tasks.Clear();
-                await WaitUntilAliveAsync(supervision.Silos[name], stop);
-                tasks.AddRange(experts.Select(s => commands.ExecuteCommandAsync(s, KnownResourceCommands.RestartCommand, stop)));
+                LogRestartingWithFrontend(string.Join(", ", dependents), name);
+                foreach (string dependent in dependents)
+                {
+                    if (_last.GetValueOrDefault(dependent).Pid is int pid)
+                    {
+                        KillTree(pid);
+                    }
+                }
             }
 
-            await Task.WhenAll(tasks);
+            await Task.Delay(wait, stop);
+            _restarting[name] = true;
+            await commands.ExecuteCommandAsync(name, KnownResourceCommands.RestartCommand, stop);
+            if (dependents.Count > 0)
+            {
+                await WaitUntilAliveAsync(supervision.Silos[name], stop);
+                await Task.WhenAll(dependents.Select(s => StartAgainAsync(s, stop)));
+            }
         }
         catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
@@ -158,7 +178,27 @@ public sealed partial class SiloSupervisor(
         }
     }
 
-    /// <summary>Until <paramref name="alive"/> answers 2xx (at most 2 minutes), then 2 s more for the silo behind it to listen.</summary>
+    /// <summary>Starts a silo this supervisor killed, once Aspire has seen it exit (a restart if it still shows running after 5 s).</summary>
+    private async Task StartAgainAsync(string silo, CancellationToken stop)
+    {
+        var clock = Stopwatch.StartNew();
+        while (_last.GetValueOrDefault(silo).State == KnownResourceStates.Running && clock.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            await Task.Delay(100, stop);
+        }
+
+        bool running = _last.GetValueOrDefault(silo).State == KnownResourceStates.Running;
+        var result = await commands.ExecuteCommandAsync(silo, running ? KnownResourceCommands.RestartCommand : KnownResourceCommands.StartCommand, stop);
+        if (!result.Success)
+        {
+            LogRestartFailed(silo, result.Message ?? "the command failed");
+        }
+    }
+
+    /// <summary>
+    /// Until <paramref name="alive"/> answers 2xx (at most 2 minutes). The silo listens before the web server does (its
+    /// hosted service starts first), so an answer means a silo can join it.
+    /// </summary>
     private static async Task WaitUntilAliveAsync(Uri alive, CancellationToken stop)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
@@ -179,8 +219,6 @@ public sealed partial class SiloSupervisor(
 
             await Task.Delay(250, stop);
         }
-
-        await Task.Delay(TimeSpan.FromSeconds(2), stop);
     }
 
     private async Task WatchLivenessAsync(CancellationToken stop)
@@ -283,7 +321,7 @@ public sealed partial class SiloSupervisor(
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Silo} exited (code {ExitCode}) after {RanSeconds:F1} s; restarting it in {DelaySeconds:F1} s (restart {Restart}, {Limit})")]
     private partial void LogRestarting(string silo, string exitCode, double ranSeconds, double delaySeconds, int restart, string limit);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Experts} must restart with {Frontend} (localhost clustering: the membership lived in it): restarting them")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Experts} must restart with {Frontend} (localhost clustering: the membership lived in it): killed now, started again once it answers")]
     private partial void LogRestartingWithFrontend(string experts, string frontend);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "{Silo} keeps exiting ({Limit} reached): left stopped; its console log says why")]
