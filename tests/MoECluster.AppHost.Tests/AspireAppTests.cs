@@ -20,7 +20,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
 {
     private static string P(int port) => port.ToString(CultureInfo.InvariantCulture);
 
-    private static string[] Args(string modelsDir)
+    internal static string[] Args(string modelsDir)
     {
         int[] ports = FreePorts.Take(3);
         return ["--preset", "tiny", "--models-dir", modelsDir, "--port", P(ports[0]), "--gateway-port", P(ports[1]), "--silo-port", P(FreePorts.Consecutive(3)),
@@ -113,7 +113,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
     }
 
     /// <summary>Live processes of Aspire's orchestrator (DCP) and dashboard.</summary>
-    private static IEnumerable<int> Orchestrators() =>
+    internal static IEnumerable<int> Orchestrators() =>
         ProcessScan.Mentioning("aspire.hosting.orchestration").Concat(ProcessScan.Mentioning("Aspire.Dashboard")).Distinct();
 
     /// <summary>
@@ -277,7 +277,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
         }
     }
 
-    private static async Task WaitForExpertSilosAsync(string url, int expected, TimeSpan timeout, Func<bool>? notBefore = null)
+    internal static async Task WaitForExpertSilosAsync(string url, int expected, TimeSpan timeout, Func<bool>? notBefore = null)
     {
         using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(5) };
         var client = new GatewayClient(http);
