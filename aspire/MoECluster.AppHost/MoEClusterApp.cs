@@ -89,7 +89,8 @@ public static class MoEClusterApp
                 context.Urls.Add(new ResourceUrlAnnotation { Url = $"{gateway}/dashboard", DisplayText = "Orleans dashboard" });
                 context.Urls.Add(new ResourceUrlAnnotation { Url = $"{gateway}/stats", DisplayText = "/stats" });
                 context.Urls.Add(new ResourceUrlAnnotation { Url = $"{gateway}/health", DisplayText = "/health" });
-            });
+            })
+            .WithLoadRunCommand(Load);
 
         var experts = new List<IResourceBuilder<ProjectResource>>();
         for (int i = 1; i <= options.Replicas; i++)

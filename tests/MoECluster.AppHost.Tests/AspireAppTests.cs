@@ -65,6 +65,15 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
             Assert.True(app.ResourceNotifications.TryGetCurrentState("load-30s", out var load) && load.Snapshot.State?.Text == KnownResourceStates.NotStarted,
                 $"the load run starts only from the dashboard: {load?.Snapshot.State?.Text}");
             await ForwardEqualsTheInProcessOneAsync($"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}", modelsDir);
+
+            // The front-end's dashboard command starts the load run; pressed again while it runs, it says so.
+            var commands = app.Services.GetRequiredService<ResourceCommandService>();
+            var run = await commands.ExecuteCommandAsync("frontend", "run-load", timeout.Token);
+            Assert.True(run.Success, run.Message);
+            await app.ResourceNotifications.WaitForResourceAsync("load-30s", KnownResourceStates.Running, timeout.Token);
+            var again = await commands.ExecuteCommandAsync("frontend", "run-load", timeout.Token);
+            Assert.False(again.Success);
+            Assert.Contains("running already", again.Message, StringComparison.Ordinal);
         }
         finally
         {

@@ -75,6 +75,7 @@ public sealed class MoEClusterAppTests
         Assert.Equal(["expert-1", "expert-2", "expert-3"], Waits(builder, "warmup").Select(w => w.Name));
         Assert.Equal([("warmup", WaitType.WaitForCompletion)], Waits(builder, "load-30s"));
         Assert.Contains(Resource(builder, "load-30s").Annotations, a => a is ExplicitStartupAnnotation);
+        Assert.Contains(Resource(builder, "frontend").Annotations, a => a is ResourceCommandAnnotation { Name: "run-load", DisplayName: "Run a 30 s load" });
         Assert.Contains(Resource(builder, "frontend").Annotations, a => a is HealthCheckAnnotation);
         Assert.Contains(Resource(builder, "expert-2").Annotations, a => a is HealthCheckAnnotation);
     }

@@ -195,6 +195,73 @@ public sealed class ServiceDefaultsTests
     }
 
     [Fact]
+    public void The_rate_limiting_sampler_keeps_at_most_its_rate_of_new_traces_and_refills_with_time()
+    {
+        long now = 0;
+        var sampler = new RateLimitingSampler(10, () => now);
+        int Sampled(int calls) => Enumerable.Range(0, calls).Count(_ =>
+            sampler.ShouldSample(new OpenTelemetry.Trace.SamplingParameters(default, ActivityTraceId.CreateRandom(), "span", ActivityKind.Server)).Decision
+                == OpenTelemetry.Trace.SamplingDecision.RecordAndSample);
+
+        Assert.Equal(10, Sampled(100));                  // a burst of up to one second's worth
+        now += Stopwatch.Frequency / 2;
+        Assert.Equal(5, Sampled(100));                   // half a second later, half as many
+        now += Stopwatch.Frequency * 60;
+        Assert.Equal(10, Sampled(100));                  // a quiet minute does not save up more than the burst
+        Assert.Equal(0, Sampled(100));
+        Assert.Equal(0, Enumerable.Range(0, 5).Count(_ => new RateLimitingSampler(0).ShouldSample(
+            new OpenTelemetry.Trace.SamplingParameters(default, ActivityTraceId.CreateRandom(), "span", ActivityKind.Server)).Decision == OpenTelemetry.Trace.SamplingDecision.RecordAndSample));
+    }
+
+    [Fact]
+    public void The_trace_sampler_is_rate_limited_by_default_left_to_OTEL_TRACES_SAMPLER_when_set_and_a_bad_rate_is_an_error()
+    {
+        static IConfiguration Config(params (string Key, string Value)[] pairs) =>
+            new ConfigurationBuilder().AddInMemoryCollection(pairs.ToDictionary(p => p.Key, p => (string?)p.Value)).Build();
+
+        Assert.Contains("RateLimitingSampler{10/s}", ServiceDefaultsExtensions.TraceSampler(Config())!.Description, StringComparison.Ordinal);
+        Assert.Contains("RateLimitingSampler{2.5/s}", ServiceDefaultsExtensions.TraceSampler(Config((ServiceDefaultsExtensions.TracesPerSecondKey, "2.5")))!.Description, StringComparison.Ordinal);
+        Assert.Null(ServiceDefaultsExtensions.TraceSampler(Config(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"))));
+        foreach (string bad in new[] { "-1", "many", "NaN", "Infinity" })
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => ServiceDefaultsExtensions.TraceSampler(Config((ServiceDefaultsExtensions.TracesPerSecondKey, bad))));
+            Assert.Contains("traces per second must be a number >= 0", e.Message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task Past_the_trace_rate_requests_are_not_traced_but_one_with_a_sampled_traceparent_is()
+    {
+        await using var receiver = await OtlpReceiver.StartAsync();
+        string service = "svc-" + Guid.NewGuid().ToString("N")[..8];
+        var settings = receiver.EnvironmentFor(service).ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
+        settings[ServiceDefaultsExtensions.TracesPerSecondKey] = "0";
+        await using var app = await StartAsync(settings, builder => { }, map: a =>
+        {
+            a.MapGet("/unsampled", () => "u");
+            a.MapGet("/sampled", () => "s");
+        });
+        // This process traces its own HttpClient calls (the app under test is in it): send as another process would, with
+        // no trace context but the header set here.
+        using var http = new HttpClient(new SocketsHttpHandler { ActivityHeadersPropagator = null }) { BaseAddress = app.Url };
+        for (int i = 0; i < 20; i++)
+        {
+            Assert.Equal("u", await http.GetStringAsync("/unsampled"));
+        }
+
+        string traceId = ActivityTraceId.CreateRandom().ToHexString();
+        using (var request = new HttpRequestMessage(HttpMethod.Get, "/sampled"))
+        {
+            request.Headers.Add("traceparent", $"00-{traceId}-{ActivitySpanId.CreateRandom().ToHexString()}-01");
+            using var response = await http.SendAsync(request);
+            Assert.Equal("s", await response.Content.ReadAsStringAsync());
+        }
+
+        await receiver.WaitForAsync("/v1/traces", TimeSpan.FromSeconds(20), "/sampled", service);
+        Assert.DoesNotContain(receiver.Bodies("/v1/traces"), body => body.Contains("/unsampled", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task Without_an_OTLP_endpoint_nothing_is_exported()
     {
         await using var receiver = await OtlpReceiver.StartAsync();
