@@ -244,10 +244,7 @@ internal sealed class ClientTelemetry(TracerProvider tracing, MeterProvider metr
 {
     public void Dispose()
     {
-        int budget = (int)ServiceDefaultsExtensions.TelemetryFlushOnStop.TotalMilliseconds;
-        var traces = Task.Factory.StartNew(() => tracing.Shutdown(budget), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        metrics.Shutdown(budget);
-        traces.Wait(ServiceDefaultsExtensions.TelemetryFlushOnStop);
+        TelemetryFlush.ShutDownTogether(("traces", tracing.Shutdown), ("metrics", metrics.Shutdown));
         tracing.Dispose();
         metrics.Dispose();
     }

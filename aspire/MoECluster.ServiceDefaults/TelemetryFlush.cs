@@ -30,31 +30,29 @@ internal sealed partial class TelemetryFlush(IServiceProvider services, IHostApp
     private void Flush()
     {
         _stopped.Dispose();
-        int budget = (int)ServiceDefaultsExtensions.TelemetryFlushOnStop.TotalMilliseconds;
-        var shutdowns = new List<(string Signal, Func<bool> Shutdown)>();
-        if (services.GetService<TracerProvider>() is { } traces)
-        {
-            shutdowns.Add(("traces", () => traces.Shutdown(budget)));
-        }
-
-        if (services.GetService<MeterProvider>() is { } metrics)
-        {
-            shutdowns.Add(("metrics", () => metrics.Shutdown(budget)));
-        }
-
-        if (services.GetService<LoggerProvider>() is { } logs)
-        {
-            shutdowns.Add(("logs", () => logs.Shutdown(budget)));
-        }
-
-        // Own threads: each call blocks for up to the budget, and a busy pool would queue the last one behind the others.
-        var running = shutdowns.Select(s => (s.Signal, Done: Task.Factory.StartNew(s.Shutdown, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default))).ToList();
-        Task.WaitAll([.. running.Select(r => r.Done)], ServiceDefaultsExtensions.TelemetryFlushOnStop + TimeSpan.FromMilliseconds(250));
-        var dropped = running.Where(r => !r.Done.IsCompletedSuccessfully || !r.Done.Result).Select(r => r.Signal).ToList();
+        var dropped = ShutDownTogether(
+            ("traces", services.GetService<TracerProvider>() is { } traces ? traces.Shutdown : null),
+            ("metrics", services.GetService<MeterProvider>() is { } metrics ? metrics.Shutdown : null),
+            ("logs", services.GetService<LoggerProvider>() is { } logs ? logs.Shutdown : null));
         if (dropped.Count > 0)
         {
             LogDropped(string.Join(", ", dropped), ServiceDefaultsExtensions.TelemetryFlushOnStop.TotalSeconds);
         }
+    }
+
+    /// <summary>
+    /// Calls every provider's <c>Shutdown(timeoutMilliseconds)</c> at once, each on its own thread (each blocks for up to
+    /// the budget, and a busy pool would queue the last behind the others), and waits at most
+    /// <see cref="ServiceDefaultsExtensions.TelemetryFlushOnStop"/>; returns the signals that did not export in time.
+    /// </summary>
+    internal static List<string> ShutDownTogether(params (string Signal, Func<int, bool>? Shutdown)[] providers)
+    {
+        int budget = (int)ServiceDefaultsExtensions.TelemetryFlushOnStop.TotalMilliseconds;
+        var running = providers.Where(p => p.Shutdown is not null)
+            .Select(p => (p.Signal, Done: Task.Factory.StartNew(() => p.Shutdown!(budget), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default)))
+            .ToList();
+        Task.WaitAll([.. running.Select(r => r.Done)], ServiceDefaultsExtensions.TelemetryFlushOnStop + TimeSpan.FromMilliseconds(250));
+        return [.. running.Where(r => !r.Done.IsCompletedSuccessfully || !r.Done.Result).Select(r => r.Signal)];
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "stopping: the OTLP collector did not take the last {Signals} within {Seconds:F0} s; dropped")]
