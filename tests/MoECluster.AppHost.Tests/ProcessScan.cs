@@ -6,27 +6,11 @@ using MoECluster.Testing;
 
 namespace MoECluster.AppHost.Tests;
 
-/// <summary>Finds processes through /proc: children of a pid, and processes whose command line or environment mention a text.</summary>
+/// <summary>Finds processes through /proc: those whose command line or environment mention a text.</summary>
 internal static partial class ProcessScan
 {
-    public static IEnumerable<int> AllPids() =>
+    private static IEnumerable<int> AllPids() =>
         Directory.EnumerateDirectories("/proc").Select(Path.GetFileName).Where(n => n!.All(char.IsAsciiDigit)).Select(n => int.Parse(n!, CultureInfo.InvariantCulture));
-
-    public static int? ParentOf(int pid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return int.Parse(fields[1], CultureInfo.InvariantCulture);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
-        {
-            return null;
-        }
-    }
-
-    public static IReadOnlyList<int> ChildrenOf(int pid) => [.. AllPids().Where(p => ParentOf(p) == pid)];
 
     /// <summary>Live processes (not this one) whose command line or environment contains <paramref name="text"/>.</summary>
     public static IReadOnlyList<int> Mentioning(string text) =>

@@ -276,39 +276,19 @@ public sealed partial class SiloSupervisor(
         }
     }
 
-    /// <summary>SIGKILL to the process and its descendants (Aspire runs a project as `dotnet run`, the silo its child); works on a stopped process too.</summary>
+    /// <summary>
+    /// SIGKILL to the process and its descendants (Aspire runs a project as `dotnet run`, the silo its child); works on a
+    /// stopped process too. Gone already is fine.
+    /// </summary>
     private static void KillTree(int pid)
-    {
-        var all = Directory.EnumerateDirectories("/proc").Select(Path.GetFileName).Select(n => int.TryParse(n, NumberStyles.None, CultureInfo.InvariantCulture, out int p) ? p : 0).Where(p => p > 0).ToList();
-        var tree = new List<int> { pid };
-        for (int i = 0; i < tree.Count; i++)
-        {
-            tree.AddRange(all.Where(p => ParentOf(p) == tree[i] && !tree.Contains(p)));
-        }
-
-        foreach (int p in Enumerable.Reverse(tree))
-        {
-            try
-            {
-                Process.GetProcessById(p).Kill();
-            }
-            catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
-            {
-            }
-        }
-    }
-
-    private static int? ParentOf(int pid)
     {
         try
         {
-            string stat = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/stat");
-            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return int.Parse(fields[1], CultureInfo.InvariantCulture);
+            using var process = Process.GetProcessById(pid);
+            process.Kill(entireProcessTree: true);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or ArgumentOutOfRangeException or IndexOutOfRangeException)
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception or AggregateException)
         {
-            return null;
         }
     }
 
