@@ -91,6 +91,49 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
         return (response.IsSuccessStatusCode, body);
     }
 
+    /// <summary>
+    /// Polls <c>/health</c> (every 250 ms, 5 s per attempt) until it counts <paramref name="expected"/> expert silos and
+    /// <paramref name="alsoReady"/> (when given) holds; a <see cref="TimeoutException"/> naming the last answer after
+    /// <paramref name="timeout"/>.
+    /// </summary>
+    public async Task WaitForExpertSilosAsync(int expected, TimeSpan timeout, Func<bool>? alsoReady = null, CancellationToken cancellationToken = default)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        string last = "no answer";
+        while (true)
+        {
+            try
+            {
+                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                attempt.CancelAfter(TimeSpan.FromSeconds(5));
+                var (_, body) = await HealthAsync(attempt.Token);
+                int? seen = body?["expert_silos"]?.GetValue<int>();
+                if (seen == expected && (alsoReady is null || alsoReady()))
+                {
+                    return;
+                }
+
+                last = body?.ToJsonString() ?? "no body";
+            }
+            catch (HttpRequestException e)
+            {
+                last = e.Message;
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                last = "no answer within 5 s";
+            }
+
+            if (clock.Elapsed > timeout)
+            {
+                throw new TimeoutException(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"the gateway's /health did not count {expected} expert silos within {timeout.TotalSeconds:F0} s (last: {last})"));
+            }
+
+            await Task.Delay(250, cancellationToken);
+        }
+    }
+
     /// <summary>The gateway's message (its JSON "error", or the body's text); never empty: an answer without one says its status.</summary>
     internal static string ErrorText(HttpResponseMessage response, byte[] body)
     {

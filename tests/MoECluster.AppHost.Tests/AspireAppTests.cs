@@ -27,6 +27,16 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
             "--dashboard-port", P(FreePorts.Consecutive(2))];
     }
 
+    /// <summary>The gateway's URL for <see cref="Args"/>.</summary>
+    internal static string GatewayUrl(string[] args) => $"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}";
+
+    /// <summary>Every process of the app (they all name its models folder) gone within 20 s of its stop.</summary>
+    private static void AssertNothingLeftOf(string modelsDir)
+    {
+        var left = ProcessScan.WaitAllGone(ProcessScan.Mentioning(modelsDir), TimeSpan.FromSeconds(20));
+        Assert.True(left.Count == 0, "left behind after the app stopped: " + ProcessScan.Describe(left));
+    }
+
     private static async Task ForwardEqualsTheInProcessOneAsync(string url, string modelsDir)
     {
         using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromMinutes(1) };
@@ -64,7 +74,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
             Assert.True(warm.Snapshot.ExitCode == 0, $"warm-up: {warm.Snapshot.State?.Text}, exit code {warm.Snapshot.ExitCode}");
             Assert.True(app.ResourceNotifications.TryGetCurrentState("load-30s", out var load) && load.Snapshot.State?.Text == KnownResourceStates.NotStarted,
                 $"the load run starts only from the dashboard: {load?.Snapshot.State?.Text}");
-            await ForwardEqualsTheInProcessOneAsync($"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}", modelsDir);
+            await ForwardEqualsTheInProcessOneAsync(GatewayUrl(args), modelsDir);
 
             // The front-end's dashboard command starts the load run; pressed again while it runs, it says so.
             var commands = app.Services.GetRequiredService<ResourceCommandService>();
@@ -80,8 +90,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
             await app.StopAsync(CancellationToken.None);
         }
 
-        var left = ProcessScan.WaitAllGone(ProcessScan.Mentioning(modelsDir), TimeSpan.FromSeconds(20));
-        Assert.True(left.Count == 0, "left behind after the app stopped: " + ProcessScan.Describe(left));
+        AssertNothingLeftOf(modelsDir);
     }
 
     [Fact]
@@ -90,7 +99,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
         using var dir = new MoECluster.Testing.TempDirectory("moecluster-aspire-");
         string modelsDir = dir.File("models");
         string[] args = Args(modelsDir);
-        string url = $"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}";
+        string url = GatewayUrl(args);
         // The orchestrator's processes are not the AppHost's children (DCP detaches); those that appear with it are its.
         var before = Orchestrators().ToHashSet();
         using var apphost = BackgroundProcess.Start("dotnet", [Path.Combine(AppContext.BaseDirectory, "MoECluster.AppHost.dll"), .. args]);
@@ -168,7 +177,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
         using var dir = new MoECluster.Testing.TempDirectory("moecluster-aspire-");
         string modelsDir = dir.File("models");
         string[] args = Args(modelsDir);
-        string url = $"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}";
+        string url = GatewayUrl(args);
         var app = (DistributedApplication)await StartAsync(args, TimeSpan.FromMinutes(4));
         await using (app)
         {
@@ -218,8 +227,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
             await app.StopAsync(CancellationToken.None);
         }
 
-        var left = ProcessScan.WaitAllGone(ProcessScan.Mentioning(modelsDir), TimeSpan.FromSeconds(20));
-        Assert.True(left.Count == 0, "left behind after the app stopped: " + ProcessScan.Describe(left));
+        AssertNothingLeftOf(modelsDir);
     }
 
     /// <summary>
@@ -234,7 +242,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
         using var dir = new MoECluster.Testing.TempDirectory("moecluster-chaos-");
         string modelsDir = dir.File("models");
         string[] args = [.. Args(modelsDir), "--backend", "managed"];
-        string url = $"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}";
+        string url = GatewayUrl(args);
         var app = (DistributedApplication)await StartAsync(args, TimeSpan.FromMinutes(4));
         await using (app)
         {
@@ -288,30 +296,7 @@ public sealed class AspireAppTests(Xunit.Abstractions.ITestOutputHelper log)
 
     internal static async Task WaitForExpertSilosAsync(string url, int expected, TimeSpan timeout, Func<bool>? notBefore = null)
     {
-        using var http = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(5) };
-        var client = new GatewayClient(http);
-        var clock = Stopwatch.StartNew();
-        string last = "no answer";
-        while (clock.Elapsed < timeout)
-        {
-            try
-            {
-                var (_, body) = await client.HealthAsync();
-                if (body?["expert_silos"]?.GetValue<int>() == expected && (notBefore is null || notBefore()))
-                {
-                    return;
-                }
-
-                last = body?.ToJsonString() ?? "no body";
-            }
-            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
-            {
-                last = e.Message;
-            }
-
-            await Task.Delay(250);
-        }
-
-        Assert.Fail($"/health did not count {expected} expert silos within {timeout.TotalSeconds} s (last: {last})");
+        using var http = new HttpClient { BaseAddress = new Uri(url) };
+        await new GatewayClient(http).WaitForExpertSilosAsync(expected, timeout, notBefore);
     }
 }

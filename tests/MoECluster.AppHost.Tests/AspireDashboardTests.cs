@@ -26,7 +26,7 @@ public sealed partial class AspireDashboardTests(Xunit.Abstractions.ITestOutputH
         using var dir = new TempDirectory("moecluster-dashboard-");
         string modelsDir = dir.File("models");
         string[] args = AspireAppTests.Args(modelsDir);
-        string url = $"http://127.0.0.1:{args[Array.IndexOf(args, "--port") + 1]}";
+        string url = AspireAppTests.GatewayUrl(args);
         string screenshots = Environment.GetEnvironmentVariable("MOECLUSTER_SCREENSHOTS") is { Length: > 0 } keep ? keep : dir.File("screenshots");
         Directory.CreateDirectory(screenshots);
         var before = AspireAppTests.Orchestrators().ToHashSet();

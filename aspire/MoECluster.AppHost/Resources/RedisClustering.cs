@@ -50,7 +50,6 @@ public static class RedisClustering
         return null;
     }
 
-
     /// <summary>Orleans' clustering provider "Redis" with the resource's connection string under its name.</summary>
     private sealed class RedisProvider(string serviceKey, IResourceBuilder<IResourceWithConnectionString> resource) : IProviderConfiguration
     {
@@ -63,7 +62,6 @@ public static class RedisClustering
             resourceBuilder.WithReference(resource);
         }
     }
-
 }
 
 /// <summary>A local <c>redis-server</c> process on a loopback port, with the connection string Orleans' Redis clustering reads.</summary>

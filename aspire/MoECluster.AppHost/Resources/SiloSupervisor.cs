@@ -203,21 +203,23 @@ public sealed partial class SiloSupervisor(
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var clock = Stopwatch.StartNew();
-        while (clock.Elapsed < TimeSpan.FromMinutes(2))
+        while (clock.Elapsed < TimeSpan.FromMinutes(2) && !await AnswersAsync(http, alive, stop))
         {
-            try
-            {
-                using var response = await http.GetAsync(alive, stop);
-                if (response.IsSuccessStatusCode)
-                {
-                    break;
-                }
-            }
-            catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !stop.IsCancellationRequested)
-            {
-            }
-
             await Task.Delay(250, stop);
+        }
+    }
+
+    /// <summary>Whether <paramref name="alive"/> answers 2xx within the client's timeout.</summary>
+    private static async Task<bool> AnswersAsync(HttpClient http, Uri alive, CancellationToken stop)
+    {
+        try
+        {
+            using var response = await http.GetAsync(alive, stop);
+            return response.IsSuccessStatusCode;
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !stop.IsCancellationRequested)
+        {
+            return false;
         }
     }
 
@@ -239,15 +241,7 @@ public sealed partial class SiloSupervisor(
                         continue;
                     }
 
-                    bool answered = false;
-                    try
-                    {
-                        using var response = await http.GetAsync(alive, stop);
-                        answered = response.IsSuccessStatusCode;
-                    }
-                    catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException && !stop.IsCancellationRequested)
-                    {
-                    }
+                    bool answered = await AnswersAsync(http, alive, stop);
 
                     // The clock starts at the first answer after a (re)start: starting up is the health check's business.
                     long now = Stopwatch.GetTimestamp();

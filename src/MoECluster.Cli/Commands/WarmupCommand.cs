@@ -45,7 +45,15 @@ internal static class WarmupCommand
         using var http = new HttpClient { BaseAddress = gateway, Timeout = TimeSpan.FromMinutes(15) }.WithApiKey(apiKey);
         var client = new GatewayClient(http);
         output.WriteLine($"waiting for {gateway}health to count {expected.ToString(CultureInfo.InvariantCulture)} expert silos");
-        await WaitForExpertSilosAsync(client, expected, TimeSpan.FromSeconds(timeoutSeconds), cancel);
+        try
+        {
+            await client.WaitForExpertSilosAsync(expected, TimeSpan.FromSeconds(timeoutSeconds), cancellationToken: cancel);
+        }
+        catch (TimeoutException e)
+        {
+            throw new IOException(e.Message, e);
+        }
+
         var parts = new List<string>();
         foreach (var model in await client.ModelsAsync(cancel))
         {
@@ -68,43 +76,5 @@ internal static class WarmupCommand
 
         output.WriteLine($"warm: {expected.ToString(CultureInfo.InvariantCulture)} expert silos in the cluster; one forward per model ({string.Join(", ", parts)})");
         return CliApp.ExitOk;
-    }
-
-    private static async Task WaitForExpertSilosAsync(GatewayClient client, int expected, TimeSpan timeout, CancellationToken cancel)
-    {
-        var clock = Stopwatch.StartNew();
-        string last = "no answer";
-        while (true)
-        {
-            try
-            {
-                using var attempt = CancellationTokenSource.CreateLinkedTokenSource(cancel);
-                attempt.CancelAfter(TimeSpan.FromSeconds(5));
-                var (_, body) = await client.HealthAsync(attempt.Token);
-                int? seen = body?["expert_silos"]?.GetValue<int>();
-                if (seen == expected)
-                {
-                    return;
-                }
-
-                last = $"{seen?.ToString(CultureInfo.InvariantCulture) ?? "no"} expert silos";
-            }
-            catch (HttpRequestException e)
-            {
-                last = e.Message;
-            }
-            catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
-            {
-                last = "no answer within 5 s";
-            }
-
-            if (clock.Elapsed > timeout)
-            {
-                throw new IOException(string.Create(CultureInfo.InvariantCulture,
-                    $"the gateway's /health did not count {expected} expert silos within {timeout.TotalSeconds:F0} s (last: {last})"));
-            }
-
-            await Task.Delay(250, cancel);
-        }
     }
 }

@@ -118,7 +118,6 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
 
     private static Uri Alive(string url) => new(new Uri(url), "/alive");
 
-
     private async Task WaitAsync(string what, Func<Task<bool>> ready, CancellationToken cancel)
     {
         var clock = Stopwatch.StartNew();
