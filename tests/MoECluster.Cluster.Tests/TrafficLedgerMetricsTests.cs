@@ -63,4 +63,25 @@ public sealed class TrafficLedgerMetricsTests
         ledger.RecordFrontEndBatch("lat", "3", "bf16", new FrontEndBatch(1, 2, 100));
         Assert.Single(doubles, m => m.Instrument == "moecluster.forward.duration");
     }
+
+    [Fact]
+    public void Socket_bytes_count_only_the_Orleans_meter_of_the_ledgers_own_silo()
+    {
+        // Two silos in one process (a test cluster) each have their own IMeterFactory and so their own Orleans meter; the
+        // neighbour's messages must not appear in this silo's socket traffic.
+        using var own = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        using var neighbour = new ServiceCollection().AddMetrics().BuildServiceProvider();
+        using var ledger = new TrafficLedger(own.GetRequiredService<IMeterFactory>(), Options.Create(new SiloIdentity { Name = "fe" }));
+        Histogram<int> Sent(ServiceProvider services) =>
+            services.GetRequiredService<IMeterFactory>().Create(TrafficLedger.OrleansMeterName).CreateHistogram<int>(TrafficLedger.OrleansSentSizeInstrument);
+        var siloToSilo = new System.Diagnostics.TagList { { "ConnectionDirection", "SiloToSilo" }, { "silo", "S10.0.0.2:11111:1" }, { "MessageDirection", "Request" } };
+
+        Sent(neighbour).Record(5000, siloToSilo);
+        Sent(own).Record(300, siloToSilo);
+        Sent(own).Record(200, siloToSilo);
+        Sent(own).Record(7000, new System.Diagnostics.TagList { { "ConnectionDirection", "GatewayToClient" }, { "silo", "S10.0.0.3:30000:1" } });
+
+        var socket = Assert.Single(ledger.Snapshot("fe").Socket);
+        Assert.Equal(("S10.0.0.2:11111:1", "Request", 2L, 500L, 2L * TrafficLedger.OrleansFrameBytes), (socket.ToSilo, socket.MessageDirection, socket.Messages, socket.MessageBytes, socket.FrameBytes));
+    }
 }

@@ -10,7 +10,7 @@ namespace MoECluster.Cluster.Telemetry;
 /// <summary>
 /// This silo's byte accounting. Routers record the payload they send (dispatch) and receive (combine) per layer,
 /// mode and silo pair; a MeterListener records what Orleans itself put on the socket (the
-/// <c>orleans-messaging-sent-messages-size</c> histogram of meter Microsoft.Orleans, silo-to-silo, plus the
+/// <c>orleans-messaging-sent-messages-size</c> histogram of this silo's meter Microsoft.Orleans, silo-to-silo, plus the
 /// 8-byte length frame Orleans writes before each message), and a connection middleware beneath TLS counts the
 /// bytes Orleans' connections actually wrote to TCP (<see cref="TcpByteCounting"/>: TLS records and handshakes
 /// included). Everything is also published as metrics on the meter <c>MoECluster</c>.
@@ -74,7 +74,9 @@ public sealed class TrafficLedger : IDisposable
         {
             InstrumentPublished = (instrument, listener) =>
             {
-                if (instrument.Meter.Name == OrleansMeterName && instrument.Name == OrleansSentSizeInstrument)
+                // Only this silo's Orleans meter (Orleans creates it with the silo's IMeterFactory): a process that hosts
+                // several silos (a test cluster) must not count its neighbours' messages as its own.
+                if (instrument.Meter.Name == OrleansMeterName && instrument.Name == OrleansSentSizeInstrument && instrument.Meter.Scope == meters)
                 {
                     listener.EnableMeasurementEvents(instrument);
                 }
