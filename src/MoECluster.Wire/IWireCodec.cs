@@ -18,7 +18,13 @@ public interface IWireCodec
     IReadOnlyList<string> Aliases { get; }
 
     /// <summary>
-    /// The largest finite magnitude the element type holds (values beyond it encode as non-finite).
+    /// Elements that share one scale: 1 for the element-wise IEEE-style types, 32 for OCP MX, 16 for NVFP4.
+    /// </summary>
+    int BlockSize { get; }
+
+    /// <summary>
+    /// The largest finite magnitude the type holds (element-wise types encode values beyond it as non-finite;
+    /// block-scaled types hold every finite float32).
     /// </summary>
     double MaxMagnitude { get; }
 
@@ -39,8 +45,9 @@ public interface IWireCodec
 
     /// <summary>
     /// Encodes <paramref name="values"/> (row-major, rows·width of them) into <paramref name="destination"/>, which holds
-    /// exactly <see cref="PayloadBytes"/> bytes. Little-endian; rounding is the codec's (nearest, ties to even for the
-    /// IEEE-style types). Values beyond <see cref="MaxMagnitude"/> become non-finite elements.
+    /// exactly <see cref="PayloadBytes"/> bytes. Little-endian; rounding is the codec's (nearest, ties to even).
+    /// Element-wise types encode values beyond <see cref="MaxMagnitude"/> as non-finite elements; block-scaled types
+    /// refuse an Inf or NaN with an <see cref="ArgumentException"/> naming its row and column.
     /// </summary>
     void Encode(ReadOnlySpan<float> values, int rows, int width, Span<byte> destination);
 

@@ -3,6 +3,7 @@ using System.Collections.Frozen;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using MoECluster.Model.Numerics;
+using MoECluster.Wire.Microscaling;
 using ModelDType = MoECluster.Model.Checkpoints.DType;
 
 namespace MoECluster.Wire;
@@ -14,7 +15,18 @@ namespace MoECluster.Wire;
 /// </summary>
 public static class WireCodecs
 {
-    private static readonly IWireCodec[] Codecs = [new Fp32WireCodec(), SixteenBitWireCodec.BFloat16, SixteenBitWireCodec.Half];
+    private static readonly IWireCodec[] Codecs =
+    [
+        new Fp32WireCodec(),
+        SixteenBitWireCodec.BFloat16,
+        SixteenBitWireCodec.Half,
+        new MxWireCodec(WireDType.MxFp8E4M3, "mxfp8-e4m3", ["mxfp8"], ElementFormat.E4M3, 0.1),
+        new MxWireCodec(WireDType.MxFp8E5M2, "mxfp8-e5m2", [], ElementFormat.E5M2, 0.2),
+        new MxWireCodec(WireDType.MxFp6E3M2, "mxfp6-e3m2", [], ElementFormat.E3M2, 0.2),
+        new MxWireCodec(WireDType.MxFp6E2M3, "mxfp6-e2m3", ["mxfp6"], ElementFormat.E2M3, 0.1),
+        new MxWireCodec(WireDType.MxFp4, "mxfp4", ["mxfp4-e2m1"], ElementFormat.E2M1, 0.4),
+        new NvFp4WireCodec(0.3),
+    ];
 
     private static readonly FrozenDictionary<WireDType, IWireCodec> ById = Codecs.ToFrozenDictionary(c => c.Id);
 
@@ -31,7 +43,7 @@ public static class WireCodecs
     /// <summary>The canonical names, in id order (what CLI options accept).</summary>
     public static IReadOnlyList<string> Names { get; } = Array.AsReadOnly(Codecs.Select(c => c.Name).ToArray());
 
-    /// <summary>"fp32, bf16, fp16": the names for messages.</summary>
+    /// <summary>"fp32, bf16, fp16, mxfp8-e4m3, …": the names for messages.</summary>
     public static string NameList { get; } = string.Join(", ", Codecs.Select(c => c.Name));
 
     /// <summary>"0=fp32, 1=bf16 or 2=fp16": the ids for wire validation messages.</summary>
@@ -71,13 +83,14 @@ public static class WireCodecs
     public static string Describe(WireDType id) => TryGet(id, out var codec) ? codec.Name : string.Create(CultureInfo.InvariantCulture, $"undefined dtype {(byte)id}");
 
     /// <summary>
-    /// The other codecs that hold larger magnitudes than <paramref name="codec"/>, as "fp32 or bf16" (for "send it
-    /// with wire … or scale it down"); empty when none does.
+    /// The other element-wise codecs that hold larger magnitudes than <paramref name="codec"/>, as "fp32 or bf16" (for
+    /// "send it with wire … or scale it down"); empty when none does. Block-scaled types (which hold every finite
+    /// float32, at a few bits of precision) are not offered as the cure for a range problem.
     /// </summary>
     public static string Wider(IWireCodec codec)
     {
         ArgumentNullException.ThrowIfNull(codec);
-        return JoinOr(Codecs.Where(c => c.MaxMagnitude > codec.MaxMagnitude).Select(c => c.Name));
+        return JoinOr(Codecs.Where(c => c.BlockSize == 1 && c.MaxMagnitude > codec.MaxMagnitude).Select(c => c.Name));
     }
 
     /// <summary>
@@ -146,6 +159,8 @@ internal sealed class Fp32WireCodec : IWireCodec
     public WireDType Id => WireDType.F32;
 
     public string Name => "fp32";
+
+    public int BlockSize => 1;
 
     public IReadOnlyList<string> Aliases { get; } = ["f32"];
 
@@ -224,6 +239,8 @@ internal sealed class SixteenBitWireCodec(
     public string Name => name;
 
     public IReadOnlyList<string> Aliases => aliases;
+
+    public int BlockSize => 1;
 
     public double MaxMagnitude => maxMagnitude;
 

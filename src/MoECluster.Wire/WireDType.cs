@@ -11,6 +11,24 @@ public enum WireDType : byte
 
     /// <summary>IEEE binary16, 2 bytes little-endian.</summary>
     F16 = 2,
+
+    /// <summary>OCP MX v1.0 MXFP8: FP8 E4M3 elements, an E8M0 scale per 32 (docs/MICROSCALING.md).</summary>
+    MxFp8E4M3 = 3,
+
+    /// <summary>OCP MX v1.0 MXFP8: FP8 E5M2 elements, an E8M0 scale per 32.</summary>
+    MxFp8E5M2 = 4,
+
+    /// <summary>OCP MX v1.0 MXFP6: FP6 E3M2 elements (four in three bytes), an E8M0 scale per 32.</summary>
+    MxFp6E3M2 = 5,
+
+    /// <summary>OCP MX v1.0 MXFP6: FP6 E2M3 elements (four in three bytes), an E8M0 scale per 32.</summary>
+    MxFp6E2M3 = 6,
+
+    /// <summary>OCP MX v1.0 MXFP4: FP4 E2M1 elements (two a byte), an E8M0 scale per 32.</summary>
+    MxFp4 = 7,
+
+    /// <summary>NVIDIA NVFP4: FP4 E2M1 elements, an FP8 E4M3 scale per 16 and an fp32 scale per message.</summary>
+    NvFp4 = 8,
 }
 
 /// <summary>Names of <see cref="WireDType"/> values: shorthands over <see cref="WireCodecs"/>, the one place they are defined.</summary>

@@ -28,6 +28,7 @@ public sealed class DecoderFuzzTests(FuzzTargetsFixture fixture, ITestOutputHelp
     private static readonly string[] Names =
     [
         "shard-request", "shard-response", "gateway-request", "gateway-response", "activation-block", "activation-block-fields",
+        "block-mxfp8-e4m3", "block-mxfp8-e5m2", "block-mxfp6-e3m2", "block-mxfp6-e2m3", "block-mxfp4", "block-nvfp4",
         "gateway-json-body", "gateway-msgpack-body", "kserve-json-body", "kserve-binary-body", "safetensors-header", "safetensors-file", "hidden-states", "hidden-states-file",
         "checkpoint-index",
     ];
@@ -45,6 +46,12 @@ public sealed class DecoderFuzzTests(FuzzTargetsFixture fixture, ITestOutputHelp
     [InlineData("gateway-response")]
     [InlineData("activation-block")]
     [InlineData("activation-block-fields")]
+    [InlineData("block-mxfp8-e4m3")]
+    [InlineData("block-mxfp8-e5m2")]
+    [InlineData("block-mxfp6-e3m2")]
+    [InlineData("block-mxfp6-e2m3")]
+    [InlineData("block-mxfp4")]
+    [InlineData("block-nvfp4")]
     [InlineData("gateway-json-body")]
     [InlineData("gateway-msgpack-body")]
     [InlineData("kserve-json-body")]

@@ -42,6 +42,7 @@ public sealed class FuzzTargets : IDisposable
             GatewayResponseTarget(),
             ActivationBlockTarget(),
             ActivationBlockFieldsTarget(),
+            .. WireCodecs.All.Where(c => c.BlockSize > 1).Select(BlockScaledTarget),
             GatewayJsonBodyTarget(),
             GatewayMessagePackBodyTarget(),
             KServeJsonBodyTarget(),
@@ -228,6 +229,32 @@ public sealed class FuzzTargets : IDisposable
     }
 
     /// <summary>
+    /// An ActivationBlock of one block-scaled type (MX, NVFP4), mutated as MessagePack and as raw bytes: the scales,
+    /// packed elements and (NVFP4) message scale a hostile sender chooses, rows that end in a partial block.
+    /// </summary>
+    private static FuzzTarget BlockScaledTarget(IWireCodec codec)
+    {
+        var random = new Random(100 + (int)codec.Id);
+        byte[] Seed(int rows, int width) => WireFormat.Serialize(ActivationBlock.Encode(Values(random, rows * width), rows, width, codec.Id));
+        return new FuzzTarget
+        {
+            Name = "block-" + codec.Name,
+            Description = $"an ActivationBlock in {codec.Name}: bounded deserialization, validation, Decode and FindNonFinite",
+            Seeds = [Seed(2, 64), Seed(3, 45), Seed(1, 7), Seed(4, 33)],
+            Mutator = MessagePackMutator.Instance,
+            Decode = input =>
+            {
+                ActivationBlock? block = WireFormat.Deserialize<ActivationBlock>(input, Limits);
+                WireFormat.ValidateBlock("block", block, Limits);
+                block.Decode();
+                block.FindNonFinite();
+            },
+            IsRefusal = IsWireRefusal,
+            Refusals = nameof(WireFormatException),
+        };
+    }
+
+    /// <summary>
     /// ActivationBlock's own decoding on unvalidated fields (what a deserializer hands over before any validation):
     /// the input is [dtype byte][rows int32 LE][width int32 LE][data...].
     /// </summary>
@@ -248,7 +275,7 @@ public sealed class FuzzTargets : IDisposable
         {
             Name = "activation-block-fields",
             Description = "ActivationBlock.Decode/FindNonFinite on arbitrary field values (dtype, rows, width, data)",
-            Seeds = [Fields(WireDType.F32, 3, 4), Fields(WireDType.BF16, 2, 7), Fields(WireDType.F16, 5, 1)],
+            Seeds = [Fields(WireDType.F32, 3, 4), Fields(WireDType.BF16, 2, 7), Fields(WireDType.F16, 5, 1), Fields(WireDType.MxFp4, 2, 33), Fields(WireDType.NvFp4, 3, 17)],
             Mutator = ByteMutator.Instance,
             Decode = input =>
             {

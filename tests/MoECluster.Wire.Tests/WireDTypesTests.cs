@@ -39,7 +39,7 @@ public sealed class WireDTypesTests
     [Fact]
     public void Undefined_dtype_has_no_size_or_name()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => WireCodecs.Get((WireDType)3));
+        Assert.Throws<ArgumentOutOfRangeException>(() => WireCodecs.Get((WireDType)9));
         Assert.Throws<ArgumentOutOfRangeException>(() => WireDTypes.Name((WireDType)255));
     }
 

@@ -44,16 +44,16 @@ public sealed class WireValidationTests
     public void Unknown_activation_dtype_is_refused()
     {
         ShardRequest request = Valid();
-        request.Rows.DType = (WireDType)7;
-        AssertMentions(RefuseRequest(request), "ShardRequest.Rows.DType", "undefined dtype 7");
+        request.Rows.DType = (WireDType)17;
+        AssertMentions(RefuseRequest(request), "ShardRequest.Rows.DType", "undefined dtype 17");
     }
 
     [Fact]
     public void Unknown_response_dtype_is_refused()
     {
         ShardRequest request = Valid();
-        request.ResponseDType = (WireDType)3;
-        AssertMentions(RefuseRequest(request), "ShardRequest.ResponseDType", "undefined dtype 3");
+        request.ResponseDType = (WireDType)9;
+        AssertMentions(RefuseRequest(request), "ShardRequest.ResponseDType", "undefined dtype 9");
     }
 
     [Fact]

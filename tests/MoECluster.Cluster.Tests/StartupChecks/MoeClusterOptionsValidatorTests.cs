@@ -71,7 +71,7 @@ public sealed class MoeClusterOptionsValidatorTests
     public void An_unknown_default_wire_is_refused_with_the_wire_names()
     {
         string failure = Assert.Single(Failures(o => o.DefaultWire = "int8"));
-        Assert.Equal("MoECluster:DefaultWire = int8: expected one of fp32, bf16, fp16", failure);
+        Assert.Equal("MoECluster:DefaultWire = int8: expected one of fp32, bf16, fp16, mxfp8-e4m3, mxfp8-e5m2, mxfp6-e3m2, mxfp6-e2m3, mxfp4, nvfp4", failure);
         Assert.Empty(Failures(o => o.DefaultWire = "FP32"));
     }
 
