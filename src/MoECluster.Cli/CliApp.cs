@@ -26,6 +26,7 @@ public static class CliApp
             ChaosCommand.Create(output, error),
             TlsCommand.Create(output, error),
             WarmupCommand.Create(output, error),
+            CostCommand.Create(output, error),
         };
 
         ParseResult parsed = root.Parse(args);

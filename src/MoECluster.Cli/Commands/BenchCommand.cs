@@ -365,6 +365,34 @@ internal static class BenchCommand
         return rows;
     }
 
+    /// <summary>
+    /// FLOP/s of the managed backend's GEMM y = x W^T for a random BF16 W of [<paramref name="outputs"/>,
+    /// <paramref name="inputs"/>] over <paramref name="rows"/> rows, best of repetitions over <paramref name="minSeconds"/>.
+    /// </summary>
+    internal static double MeasureGemm(int outputs, int inputs, int rows, double minSeconds)
+    {
+        using var dir = new TempFolder();
+        var backend = ComputeBackends.Create(ComputeBackends.Managed, out _);
+        try
+        {
+            var prepared = backend.Prepare(RandomWeight(dir, "w", outputs, inputs));
+            try
+            {
+                float[] x = RandomValues(rows * inputs, 5);
+                var y = new float[rows * outputs];
+                return 2.0 * rows * inputs * outputs / BestSeconds(() => backend.Linear(prepared, x, rows, y), minSeconds);
+            }
+            finally
+            {
+                (prepared as IDisposable)?.Dispose();
+            }
+        }
+        finally
+        {
+            (backend as IDisposable)?.Dispose();
+        }
+    }
+
     private static WeightMatrix RandomWeight(TempFolder dir, string name, int rows, int cols)
     {
         string file = Path.Combine(dir.Path, $"w{rows}x{cols}.safetensors");
