@@ -40,6 +40,15 @@ public sealed class AppHostOptions
 
     public int Shards { get; set; } = 4;
 
+    /// <summary>The silos' default wire type, both directions (<c>silo --wire</c>); null: theirs (bf16).</summary>
+    public string? Wire { get; set; }
+
+    /// <summary>The silos' default wire type of the dispatch direction, over <see cref="Wire"/> (<c>silo --wire-dispatch</c>).</summary>
+    public string? WireDispatch { get; set; }
+
+    /// <summary>The silos' default wire type of the combine direction, over <see cref="Wire"/> (<c>silo --wire-combine</c>).</summary>
+    public string? WireCombine { get; set; }
+
     /// <summary>Run a redis-server and use Orleans' Redis clustering.</summary>
     public bool Redis { get; set; }
 
@@ -67,6 +76,14 @@ public sealed class AppHostOptions
         var backend = new Option<string?>("--backend") { Description = $"Compute on the expert silos: {ComputeBackends.Description}; default auto." };
         backend.AcceptOnlyFromAmong([.. ComputeBackends.Names]);
         var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
+        var wire = new Option<string?>("--wire") { Description = $"The silos' default payload element type between router and shards, both directions: {MoECluster.Wire.WireCodecs.NameList} (default {MoECluster.Wire.WireCodecs.Default.Name})." };
+        var wireDispatch = new Option<string?>("--wire-dispatch") { Description = $"The silos' default element type of the routed rows (router -> shards), over --wire: {MoECluster.Wire.WireCodecs.NameList}." };
+        var wireCombine = new Option<string?>("--wire-combine") { Description = $"The silos' default element type of the partial sums (shards -> router), over --wire: {MoECluster.Wire.WireCodecs.NameList}." };
+        foreach (var option in new[] { wire, wireDispatch, wireCombine })
+        {
+            option.AcceptOnlyFromAmong([.. MoECluster.Wire.WireCodecs.Names]);
+        }
+
         var redis = new Option<bool>("--redis") { Description = "Start a redis-server and use Orleans' Redis clustering instead of localhost clustering." };
         var dashboardPort = new Option<int?>("--dashboard-port") { Description = "HTTP port of the Aspire dashboard; its OTLP endpoint is the next port (default 18888)." };
         var startupTimeout = new Option<double?>("--startup-timeout") { Description = "Seconds the warm-up waits for the expert silos to join (default 120)." };
@@ -74,7 +91,7 @@ public sealed class AppHostOptions
             "The .NET Aspire AppHost of MoECluster: the model pair (generated if missing), the front-end silo with the HTTP gateway, "
             + "expert silos expert-1..n, optionally Redis, the warm-up and an on-demand load run, orchestrated by Aspire (DCP) with the Aspire dashboard; Ctrl+C stops every process.")
         {
-            preset, experts, layers, replicas, port, siloPort, gatewayPort, modelsDir, backend, shards, redis, dashboardPort, startupTimeout,
+            preset, experts, layers, replicas, port, siloPort, gatewayPort, modelsDir, backend, shards, wire, wireDispatch, wireCombine, redis, dashboardPort, startupTimeout,
         };
 
         ParseResult parsed = root.Parse(args);
@@ -116,6 +133,9 @@ public sealed class AppHostOptions
             [$"{Section}:ModelsDir"] = parsed.GetValue(modelsDir),
             [$"{Section}:Backend"] = parsed.GetValue(backend),
             [$"{Section}:Shards"] = Text(parsed.GetValue(shards)),
+            [$"{Section}:Wire"] = parsed.GetValue(wire),
+            [$"{Section}:WireDispatch"] = parsed.GetValue(wireDispatch),
+            [$"{Section}:WireCombine"] = parsed.GetValue(wireCombine),
             [$"{Section}:Redis"] = parsed.GetResult(redis) is { Implicit: false } ? Text(parsed.GetValue(redis)) : null,
             [$"{Section}:DashboardPort"] = Text(parsed.GetValue(dashboardPort)),
             [$"{Section}:StartupTimeoutSeconds"] = Text(parsed.GetValue(startupTimeout)),
@@ -158,6 +178,12 @@ public sealed class AppHostOptions
         if (!ComputeBackends.Names.Contains(Backend))
         {
             throw new ArgumentException($"backend '{Backend}' is not one of {string.Join(", ", ComputeBackends.Names)}");
+        }
+
+        // Names from configuration (AppHost__Wire …) are checked as the command line's are, by the codec registry.
+        if (!MoECluster.Wire.WirePair.TryResolve(Wire, WireDispatch, WireCombine, MoECluster.Wire.WirePair.Default, out _, out string? wireError, "wire dispatch", "wire combine"))
+        {
+            throw new ArgumentException(wireError);
         }
 
         Range("replicas", Replicas, 1, 32);

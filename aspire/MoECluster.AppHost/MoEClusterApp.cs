@@ -79,7 +79,7 @@ public static class MoEClusterApp
             return silo;
         }
 
-        var frontend = Silo(Frontend, new SiloLaunch(SiloRoles.Frontend, Frontend, models, options.Shards, options.Backend, ExpectedExpertSilos: options.Replicas, Urls: gateway),
+        var frontend = Silo(Frontend, new SiloLaunch(SiloRoles.Frontend, Frontend, models, options.Shards, options.Backend, options.Wire, ExpectedExpertSilos: options.Replicas, Urls: gateway, WireDispatch: options.WireDispatch, WireCombine: options.WireCombine),
                 options.SiloPort, options.GatewayPort, options.Port)
             .WithHttpHealthCheck("/alive")
             .WithUrls(context =>
@@ -96,7 +96,7 @@ public static class MoEClusterApp
         for (int i = 1; i <= options.Replicas; i++)
         {
             int http = LoopbackPorts.Free();
-            var expert = Silo(Expert(i), new SiloLaunch(SiloRoles.Expert, Expert(i), models, options.Shards, options.Backend, Urls: $"http://127.0.0.1:{P(http)}"),
+            var expert = Silo(Expert(i), new SiloLaunch(SiloRoles.Expert, Expert(i), models, options.Shards, options.Backend, options.Wire, Urls: $"http://127.0.0.1:{P(http)}", WireDispatch: options.WireDispatch, WireCombine: options.WireCombine),
                     options.SiloPort + i, gatewayPort: null, http)
                 .WithHttpHealthCheck("/health")   // 200 once the silo is active in the cluster
                 .WaitFor(frontend);

@@ -28,14 +28,19 @@ public sealed class GatewayClient(HttpClient http, WireLimits? limits = null)
     /// Sends [tokens, width] hidden states for one MoE layer (or, with layer null, the whole stack) and returns the
     /// output and what each layer routed. Throws <see cref="GatewayException"/> with the gateway's message on a 4xx/5xx.
     /// </summary>
-    public async Task<GatewayForwardResponse> ForwardAsync(string? model, int? layer, float[] hidden, int tokens, int width, string? wire, CancellationToken cancellationToken = default)
+    public Task<GatewayForwardResponse> ForwardAsync(string? model, int? layer, float[] hidden, int tokens, int width, string? wire, CancellationToken cancellationToken = default) =>
+        ForwardAsync(new GatewayForwardRequest { Model = model, Wire = wire }, layer, hidden, tokens, width, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="ForwardAsync(string?, int?, float[], int, int, string?, CancellationToken)"/>, with the element type of
+    /// each direction (<c>wire_dispatch</c>, <c>wire_combine</c>; null: the cluster's default for that direction).
+    /// </summary>
+    public Task<GatewayForwardResponse> ForwardAsync(string? model, int? layer, float[] hidden, int tokens, int width, string? wireDispatch, string? wireCombine, CancellationToken cancellationToken = default) =>
+        ForwardAsync(new GatewayForwardRequest { Model = model, WireDispatch = wireDispatch, WireCombine = wireCombine }, layer, hidden, tokens, width, cancellationToken);
+
+    private async Task<GatewayForwardResponse> ForwardAsync(GatewayForwardRequest request, int? layer, float[] hidden, int tokens, int width, CancellationToken cancellationToken)
     {
-        var request = new GatewayForwardRequest
-        {
-            Model = model,
-            Wire = wire,
-            HiddenStates = ActivationBlock.Encode(hidden, tokens, width, WireDType.F32),
-        };
+        request.HiddenStates = ActivationBlock.Encode(hidden, tokens, width, WireDType.F32);
         using var content = new ByteArrayContent(WireFormat.Serialize(request));
         content.Headers.ContentType = new MediaTypeHeaderValue(GatewayEndpoints.MessagePackContentType);
         string path = layer is int l ? $"/v1/layers/{l}/forward" : "/v1/forward";

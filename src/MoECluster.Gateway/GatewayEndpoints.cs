@@ -291,22 +291,22 @@ public static class GatewayEndpoints
             layer = l;
         }
 
-        // The wire type is parsed here, once: the router gets the typed value.
-        string wireText = input.Wire ?? options.DefaultWire;
-        if (!WireCodecs.TryParse(wireText, out IWireCodec? wire))
+        // The wire types are parsed here, once: the router gets the typed values. The request's fields win, per direction;
+        // the silo's default (MoECluster:DefaultWire, DefaultWireDispatch, DefaultWireCombine) fills what it leaves out.
+        if (!input.TryResolveWire(options.DefaultWirePair(), out WirePair? wire, out string? wireError))
         {
-            return Error(StatusCodes.Status400BadRequest, WireCodecs.NotAWire(wireText));
+            return Error(StatusCodes.Status400BadRequest, wireError);
         }
 
         ForwardReply reply;
         try
         {
             // The router's own check, run here first so that a bad request never waits in the router queue.
-            ForwardRequestValidator.Validate(modelId, config, layer, input.Hidden, input.Tokens, wire.Id, options.Gateway.MaxTokensPerRequest);
+            ForwardRequestValidator.Validate(modelId, config, layer, input.Hidden, input.Tokens, wire.Dispatch.Id, wire.Combine.Id, options.Gateway.MaxTokensPerRequest);
 
             // The bounded queue in front of the routers: wait until this request's tokens fit (or 503).
             using var routers = await admission.EnterRoutersAsync(input.Tokens, http.RequestAborted);
-            reply = await grains.GetGrain<IMoeRouterGrain>(modelId).Forward(new ForwardCall(layer, input.Hidden, input.Tokens, wire.Id), http.RequestAborted);
+            reply = await grains.GetGrain<IMoeRouterGrain>(modelId).Forward(new ForwardCall(layer, input.Hidden, input.Tokens, wire), http.RequestAborted);
         }
         catch (ShardBusyException e)
         {

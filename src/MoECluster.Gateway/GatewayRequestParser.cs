@@ -11,8 +11,21 @@ namespace MoECluster.Gateway;
 /// <param name="Wire">The wire limits MessagePack bodies are decoded under; its MaxWidth bounds JSON rows too.</param>
 public sealed record GatewayBodyLimits(int MaxTokens, int MaxJsonDepth, WireLimits Wire);
 
-/// <summary>A decoded forward request: <see cref="Hidden"/> holds exactly <see cref="Tokens"/> × <see cref="Width"/> values.</summary>
-public sealed record ForwardInput(string? Model, string? Wire, float[] Hidden, int Tokens, int Width);
+/// <summary>
+/// A decoded forward request: <see cref="Hidden"/> holds exactly <see cref="Tokens"/> × <see cref="Width"/> values. The wire
+/// names are as the client sent them (null: not sent): <see cref="Wire"/> sets both directions, <see cref="WireDispatch"/>
+/// and <see cref="WireCombine"/> override theirs; <see cref="TryResolveWire"/> checks them and applies the silo's default.
+/// </summary>
+public sealed record ForwardInput(string? Model, string? Wire, float[] Hidden, int Tokens, int Width, string? WireDispatch = null, string? WireCombine = null)
+{
+    /// <summary>
+    /// The pair this request runs in: its fields (<c>wire</c>, then <c>wire_dispatch</c> and <c>wire_combine</c> over it), and
+    /// <paramref name="fallback"/> (the silo's default) in each direction it names none of; false with the registry's refusal
+    /// of an unknown name (<see cref="WirePair.TryResolve"/>).
+    /// </summary>
+    public bool TryResolveWire(WirePair fallback, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out WirePair? pair, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out string? error) =>
+        WirePair.TryResolve(Wire, WireDispatch, WireCombine, fallback, out pair, out error);
+}
 
 /// <summary>A request the gateway refuses: <see cref="StatusCode"/> (a 4xx) and a message naming the problem.</summary>
 public sealed class GatewayRequestException : Exception
@@ -49,8 +62,8 @@ public sealed class GatewayRequestException : Exception
 }
 
 /// <summary>
-/// Decoding of forward request bodies, which come from the network: JSON (<c>{"model", "wire", "hidden_states":
-/// [[...], ...]}</c>) read token by token, and MessagePack (<see cref="GatewayForwardRequest"/>) through the bounded
+/// Decoding of forward request bodies, which come from the network: JSON (<c>{"model", "wire", "wire_dispatch",
+/// "wire_combine", "hidden_states": [[...], ...]}</c>, each key at most once) read token by token, and MessagePack (<see cref="GatewayForwardRequest"/>) through the bounded
 /// wire decoder. The only exception either throws is <see cref="GatewayRequestException"/>; the float buffer grows
 /// with the values actually read (never from a claimed size), and the row count is checked against the token limit
 /// as rows arrive.
@@ -120,7 +133,7 @@ public static class GatewayRequestParser
             throw new GatewayRequestException(StatusCodes.Status400BadRequest, $"malformed MessagePack body: {e.Message}", e);
         }
 
-        return new ForwardInput(request.Model, request.Wire, hidden, block.Rows, block.Width);
+        return new ForwardInput(request.Model, request.Wire, hidden, block.Rows, block.Width, request.WireDispatch, request.WireCombine);
     }
 
     private static ForwardInput ReadBody(ref Utf8JsonReader reader, GatewayBodyLimits limits)
@@ -135,8 +148,8 @@ public static class GatewayRequestParser
             throw new GatewayRequestException(StatusCodes.Status400BadRequest, $"the JSON body must be an object {{\"model\", \"wire\", \"hidden_states\"}}, not {Describe(reader.TokenType)}");
         }
 
-        string? model = null, wire = null;
-        bool seenModel = false, seenWire = false;
+        string? model = null, wire = null, wireDispatch = null, wireCombine = null;
+        bool seenModel = false, seenWire = false, seenDispatch = false, seenCombine = false;
         Rows? rows = null;
         while (Next(ref reader) != JsonTokenType.EndObject)
         {
@@ -150,6 +163,16 @@ public static class GatewayRequestParser
             {
                 Once(ref seenWire, "wire");
                 wire = ReadOptionalString(ref reader, "wire");
+            }
+            else if (IsNamed(ref reader, WirePair.DispatchField))
+            {
+                Once(ref seenDispatch, WirePair.DispatchField);
+                wireDispatch = ReadOptionalString(ref reader, WirePair.DispatchField);
+            }
+            else if (IsNamed(ref reader, WirePair.CombineField))
+            {
+                Once(ref seenCombine, WirePair.CombineField);
+                wireCombine = ReadOptionalString(ref reader, WirePair.CombineField);
             }
             else if (IsNamed(ref reader, "hidden_states"))
             {
@@ -179,7 +202,7 @@ public static class GatewayRequestParser
             throw new GatewayRequestException(StatusCodes.Status400BadRequest, "hidden_states is missing or empty: expected [[...], ...] of shape [T, d]");
         }
 
-        return new ForwardInput(model, wire, rows.ToArray(), rows.Count, rows.Width);
+        return new ForwardInput(model, wire, rows.ToArray(), rows.Count, rows.Width, wireDispatch, wireCombine);
     }
 
     /// <summary>[[...], ...]: rows of one width, checked row by row as they arrive.</summary>

@@ -30,6 +30,8 @@ public static class GatewayTraffic
             Milliseconds = traffic.Milliseconds,
             BatchRequests = traffic.BatchRequests,
             BatchTokens = traffic.BatchTokens,
+            WireDispatch = traffic.WireDispatch,
+            WireCombine = traffic.WireCombine,
         };
     }
 }

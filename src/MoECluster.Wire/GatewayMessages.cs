@@ -13,9 +13,17 @@ public sealed class GatewayForwardRequest
     [Key("model")]
     public string? Model { get; set; }
 
-    /// <summary>Payload element type between router and shards: fp32, bf16 or fp16; null for the cluster default.</summary>
+    /// <summary>Payload element type between router and shards, both directions: a name of <see cref="WireCodecs"/>; null for the cluster default.</summary>
     [Key("wire")]
     public string? Wire { get; set; }
+
+    /// <summary>Element type of the routed rows (router → shard), over <see cref="Wire"/>; null: <see cref="Wire"/>, else the cluster default.</summary>
+    [Key("wire_dispatch")]
+    public string? WireDispatch { get; set; }
+
+    /// <summary>Element type of the partial sums (shard → router), over <see cref="Wire"/>; null: <see cref="Wire"/>, else the cluster default.</summary>
+    [Key("wire_combine")]
+    public string? WireCombine { get; set; }
 
     /// <summary>[T, d] hidden states (fp32, bf16 or fp16 elements).</summary>
     [Key("hidden_states")]
@@ -46,8 +54,17 @@ public sealed class GatewayLayerTraffic
     [Key("mode")]
     public string Mode { get; set; } = string.Empty;
 
+    /// <summary>The wire pair's text, "dispatch/combine" (<see cref="WirePair.Text"/>: "bf16/bf16", "fp32/bf16").</summary>
     [Key("wire")]
     public string Wire { get; set; } = string.Empty;
+
+    /// <summary>Element type of this layer's dispatch bytes (the routed rows).</summary>
+    [Key("wire_dispatch")]
+    public string WireDispatch { get; set; } = string.Empty;
+
+    /// <summary>Element type of this layer's combine bytes (the partial sums).</summary>
+    [Key("wire_combine")]
+    public string WireCombine { get; set; } = string.Empty;
 
     [Key("tokens")]
     public int Tokens { get; set; }

@@ -10,7 +10,7 @@ namespace MoECluster.Cli.Tests;
 public sealed class LoadSweepTests
 {
     private static LoadSettings Settings(string mode, double? slo, IReadOnlyList<double> sweep) => new(
-        "http://127.0.0.1:8080", mode, 10, 4, 10, 2, [8], null, null, null, null, slo, 1, 30, "moecluster load --sweep", null, sweep);
+        "http://127.0.0.1:8080", mode, 10, 4, 10, 2, [8], null, new MoECluster.Cli.Commands.WireChoice(null, null), null, null, slo, 1, 30, "moecluster load --sweep", null, sweep);
 
     private static SweepStep Step(double level, double p99, long failed = 0, long ok = 100, double tokensPerSecond = -1) =>
         new(level, tokensPerSecond < 0 ? level * 100 : tokensPerSecond, level * 10, p99 / 2, p99 * 0.9, p99, p99 * 1.5, ok + failed, ok, failed, 0);

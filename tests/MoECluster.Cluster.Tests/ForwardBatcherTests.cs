@@ -260,7 +260,7 @@ public sealed class ForwardBatcherTests
             4096,
             (_, b) => { lock (batches) { batches.Add(b); } });
 
-        foreach (var key in new ForwardBatchKey[] { new("tiny", layer, WireDType.F32), new("tiny", null, WireDType.F32) })
+        foreach (var key in new ForwardBatchKey[] { new("tiny", layer, WireDType.F32, WireDType.F32), new("tiny", null, WireDType.F32, WireDType.F32) })
         {
             while (entered.CurrentCount > 0)
             {
@@ -288,7 +288,7 @@ public sealed class ForwardBatcherTests
     public void A_merged_forwards_traffic_is_shared_out_per_token_and_a_lone_requests_is_its_own()
     {
         // 61 routed rows of 16 fp32 values (64 bytes a row each way); messages carry headers besides.
-        var layer = new LayerTraffic(1, "latent", "fp32", 30, 16, 61, 3904, 3904, 4300, 4310, 7808, 4, 12.5, BatchRequests: 1, BatchTokens: 30);
+        var layer = new LayerTraffic(1, "latent", "fp32/fp32", 30, 16, 61, 3904, 3904, 4300, 4310, 7808, 4, 12.5, BatchRequests: 1, BatchTokens: 30, WireDispatch: "fp32", WireCombine: "fp32");
         IReadOnlyList<LayerTraffic> batch = [layer, layer with { Layer = 3 }];
 
         // Alone: the very same records.
@@ -298,7 +298,7 @@ public sealed class ForwardBatcherTests
         // message bytes, the batch's messages and time.
         var part = FrontEndBatcher.Share(batch, 10, new FrontEndBatch(3, 30, 100));
         Assert.Equal(
-            [new LayerTraffic(1, "latent", "fp32", 10, 16, 20, 1280, 1280, 1433, 1437, 2560, 4, 12.5, BatchRequests: 3, BatchTokens: 30), new LayerTraffic(3, "latent", "fp32", 10, 16, 20, 1280, 1280, 1433, 1437, 2560, 4, 12.5, BatchRequests: 3, BatchTokens: 30)],
+            [new LayerTraffic(1, "latent", "fp32/fp32", 10, 16, 20, 1280, 1280, 1433, 1437, 2560, 4, 12.5, BatchRequests: 3, BatchTokens: 30, WireDispatch: "fp32", WireCombine: "fp32"), new LayerTraffic(3, "latent", "fp32/fp32", 10, 16, 20, 1280, 1280, 1433, 1437, 2560, 4, 12.5, BatchRequests: 3, BatchTokens: 30, WireDispatch: "fp32", WireCombine: "fp32")],
             part);
     }
 
@@ -310,7 +310,7 @@ public sealed class ForwardBatcherTests
     public void A_share_keeps_the_batchs_payload_bytes_per_routed_row_exactly(int tokens)
     {
         // Shares rounded apart (rows by tokens, bytes by tokens) would give 7 of 30 tokens 14 rows and 911 bytes, not 14 × 64.
-        var layer = new LayerTraffic(1, "latent", "fp32", 30, 16, 61, 3904, 3904, 4300, 4310, 7808, 4, 12.5, BatchRequests: 1, BatchTokens: 30);
+        var layer = new LayerTraffic(1, "latent", "fp32/fp32", 30, 16, 61, 3904, 3904, 4300, 4310, 7808, 4, 12.5, BatchRequests: 1, BatchTokens: 30, WireDispatch: "fp32", WireCombine: "fp32");
         var part = Assert.Single(FrontEndBatcher.Share([layer], tokens, new FrontEndBatch(2, 30, 100)));
         Assert.Equal(Math.Round(61.0 * tokens / 30, MidpointRounding.AwayFromZero), part.RoutedRows);
         Assert.Equal(64L * part.RoutedRows, part.DispatchPayloadBytes);

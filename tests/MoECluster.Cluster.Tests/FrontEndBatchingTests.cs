@@ -90,7 +90,7 @@ public sealed class FrontEndBatchingTests(InProcessMoeCluster cluster)
             }
         }
 
-        var batches = ledger.Snapshot(frontend).FrontEndBatches.Where(b => b.Model == model && b.Wire == wire).ToList();
+        var batches = ledger.Snapshot(frontend).FrontEndBatches.Where(b => b.Model == model && b.WireDispatch == wire && b.WireCombine == wire && b.Wire == $"{wire}/{wire}").ToList();
         Assert.True(Merged() > mergedBefore, $"no forward merged two requests: {string.Join("; ", batches.Select(b => $"{b.Target}: {b.Batches} forwards, {b.Requests} requests"))}");
         Assert.Contains(batches, b => b.MaxRequests > 1 && b.MaxTokens > 24);
         Assert.All(batches, b => Assert.True(b.Requests >= b.Batches && b.Tokens >= b.Requests, $"{b.Target}: {b.Requests} requests, {b.Tokens} tokens in {b.Batches} forwards"));
@@ -113,9 +113,9 @@ public sealed class FrontEndBatchingTests(InProcessMoeCluster cluster)
 
         // The same figures reach /stats (the cluster-wide report the gateway serves), the front-end silo by name.
         var report = await new ClusterStatistics(cluster.Grains).ReportAsync();
-        Assert.Contains(report.FrontEndBatches, b => b.Model == model && b.Wire == wire && b.MergedBatches > 0 && b.MeanRequests > 1 && b.Silo == InProcessMoeCluster.FrontendName);
+        Assert.Contains(report.FrontEndBatches, b => b.Model == model && b.WireDispatch == wire && b.WireCombine == wire && b.Wire == $"{wire}/{wire}" && b.MergedBatches > 0 && b.MeanRequests > 1 && b.Silo == InProcessMoeCluster.FrontendName);
 
-        long Merged() => ledger.Snapshot(frontend).FrontEndBatches.Where(b => b.Model == model && b.Wire == wire).Sum(b => b.MergedBatches);
+        long Merged() => ledger.Snapshot(frontend).FrontEndBatches.Where(b => b.Model == model && b.WireDispatch == wire && b.WireCombine == wire && b.Wire == $"{wire}/{wire}").Sum(b => b.MergedBatches);
 
         Dictionary<int, long> LayerTokens() => ledger.Snapshot(frontend).Layers.Where(l => l.Model == model).ToDictionary(l => l.Layer, l => l.Tokens);
     }

@@ -43,7 +43,7 @@ public sealed class OrleansExpertDispatcherContractTests(InProcessMoeCluster clu
         var table = cluster.Service<RoutingTables>(cluster.Frontend).For(InProcessMoeCluster.Latent, layer);
         var shardsOf = Enumerable.Range(0, tokens).Select(t => plan.ExpertsOf(t).ToArray().Select(table.ShardOf).Distinct().ToArray()).ToArray();
         var traffic = Assert.Single(dispatcher.Traffic);
-        Assert.Equal((layer, "bf16", tokens, w), (traffic.Layer, traffic.Wire, traffic.Tokens, traffic.Width));
+        Assert.Equal((layer, "bf16/bf16", "bf16", "bf16", tokens, w), (traffic.Layer, traffic.Wire, traffic.WireDispatch, traffic.WireCombine, traffic.Tokens, traffic.Width));
         Assert.Equal(shardsOf.Sum(s => s.Length), traffic.RoutedRows);
         Assert.Equal(shardsOf.SelectMany(s => s).Distinct().Count(), traffic.Messages);
         Assert.Equal(2L * traffic.RoutedRows * w, traffic.DispatchPayloadBytes);

@@ -45,7 +45,7 @@ public sealed class RouterShardParityTests(InProcessMoeCluster cluster)
             double error = Metrics.RelativeError(reply.Hidden, reference.ForwardLayer(layer, x, tokens));
             Assert.True(error <= tolerance, $"{model} layer {layer} wire {wire} seed {seed}: relative error {error:E2} > {tolerance:E0}");
             var traffic = Assert.Single(reply.Layers);
-            Assert.Equal((layer, wire, tokens), (traffic.Layer, traffic.Wire, traffic.Tokens));
+            Assert.Equal((layer, $"{wire}/{wire}", wire, wire, tokens), (traffic.Layer, traffic.Wire, traffic.WireDispatch, traffic.WireCombine, traffic.Tokens));
         }
     }
 

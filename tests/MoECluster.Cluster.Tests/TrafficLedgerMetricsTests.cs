@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Requests;
 using MoECluster.Cluster.Telemetry;
+using MoECluster.Wire;
 
 namespace MoECluster.Cluster.Tests;
 
@@ -38,10 +39,10 @@ public sealed class TrafficLedgerMetricsTests
 
         // Two tokens, top-2 of 4 experts: expert 1 twice, 0 and 3 once; two shard calls to two silos.
         ledger.RecordBatch(
-            new LayerBatch("lat", "latent", 3, 64, 16, 2, 4, 2, 256),
+            new LayerBatch("lat", "latent", 3, 64, 16, 2, 4, 2, 256, WirePair.Of(WireDType.F32, WireDType.BF16)),
             [1, 0, 1, 3],
             [new ShardCallTraffic("fe", "ex1", 64, 90, 64, 80, 2, 0.004), new ShardCallTraffic("fe", "ex2", 64, 90, 64, 80, 2, 0.25)]);
-        ledger.RecordFrontEndBatch("lat", "stack", "bf16", new FrontEndBatch(3, 12, 1500), "latent");
+        ledger.RecordFrontEndBatch("lat", "stack", WirePair.Default, new FrontEndBatch(3, 12, 1500), "latent");
         ledger.RecordShardBatch("lat/3/s0/0-2", "lat", 3, new ShardBatch(2, 5, 7, 2500));
         listener.RecordObservableInstruments();
 
@@ -60,7 +61,7 @@ public sealed class TrafficLedgerMetricsTests
         Assert.Equal(0.0025, Assert.Single(doubles, m => m.Instrument == "moecluster.shard.pass.duration").Value, 12);
 
         // A forward recorded without a mode (a caller that has none) adds batch sizes but no duration.
-        ledger.RecordFrontEndBatch("lat", "3", "bf16", new FrontEndBatch(1, 2, 100));
+        ledger.RecordFrontEndBatch("lat", "3", WirePair.Default, new FrontEndBatch(1, 2, 100));
         Assert.Single(doubles, m => m.Instrument == "moecluster.forward.duration");
     }
 

@@ -89,7 +89,7 @@ public sealed class TrafficLedgerTests(InProcessMoeCluster cluster)
             .Where(p => p.Model == model && p.Layer == layer && p.Direction == direction)
             .Select(a =>
             {
-                var b = before.Payload.SingleOrDefault(p => (p.Model, p.Mode, p.Layer, p.Direction, p.FromSilo, p.ToSilo) == (a.Model, a.Mode, a.Layer, a.Direction, a.FromSilo, a.ToSilo));
+                var b = before.Payload.SingleOrDefault(p => (p.Model, p.Mode, p.Layer, p.Direction, p.FromSilo, p.ToSilo, p.Wire) == (a.Model, a.Mode, a.Layer, a.Direction, a.FromSilo, a.ToSilo, a.Wire));
                 return b is null ? a : a with { PayloadBytes = a.PayloadBytes - b.PayloadBytes, MessageBytes = a.MessageBytes - b.MessageBytes, Messages = a.Messages - b.Messages, Rows = a.Rows - b.Rows };
             })
             .Where(p => p.Messages > 0)];

@@ -36,7 +36,8 @@ public sealed class ClusterForwardTests(ProcessClusterFixture cluster)
             var response = await cluster.Client.ForwardAsync(model, layer, x, tokens, d, wire);
             double error = Metrics.RelativeError(response.HiddenStates.Decode(), reference.ForwardLayer(layer, x, tokens));
             Assert.True(error <= tolerance, $"{model} layer {layer} wire {wire}: relative error {error:E2}");
-            Assert.Equal(wire, response.Layers.Single().Wire);
+            var traffic = response.Layers.Single();
+            Assert.Equal(($"{wire}/{wire}", wire, wire), (traffic.Wire, traffic.WireDispatch, traffic.WireCombine));
         }
     }
 

@@ -7,6 +7,8 @@ using MoECluster.Gateway;
 using MoECluster.Model.Presets;
 using MoECluster.Testing;
 
+using MoECluster.Wire;
+
 namespace MoECluster.EndToEnd.Tests;
 
 /// <summary>
@@ -172,12 +174,13 @@ public sealed class MetricsEndpointTests(MetricsClusterFixture cluster) : IClass
             }
         }
 
-        // Forward duration by model and mode; payload bytes by mode, layer and silo pair; shard calls by the shard's silo.
+        // Forward duration by model and mode; payload bytes by mode, layer, silo pair and the direction's wire type; shard calls by the shard's silo.
         var forward = parsed[0].Samples("moecluster_forward_duration_seconds_count").ToList();
         Assert.Contains(forward, s => s.Labels["model"] == "lat" && s.Labels["mode"] == "latent" && s.Labels["target"] == "stack");
         Assert.Contains(forward, s => s.Labels["model"] == "std" && s.Labels["mode"] == "standard");
         var payload = parsed[0].Samples("moecluster_routed_payload_bytes_total").ToList();
-        Assert.All(payload, s => Assert.Superset(new HashSet<string> { "model", "mode", "layer", "direction", "from", "to" }, s.Labels.Keys.ToHashSet()));
+        Assert.All(payload, s => Assert.Superset(new HashSet<string> { "model", "mode", "layer", "direction", "from", "to", "wire" }, s.Labels.Keys.ToHashSet()));
+        Assert.All(payload, s => Assert.Contains(s.Labels["wire"], WireCodecs.Names));
         Assert.Contains(parsed[0].Samples("moecluster_shard_call_duration_seconds_count"), s => s.Labels.ContainsKey("silo") && s.Labels["mode"] == "standard");
 
         // Nothing is in flight or queued once the forwards have been answered.
@@ -219,7 +222,7 @@ public sealed class MetricsEndpointTests(MetricsClusterFixture cluster) : IClass
 
         Assert.Equal(4, layers);
 
-        // Routed payload and message bytes per (model, mode, layer, direction, silo pair), and in total.
+        // Routed payload and message bytes per (model, mode, layer, direction, silo pair, wire type of the direction), and in total.
         var pairs = stats["silo_pairs"]!.AsArray();
         Assert.NotEmpty(pairs);
         foreach (var pair in pairs)
@@ -227,7 +230,8 @@ public sealed class MetricsEndpointTests(MetricsClusterFixture cluster) : IClass
             bool Same(IReadOnlyDictionary<string, string> l) =>
                 l["model"] == pair!["model"]!.GetValue<string>() && l["mode"] == pair["mode"]!.GetValue<string>()
                 && l["layer"] == pair["layer"]!.GetValue<int>().ToString(CultureInfo.InvariantCulture) && l["direction"] == pair["direction"]!.GetValue<string>()
-                && Name(l["from"]) == pair["from_silo"]!.GetValue<string>() && Name(l["to"]) == pair["to_silo"]!.GetValue<string>();
+                && Name(l["from"]) == pair["from_silo"]!.GetValue<string>() && Name(l["to"]) == pair["to_silo"]!.GetValue<string>()
+                && l["wire"] == pair["wire"]!.GetValue<string>();
             Assert.Equal(L(pair!["payload_bytes"]), Sum("moecluster_routed_payload_bytes_total", Same));
             Assert.Equal(L(pair["message_bytes"]), Sum("moecluster_routed_message_bytes_total", Same));
         }

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using MoECluster.Model.Layers;
 using MoECluster.Testing;
+using MoECluster.Wire;
 
 namespace MoECluster.EndToEnd.Tests;
 
@@ -70,6 +71,36 @@ public sealed partial class RunCommandTests
         var silos = json["placement"]!.AsArray();
         Assert.Equal(3, silos.Count);
         Assert.All(silos.Where(s => s!["role"]!.GetValue<string>() == "frontend"), s => Assert.Empty(s!["shards"]!.AsArray()));
+    }
+
+    [Fact]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void Run_once_with_fp16_dispatch_and_fp32_combine_reports_2_and_4_bytes_an_element_each_way()
+    {
+        using var dir = new TempDirectory();
+        string report = dir.File("report.json");
+        var run = ChildProcess.Run("dotnet", [ChildProcess.CliDll, "run", "--preset", "tiny", "--experts", "16", "--once", "--report", report,
+            "--tokens", "16", "--backend", "managed", "--wire-dispatch", "fp16", "--wire-combine", "fp32", "--models-dir", dir.File("models"), .. Ports(out _)],
+            TimeSpan.FromMinutes(4));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        Assert.Contains("wire fp16/fp32 (dispatch fp16, combine fp32)", run.Stdout, StringComparison.Ordinal);
+
+        var json = JsonNode.Parse(File.ReadAllText(report))!;
+        Assert.Equal(("fp16/fp32", "fp16", "fp32"), (json["wire"]!.GetValue<string>(), json["wire_dispatch"]!.GetValue<string>(), json["wire_combine"]!.GetValue<string>()));
+        Assert.True(json["checks_passed"]!.GetValue<bool>(), run.Stdout);
+        var results = json["results"]!.AsArray();
+        Assert.Equal(2, results.Count);
+        foreach (var r in results)
+        {
+            long elements = r!["routed_rows"]!.GetValue<long>() * r["routed_width"]!.GetValue<int>();
+            Assert.True(elements > 0);
+            Assert.Equal(("fp16/fp32", "fp16", "fp32"), (r["wire"]!.GetValue<string>(), r["wire_dispatch"]!.GetValue<string>(), r["wire_combine"]!.GetValue<string>()));
+            Assert.Equal(2 * elements, r["dispatch_payload_bytes"]!.GetValue<long>());
+            Assert.Equal(4 * elements, r["combine_payload_bytes"]!.GetValue<long>());
+            Assert.Equal((2.0, 4.0), (r["dispatch_bytes_per_element"]!.GetValue<double>(), r["combine_bytes_per_element"]!.GetValue<double>()));
+            Assert.Equal(r["payload_bytes"]!.GetValue<long>(), r["predicted_payload_bytes"]!.GetValue<long>());
+            Assert.Equal(WirePair.Parse("fp16/fp32").ParityTolerance, r["tolerance"]!.GetValue<double>());
+        }
     }
 
     [Theory]

@@ -92,13 +92,17 @@ public sealed class ForwardRequestTests
     public void The_wire_crosses_the_grain_boundary_typed()
     {
         var serializer = new ServiceCollection().AddSerializer().BuildServiceProvider().GetRequiredService<Serializer>();
-        foreach (var codec in WireCodecs.All)
+        foreach (var dispatch in WireCodecs.All)
         {
-            var call = new ForwardCall(3, [1f, 2f], 1, codec.Id);
-            var received = serializer.Deserialize<ForwardCall>(serializer.SerializeToArray(call));
-            Assert.NotNull(received);
-            Assert.Equal(codec.Id, received.Wire);
-            Assert.Equal(call.Hidden, received.Hidden);
+            foreach (var combine in WireCodecs.All)
+            {
+                var call = new ForwardCall(3, [1f, 2f], 1, new WirePair(dispatch, combine));
+                var received = serializer.Deserialize<ForwardCall>(serializer.SerializeToArray(call));
+                Assert.NotNull(received);
+                Assert.Equal((dispatch.Id, combine.Id), (received.WireDispatch, received.WireCombine));
+                Assert.Equal(new WirePair(dispatch, combine), received.Wire);
+                Assert.Equal(call.Hidden, received.Hidden);
+            }
         }
     }
 

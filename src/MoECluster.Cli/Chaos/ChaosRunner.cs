@@ -224,7 +224,7 @@ internal sealed class ChaosRunner(ChaosSettings settings, TextWriter output, Tex
             {
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
                 timeout.CancelAfter(TimeSpan.FromSeconds(left));
-                var response = await client.ForwardAsync(target.Model, target.Layer, target.Inputs[input], target.Tokens, target.Width, settings.Wire, timeout.Token);
+                var response = await client.ForwardAsync(target.Model, target.Layer, target.Inputs[input], target.Tokens, target.Width, settings.Wire.Dispatch.Name, settings.Wire.Combine.Name, timeout.Token);
                 double seconds = clock.Elapsed.TotalSeconds;
                 float[] y = response.HiddenStates.Decode();
                 double relative = y.Length == target.References[input].Length
@@ -418,7 +418,9 @@ internal sealed class ChaosRunner(ChaosSettings settings, TextWriter output, Tex
             ["duration_s"] = settings.DurationSeconds,
             ["warmup_s"] = settings.WarmupSeconds,
             ["concurrency"] = settings.Concurrency,
-            ["wire"] = settings.Wire,
+            ["wire"] = settings.Wire.Text,
+            ["wire_dispatch"] = settings.Wire.Dispatch.Name,
+            ["wire_combine"] = settings.Wire.Combine.Name,
             ["tolerance"] = ChaosSettings.Tolerance(settings.Wire),
             ["silos"] = new JsonArray([.. silos.Select(s => (JsonNode)new JsonObject { ["name"] = s.Name, ["role"] = s.Role, ["pid"] = s.Pid })]),
             ["faults"] = new JsonArray([.. faults.Select(f => (JsonNode)new JsonObject

@@ -12,7 +12,7 @@ internal sealed record ChaosSettings(
     double WarmupSeconds,
     int Concurrency,
     IReadOnlyList<int> Tokens,
-    string Wire,
+    WirePair Wire,
     ulong Seed,
     int? LauncherPid,
     double FaultIntervalSeconds,
@@ -40,7 +40,11 @@ internal sealed record ChaosSettings(
     public static string ToleranceList { get; } = string.Join(", ", WireCodecs.All.Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Name} {Tolerance(c):0e0}")));
 
     /// <summary>Relative error allowed between a cluster answer and the in-process forward: the wire's parity tolerance, at least <see cref="StackFloor"/>.</summary>
-    public static double Tolerance(string wire) => Tolerance(WireCodecs.Parse(wire));
+    public static double Tolerance(WirePair wire)
+    {
+        ArgumentNullException.ThrowIfNull(wire);
+        return Math.Max(wire.ParityTolerance, StackFloor);
+    }
 
     private static double Tolerance(IWireCodec codec) => Math.Max(codec.ParityTolerance, StackFloor);
 

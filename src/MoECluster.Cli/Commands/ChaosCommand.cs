@@ -21,7 +21,7 @@ internal static class ChaosCommand
         var warmup = new Option<double>("--warmup") { Description = "Seconds of load before the first fault, not counted.", DefaultValueFactory = _ => 5 };
         var concurrency = new Option<int>("--concurrency") { Description = "Closed-loop workers.", DefaultValueFactory = _ => 4 };
         var tokens = new Option<string>("--tokens") { Description = "Tokens per request, or a list (1,8) drawn uniformly.", DefaultValueFactory = _ => "1,8" };
-        var wire = WireOption.Create($"Payload element type between router and shards; sets the check's tolerance ({ChaosSettings.ToleranceList}).");
+        var wire = WireOption.Create($"Payload element type between router and shards; the pair's tolerance (the larger of its directions') sets the check's ({ChaosSettings.ToleranceList}).");
         var faults = new Option<string>("--faults") { Description = "Fault kinds, taken in turn: kill (SIGKILL), hang (SIGSTOP, then SIGCONT), term (SIGTERM).", DefaultValueFactory = _ => "kill,hang,term" };
         var interval = new Option<double>("--fault-interval") { Description = "Mean seconds between one fault's recovery and the next fault.", DefaultValueFactory = _ => 30 };
         var hang = new Option<string>("--hang") { Description = "Seconds a hung silo stays stopped: MIN,MAX.", DefaultValueFactory = _ => "5,30" };
@@ -36,14 +36,14 @@ internal static class ChaosCommand
         var apiKey = ApiKeyOption.Create();
         var command = new Command("chaos", "Load a running local cluster while killing, hanging and stopping its silos; check every answer against the in-process forward.")
         {
-            url, models, launcher, duration, warmup, concurrency, tokens, wire, faults, interval, hang, deadline, recovery, backend, inputs, seed, json, markdown, apiKey,
+            url, models, launcher, duration, warmup, concurrency, tokens, wire.Wire, wire.Dispatch, wire.Combine, faults, interval, hang, deadline, recovery, backend, inputs, seed, json, markdown, apiKey,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("chaos", error, async () =>
         {
             var (hangMin, hangMax) = ChaosSettings.ParseRange("--hang", parse.GetValue(hang)!);
             var settings = new ChaosSettings(
                 parse.GetValue(url)!, ChaosSettings.ParseModels(parse.GetValue(models) ?? []), parse.GetValue(duration), parse.GetValue(warmup),
-                parse.GetValue(concurrency), LoadSettings.ParseTokens(parse.GetValue(tokens)!), parse.GetValue(wire)!, parse.GetValue(seed),
+                parse.GetValue(concurrency), LoadSettings.ParseTokens(parse.GetValue(tokens)!), wire.Pair(parse), parse.GetValue(seed),
                 parse.GetValue(launcher), parse.GetValue(interval), hangMin, hangMax, ChaosSettings.ParseFaults(parse.GetValue(faults)!),
                 parse.GetValue(deadline), parse.GetValue(recovery), parse.GetValue(backend)!, parse.GetValue(inputs), parse.GetValue(json),
                 parse.GetValue(markdown), ApiKeyOption.Resolve(parse.GetValue(apiKey)),

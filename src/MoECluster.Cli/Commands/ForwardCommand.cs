@@ -26,11 +26,11 @@ internal static class ForwardCommand
         var modelId = new Option<string?>("--model-id") { Description = "With --cluster: the served model id (default: the cluster's default model)." };
         var backend = new Option<string>("--backend") { Description = $"In process: {MoECluster.Cluster.Hosting.ComputeBackends.Description}.", DefaultValueFactory = _ => "auto" };
         backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
-        var wire = WireOption.CreateOptional($"With --cluster: payload element type between router and shards: {WireCodecs.NameList} (default: the cluster's).");
+        var wire = WireOption.CreateOptional("With --cluster: payload element type between router and shards (default: the cluster's).");
         var apiKey = ApiKeyOption.Create();
         var command = new Command("forward", "Compute an MoE layer (or the MoE stack) for a batch of hidden states, in process or on a cluster.")
         {
-            model, input, outputPath, layer, stack, cluster, modelId, wire, backend, apiKey,
+            model, input, outputPath, layer, stack, cluster, modelId, wire.Wire, wire.Dispatch, wire.Combine, backend, apiKey,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("forward", error, async () =>
         {
@@ -46,7 +46,7 @@ internal static class ForwardCommand
             string? url = parse.GetValue(cluster);
             if (url is not null)
             {
-                return await OnClusterAsync(output, url, parse.GetValue(modelId), parse.GetValue(input)!, outFile, layerIndex, runStack, parse.GetValue(wire), ApiKeyOption.Resolve(parse.GetValue(apiKey)), cancel);
+                return await OnClusterAsync(output, url, parse.GetValue(modelId), parse.GetValue(input)!, outFile, layerIndex, runStack, wire.Choice(parse), ApiKeyOption.Resolve(parse.GetValue(apiKey)), cancel);
             }
 
             string dir = parse.GetValue(model) ?? throw new UsageException("--model is required without --cluster");
@@ -78,7 +78,7 @@ internal static class ForwardCommand
         return command;
     }
 
-    private static async Task<int> OnClusterAsync(TextWriter output, string url, string? modelId, string input, string outFile, int? layer, bool stack, string? wire, string? apiKey, CancellationToken cancel)
+    private static async Task<int> OnClusterAsync(TextWriter output, string url, string? modelId, string input, string outFile, int? layer, bool stack, WireChoice wire, string? apiKey, CancellationToken cancel)
     {
         if (!Uri.TryCreate(url, UriKind.Absolute, out Uri? baseUri) || (baseUri.Scheme != Uri.UriSchemeHttp && baseUri.Scheme != Uri.UriSchemeHttps))
         {
@@ -105,7 +105,7 @@ internal static class ForwardCommand
         GatewayForwardResponse response;
         try
         {
-            response = await client.ForwardAsync(served.Id, target, x, tokens, served.HiddenSize, wire, cancel);
+            response = await client.ForwardAsync(served.Id, target, x, tokens, served.HiddenSize, wire.Dispatch, wire.Combine, cancel);
         }
         catch (GatewayException e) when (e.StatusCode is >= 400 and < 500)
         {
@@ -119,9 +119,11 @@ internal static class ForwardCommand
             ["producer"] = "moecluster forward --cluster",
             ["what"] = what,
         });
-        long payload = response.Layers.Sum(t => t.DispatchPayloadBytes + t.CombinePayloadBytes);
+        long dispatched = response.Layers.Sum(t => t.DispatchPayloadBytes), combined = response.Layers.Sum(t => t.CombinePayloadBytes);
+        long payload = dispatched + combined;
+        var first = response.Layers.FirstOrDefault();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{what} of {served.Id} ({served.Mode}) on {url}: {tokens} tokens in {clock.Elapsed.TotalSeconds:F3} s, routed {payload:N0} payload bytes ({(double)payload / tokens:F0} per token, wire {response.Layers.FirstOrDefault()?.Wire}) -> {outFile}"));
+            $"{what} of {served.Id} ({served.Mode}) on {url}: {tokens} tokens in {clock.Elapsed.TotalSeconds:F3} s, routed {payload:N0} payload bytes ({(double)payload / tokens:F0} per token, wire {first?.Wire}; dispatch {dispatched:N0} bytes in {first?.WireDispatch}, combine {combined:N0} bytes in {first?.WireCombine}) -> {outFile}"));
         return CliApp.ExitOk;
     }
 

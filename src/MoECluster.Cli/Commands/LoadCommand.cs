@@ -45,7 +45,7 @@ internal static class LoadCommand
         var late = new Option<double>("--late-threshold") { Description = "Open loop: milliseconds after its intended start past which a request counts as started late.", DefaultValueFactory = _ => LoadSettings.DefaultLateThresholdMs };
         var command = new Command("load", "Load-test a running cluster's gateway: throughput, latency percentiles, bytes per token standard vs latent.")
         {
-            url, mode, rate, concurrency, duration, warmup, tokens, models, wire, json, html, slo, sweep, seed, timeout, apiKey,
+            url, mode, rate, concurrency, duration, warmup, tokens, models, wire.Wire, wire.Dispatch, wire.Combine, json, html, slo, sweep, seed, timeout, apiKey,
             header, maxConcurrency, burstiness, rampStrategy, rampStart, rampEnd, records, label, late,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("load", error, async () =>
@@ -53,7 +53,7 @@ internal static class LoadCommand
             var settings = new LoadSettings(
                 parse.GetValue(url)!, parse.GetValue(mode)!, parse.GetValue(rate), parse.GetValue(concurrency), parse.GetValue(duration),
                 parse.GetValue(warmup), LoadSettings.ParseTokens(parse.GetValue(tokens)!), LoadSettings.ParseModels(parse.GetValue(models)),
-                parse.GetValue(wire), parse.GetValue(json), parse.GetValue(html), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
+                wire.Choice(parse), parse.GetValue(json), parse.GetValue(html), parse.GetValue(slo), parse.GetValue(seed), parse.GetValue(timeout),
                 "moecluster " + string.Join(' ', Redacted(parse.Tokens.Select(t => t.Value)).Select(Quoted)), ApiKeyOption.Resolve(parse.GetValue(apiKey)),
                 LoadSettings.ParseSweep(parse.GetValue(sweep), parse.GetValue(mode)!))
             {

@@ -41,13 +41,13 @@ internal static class RunCommand
         apiKey.Description = $"API key the sample traffic sends, for when the silos' environment turns gateway keys on (MoECluster__Gateway__ApiKeys__0 or ApiKeysFile); default: ${ApiKeyOption.EnvironmentVariable}.";
         var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
         {
-            preset, experts, layers, model, modelsDir, expertSilos, shards, wire, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey,
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
         {
             var settings = new RunSettings(
                 parse.GetValue(preset)!, parse.GetValue(experts), parse.GetValue(layers), parse.GetValue(model), parse.GetValue(modelsDir)!,
-                parse.GetValue(expertSilos), parse.GetValue(shards), parse.GetValue(wire)!, parse.GetValue(tokens), parse.GetValue(urls)!,
+                parse.GetValue(expertSilos), parse.GetValue(shards), wire.Pair(parse), parse.GetValue(tokens), parse.GetValue(urls)!,
                 parse.GetValue(siloPort), parse.GetValue(gatewayPort), parse.GetValue(once), parse.GetValue(report), parse.GetValue(stack),
                 parse.GetValue(seed), parse.GetValue(verbose), parse.GetValue(backend)!, ApiKeyOption.Resolve(parse.GetValue(apiKey)));
             settings.Validate();
@@ -58,7 +58,7 @@ internal static class RunCommand
 }
 
 internal sealed record RunSettings(
-    string Preset, int? Experts, int Layers, string? Model, string ModelsDir, int ExpertSilos, int Shards, string Wire, int Tokens,
+    string Preset, int? Experts, int Layers, string? Model, string ModelsDir, int ExpertSilos, int Shards, MoECluster.Wire.WirePair Wire, int Tokens,
     string Urls, int SiloPort, int GatewayPort, bool Once, string? Report, bool Stack, ulong Seed, bool Verbose, string Backend, string? ApiKey = null)
 {
     public void Validate()

@@ -43,14 +43,14 @@ internal static class SiloCommand
         var urls = new Option<string?>("--urls") { Description = "Where HTTP listens: the gateway on a front-end (default http://127.0.0.1:8080), /health and /alive on an expert (default an ephemeral port)." };
         var models = new Option<string[]>("--model") { Description = "A served model as ID=DIR (repeatable).", AllowMultipleArgumentsPerToken = false };
         var shards = new Option<int?>("--shards") { Description = "Expert shards per MoE layer (default 4)." };
-        var wire = new Option<string?>("--wire") { Description = "Default payload element type: fp32, bf16 (default) or fp16." };
+        var wire = WireOption.CreateOptional($"Default payload element type between router and shards, for requests that name none ({MoeClusterOptions.Section}:{nameof(MoeClusterOptions.DefaultWire)}; default {MoECluster.Wire.WireCodecs.Default.Name}).");
         var backend = new Option<string?>("--backend") { Description = $"Compute: {MoECluster.Cluster.Hosting.ComputeBackends.Description}; default auto." };
         backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
         var expectedExperts = new Option<int?>("--expected-expert-silos") { Description = "Expert silos the cluster should have (MoECluster:ExpectedExpertSilos): a front-end's /health says degraded while fewer serve." };
         var parentPid = new Option<int?>("--parent-pid") { Description = $"Stop when this process exits (default: ${ParentProcess.EnvironmentVariable}; moecluster run and the launcher set it)." };
         var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")
         {
-            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire, backend, expectedExperts, parentPid,
+            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire.Wire, wire.Dispatch, wire.Combine, backend, expectedExperts, parentPid,
         };
         command.SetAction((parse, cancel) => RunAsync(error, parse.GetValue(role)!, new Dictionary<string, string?>
         {
@@ -59,7 +59,9 @@ internal static class SiloCommand
             [ConfigurationKeys.GatewayPort] = parse.GetValue(gatewayPort)?.ToString(CultureInfo.InvariantCulture),
             [ConfigurationKeys.PrimarySiloEndPoint] = parse.GetValue(primary),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.ShardsPerLayer)}"] = parse.GetValue(shards)?.ToString(CultureInfo.InvariantCulture),
-            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.DefaultWire)}"] = parse.GetValue(wire),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.DefaultWire)}"] = parse.GetValue(wire.Wire),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.DefaultWireDispatch)}"] = parse.GetValue(wire.Dispatch),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.DefaultWireCombine)}"] = parse.GetValue(wire.Combine),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Compute)}:{nameof(ComputeOptions.Backend)}"] = parse.GetValue(backend),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.ExpectedExpertSilos)}"] = parse.GetValue(expectedExperts)?.ToString(CultureInfo.InvariantCulture),
             [ConfigurationKeys.Urls] = parse.GetValue(urls),

@@ -512,7 +512,7 @@ internal sealed class LoadRunner(LoadSettings settings, TextWriter output, TextW
                 started = true;
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(abort);
                 timeout.CancelAfter(TimeSpan.FromSeconds(settings.TimeoutSeconds));
-                var response = await client.ForwardAsync(target.RequestModel, target.Layer, hidden, tokens, target.Width, settings.Wire, timeout.Token);
+                var response = await client.ForwardAsync(target.RequestModel, target.Layer, hidden, tokens, target.Width, settings.Wire.Dispatch, settings.Wire.Combine, timeout.Token);
                 status = 200;
                 long micros = (clock.ElapsedTicks - intendedTicks) * 1_000_000 / Stopwatch.Frequency;
                 long payload = response.Layers.Sum(l => l.DispatchPayloadBytes + l.CombinePayloadBytes);

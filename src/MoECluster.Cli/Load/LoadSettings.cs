@@ -6,7 +6,7 @@ namespace MoECluster.Cli.Load;
 /// <summary>What <c>moecluster load</c> was asked to do, validated.</summary>
 internal sealed record LoadSettings(
     string Url, string Mode, double Rate, int Concurrency, double DurationSeconds, double WarmupSeconds, IReadOnlyList<int> Tokens,
-    IReadOnlyList<string>? Models, string? Wire, string? JsonPath, string? HtmlPath, double? SloP99Ms, ulong Seed, double TimeoutSeconds, string CommandLine,
+    IReadOnlyList<string>? Models, MoECluster.Cli.Commands.WireChoice Wire, string? JsonPath, string? HtmlPath, double? SloP99Ms, ulong Seed, double TimeoutSeconds, string CommandLine,
     string? ApiKey = null, IReadOnlyList<double>? Sweep = null)
 {
     /// <summary>The most steps a sweep may have.</summary>

@@ -79,7 +79,8 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         string tlsDir = LocalClusterTls.DirectoryFor(settings.ModelsDir);
         output.WriteLine(LocalClusterTls.Ensure(tlsDir));
         var tls = SiloLaunch.Environment(tlsDir);
-        var frontend = new SiloLaunch(SiloRoles.Frontend, "frontend", models, settings.Shards, settings.Backend, settings.Wire, settings.ExpertSilos, settings.Urls);
+        var frontend = new SiloLaunch(SiloRoles.Frontend, "frontend", models, settings.Shards, settings.Backend, ExpectedExpertSilos: settings.ExpertSilos, Urls: settings.Urls,
+            WireDispatch: settings.Wire.Dispatch.Name, WireCombine: settings.Wire.Combine.Name);
         _silos.Add(new SupervisedSilo("frontend", Silo(frontend, settings.SiloPort, settings.GatewayPort, null), Alive(settings.Urls), error, output, settings.Verbose, tls));
         using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) }.WithApiKey(settings.ApiKey);
         await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
@@ -87,7 +88,8 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         {
             // A fixed HTTP port per expert (free now), so that supervision can probe its /alive, before and after a restart.
             string expertUrl = $"http://127.0.0.1:{P(LoopbackPorts.Free())}";
-            var expert = new SiloLaunch(SiloRoles.Expert, $"expert-{i}", models, settings.Shards, settings.Backend, settings.Wire, Urls: expertUrl);
+            var expert = new SiloLaunch(SiloRoles.Expert, $"expert-{i}", models, settings.Shards, settings.Backend, Urls: expertUrl,
+                WireDispatch: settings.Wire.Dispatch.Name, WireCombine: settings.Wire.Combine.Name);
             _silos.Add(new SupervisedSilo($"expert-{i}", Silo(expert, settings.SiloPort + i, 0, $"127.0.0.1:{P(settings.SiloPort)}"), Alive(expertUrl), error, output, settings.Verbose, tls));
         }
 
@@ -156,10 +158,11 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         var served = await client.ModelsAsync(cancel);
         var rows = new JsonArray();
         bool passed = true;
-        double tolerance = WireCodecs.Parse(settings.Wire).ParityTolerance;
+        double tolerance = settings.Wire.ParityTolerance;
+        string dispatchWire = settings.Wire.Dispatch.Name, combineWire = settings.Wire.Combine.Name;
         output.WriteLine();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire}, compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
+            $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire.Text} (dispatch {dispatchWire}, combine {combineWire}), compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
         output.WriteLine($"{"model",-9} {"mode",-8} {"d",6} {"width",6} {"payload measured",17} {"predicted",10} {"message",9} {"socket",9} {"tcp",9}  {"rel. error",10}  check");
         foreach (var (id, path) in models)
         {
@@ -183,11 +186,11 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             {
                 // Warm-up: the first request activates the shards (they load, and pack or upload, their experts).
                 var warmClock = Stopwatch.StartNew();
-                await client.ForwardAsync(id, layer, x[..d], 1, d, settings.Wire, cancel);
+                await client.ForwardAsync(id, layer, x[..d], 1, d, dispatchWire, combineWire, cancel);
                 double warmSeconds = warmClock.Elapsed.TotalSeconds;
                 var (socketBefore, tcpBefore, tls) = await SocketBytesAsync(client, cancel);
                 var clock = Stopwatch.StartNew();
-                var response = await client.ForwardAsync(id, layer, x, settings.Tokens, d, settings.Wire, cancel);
+                var response = await client.ForwardAsync(id, layer, x, settings.Tokens, d, dispatchWire, combineWire, cancel);
                 double clusterSeconds = clock.Elapsed.TotalSeconds;
                 var (socketAfter, tcpAfter, _) = await SocketBytesAsync(client, cancel);
                 float[] y = response.HiddenStates.Decode();
@@ -199,7 +202,9 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                 passed &= ok;
                 int layerCount = response.Layers.Count;
                 double perToken(long bytes) => (double)bytes / settings.Tokens / layerCount;
-                long payload = response.Layers.Sum(t => t.DispatchPayloadBytes + t.CombinePayloadBytes);
+                long dispatchPayload = response.Layers.Sum(t => t.DispatchPayloadBytes), combinePayload = response.Layers.Sum(t => t.CombinePayloadBytes);
+                long payload = dispatchPayload + combinePayload;
+                long routedRows = response.Layers.Sum(t => (long)t.RoutedRows);
                 long predicted = response.Layers.Sum(t => t.PredictedPayloadBytes);
                 long message = response.Layers.Sum(t => t.DispatchMessageBytes + t.CombineMessageBytes);
                 long socket = socketAfter - socketBefore;
@@ -220,8 +225,15 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                     ["shards_per_layer"] = info.ShardsPerLayer,
                     ["tokens"] = settings.Tokens,
                     ["moe_layers"] = layerCount,
-                    ["routed_rows"] = response.Layers.Sum(t => t.RoutedRows),
+                    ["routed_rows"] = routedRows,
+                    ["wire"] = response.Layers[0].Wire,
+                    ["wire_dispatch"] = response.Layers[0].WireDispatch,
+                    ["wire_combine"] = response.Layers[0].WireCombine,
                     ["payload_bytes"] = payload,
+                    ["dispatch_payload_bytes"] = dispatchPayload,
+                    ["combine_payload_bytes"] = combinePayload,
+                    ["dispatch_bytes_per_element"] = routedRows > 0 ? (double)dispatchPayload / routedRows / width : null,
+                    ["combine_bytes_per_element"] = routedRows > 0 ? (double)combinePayload / routedRows / width : null,
                     ["predicted_payload_bytes"] = predicted,
                     ["message_bytes"] = message,
                     ["socket_bytes_during_request"] = socket,
@@ -249,7 +261,9 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         var report = new JsonObject
         {
             ["command"] = "moecluster run " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1).SkipWhile(a => a != "run").Skip(1)),
-            ["wire"] = settings.Wire,
+            ["wire"] = settings.Wire.Text,
+            ["wire_dispatch"] = dispatchWire,
+            ["wire_combine"] = combineWire,
             ["backend"] = settings.Backend,
             ["expert_silos"] = settings.ExpertSilos,
             ["shards_per_layer"] = settings.Shards,

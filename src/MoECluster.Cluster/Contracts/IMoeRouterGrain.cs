@@ -14,7 +14,12 @@ public interface IMoeRouterGrain : IGrainWithStringKey
     Task<ForwardReply> Forward(ForwardCall call, CancellationToken cancellationToken = default);
 }
 
-/// <summary>A batch of hidden states [Tokens, d] for one MoE layer's mixer, or for the whole stack when Layer is null.</summary>
+/// <summary>
+/// A batch of hidden states [Tokens, d] for one MoE layer's mixer, or for the whole stack when Layer is null, with the
+/// element type of each direction between router and shards: <see cref="WireDispatch"/> for the routed rows (router →
+/// shard), <see cref="WireCombine"/> for the partial sums (shard → router). Both are read off an Orleans message: the
+/// router checks they are defined (<c>ForwardRequestValidator</c>) before <see cref="Wire"/> is used.
+/// </summary>
 [GenerateSerializer]
 [Immutable]
 [Alias("moecluster.forward-call")]
@@ -22,7 +27,25 @@ public sealed record ForwardCall(
     [property: Id(0)] int? Layer,
     [property: Id(1)] float[] Hidden,
     [property: Id(2)] int Tokens,
-    [property: Id(3)] WireDType Wire);
+    [property: Id(3)] WireDType WireDispatch,
+    [property: Id(4)] WireDType WireCombine)
+{
+    /// <summary>One element type both ways.</summary>
+    public ForwardCall(int? layer, float[] hidden, int tokens, WireDType wire)
+        : this(layer, hidden, tokens, wire, wire)
+    {
+    }
+
+    /// <summary>Both directions' element types.</summary>
+    public ForwardCall(int? layer, float[] hidden, int tokens, WirePair wire)
+        : this(layer, hidden, tokens, (wire ?? throw new ArgumentNullException(nameof(wire))).Dispatch.Id, wire.Combine.Id)
+    {
+    }
+
+    /// <summary>The pair of <see cref="WireDispatch"/> and <see cref="WireCombine"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Either is not a defined wire type (check first).</exception>
+    public WirePair Wire => WirePair.Of(WireDispatch, WireCombine);
+}
 
 [GenerateSerializer]
 [Immutable]
@@ -33,6 +56,9 @@ public sealed record ForwardReply(
 
 /// <summary>
 /// What one layer's dispatch and combine moved, measured (encoded sizes) and predicted (from the routing plan).
+/// <see cref="Wire"/> is the pair's text, "dispatch/combine" (<see cref="WirePair.Text"/>: "bf16/bf16", "fp32/bf16");
+/// <see cref="WireDispatch"/> and <see cref="WireCombine"/> are the element types of the dispatch bytes (routed rows) and
+/// of the combine bytes (partial sums).
 /// <para>
 /// Under front-end batching (<see cref="BatchRequests"/> &gt; 1) the layer ran once for several requests: <see cref="Tokens"/>
 /// is this request's, the byte counts and <see cref="RoutedRows"/> are the batch's shared out per token (batch figure ×
@@ -58,4 +84,6 @@ public sealed record LayerTraffic(
     [property: Id(11)] int Messages,
     [property: Id(12)] double Milliseconds,
     [property: Id(13)] int BatchRequests,
-    [property: Id(14)] int BatchTokens);
+    [property: Id(14)] int BatchTokens,
+    [property: Id(15)] string WireDispatch,
+    [property: Id(16)] string WireCombine);

@@ -11,14 +11,16 @@ using MoECluster.Wire;
 namespace MoECluster.Cluster.Dispatch;
 
 /// <summary>
-/// The cluster's <see cref="IExpertDispatcher"/>, for one request of one model in one wire type: per layer, group the
+/// The cluster's <see cref="IExpertDispatcher"/>, for one request of one model in one <see cref="WirePair"/> (the routed
+/// rows in its dispatch type, the partial sums asked for in its combine type): per layer, group the
 /// plan's rows by shard (<see cref="ShardDispatchPlan"/> on the layer's <see cref="ExpertRoutingTable"/>: one row per
 /// token and shard), send one ℓ-wide MessagePack payload per shard to its <see cref="IExpertShardGrain"/> in parallel
 /// (retried and hedged by <see cref="ShardCalls"/>), sum the returned ℓ-wide partials in fp32 in shard order, record
 /// the batch in the <see cref="TrafficLedger"/> and the layer's <see cref="LayerTraffic"/> in <see cref="Traffic"/>.
 /// Make one with <see cref="ShardCalls.Dispatcher"/>.
 /// <para>
-/// Numbers stay numbers: a routed row that does not fit the wire's element type (fp16 holds ±65504), or a shard's step
+/// Numbers stay numbers: a routed row that does not fit the dispatch element type (fp16 holds ±65504), a partial sum
+/// that does not fit the combine element type (the shard refuses to encode it), or a shard's step
 /// that leaves the float32 range, throws <see cref="ForwardOverflowException"/> naming the client's input magnitude
 /// (the client's to fix). A shard that refuses a call, or answers what does not decode or is not finite, is the
 /// cluster's fault: <see cref="ShardFailureException"/>. A shard whose queue is full (<see cref="ShardBusyException"/>)
@@ -31,7 +33,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
     private readonly List<LayerTraffic> _traffic = [];
     private readonly Dictionary<ExpertDispatchRequest, LayerTraffic> _dispatched = new(ReferenceEqualityComparer.Instance);
 
-    internal OrleansExpertDispatcher(ShardCalls shards, string modelId, WireDType wire)
+    internal OrleansExpertDispatcher(ShardCalls shards, string modelId, WirePair wire)
     {
         _shards = shards;
         ModelId = modelId;
@@ -40,7 +42,8 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
 
     public string ModelId { get; }
 
-    public WireDType Wire { get; }
+    /// <summary>The element type of each direction.</summary>
+    public WirePair Wire { get; }
 
     /// <summary>What each finished layer moved, in layer order; its time runs from the layer's start to its output.</summary>
     public IReadOnlyList<LayerTraffic> Traffic
@@ -65,10 +68,10 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
         var plan = request.Plan;
         var dispatches = ShardDispatchPlan.Build(plan, _shards.Tables.For(ModelId, layer));
         int routedRows = dispatches.Sum(d => d.Rows);
-        long predicted = 2 * WireSize.ActivationBytes(routedRows, width, Wire);
+        long predicted = WireSize.ActivationBytes(routedRows, width, Wire.Dispatch.Id) + WireSize.ActivationBytes(routedRows, width, Wire.Combine.Id);
         var results = await Task.WhenAll(dispatches.Select(d => CallShardAsync(request, d, cancellationToken)));
         _shards.Ledger.RecordBatch(
-            new LayerBatch(ModelId, mode, layer, config.HiddenSize, width, plan.TopK, config.NRoutedExperts, tokens, predicted),
+            new LayerBatch(ModelId, mode, layer, config.HiddenSize, width, plan.TopK, config.NRoutedExperts, tokens, predicted, Wire),
             plan.Experts,
             [.. results.Select(r => r.Traffic)]);
 
@@ -93,9 +96,10 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
         }
 
         ForwardOverflowException.ThrowIfNonFinite(u, layer, "the sum of the expert shards' partial sums", request.Input.Span);
-        var traffic = new LayerTraffic(layer, mode, WireDTypes.Name(Wire), tokens, width, routedRows,
+        var traffic = new LayerTraffic(layer, mode, Wire.Text, tokens, width, routedRows,
             dispatchPayload, combinePayload, dispatchMessage, combineMessage, predicted, results.Length,
-            Stopwatch.GetElapsedTime(request.StartedTimestamp).TotalMilliseconds, BatchRequests: 1, BatchTokens: tokens);
+            Stopwatch.GetElapsedTime(request.StartedTimestamp).TotalMilliseconds, BatchRequests: 1, BatchTokens: tokens,
+            WireDispatch: Wire.Dispatch.Name, WireCombine: Wire.Combine.Name);
         lock (_traffic)
         {
             _dispatched[request] = traffic;
@@ -123,12 +127,12 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
         int width = layer.Width;
         float[] rows = ShardDispatchPlan.GatherRows(layer.Rows, dispatch.Tokens, width);
         var request = WireFormat.BuildRequest(ModelId, layer.Layer, dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount,
-            rows, width, Wire, dispatch.Pairs, Wire, _shards.NextRequestId());
+            rows, width, Wire.Dispatch.Id, dispatch.Pairs, Wire.Combine.Id, _shards.NextRequestId());
         if (request.Rows.FindNonFinite() >= 0)
         {
-            // z is finite (Prepare checked it): its values do not fit the wire's element type.
+            // z is finite (Prepare checked it): its values do not fit the dispatch element type.
             throw new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                $"layer {layer.Layer}: the routed rows reach {FloatRange.MaxAbs(rows):G3}, beyond the range of the {WireCodecs.Get(Wire).Name} wire ({WireCodecs.Get(Wire).Range}), for this input, whose largest magnitude is {layer.InputMaxAbs():G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(Wire))}"));
+                $"layer {layer.Layer}: the routed rows reach {FloatRange.MaxAbs(rows):G3}, beyond the range of the {Wire.Dispatch.Name} wire ({Wire.Dispatch.Range}), for this input, whose largest magnitude is {layer.InputMaxAbs():G3}: {Wire.DispatchOverflowAdvice}"));
         }
 
         byte[] bytes = WireFormat.Serialize(request);
@@ -146,7 +150,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
             throw e.Stage is string stage
                 ? ForwardOverflowException.At(layer.Layer, stage, layer.InputMaxAbs(), e)
                 : new ForwardOverflowException(string.Create(CultureInfo.InvariantCulture,
-                    $"{e.Message}, for this input, whose largest magnitude is {layer.InputMaxAbs():G3}: {WireCodecs.OverflowAdvice(WireCodecs.Get(Wire))}"), null, e);
+                    $"{e.Message}, for this input, whose largest magnitude is {layer.InputMaxAbs():G3}: {Wire.CombineOverflowAdvice}"), null, e);
         }
         catch (Exception e) when (!ShardCallRetry.IsCancellationOrClusterState(e) && e is not ShardBusyException)
         {

@@ -37,8 +37,11 @@ public sealed class ShardCalls(
 
     internal string LocalSilo { get; } = silo.SiloAddress.ToString();
 
-    /// <summary>A dispatcher for one request to <paramref name="modelId"/> in <paramref name="wire"/>: it collects the request's traffic.</summary>
-    public OrleansExpertDispatcher Dispatcher(string modelId, WireDType wire) => new(this, modelId, wire);
+    /// <summary>A dispatcher for one request to <paramref name="modelId"/> in <paramref name="wire"/> both ways: it collects the request's traffic.</summary>
+    public OrleansExpertDispatcher Dispatcher(string modelId, WireDType wire) => new(this, modelId, WirePair.Of(wire, wire));
+
+    /// <summary>A dispatcher for one request to <paramref name="modelId"/>, rows in <paramref name="wire"/>'s dispatch type, partial sums in its combine type.</summary>
+    public OrleansExpertDispatcher Dispatcher(string modelId, WirePair wire) => new(this, modelId, wire);
 
     internal long NextRequestId() => Interlocked.Increment(ref _requests);
 

@@ -33,7 +33,7 @@ public sealed partial class MoeRouterGrain(ModelCatalog catalog, IOptions<MoeClu
 
         // An Orleans client holding the cluster's certificate is authenticated, not trusted with unbounded work: the
         // router checks what the gateway checks, with the same validator and messages.
-        ForwardRequestValidator.Validate(modelId, model.Config, call.Layer, call.Hidden, call.Tokens, call.Wire, options.Value.Gateway.MaxTokensPerRequest);
+        ForwardRequestValidator.Validate(modelId, model.Config, call.Layer, call.Hidden, call.Tokens, call.WireDispatch, call.WireCombine, options.Value.Gateway.MaxTokensPerRequest);
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(TimeSpan.FromSeconds(options.Value.RequestTimeoutSeconds));
         try

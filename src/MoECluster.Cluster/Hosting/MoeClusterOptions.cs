@@ -14,8 +14,20 @@ public sealed class MoeClusterOptions
     /// <summary>Expert shards per MoE layer (contiguous ranges of experts).</summary>
     public int ShardsPerLayer { get; set; } = 4;
 
-    /// <summary>Payload element type when a request names none: a name of <see cref="Wire.WireCodecs"/>.</summary>
+    /// <summary>Payload element type, both directions, when a request names none: a name of <see cref="Wire.WireCodecs"/>.</summary>
     public string DefaultWire { get; set; } = Wire.WireCodecs.Default.Name;
+
+    /// <summary>The dispatch direction's default (routed rows, router → shard), overriding <see cref="DefaultWire"/>'s; null: <see cref="DefaultWire"/>.</summary>
+    public string? DefaultWireDispatch { get; set; }
+
+    /// <summary>The combine direction's default (partial sums, shard → router), overriding <see cref="DefaultWire"/>'s; null: <see cref="DefaultWire"/>.</summary>
+    public string? DefaultWireCombine { get; set; }
+
+    /// <summary>
+    /// The pair a request gets in each direction it names none of: <see cref="DefaultWireDispatch"/> and
+    /// <see cref="DefaultWireCombine"/> over <see cref="DefaultWire"/> (checked at start by the options validator).
+    /// </summary>
+    public Wire.WirePair DefaultWirePair() => Wire.WirePair.Resolve(DefaultWire, DefaultWireDispatch, DefaultWireCombine, Wire.WirePair.Default);
 
     /// <summary>Per-request deadline of the router (all layers of one request), in seconds.</summary>
     public double RequestTimeoutSeconds { get; set; } = 120;

@@ -29,8 +29,11 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         }
 
         Require(options.ShardsPerLayer >= 1, nameof(options.ShardsPerLayer), options.ShardsPerLayer, "an integer of at least 1");
-        Require(WireDTypes.TryParse(options.DefaultWire, out _), nameof(options.DefaultWire), options.DefaultWire,
-            $"one of {string.Join(", ", Enum.GetValues<WireDType>().Select(WireDTypes.Name))}");
+        Require(WireCodecs.TryParse(options.DefaultWire, out _), nameof(options.DefaultWire), options.DefaultWire, $"one of {WireCodecs.NameList}");
+        Require(options.DefaultWireDispatch is null || WireCodecs.TryParse(options.DefaultWireDispatch, out _), nameof(options.DefaultWireDispatch), options.DefaultWireDispatch,
+            $"one of {WireCodecs.NameList} (or unset: {nameof(options.DefaultWire)})");
+        Require(options.DefaultWireCombine is null || WireCodecs.TryParse(options.DefaultWireCombine, out _), nameof(options.DefaultWireCombine), options.DefaultWireCombine,
+            $"one of {WireCodecs.NameList} (or unset: {nameof(options.DefaultWire)})");
         Require(options.RequestTimeoutSeconds > 0 && double.IsFinite(options.RequestTimeoutSeconds), nameof(options.RequestTimeoutSeconds), options.RequestTimeoutSeconds, "seconds, more than 0");
         Require(options.ExpectedExpertSilos >= 0, nameof(options.ExpectedExpertSilos), options.ExpectedExpertSilos, "0 (not configured) or more");
         Require(ComputeBackends.IsKnown(options.Compute.Backend), "Compute:Backend", options.Compute.Backend, $"one of {string.Join(", ", ComputeBackends.Names)}");

@@ -15,9 +15,11 @@ namespace MoECluster.Cluster.Hosting;
 /// <param name="Models">The served models: id and checkpoint directory.</param>
 /// <param name="Shards">Expert shards per MoE layer.</param>
 /// <param name="Backend">Compute backend (<see cref="ComputeBackends.Names"/>).</param>
-/// <param name="Wire">Default payload element type (null: the silo's default).</param>
+/// <param name="Wire">Default payload element type, both directions (<c>--wire</c>; null: the silo's default).</param>
 /// <param name="ExpectedExpertSilos">A front-end's /health says degraded while fewer expert silos serve (null: not set).</param>
 /// <param name="Urls">Where the silo's HTTP listens (null: left to the environment or the silo's default).</param>
+/// <param name="WireDispatch">Default element type of the dispatch direction, over <paramref name="Wire"/> (<c>--wire-dispatch</c>; null: not given).</param>
+/// <param name="WireCombine">Default element type of the combine direction, over <paramref name="Wire"/> (<c>--wire-combine</c>; null: not given).</param>
 public sealed record SiloLaunch(
     string Role,
     string Name,
@@ -26,7 +28,9 @@ public sealed record SiloLaunch(
     string Backend,
     string? Wire = null,
     int? ExpectedExpertSilos = null,
-    string? Urls = null)
+    string? Urls = null,
+    string? WireDispatch = null,
+    string? WireCombine = null)
 {
     /// <summary>The verb and its flags: <c>silo --role … --name … --model id=dir … --shards … --backend …</c>.</summary>
     public IReadOnlyList<string> Arguments()
@@ -46,6 +50,16 @@ public sealed record SiloLaunch(
         if (Wire is not null)
         {
             args.AddRange(["--wire", Wire]);
+        }
+
+        if (WireDispatch is not null)
+        {
+            args.AddRange(["--wire-dispatch", WireDispatch]);
+        }
+
+        if (WireCombine is not null)
+        {
+            args.AddRange(["--wire-combine", WireCombine]);
         }
 
         if (ExpectedExpertSilos is int expected)

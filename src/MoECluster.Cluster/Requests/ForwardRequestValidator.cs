@@ -8,7 +8,10 @@ namespace MoECluster.Cluster.Requests;
 /// <summary>
 /// The one check of a forward request, run by the gateway (before the request reaches a router) and by the router
 /// grain (which an Orleans client may call directly): the layer is an MoE layer of the model, 1 ≤ tokens ≤
-/// MaxTokensPerRequest, the hidden states are [tokens, hidden_size], the wire type is defined and every value is finite.
+/// MaxTokensPerRequest, the hidden states are [tokens, hidden_size], the wire type of each direction (dispatch, combine)
+/// is defined and every value is finite. Whether the routed rows fit the dispatch type and the partial sums the combine type
+/// is known only once they are computed: the router checks the rows before it sends them, the shard its sums before it
+/// answers (both 422 with advice that names the direction).
 /// Both refuse with the same <see cref="ForwardRequestException"/> and message.
 /// </summary>
 public static class ForwardRequestValidator
@@ -19,9 +22,21 @@ public static class ForwardRequestValidator
     /// <param name="layer">The MoE layer to run, or null for the whole stack.</param>
     /// <param name="hidden">The hidden states, row-major.</param>
     /// <param name="tokens">The rows of <paramref name="hidden"/>.</param>
-    /// <param name="wire">The wire type between router and shards.</param>
+    /// <param name="wire">The wire type between router and shards, both ways.</param>
     /// <param name="maxTokens">The most tokens a request may carry (MoECluster:Gateway:MaxTokensPerRequest).</param>
-    public static void Validate(string modelId, MoeModelConfig config, int? layer, ReadOnlySpan<float> hidden, int tokens, WireDType wire, int maxTokens)
+    public static void Validate(string modelId, MoeModelConfig config, int? layer, ReadOnlySpan<float> hidden, int tokens, WireDType wire, int maxTokens) =>
+        Validate(modelId, config, layer, hidden, tokens, wire, wire, maxTokens);
+
+    /// <summary>Throws <see cref="ForwardRequestException"/> naming the first problem of the request; returns when it is acceptable.</summary>
+    /// <param name="modelId">The model's id, for messages.</param>
+    /// <param name="config">The model's configuration.</param>
+    /// <param name="layer">The MoE layer to run, or null for the whole stack.</param>
+    /// <param name="hidden">The hidden states, row-major.</param>
+    /// <param name="tokens">The rows of <paramref name="hidden"/>.</param>
+    /// <param name="dispatch">The wire type of the routed rows (router → shard).</param>
+    /// <param name="combine">The wire type of the partial sums (shard → router).</param>
+    /// <param name="maxTokens">The most tokens a request may carry (MoECluster:Gateway:MaxTokensPerRequest).</param>
+    public static void Validate(string modelId, MoeModelConfig config, int? layer, ReadOnlySpan<float> hidden, int tokens, WireDType dispatch, WireDType combine, int maxTokens)
     {
         ArgumentNullException.ThrowIfNull(config);
         if (layer is int l && !config.MoeLayers.Contains(l))
@@ -47,9 +62,15 @@ public static class ForwardRequestValidator
                 : Invariant($"hidden_states holds {hidden.Length} values, not {tokens} rows of hidden_size {d}"));
         }
 
-        if (!WireCodecs.IsDefined(wire))
+        // One type both ways is named as the request's "wire"; a direction of its own by its field.
+        if (!WireCodecs.IsDefined(dispatch))
         {
-            throw new ForwardRequestException(Invariant($"wire {WireCodecs.Describe(wire)} is not one of {WireCodecs.NameList}"));
+            throw new ForwardRequestException(Invariant($"{(dispatch == combine ? WirePair.WireField : WirePair.DispatchField)} {WireCodecs.Describe(dispatch)} is not one of {WireCodecs.NameList}"));
+        }
+
+        if (!WireCodecs.IsDefined(combine))
+        {
+            throw new ForwardRequestException(Invariant($"{WirePair.CombineField} {WireCodecs.Describe(combine)} is not one of {WireCodecs.NameList}"));
         }
 
         int bad = FloatRange.FirstNonFinite(hidden);

@@ -13,7 +13,7 @@ namespace MoECluster.Cluster.Requests;
 
 /// <summary>
 /// The forward of a router's request, batched with the concurrent requests of the same model, layer (or stack) and wire
-/// type on this front-end silo (<see cref="ForwardBatcher{TKey, TTraffic}"/>, bounded by MoECluster:FrontEndBatching): one
+/// types (dispatch and combine) on this front-end silo (<see cref="ForwardBatcher{TKey, TTraffic}"/>, bounded by MoECluster:FrontEndBatching): one
 /// <see cref="Model.Layers.MoeModel.ForwardLayerAsync"/> or <see cref="Model.Layers.MoeModel.ForwardStackAsync"/> with one
 /// <see cref="OrleansExpertDispatcher"/> over all their tokens, so the gate, W_down, W_up and the shared expert are one GEMM
 /// and each shard gets one message per layer for all of them. One per silo (a DI singleton); the router grain delegates to it.
@@ -40,7 +40,7 @@ public sealed class FrontEndBatcher
             ForwardAsync,
             e => e is ForwardOverflowException,
             batching.EffectiveMaxTokens(options.Value.Gateway),
-            (key, batch) => ledger.RecordFrontEndBatch(key.Model, key.Target, WireDTypes.Name(key.Wire), batch, MoeModes.Of(catalog.Get(key.Model).Config)),
+            (key, batch) => ledger.RecordFrontEndBatch(key.Model, key.Target, key.Wire, batch, MoeModes.Of(catalog.Get(key.Model).Config)),
             batching.MaxBatchesInFlight);
     }
 
@@ -54,7 +54,7 @@ public sealed class FrontEndBatcher
     public async Task<ForwardReply> ForwardAsync(string modelId, ForwardCall call, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(call);
-        var key = new ForwardBatchKey(modelId, call.Layer, call.Wire);
+        var key = new ForwardBatchKey(modelId, call.Layer, call.WireDispatch, call.WireCombine);
         if (!_enabled)
         {
             // The math runs on the thread pool, off the caller's scheduler; the shard calls are made from there.
@@ -120,9 +120,15 @@ public sealed class FrontEndBatcher
     }
 }
 
-/// <summary>What requests share to be batched at the front-end: the model, the layer (null: the whole stack), the wire type.</summary>
-public readonly record struct ForwardBatchKey(string Model, int? Layer, WireDType Wire)
+/// <summary>
+/// What requests share to be batched at the front-end: the model, the layer (null: the whole stack), the wire type of each
+/// direction (requests that differ in either are not merged: their messages would not be the same bytes).
+/// </summary>
+public readonly record struct ForwardBatchKey(string Model, int? Layer, WireDType WireDispatch, WireDType WireCombine)
 {
+    /// <summary>Both directions' wire types.</summary>
+    public WirePair Wire => WirePair.Of(WireDispatch, WireCombine);
+
     /// <summary>The layer index, or "stack".</summary>
     public string Target => Layer is int l ? l.ToString(CultureInfo.InvariantCulture) : "stack";
 }

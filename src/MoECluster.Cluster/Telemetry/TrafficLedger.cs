@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Wire;
 using TagList = System.Diagnostics.TagList;
 
 namespace MoECluster.Cluster.Telemetry;
@@ -25,13 +26,13 @@ public sealed class TrafficLedger : IDisposable
     public const int OrleansFrameBytes = 8;
 
     private readonly object _gate = new();
-    private readonly Dictionary<(string Model, string Mode, int Layer, string Direction, string From, string To), long[]> _payload = [];
+    private readonly Dictionary<(string Model, string Mode, int Layer, string Direction, string From, string To, string Wire), long[]> _payload = [];
     private readonly Dictionary<(string Model, int Layer), LayerState> _layers = [];
     private readonly Dictionary<(string To, string Direction), long[]> _socket = [];
     private readonly Dictionary<string, ShardDescription> _shards = [];
     private readonly Dictionary<string, long[]> _tcp = [];
     private readonly Dictionary<string, long[]> _shardBatches = new(StringComparer.Ordinal);
-    private readonly Dictionary<(string Model, string Target, string Wire), long[]> _frontEndBatches = [];
+    private readonly Dictionary<(string Model, string Target, WirePair Wire), long[]> _frontEndBatches = [];
     private readonly MeterListener _listener;
     private readonly Counter<long> _payloadBytes;
     private readonly Counter<long> _messageBytes;
@@ -51,7 +52,7 @@ public sealed class TrafficLedger : IDisposable
     {
         Identity = identity.Value;
         Meter meter = meters.Create(MeterName);
-        _payloadBytes = meter.CreateCounter<long>("moecluster.routed.payload.bytes", "By", "Activation payload bytes routed, by model, mode, layer, direction and silo pair");
+        _payloadBytes = meter.CreateCounter<long>("moecluster.routed.payload.bytes", "By", "Activation payload bytes routed, by model, mode, layer, direction, silo pair and the direction's wire type");
         _messageBytes = meter.CreateCounter<long>("moecluster.routed.message.bytes", "By", "Encoded MessagePack message bytes routed (payload + envelope)");
         _predictedBytes = meter.CreateCounter<long>("moecluster.routed.predicted.bytes", "By", "Payload bytes predicted from the routing plans (rows x width x element size)");
         _tokens = meter.CreateCounter<long>("moecluster.tokens", "{token}", "Tokens served per model and layer");
@@ -118,8 +119,8 @@ public sealed class TrafficLedger : IDisposable
         _tokens.Add(batch.Tokens, layerTags);
         foreach (var call in calls)
         {
-            AddPayloadMetrics(batch, "dispatch", call.From, call.To, call.DispatchPayloadBytes, call.DispatchMessageBytes);
-            AddPayloadMetrics(batch, "combine", call.To, call.From, call.CombinePayloadBytes, call.CombineMessageBytes);
+            AddPayloadMetrics(batch, "dispatch", call.From, call.To, batch.Wire.Dispatch.Name, call.DispatchPayloadBytes, call.DispatchMessageBytes);
+            AddPayloadMetrics(batch, "combine", call.To, call.From, batch.Wire.Combine.Name, call.CombinePayloadBytes, call.CombineMessageBytes);
             _shardCallDuration.Record(call.Seconds, new TagList { { "model", batch.Model }, { "mode", batch.Mode }, { "layer", batch.Layer }, { "silo", call.To } });
         }
 
@@ -140,8 +141,8 @@ public sealed class TrafficLedger : IDisposable
 
             foreach (var call in calls)
             {
-                AddPayload(batch, "dispatch", call.From, call.To, call.DispatchPayloadBytes, call.DispatchMessageBytes, call.Rows);
-                AddPayload(batch, "combine", call.To, call.From, call.CombinePayloadBytes, call.CombineMessageBytes, call.Rows);
+                AddPayload(batch, "dispatch", call.From, call.To, batch.Wire.Dispatch.Name, call.DispatchPayloadBytes, call.DispatchMessageBytes, call.Rows);
+                AddPayload(batch, "combine", call.To, call.From, batch.Wire.Combine.Name, call.CombinePayloadBytes, call.CombineMessageBytes, call.Rows);
             }
         }
     }
@@ -195,8 +196,9 @@ public sealed class TrafficLedger : IDisposable
     /// One forward at this front-end ran for <paramref name="model"/>'s <paramref name="target"/> (a layer index or "stack")
     /// in <paramref name="wire"/>: how many requests it merged and their tokens (front-end batching, Requests/ForwardBatcher).
     /// </summary>
-    public void RecordFrontEndBatch(string model, string target, string wire, Requests.FrontEndBatch batch, string? mode = null)
+    public void RecordFrontEndBatch(string model, string target, WirePair wire, Requests.FrontEndBatch batch, string? mode = null)
     {
+        ArgumentNullException.ThrowIfNull(wire);
         var tags = new TagList { { "model", model }, { "target", target } };
         _frontEndRequests.Record(batch.Requests, tags);
         _frontEndTokens.Record(batch.Tokens, tags);
@@ -249,13 +251,13 @@ public sealed class TrafficLedger : IDisposable
                 silo,
                 Identity.Name,
                 Identity.Role,
-                [.. _payload.Select(p => new PayloadTraffic(p.Key.Model, p.Key.Mode, p.Key.Layer, p.Key.Direction, p.Key.From, p.Key.To, p.Value[0], p.Value[1], p.Value[2], p.Value[3]))],
+                [.. _payload.Select(p => new PayloadTraffic(p.Key.Model, p.Key.Mode, p.Key.Layer, p.Key.Direction, p.Key.From, p.Key.To, p.Value[0], p.Value[1], p.Value[2], p.Value[3], p.Key.Wire))],
                 [.. _layers.Select(l => new LayerTotals(l.Key.Model, l.Value.Mode, l.Key.Layer, l.Value.HiddenSize, l.Value.Width, l.Value.TopK, l.Value.Tokens, l.Value.Batches, l.Value.Predicted, [.. l.Value.ExpertTokens]))],
                 [.. _socket.Select(s => new SocketTraffic(silo, s.Key.To, s.Key.Direction, s.Value[0], s.Value[1], s.Value[0] * OrleansFrameBytes))],
                 [.. _shards.Values],
                 [.. _tcp.Select(t => new TcpTraffic(silo, t.Key, t.Value[1], t.Value[0], Identity.Tls))],
                 [.. _shardBatches.Select(b => new ShardBatchTotals(b.Key, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5]))],
-                [.. _frontEndBatches.Select(b => new FrontEndBatchTotals(b.Key.Model, b.Key.Target, b.Key.Wire, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5]))]);
+                [.. _frontEndBatches.Select(b => new FrontEndBatchTotals(b.Key.Model, b.Key.Target, b.Key.Wire.Text, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5], b.Key.Wire.Dispatch.Name, b.Key.Wire.Combine.Name))]);
         }
     }
 
@@ -330,20 +332,20 @@ public sealed class TrafficLedger : IDisposable
         return measurements;
     }
 
-    private void AddPayloadMetrics(LayerBatch batch, string direction, string from, string to, long payloadBytes, long messageBytes)
+    private void AddPayloadMetrics(LayerBatch batch, string direction, string from, string to, string wire, long payloadBytes, long messageBytes)
     {
         var tags = new TagList
         {
-            { "model", batch.Model }, { "mode", batch.Mode }, { "layer", batch.Layer }, { "direction", direction }, { "from", from }, { "to", to },
+            { "model", batch.Model }, { "mode", batch.Mode }, { "layer", batch.Layer }, { "direction", direction }, { "from", from }, { "to", to }, { "wire", wire },
         };
         _payloadBytes.Add(payloadBytes, tags);
         _messageBytes.Add(messageBytes, tags);
     }
 
     /// <summary>Adds one direction of a shard call to the payload table; the caller holds the lock.</summary>
-    private void AddPayload(LayerBatch batch, string direction, string from, string to, long payloadBytes, long messageBytes, int rows)
+    private void AddPayload(LayerBatch batch, string direction, string from, string to, string wire, long payloadBytes, long messageBytes, int rows)
     {
-        var key = (batch.Model, batch.Mode, batch.Layer, direction, from, to);
+        var key = (batch.Model, batch.Mode, batch.Layer, direction, from, to, wire);
         if (!_payload.TryGetValue(key, out long[]? v))
         {
             _payload[key] = v = new long[4];
@@ -375,8 +377,11 @@ public sealed class TrafficLedger : IDisposable
     }
 }
 
-/// <summary>One layer batch of one model as the router planned it: tokens, widths, and the payload bytes its plan predicts.</summary>
-public sealed record LayerBatch(string Model, string Mode, int Layer, int HiddenSize, int Width, int TopK, int ExpertCount, int Tokens, long PredictedPayloadBytes);
+/// <summary>
+/// One layer batch of one model as the router planned it: tokens, widths, the payload bytes its plan predicts, and the wire
+/// type of each direction (the payload table and metrics tag each direction's bytes with its own).
+/// </summary>
+public sealed record LayerBatch(string Model, string Mode, int Layer, int HiddenSize, int Width, int TopK, int ExpertCount, int Tokens, long PredictedPayloadBytes, WirePair Wire);
 
 /// <summary>One answered shard call of a batch: the router's silo (From), the shard's silo (To), the bytes each way, the rows, the call's latency.</summary>
 public readonly record struct ShardCallTraffic(string From, string To, long DispatchPayloadBytes, long DispatchMessageBytes, long CombinePayloadBytes, long CombineMessageBytes, int Rows, double Seconds = 0);

@@ -1,7 +1,10 @@
 using MoECluster.Cluster.Contracts;
 namespace MoECluster.Cluster.Telemetry;
 
-/// <summary>Payload traffic of one (model, layer, direction, silo pair), as measured by the router that sent or received it.</summary>
+/// <summary>
+/// Payload traffic of one (model, layer, direction, silo pair, wire type), as measured by the router that sent or received it;
+/// <see cref="Wire"/> is the element type of this direction's bytes (the dispatch or the combine type of the requests).
+/// </summary>
 [GenerateSerializer]
 [Immutable]
 [Alias("moecluster.payload-traffic")]
@@ -15,7 +18,8 @@ public sealed record PayloadTraffic(
     [property: Id(6)] long PayloadBytes,
     [property: Id(7)] long MessageBytes,
     [property: Id(8)] long Messages,
-    [property: Id(9)] long Rows);
+    [property: Id(9)] long Rows,
+    [property: Id(10)] string Wire);
 
 /// <summary>Per model and layer: tokens and requests served, routed bytes predicted from the routing plans, expert load.</summary>
 [GenerateSerializer]
@@ -85,9 +89,10 @@ public sealed record ShardBatchTotals(
 }
 
 /// <summary>
-/// Batching at the front-end for one (model, layer or "stack", wire type) on one front-end silo since it started: forwards
+/// Batching at the front-end for one (model, layer or "stack", wire pair) on one front-end silo since it started: forwards
 /// run, the requests and tokens they merged, forwards that merged more than one request, and the largest forward in
-/// requests and in tokens (see Requests/ForwardBatcher).
+/// requests and in tokens (see Requests/ForwardBatcher). <see cref="Wire"/> is the pair's text ("dispatch/combine",
+/// e.g. "fp32/bf16"), <see cref="WireDispatch"/> and <see cref="WireCombine"/> its directions.
 /// </summary>
 [GenerateSerializer]
 [Immutable]
@@ -102,7 +107,9 @@ public sealed record FrontEndBatchTotals(
     [property: Id(6)] long Tokens,
     [property: Id(7)] long MergedBatches,
     [property: Id(8)] long MaxRequests,
-    [property: Id(9)] long MaxTokens)
+    [property: Id(9)] long MaxTokens,
+    [property: Id(10)] string WireDispatch,
+    [property: Id(11)] string WireCombine)
 {
     /// <summary>Requests per forward, on average (1: no batching happened).</summary>
     public double MeanRequests => Batches == 0 ? 0 : (double)Requests / Batches;

@@ -247,7 +247,8 @@ internal sealed class KServeInferProtocol(string model) : ForwardProtocol
     {
         var request = _request ?? throw new InvalidOperationException("the request was not parsed");
         int[] shape = [input.Tokens, input.Width];
-        var parameters = new InferParameters(request.Layer is null ? "stack" : "layer", traffic.Count, traffic.Count > 0 ? traffic[0].Wire : null);
+        var first = traffic.Count > 0 ? traffic[0] : null;
+        var parameters = new InferParameters(request.Layer is null ? "stack" : "layer", traffic.Count, first?.Wire, first?.WireDispatch, first?.WireCombine);
         if (!request.BinaryOutput)
         {
             var output = new InferOutput(KServeInferParser.TensorName, "FP32", shape, reply.Hidden, null);
@@ -265,8 +266,8 @@ internal sealed class KServeInferProtocol(string model) : ForwardProtocol
 
     private sealed record InferResponse(string ModelName, string ModelVersion, string? Id, InferParameters Parameters, IReadOnlyList<InferOutput> Outputs);
 
-    /// <summary>What ran: <c>run</c> "layer" or "stack", how many MoE layers, on which wire.</summary>
-    private sealed record InferParameters(string Run, int Layers, string? Wire);
+    /// <summary>What ran: <c>run</c> "layer" or "stack", how many MoE layers, on which wire ("dispatch/combine", and each direction).</summary>
+    private sealed record InferParameters(string Run, int Layers, string? Wire, string? WireDispatch, string? WireCombine);
 
     private sealed record InferOutput(string Name, string Datatype, int[] Shape, float[]? Data, OutputParameters? Parameters);
 

@@ -144,7 +144,7 @@ public static class KServeInferParser
             hidden = header.Values.ToArray();
         }
 
-        var input = new ForwardInput(model, header.Wire, hidden, tokens, width);
+        var input = new ForwardInput(model, header.Wire, hidden, tokens, width, header.WireDispatch, header.WireCombine);
         return new KServeInferRequest(input, header.Id, header.Layer, header.BinaryOutput);
     }
 
@@ -262,7 +262,10 @@ public static class KServeInferParser
         return header;
     }
 
-    /// <summary>Request parameters: <c>layer</c> (integer, or its text; null: the stack), <c>wire</c>, <c>binary_data_output</c>; others ignored.</summary>
+    /// <summary>
+    /// Request parameters: <c>layer</c> (integer, or its text; null: the stack), <c>wire</c>, <c>wire_dispatch</c>,
+    /// <c>wire_combine</c> (as the v1 body's fields), <c>binary_data_output</c>; others ignored; each at most once.
+    /// </summary>
     private static void ReadRequestParameters(ref Utf8JsonReader reader, Header header)
     {
         if (Next(ref reader) == JsonTokenType.Null)
@@ -289,6 +292,16 @@ public static class KServeInferParser
             {
                 Once(seen, "parameters.wire");
                 header.Wire = ReadOptionalString(ref reader, "parameters.wire");
+            }
+            else if (reader.ValueTextEquals(WirePair.DispatchField))
+            {
+                Once(seen, "parameters." + WirePair.DispatchField);
+                header.WireDispatch = ReadOptionalString(ref reader, "parameters." + WirePair.DispatchField);
+            }
+            else if (reader.ValueTextEquals(WirePair.CombineField))
+            {
+                Once(seen, "parameters." + WirePair.CombineField);
+                header.WireCombine = ReadOptionalString(ref reader, "parameters." + WirePair.CombineField);
             }
             else if (reader.ValueTextEquals("binary_data_output"))
             {
@@ -599,6 +612,10 @@ public static class KServeInferParser
         public string? Layer { get; set; }
 
         public string? Wire { get; set; }
+
+        public string? WireDispatch { get; set; }
+
+        public string? WireCombine { get; set; }
 
         public bool BinaryOutput { get; set; }
 
