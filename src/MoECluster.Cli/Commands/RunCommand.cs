@@ -36,12 +36,22 @@ internal static class RunCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the generated models and of the sample batch.", DefaultValueFactory = _ => 1UL };
         var backend = new Option<string>("--backend") { Description = $"Compute on the silos: {MoECluster.Cluster.Hosting.ComputeBackends.Description}.", DefaultValueFactory = _ => "auto" };
         backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
+        var sweep = new Option<string?>("--wire-sweep")
+        {
+            Description = $"Send the sample traffic once per dispatch/combine pair of this comma-separated list (of {MoECluster.Wire.WireCodecs.NameList}) and print the bytes and errors of each; the silos' default stays --wire.",
+        };
+        var inputs = new Option<string>("--inputs")
+        {
+            Description = $"Sample inputs, comma-separated: {RunSettings.GaussianInput} (N(0, 1)) and/or {RunSettings.OutlierInput} (one column in 512 is 50 times larger).",
+            DefaultValueFactory = _ => RunSettings.GaussianInput,
+        };
+        var dump = new Option<string?>("--dump") { Description = "Write each sample input and layer output as safetensors (hidden_states, F32) into this folder." };
         var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
         var apiKey = ApiKeyOption.Create();
         apiKey.Description = $"API key the sample traffic sends, for when the silos' environment turns gateway keys on (MoECluster__Gateway__ApiKeys__0 or ApiKeysFile); default: ${ApiKeyOption.EnvironmentVariable}.";
         var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
         {
-            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey,
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
         {
@@ -49,7 +59,12 @@ internal static class RunCommand
                 parse.GetValue(preset)!, parse.GetValue(experts), parse.GetValue(layers), parse.GetValue(model), parse.GetValue(modelsDir)!,
                 parse.GetValue(expertSilos), parse.GetValue(shards), wire.Pair(parse), parse.GetValue(tokens), parse.GetValue(urls)!,
                 parse.GetValue(siloPort), parse.GetValue(gatewayPort), parse.GetValue(once), parse.GetValue(report), parse.GetValue(stack),
-                parse.GetValue(seed), parse.GetValue(verbose), parse.GetValue(backend)!, ApiKeyOption.Resolve(parse.GetValue(apiKey)));
+                parse.GetValue(seed), parse.GetValue(verbose), parse.GetValue(backend)!, ApiKeyOption.Resolve(parse.GetValue(apiKey)))
+            {
+                WireSweep = RunSettings.ParseSweep(parse.GetValue(sweep)),
+                SampleInputs = RunSettings.ParseInputs(parse.GetValue(inputs)!),
+                Dump = parse.GetValue(dump),
+            };
             settings.Validate();
             return await new LocalClusterRun(settings, output, error).RunAsync(cancel);
         }));
@@ -61,6 +76,50 @@ internal sealed record RunSettings(
     string Preset, int? Experts, int Layers, string? Model, string ModelsDir, int ExpertSilos, int Shards, MoECluster.Wire.WirePair Wire, int Tokens,
     string Urls, int SiloPort, int GatewayPort, bool Once, string? Report, bool Stack, ulong Seed, bool Verbose, string Backend, string? ApiKey = null)
 {
+    public const string GaussianInput = "gaussian";
+    public const string OutlierInput = "outliers";
+
+    /// <summary>Pairs the sample traffic is sent in, one after the other (empty: <see cref="Wire"/> alone).</summary>
+    public IReadOnlyList<MoECluster.Wire.WirePair> WireSweep { get; init; } = [];
+
+    /// <summary>Kinds of sample input (<see cref="GaussianInput"/>, <see cref="OutlierInput"/>).</summary>
+    public IReadOnlyList<string> SampleInputs { get; init; } = [GaussianInput];
+
+    /// <summary>Where sample inputs and layer outputs are written, or null.</summary>
+    public string? Dump { get; init; }
+
+    public static IReadOnlyList<MoECluster.Wire.WirePair> ParseSweep(string? text)
+    {
+        if (text is null)
+        {
+            return [];
+        }
+
+        var pairs = new List<MoECluster.Wire.WirePair>();
+        foreach (string item in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            pairs.Add(MoECluster.Wire.WirePair.TryParse(item, out var pair, out string? problem)
+                ? pair
+                : throw new UsageException($"--wire-sweep: {problem}"));
+        }
+
+        return pairs.Count > 0 ? pairs.DistinctBy(p => p.Text).ToList() : throw new UsageException("--wire-sweep names no pair");
+    }
+
+    public static IReadOnlyList<string> ParseInputs(string text)
+    {
+        string[] kinds = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (string kind in kinds)
+        {
+            if (kind is not (GaussianInput or OutlierInput))
+            {
+                throw new UsageException($"--inputs: '{kind}' is not {GaussianInput} or {OutlierInput}");
+            }
+        }
+
+        return kinds.Length > 0 ? kinds.Distinct().ToList() : throw new UsageException("--inputs names no input");
+    }
+
     public void Validate()
     {
         static void Range(string name, int value, int min, int max)

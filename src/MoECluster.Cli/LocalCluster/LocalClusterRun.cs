@@ -158,103 +158,41 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         var served = await client.ModelsAsync(cancel);
         var rows = new JsonArray();
         bool passed = true;
-        double tolerance = settings.Wire.ParityTolerance;
+        IReadOnlyList<WirePair> pairs = settings.WireSweep is { Count: > 0 } sweep ? sweep : [settings.Wire];
         string dispatchWire = settings.Wire.Dispatch.Name, combineWire = settings.Wire.Combine.Name;
         output.WriteLine();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"sample traffic: {settings.Tokens} tokens per model, wire {settings.Wire.Text} (dispatch {dispatchWire}, combine {combineWire}), compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
-        output.WriteLine($"{"model",-9} {"mode",-8} {"d",6} {"width",6} {"payload measured",17} {"predicted",10} {"message",9} {"socket",9} {"tcp",9}  {"rel. error",10}  check");
-        foreach (var (id, path) in models)
+            $"sample traffic: {settings.Tokens} tokens per model, wire {string.Join(", ", pairs.Select(p => p.Text))} (dispatch/combine), inputs {string.Join(", ", settings.SampleInputs)}, compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
+        output.WriteLine($"{"model",-9} {"mode",-8} {"wire",-24} {"input",-9} {"d",6} {"width",6} {"payload measured",17} {"predicted",10} {"message",9} {"socket",9} {"tcp",9}  {"rel. error",10}  check");
+        foreach (string input in settings.SampleInputs)
         {
-            var info = served.Single(m => m.Id == id);
-            int d = info.HiddenSize;
-            var rng = DeterministicRandom.For(settings.Seed, "run-sample-" + id);
-            var x = new float[settings.Tokens * d];
-            for (int i = 0; i < x.Length; i++)
+            foreach (var (id, path) in models)
             {
-                x[i] = (float)rng.NextGaussian();
-            }
-
-            using var reference = MoeModel.Open(path);
-            var requests = new List<(int? Layer, string Name)> { (info.MoeLayers[0], $"layer {info.MoeLayers[0]}") };
-            if (settings.Stack)
-            {
-                requests.Add((null, "stack"));
-            }
-
-            foreach (var (layer, name) in requests)
-            {
-                // Warm-up: the first request activates the shards (they load, and pack or upload, their experts).
-                var warmClock = Stopwatch.StartNew();
-                await client.ForwardAsync(id, layer, x[..d], 1, d, dispatchWire, combineWire, cancel);
-                double warmSeconds = warmClock.Elapsed.TotalSeconds;
-                var (socketBefore, tcpBefore, tls) = await SocketBytesAsync(client, cancel);
-                var clock = Stopwatch.StartNew();
-                var response = await client.ForwardAsync(id, layer, x, settings.Tokens, d, dispatchWire, combineWire, cancel);
-                double clusterSeconds = clock.Elapsed.TotalSeconds;
-                var (socketAfter, tcpAfter, _) = await SocketBytesAsync(client, cancel);
-                float[] y = response.HiddenStates.Decode();
-                clock.Restart();
-                float[] expected = layer is int l ? reference.ForwardLayer(l, x, settings.Tokens) : reference.ForwardStack(x, settings.Tokens);
-                double localSeconds = clock.Elapsed.TotalSeconds;
-                double err = RelativeError.Of(y, expected);
-                bool ok = err <= tolerance;
-                passed &= ok;
-                int layerCount = response.Layers.Count;
-                double perToken(long bytes) => (double)bytes / settings.Tokens / layerCount;
-                long dispatchPayload = response.Layers.Sum(t => t.DispatchPayloadBytes), combinePayload = response.Layers.Sum(t => t.CombinePayloadBytes);
-                long payload = dispatchPayload + combinePayload;
-                long routedRows = response.Layers.Sum(t => (long)t.RoutedRows);
-                long predicted = response.Layers.Sum(t => t.PredictedPayloadBytes);
-                long message = response.Layers.Sum(t => t.DispatchMessageBytes + t.CombineMessageBytes);
-                long socket = socketAfter - socketBefore;
-                long tcp = tcpAfter - tcpBefore;
-                int width = response.Layers[0].Width;
-                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{id,-9} {info.Mode,-8} {d,6} {width,6} {perToken(payload),17:N0} {perToken(predicted),10:N0} {perToken(message),9:N0} {perToken(socket),9:N0} {perToken(tcp),9:N0}  {err,10:E2}  {(ok ? "ok" : "FAILED")} ({name}, cluster {clusterSeconds:F2} s after a {warmSeconds:F1} s warm-up, in-process reference {localSeconds:F2} s)"));
-                rows.Add(new JsonObject
+                var info = served.Single(m => m.Id == id);
+                int d = info.HiddenSize;
+                float[] x = SampleInput(input, id, d);
+                if (settings.Dump is string dump)
                 {
-                    ["model"] = id,
-                    ["path"] = path,
-                    ["mode"] = info.Mode,
-                    ["request"] = name,
-                    ["hidden_size"] = d,
-                    ["routed_width"] = width,
-                    ["experts"] = info.Experts,
-                    ["top_k"] = info.TopK,
-                    ["shards_per_layer"] = info.ShardsPerLayer,
-                    ["tokens"] = settings.Tokens,
-                    ["moe_layers"] = layerCount,
-                    ["routed_rows"] = routedRows,
-                    ["wire"] = response.Layers[0].Wire,
-                    ["wire_dispatch"] = response.Layers[0].WireDispatch,
-                    ["wire_combine"] = response.Layers[0].WireCombine,
-                    ["payload_bytes"] = payload,
-                    ["dispatch_payload_bytes"] = dispatchPayload,
-                    ["combine_payload_bytes"] = combinePayload,
-                    ["dispatch_bytes_per_element"] = routedRows > 0 ? (double)dispatchPayload / routedRows / width : null,
-                    ["combine_bytes_per_element"] = routedRows > 0 ? (double)combinePayload / routedRows / width : null,
-                    ["predicted_payload_bytes"] = predicted,
-                    ["message_bytes"] = message,
-                    ["socket_bytes_during_request"] = socket,
-                    ["tcp_bytes_during_request"] = tcp,
-                    ["tls"] = tls,
-                    ["tcp_over_socket"] = socket > 0 ? (double)tcp / socket : null,
-                    ["bytes_per_token_per_layer"] = new JsonObject
+                    WriteHidden(Path.Combine(dump, $"{id}-{input}-input.safetensors"), x, settings.Tokens, d);
+                }
+
+                using var reference = MoeModel.Open(path);
+                var requests = new List<(int? Layer, string Name)> { (info.MoeLayers[0], $"layer {info.MoeLayers[0]}") };
+                if (settings.Stack)
+                {
+                    requests.Add((null, "stack"));
+                }
+
+                foreach (var (layer, name) in requests)
+                {
+                    float[] expected = layer is int l0 ? reference.ForwardLayer(l0, x, settings.Tokens) : reference.ForwardStack(x, settings.Tokens);
+                    foreach (WirePair pair in pairs)
                     {
-                        ["payload_measured"] = perToken(payload),
-                        ["payload_predicted"] = perToken(predicted),
-                        ["message_measured"] = perToken(message),
-                        ["socket_measured"] = perToken(socket),
-                        ["tcp_measured"] = perToken(tcp),
-                    },
-                    ["relative_error_vs_in_process"] = err,
-                    ["tolerance"] = tolerance,
-                    ["passed"] = ok,
-                    ["warm_up_seconds"] = warmSeconds,
-                    ["cluster_seconds"] = clusterSeconds,
-                    ["in_process_seconds"] = localSeconds,
-                });
+                        var row = await SampleRequestAsync(client, id, path, info, layer, name, input, pair, x, expected, cancel);
+                        passed &= row["passed"]!.GetValue<bool>();
+                        rows.Add(row);
+                    }
+                }
             }
         }
 
@@ -270,7 +208,9 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             ["tokens"] = settings.Tokens,
             ["results"] = rows,
         };
-        var layerRows = rows.OfType<JsonObject>().Where(r => r["request"]!.GetValue<string>() != "stack").ToList();
+        var layerRows = rows.OfType<JsonObject>()
+            .Where(r => r["request"]!.GetValue<string>() != "stack" && r["wire"]!.GetValue<string>() == pairs[0].Text && r["input"]!.GetValue<string>() == settings.SampleInputs[0])
+            .ToList();
         var standard = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == MoeModes.Standard);
         var latent = layerRows.FirstOrDefault(r => r["mode"]!.GetValue<string>() == MoeModes.Latent);
         if (standard is not null && latent is not null)
@@ -298,6 +238,11 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             }
         }
 
+        if (pairs.Count > 1 || settings.SampleInputs.Count > 1)
+        {
+            report["wire_sweep"] = WireSweepSummary(rows);
+        }
+
         var stats = await client.StatsAsync(cancel);
         report["placement"] = stats["silos"]?.DeepClone();
         report["checks_passed"] = passed;
@@ -305,11 +250,188 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         return report;
     }
 
-    /// <summary>Orleans' socket bytes (messages + frames, above TLS) and the bytes written to TCP (beneath TLS), cluster-wide, silo to silo.</summary>
-    private static async Task<(long Socket, long Tcp, bool Tls)> SocketBytesAsync(GatewayClient client, CancellationToken cancel)
+    /// <summary>One request of the sample traffic in one wire pair: the cluster's answer against the in-process forward, and its bytes.</summary>
+    private async Task<JsonObject> SampleRequestAsync(GatewayClient client, string id, string path, ServedModel info, int? layer, string name, string input,
+        WirePair pair, float[] x, float[] expected, CancellationToken cancel)
     {
-        var totals = (await client.StatsAsync(cancel))["totals"];
-        return (totals?["socket_bytes"]?.GetValue<long>() ?? 0, totals?["tcp_bytes"]?.GetValue<long>() ?? 0, totals?["tls"]?.GetValue<bool>() ?? false);
+        int d = info.HiddenSize;
+        string dispatchWire = pair.Dispatch.Name, combineWire = pair.Combine.Name;
+
+        // Warm-up: the first request activates the shards (they load, and pack or upload, their experts).
+        var warmClock = Stopwatch.StartNew();
+        await client.ForwardAsync(id, layer, x[..d], 1, d, dispatchWire, combineWire, cancel);
+        double warmSeconds = warmClock.Elapsed.TotalSeconds;
+        var before = await SocketBytesAsync(client, cancel);
+        var clock = Stopwatch.StartNew();
+        var response = await client.ForwardAsync(id, layer, x, settings.Tokens, d, dispatchWire, combineWire, cancel);
+        double clusterSeconds = clock.Elapsed.TotalSeconds;
+        var after = await SocketBytesAsync(client, cancel);
+        float[] y = response.HiddenStates.Decode();
+        if (settings.Dump is string dump && layer is not null)
+        {
+            WriteHidden(Path.Combine(dump, $"{id}-{input}-{dispatchWire}_{combineWire}-output.safetensors"), y, settings.Tokens, d);
+        }
+
+        double err = RelativeError.Of(y, expected);
+        double tolerance = pair.ParityTolerance;
+        bool ok = err <= tolerance;
+        int layerCount = response.Layers.Count;
+        double perToken(long bytes) => (double)bytes / settings.Tokens / layerCount;
+        long dispatchPayload = response.Layers.Sum(t => t.DispatchPayloadBytes), combinePayload = response.Layers.Sum(t => t.CombinePayloadBytes);
+        long payload = dispatchPayload + combinePayload;
+        long routedRows = response.Layers.Sum(t => (long)t.RoutedRows);
+        long predicted = response.Layers.Sum(t => t.PredictedPayloadBytes);
+        long message = response.Layers.Sum(t => t.DispatchMessageBytes + t.CombineMessageBytes);
+        long socket = after.Socket - before.Socket;
+        long socketDispatch = after.Requests - before.Requests, socketCombine = after.Responses - before.Responses;
+        long tcp = after.Tcp - before.Tcp;
+        int width = response.Layers[0].Width;
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{id,-9} {info.Mode,-8} {pair.Text,-24} {input,-9} {d,6} {width,6} {perToken(payload),17:N0} {perToken(predicted),10:N0} {perToken(message),9:N0} {perToken(socket),9:N0} {perToken(tcp),9:N0}  {err,10:E2}  {(ok ? "ok" : "FAILED")} ({name}, cluster {clusterSeconds:F2} s after a {warmSeconds:F1} s warm-up)"));
+        return new JsonObject
+        {
+            ["model"] = id,
+            ["path"] = path,
+            ["mode"] = info.Mode,
+            ["request"] = name,
+            ["input"] = input,
+            ["hidden_size"] = d,
+            ["routed_width"] = width,
+            ["experts"] = info.Experts,
+            ["top_k"] = info.TopK,
+            ["shards_per_layer"] = info.ShardsPerLayer,
+            ["tokens"] = settings.Tokens,
+            ["moe_layers"] = layerCount,
+            ["routed_rows"] = routedRows,
+            ["wire"] = response.Layers[0].Wire,
+            ["wire_dispatch"] = response.Layers[0].WireDispatch,
+            ["wire_combine"] = response.Layers[0].WireCombine,
+            ["payload_bytes"] = payload,
+            ["dispatch_payload_bytes"] = dispatchPayload,
+            ["combine_payload_bytes"] = combinePayload,
+            ["dispatch_bytes_per_element"] = routedRows > 0 ? (double)dispatchPayload / routedRows / width : null,
+            ["combine_bytes_per_element"] = routedRows > 0 ? (double)combinePayload / routedRows / width : null,
+            ["predicted_payload_bytes"] = predicted,
+            ["message_bytes"] = message,
+            ["socket_bytes_during_request"] = socket,
+            ["socket_request_bytes_during_request"] = socketDispatch,
+            ["socket_response_bytes_during_request"] = socketCombine,
+            ["tcp_bytes_during_request"] = tcp,
+            ["tls"] = after.Tls,
+            ["tcp_over_socket"] = socket > 0 ? (double)tcp / socket : null,
+            ["bytes_per_token_per_layer"] = new JsonObject
+            {
+                ["payload_measured"] = perToken(payload),
+                ["payload_predicted"] = perToken(predicted),
+                ["dispatch_payload_measured"] = perToken(dispatchPayload),
+                ["combine_payload_measured"] = perToken(combinePayload),
+                ["message_measured"] = perToken(message),
+                ["socket_measured"] = perToken(socket),
+                ["socket_dispatch_measured"] = perToken(socketDispatch),
+                ["socket_combine_measured"] = perToken(socketCombine),
+                ["tcp_measured"] = perToken(tcp),
+            },
+            ["relative_error_vs_in_process"] = err,
+            ["tolerance"] = tolerance,
+            ["passed"] = ok,
+            ["warm_up_seconds"] = warmSeconds,
+            ["cluster_seconds"] = clusterSeconds,
+        };
+    }
+
+    /// <summary>
+    /// The sample batch of one input kind: "gaussian" (N(0, 1)), or "outliers" (the same with every 512th column, from
+    /// column 7, 50 times larger, as real activations have a few large channels).
+    /// </summary>
+    private float[] SampleInput(string kind, string id, int d)
+    {
+        var rng = DeterministicRandom.For(settings.Seed, "run-sample-" + id);
+        var x = new float[settings.Tokens * d];
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = (float)rng.NextGaussian();
+            if (kind == RunSettings.OutlierInput && i % d % OutlierStride == OutlierColumn % Math.Min(d, OutlierStride))
+            {
+                x[i] *= OutlierScale;
+            }
+        }
+
+        return x;
+    }
+
+    /// <summary>Columns c with c mod 512 = 7 (1 in 512) of an "outliers" input are this many times larger.</summary>
+    internal const float OutlierScale = 50f;
+
+    private const int OutlierStride = 512;
+    private const int OutlierColumn = 7;
+
+    private static void WriteHidden(string path, float[] values, int tokens, int width)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        byte[] bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+        MoECluster.Model.Checkpoints.SafetensorsWriter.Write(path,
+            [(new MoECluster.Model.Checkpoints.TensorSpec("hidden_states", MoECluster.Model.Checkpoints.DType.F32, [tokens, width]), (ReadOnlyMemory<byte>)bytes)]);
+    }
+
+    /// <summary>
+    /// Per wire pair and input: each model's socket bytes per token (dispatch, combine, both) and error, the dispatch
+    /// socket bytes of each latent pair over those of bf16 dispatch, and standard bf16/bf16 over each latent pair.
+    /// </summary>
+    private JsonArray WireSweepSummary(JsonArray rows)
+    {
+        var layerRows = rows.OfType<JsonObject>().Where(r => r["request"]!.GetValue<string>() != "stack").ToList();
+        double Get(JsonObject r, string key) => r["bytes_per_token_per_layer"]![key]!.GetValue<double>();
+        var summary = new JsonArray();
+        output.WriteLine();
+        output.WriteLine("wire sweep (bytes per token per MoE layer on the Orleans sockets; error against the in-process fp32 forward):");
+        output.WriteLine($"{"input",-9} {"wire",-24} {"latent socket",14} {"latent dispatch",16} {"vs bf16 disp.",14} {"latent error",13} {"standard socket",16} {"standard error",15} {"std bf16 / latent",18}");
+        foreach (var group in layerRows.GroupBy(r => r["input"]!.GetValue<string>()))
+        {
+            var latent = group.Where(r => r["mode"]!.GetValue<string>() == MoeModes.Latent).ToDictionary(r => r["wire"]!.GetValue<string>());
+            var standard = group.Where(r => r["mode"]!.GetValue<string>() == MoeModes.Standard).ToDictionary(r => r["wire"]!.GetValue<string>());
+            latent.TryGetValue("bf16/bf16", out var latentBf16);
+            standard.TryGetValue("bf16/bf16", out var standardBf16);
+            foreach (string wire in group.Select(r => r["wire"]!.GetValue<string>()).Distinct())
+            {
+                latent.TryGetValue(wire, out var l);
+                standard.TryGetValue(wire, out var st);
+                double? dispatchVsBf16 = l is not null && latentBf16 is not null ? Get(l, "socket_dispatch_measured") / Get(latentBf16, "socket_dispatch_measured") : null;
+                double? standardOverLatent = l is not null && standardBf16 is not null ? Get(standardBf16, "socket_measured") / Get(l, "socket_measured") : null;
+                summary.Add(new JsonObject
+                {
+                    ["input"] = group.Key,
+                    ["wire"] = wire,
+                    ["latent_socket_bytes_per_token"] = l is null ? null : Get(l, "socket_measured"),
+                    ["latent_socket_dispatch_bytes_per_token"] = l is null ? null : Get(l, "socket_dispatch_measured"),
+                    ["latent_socket_combine_bytes_per_token"] = l is null ? null : Get(l, "socket_combine_measured"),
+                    ["latent_dispatch_over_bf16_dispatch"] = dispatchVsBf16,
+                    ["latent_relative_error"] = l?["relative_error_vs_in_process"]?.GetValue<double>(),
+                    ["standard_socket_bytes_per_token"] = st is null ? null : Get(st, "socket_measured"),
+                    ["standard_relative_error"] = st?["relative_error_vs_in_process"]?.GetValue<double>(),
+                    ["standard_bf16_over_latent_socket"] = standardOverLatent,
+                });
+                string Num(double? v, string f) => v is double x ? x.ToString(f, CultureInfo.InvariantCulture) : "-";
+                output.WriteLine($"{group.Key,-9} {wire,-24} {Num(l is null ? null : Get(l, "socket_measured"), "N0"),14} {Num(l is null ? null : Get(l, "socket_dispatch_measured"), "N0"),16} {Num(dispatchVsBf16, "F3"),14} {Num(l?["relative_error_vs_in_process"]?.GetValue<double>(), "E2"),13} {Num(st is null ? null : Get(st, "socket_measured"), "N0"),16} {Num(st?["relative_error_vs_in_process"]?.GetValue<double>(), "E2"),15} {Num(standardOverLatent, "F2"),18}");
+            }
+        }
+
+        return summary;
+    }
+
+    /// <summary>Orleans' socket bytes (messages + frames, above TLS) and the bytes written to TCP (beneath TLS), cluster-wide, silo to silo.</summary>
+    /// <remarks>
+    /// Requests and Responses split the socket bytes by Orleans' message direction: the router's calls to the shards
+    /// (dispatch) and the shards' answers (combine), plus the little other traffic of the same kind (statistics calls).
+    /// </remarks>
+    private static async Task<(long Socket, long Tcp, bool Tls, long Requests, long Responses)> SocketBytesAsync(GatewayClient client, CancellationToken cancel)
+    {
+        var stats = await client.StatsAsync(cancel);
+        var totals = stats["totals"];
+        long Direction(string direction) => stats["socket"]?.AsArray().OfType<JsonObject>()
+            .Where(s => s["message_direction"]?.GetValue<string>() == direction)
+            .Sum(s => s["message_bytes"]!.GetValue<long>() + s["frame_bytes"]!.GetValue<long>()) ?? 0;
+        return (totals?["socket_bytes"]?.GetValue<long>() ?? 0, totals?["tcp_bytes"]?.GetValue<long>() ?? 0, totals?["tls"]?.GetValue<bool>() ?? false,
+            Direction("Request"), Direction("Response"));
     }
 
     private async Task StopAsync()
