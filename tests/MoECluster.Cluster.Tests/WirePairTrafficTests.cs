@@ -45,8 +45,8 @@ public sealed class WirePairTrafficTests(InProcessMoeCluster cluster)
             Assert.Equal(6 * elements, traffic.PredictedPayloadBytes);
 
             // The ledger (/stats, metrics) tags each direction's bytes with that direction's type.
-            var dispatch = Delta(after, before, model, layer, "dispatch", "fp32");
-            var combine = Delta(after, before, model, layer, "combine", "bf16");
+            var dispatch = LedgerDelta.Payload(after, before, model, layer, "dispatch", "fp32");
+            var combine = LedgerDelta.Payload(after, before, model, layer, "combine", "bf16");
             Assert.Equal((4 * elements, (long)traffic.RoutedRows), (dispatch.Sum(p => p.PayloadBytes), dispatch.Sum(p => p.Rows)));
             Assert.Equal((2 * elements, (long)traffic.RoutedRows), (combine.Sum(p => p.PayloadBytes), combine.Sum(p => p.Rows)));
         }
@@ -72,15 +72,4 @@ public sealed class WirePairTrafficTests(InProcessMoeCluster cluster)
         Assert.Contains(batches, b => (b.Wire, b.WireDispatch, b.WireCombine) == ("fp16/fp32", "fp16", "fp32"));
         Assert.Contains(batches, b => (b.Wire, b.WireDispatch, b.WireCombine) == ("fp32/fp16", "fp32", "fp16"));
     }
-
-    /// <summary>The payload rows of one (model, layer, direction, wire), per silo pair, less what they held before.</summary>
-    private static List<PayloadTraffic> Delta(SiloTraffic after, SiloTraffic before, string model, int layer, string direction, string wire) =>
-        [.. after.Payload
-            .Where(p => p.Model == model && p.Layer == layer && p.Direction == direction && p.Wire == wire)
-            .Select(a =>
-            {
-                var b = before.Payload.SingleOrDefault(p => (p.Model, p.Layer, p.Direction, p.FromSilo, p.ToSilo, p.Wire) == (a.Model, a.Layer, a.Direction, a.FromSilo, a.ToSilo, a.Wire));
-                return b is null ? a : a with { PayloadBytes = a.PayloadBytes - b.PayloadBytes, Messages = a.Messages - b.Messages, Rows = a.Rows - b.Rows };
-            })
-            .Where(p => p.Messages > 0)];
 }

@@ -164,6 +164,15 @@ public sealed class WireCodecsTests
         Assert.Equal(1e-5, WireCodecs.Get(WireDType.F32).ParityTolerance);
         Assert.Equal(1e-2, WireCodecs.Get(WireDType.BF16).ParityTolerance);
         Assert.Equal(5e-3, WireCodecs.Get(WireDType.F16).ParityTolerance);
+
+        // Block-scaled: about twice the largest error measured on Super-shaped layers, Gaussian and outlier inputs, the
+        // type in both directions or with bf16 (docs/MICROSCALING.md, "Measured bytes and error").
+        Assert.Equal(0.1, WireCodecs.Get(WireDType.MxFp8E4M3).ParityTolerance);
+        Assert.Equal(0.2, WireCodecs.Get(WireDType.MxFp8E5M2).ParityTolerance);
+        Assert.Equal(0.2, WireCodecs.Get(WireDType.MxFp6E3M2).ParityTolerance);
+        Assert.Equal(0.1, WireCodecs.Get(WireDType.MxFp6E2M3).ParityTolerance);
+        Assert.Equal(0.4, WireCodecs.Get(WireDType.MxFp4).ParityTolerance);
+        Assert.Equal(0.3, WireCodecs.Get(WireDType.NvFp4).ParityTolerance);
     }
 
     [Theory]

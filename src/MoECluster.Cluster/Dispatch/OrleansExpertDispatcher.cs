@@ -68,7 +68,8 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
         var plan = request.Plan;
         var dispatches = ShardDispatchPlan.Build(plan, _shards.Tables.For(ModelId, layer));
         int routedRows = dispatches.Sum(d => d.Rows);
-        long predicted = WireSize.ActivationBytes(routedRows, width, Wire.Dispatch.Id) + WireSize.ActivationBytes(routedRows, width, Wire.Combine.Id);
+        // One block per shard message each way: per-message parts (NVFP4's fp32 scale) count once per message.
+        long predicted = dispatches.Sum(d => WireSize.ActivationBytes(d.Rows, width, Wire.Dispatch.Id) + WireSize.ActivationBytes(d.Rows, width, Wire.Combine.Id));
         var results = await Task.WhenAll(dispatches.Select(d => CallShardAsync(request, d, cancellationToken)));
         _shards.Ledger.RecordBatch(
             new LayerBatch(ModelId, mode, layer, config.HiddenSize, width, plan.TopK, config.NRoutedExperts, tokens, predicted, Wire),
