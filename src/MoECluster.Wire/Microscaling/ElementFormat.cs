@@ -14,6 +14,9 @@ public sealed class ElementFormat
     private readonly float[] _values;
     private readonly int _minExponent;
 
+    /// <summary>2^(M − e) for each exponent e from the smallest normal's to the largest's: one quantum's inverse.</summary>
+    private readonly double[] _inverseQuantum;
+
     private ElementFormat(string name, int exponentBits, int mantissaBits, int bias, Special special)
     {
         Name = name;
@@ -32,6 +35,7 @@ public sealed class ElementFormat
         MaxCode = Enumerable.Range(0, SignBit).Last(c => float.IsFinite(_values[c]));
         MaxNormal = _values[MaxCode];
         MaxExponent = Math.ILogB(MaxNormal);
+        _inverseQuantum = [.. Enumerable.Range(_minExponent, MaxExponent - _minExponent + 1).Select(e => Math.ScaleB(1.0, mantissaBits - e))];
     }
 
     private enum Special
@@ -93,22 +97,26 @@ public sealed class ElementFormat
     /// <summary>Rounds <paramref name="value"/> (finite) to this type's nearest code, ties to even, saturating.</summary>
     public int Encode(double value)
     {
-        int sign = double.IsNegative(value) ? SignBit : 0;
+        long bits = BitConverter.DoubleToInt64Bits(value);
+        int sign = bits < 0 ? SignBit : 0;
         double magnitude = Math.Abs(value);
         if (magnitude == 0)
         {
             return sign;
         }
 
-        int exponent = Math.Max(Math.ILogB(magnitude), _minExponent);
+        // The binary exponent from the bits (a subnormal double's reads −1023: below every element type's, so clamped).
+        int exponent = (int)((bits >> 52) & 0x7FF) - 1023;
         if (exponent > MaxExponent)
         {
             return sign | MaxCode;
         }
 
+        exponent = Math.Max(exponent, _minExponent);
+
         // The quantum at this exponent is 2^(exponent − M): the magnitude in quanta, rounded to even, is the code's low
         // bits above the exponent's first code; a carry into the next binade lands on the next exponent's first code.
-        double quanta = Math.Round(Math.ScaleB(magnitude, MantissaBits - exponent), MidpointRounding.ToEven);
+        double quanta = Math.Round(magnitude * _inverseQuantum[exponent - _minExponent], MidpointRounding.ToEven);
         long code = ((long)(exponent - _minExponent) << MantissaBits) + (long)quanta;
         return sign | (int)Math.Min(code, MaxCode);
     }

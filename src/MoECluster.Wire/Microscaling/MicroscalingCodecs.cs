@@ -62,9 +62,10 @@ internal sealed class MxWireCodec(WireDType id, string name, IReadOnlyList<strin
                     ReadOnlySpan<float> block = v.Slice(start, Math.Min(Block, width - start));
                     int shared = SharedExponent(MicroscalingChecks.FiniteMaxAbs(block, row, start));
                     scaleBytes[b] = (byte)(shared + ScaleBias);
+                    double inverseScale = Math.ScaleB(1.0, -shared); // exact: a power of two within double's range
                     for (int i = 0; i < block.Length; i++)
                     {
-                        codes[start + i] = (byte)element.Encode(Math.ScaleB((double)block[i], -shared));
+                        codes[start + i] = (byte)element.Encode(block[i] * inverseScale);
                     }
                 }
 
