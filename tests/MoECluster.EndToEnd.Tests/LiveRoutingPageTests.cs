@@ -200,6 +200,24 @@ public sealed class LiveRoutingPageTests(ProcessClusterFixture cluster)
             }
         }
 
+        // The expert-silo balance table: one row per (layer, silo), the layer's compute imbalance on each.
+        var balance = stats["balance"]!.AsArray();
+        if (balance.Count == 0)
+        {
+            problems.Add("/stats has no balance after traffic");
+        }
+
+        foreach (var layer in balance)
+        {
+            string rows = $"#balance-table tr[data-layer='{layer!["model"]}/{layer["layer"]}']";
+            if (await page.Locator(rows).CountAsync() != layer["silos"]!.AsArray().Count)
+            {
+                problems.Add($"{rows}: {await page.Locator(rows).CountAsync()} rows, /stats {layer["silos"]!.AsArray().Count} silos");
+            }
+
+            await Same(rows, layer["compute_imbalance"]!.GetValue<double>(), "data-compute-imbalance");
+        }
+
         int cards = await page.Locator(".silo").CountAsync();
         if (cards != stats["silos"]!.AsArray().Count)
         {

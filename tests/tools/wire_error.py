@@ -157,8 +157,26 @@ def evaluate(x, P, rc, shards, dispatch, combine, cluster=None, full=False):
     return (out, y_q) if full else out
 
 
+def evaluate_many(x, P, rc, shards, pairs, clusters):
+    """One JSON result per (dispatch, combine) pair, the exact forward and the grouping computed once."""
+    _, messages = plan(x, P, rc, shards)
+    shared = im.relu2(x @ P["sh_up"].T) @ P["sh_down"].T
+    y_exact, _ = forward(x, P, messages, shared=shared)
+    results = []
+    for (dispatch, combine), cluster in zip(pairs, clusters):
+        dispatch, combine = wire_name(dispatch), wire_name(combine)
+        y_q, (db, cb, rows) = forward(x, P, messages, dispatch, combine, shared)
+        out = {"wire": "%s/%s" % (dispatch, combine), "tokens": int(x.shape[0]), "relative_error": rel(y_q, y_exact, y_exact),
+               "messages": len(messages), "routed_rows": rows, "dispatch_payload_bytes": db, "combine_payload_bytes": cb}
+        if cluster is not None:
+            out["cluster_relative_error"] = rel(cluster, y_exact, y_exact)
+            out["cluster_vs_emulation"] = rel(cluster, y_q, y_exact)
+        results.append(out)
+    return results
+
+
 def load_layer(mdir, layer):
-    """config and the float64 tensors of one layer only (a large checkpoint is not read whole)."""
+    """config and the tensors of one layer only (a large checkpoint is not read whole); BF16 as exact float32."""
     with open(os.path.join(mdir, "config.json")) as f:
         cfg = json.load(f)
     pattern = cfg.get("hybrid_override_pattern", "")
@@ -189,7 +207,8 @@ def load_layer(mdir, layer):
                     raise WireError("bad data_offsets for " + name)
                 f.seek(8 + n + b)
                 stored = np.frombuffer(f.read(e - b), dtype=st, count=count).reshape(shape)
-                tensors[name] = im.decode(stored, info["dtype"])
+                # BF16 stays float32 (exact; numpy widens it to float64 in each product): half the memory
+                tensors[name] = im.bf16_bits_to_f32(stored) if info["dtype"] == "BF16" else im.decode(stored, info["dtype"])
     return cfg, im.params_from_tensors(cfg, tensors, layer)
 
 
@@ -303,6 +322,8 @@ def main(argv=None):
     if argv == ["selftest"]:
         selftest()
         return 0
+    if argv and argv[0] == "sweep":
+        return sweep_cli(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for opt in ("--model", "--input", "--wire-dispatch", "--wire-combine"):
         ap.add_argument(opt, required=True)
@@ -318,6 +339,34 @@ def main(argv=None):
         return 2
     print(json.dumps(out))
     print("wire_error: %.1f s" % (time.perf_counter() - started), file=sys.stderr)
+    return 0
+
+
+def sweep_cli(argv):
+    """`sweep --model DIR --layer N --shards S --dump DIR --id ID --input-kind KIND --pairs d/c,...`: the files
+    `moecluster run --dump` writes (ID-KIND-input.safetensors, ID-KIND-D_C-output.safetensors); one JSON line per pair."""
+    ap = argparse.ArgumentParser(prog="wire_error.py sweep")
+    for opt in ("--model", "--dump", "--id", "--input-kind", "--pairs"):
+        ap.add_argument(opt, required=True)
+    ap.add_argument("--layer", type=int, required=True)
+    ap.add_argument("--shards", type=int, required=True)
+    a = ap.parse_args(argv)
+    try:
+        cfg, P = load_layer(a.model, a.layer)
+        x = read_hidden(os.path.join(a.dump, "%s-%s-input.safetensors" % (a.id, a.input_kind)))
+        pairs, clusters = [], []
+        for item in a.pairs.split(","):
+            d, _, c = item.strip().partition("/")
+            d, c = wire_name(d), wire_name(c or d)
+            pairs.append((d, c))
+            path = os.path.join(a.dump, "%s-%s-%s_%s-output.safetensors" % (a.id, a.input_kind, d, c))
+            clusters.append(read_hidden(path) if os.path.exists(path) else None)
+        for out in evaluate_many(x, P, im.route_cfg(cfg), a.shards, pairs, clusters):
+            out["model"], out["input"] = a.id, a.input_kind
+            print(json.dumps(out), flush=True)
+    except (WireError, mx.MxError) as ex:
+        print("wire_error: " + str(ex), file=sys.stderr)
+        return 2
     return 0
 
 

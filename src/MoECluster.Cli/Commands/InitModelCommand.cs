@@ -22,9 +22,13 @@ internal static class InitModelCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed; the same seed gives the same bytes.", DefaultValueFactory = _ => 1UL };
         var sampleTokens = new Option<int>("--sample-tokens") { Description = "Tokens in sample_input.safetensors.", DefaultValueFactory = _ => 8 };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing model in --out." };
+        var skew = new Option<string?>("--gate-skew")
+        {
+            Description = "Skew the routing like a trained router's: zipf:S makes expert e take a share of tokens proportional to (e + 1)^-S (capped at every token), through a correction bias fitted to each layer's gate.",
+        };
         var command = new Command("init-model", "Write a synthetic checkpoint in the Hugging Face layout (BF16 weights, F32 gate bias).")
         {
-            preset, outDir, experts, layers, seed, sampleTokens, force,
+            preset, outDir, experts, layers, seed, sampleTokens, force, skew,
         };
         command.SetAction(parse => VerbRunner.Guard("init-model", error, () =>
         {
@@ -38,9 +42,10 @@ internal static class InitModelCommand
             }
 
             ulong s = parse.GetValue(seed);
+            GateSkew? gateSkew = parse.GetValue(skew) is string text ? ParseSkew(text) : null;
             if (File.Exists(Path.Combine(dir, "model.safetensors")) && !parse.GetValue(force))
             {
-                if (!SyntheticCheckpoint.IsSame(dir, config, s))
+                if (!SyntheticCheckpoint.IsSame(dir, config, s, gateSkew))
                 {
                     throw new UsageException($"{dir} already holds another model.safetensors; pass --force to overwrite");
                 }
@@ -61,13 +66,25 @@ internal static class InitModelCommand
                     error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {percent,3}% of {v.Total / (1024.0 * 1024.0):F0} MiB"));
                 }
             });
-            SyntheticCheckpoint.Write(dir, config, s, progress);
+            SyntheticCheckpoint.Write(dir, config, s, progress, gateSkew);
             SyntheticCheckpoint.WriteSampleInput(Path.Combine(dir, SyntheticCheckpoint.SampleInputFile), config.HiddenSize, tokens, s);
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{p.Name}: {config.MoeLayers.Count} MoE layers x {config.NRoutedExperts} experts written to {dir} in {clock.Elapsed.TotalSeconds:F1} s (seed {s})"));
+                $"{p.Name}: {config.MoeLayers.Count} MoE layers x {config.NRoutedExperts} experts written to {dir} in {clock.Elapsed.TotalSeconds:F1} s (seed {s}{(gateSkew is null ? string.Empty : $", gate skew {gateSkew}")})"));
             return CliApp.ExitOk;
         }));
         return command;
+    }
+
+    internal static GateSkew ParseSkew(string text)
+    {
+        try
+        {
+            return GateSkew.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"--gate-skew: {e.Message}");
+        }
     }
 
     /// <summary>Reports on the caller's thread (Progress&lt;T&gt; would post to the thread pool).</summary>

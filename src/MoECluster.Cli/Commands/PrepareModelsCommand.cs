@@ -19,10 +19,11 @@ internal static class PrepareModelsCommand
         var layers = new Option<int>("--layers") { Description = "MoE layers.", DefaultValueFactory = _ => 1 };
         var modelsDir = new Option<string>("--models-dir") { Description = "Where the models are written (and reused).", DefaultValueFactory = _ => "models" };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the generated models.", DefaultValueFactory = _ => 1UL };
+        var skew = new Option<string?>("--gate-skew") { Description = "Skewed routing (zipf:S), as init-model --gate-skew." };
         var parentPid = new Option<int?>("--parent-pid") { Description = "Stop when this process exits (default: $MOECLUSTER_PARENT_PID)." };
         var command = new Command("prepare-models", "Generate the served model pair of a preset if it is missing (used by the launcher).")
         {
-            preset, experts, layers, modelsDir, seed, parentPid,
+            preset, experts, layers, modelsDir, seed, parentPid, skew,
         };
         command.Hidden = true;
         command.SetAction(parse => VerbRunner.Guard("prepare-models", error, () =>
@@ -38,7 +39,8 @@ internal static class PrepareModelsCommand
                 throw new UsageException($"--layers = {l} is out of range: must be 1..200");
             }
 
-            var members = ModelPairs.Plan(parse.GetValue(preset)!, parse.GetValue(experts), l, parse.GetValue(modelsDir)!);
+            var members = ModelPairs.Plan(parse.GetValue(preset)!, parse.GetValue(experts), l, parse.GetValue(modelsDir)!,
+                parse.GetValue(skew) is string text ? InitModelCommand.ParseSkew(text) : null);
             foreach (var (id, path) in ModelPreparation.Prepare(members, parse.GetValue(seed), output, progress: output))
             {
                 output.WriteLine($"{id}={path}");

@@ -45,13 +45,14 @@ internal static class RunCommand
             Description = $"Sample inputs, comma-separated: {RunSettings.GaussianInput} (N(0, 1)) and/or {RunSettings.OutlierInput} (one column in 512 is 50 times larger).",
             DefaultValueFactory = _ => RunSettings.GaussianInput,
         };
+        var skew = new Option<string?>("--gate-skew") { Description = "Generate the pair with skewed routing (zipf:S, as init-model --gate-skew), in directories of its own." };
         var dump = new Option<string?>("--dump") { Description = "Write each sample input and layer output as safetensors (hidden_states, F32) into this folder." };
         var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
         var apiKey = ApiKeyOption.Create();
         apiKey.Description = $"API key the sample traffic sends, for when the silos' environment turns gateway keys on (MoECluster__Gateway__ApiKeys__0 or ApiKeysFile); default: ${ApiKeyOption.EnvironmentVariable}.";
         var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
         {
-            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump,
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump, skew,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
         {
@@ -64,6 +65,7 @@ internal static class RunCommand
                 WireSweep = RunSettings.ParseSweep(parse.GetValue(sweep)),
                 SampleInputs = RunSettings.ParseInputs(parse.GetValue(inputs)!),
                 Dump = parse.GetValue(dump),
+                GateSkew = parse.GetValue(skew) is string text ? InitModelCommand.ParseSkew(text) : null,
             };
             settings.Validate();
             return await new LocalClusterRun(settings, output, error).RunAsync(cancel);
@@ -87,6 +89,9 @@ internal sealed record RunSettings(
 
     /// <summary>Where sample inputs and layer outputs are written, or null.</summary>
     public string? Dump { get; init; }
+
+    /// <summary>Skewed routing for the generated pair, or null.</summary>
+    public GateSkew? GateSkew { get; init; }
 
     public static IReadOnlyList<MoECluster.Wire.WirePair> ParseSweep(string? text)
     {
@@ -142,7 +147,7 @@ internal sealed record RunSettings(
         }
     }
 
-    public IReadOnlyList<PairMember> GeneratedModels() => Model is null ? ModelPairs.Plan(Preset, Experts, Layers, ModelsDir) : [];
+    public IReadOnlyList<PairMember> GeneratedModels() => Model is null ? ModelPairs.Plan(Preset, Experts, Layers, ModelsDir, GateSkew) : [];
 
     public static string Number(double v, string format) => v.ToString(format, CultureInfo.InvariantCulture);
 }

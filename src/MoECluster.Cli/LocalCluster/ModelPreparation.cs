@@ -13,13 +13,13 @@ internal static class ModelPreparation
         var result = new List<(string, string)>();
         foreach (var member in members)
         {
-            if (SyntheticCheckpoint.IsSame(member.Directory, member.Config, seed))
+            if (SyntheticCheckpoint.IsSame(member.Directory, member.Config, seed, member.Skew))
             {
                 output.WriteLine($"{member.Id}: {member.Directory} already holds {member.Preset} ({member.Config.NRoutedExperts} experts, {member.Config.MoeLayers.Count} MoE layer(s)); reused");
             }
             else
             {
-                output.WriteLine($"generating {member.Preset} ({member.Config.NRoutedExperts} experts, {member.Config.MoeLayers.Count} MoE layer(s)) in {member.Directory} ...");
+                output.WriteLine($"generating {member.Preset} ({member.Config.NRoutedExperts} experts, {member.Config.MoeLayers.Count} MoE layer(s){(member.Skew is null ? string.Empty : $", gate skew {member.Skew}")}) in {member.Directory} ...");
                 var clock = Stopwatch.StartNew();
                 long lastTenth = -1;
                 SyntheticCheckpoint.Write(member.Directory, member.Config, seed, progress is null ? null : new Reporter(v =>
@@ -30,7 +30,7 @@ internal static class ModelPreparation
                         lastTenth = tenth;
                         progress.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {tenth * 10,3}% of {v.Total / (1024.0 * 1024.0):F0} MiB"));
                     }
-                }));
+                }), member.Skew);
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  done in {clock.Elapsed.TotalSeconds:F1} s"));
             }
 

@@ -1,6 +1,7 @@
 using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Configuration;
+using MoECluster.Model.Dispatch;
 
 namespace MoECluster.Cluster.Telemetry;
 
@@ -51,7 +52,8 @@ public sealed record StatsReport(
     TrafficTotals Totals,
     double? StandardOverLatentBytesPerToken,
     IReadOnlyList<ShardBatchTotals> ShardBatches,
-    IReadOnlyList<FrontEndBatchTotals> FrontEndBatches)
+    IReadOnlyList<FrontEndBatchTotals> FrontEndBatches,
+    IReadOnlyList<LayerBalance> Balance)
 {
     public static StatsReport From(IReadOnlyList<SiloTraffic> silos)
     {
@@ -100,7 +102,42 @@ public sealed record StatsReport(
             ratio,
             [.. silos.SelectMany(s => s.ShardBatches).Select(b => b with { Silo = Name(b.Silo) }).OrderBy(b => b.Shard, StringComparer.Ordinal)],
             [.. silos.SelectMany(s => s.FrontEndBatches).Select(b => b with { Silo = Name(b.Silo) })
-                .OrderBy(b => b.Model, StringComparer.Ordinal).ThenBy(b => b.Target, StringComparer.Ordinal).ThenBy(b => b.Wire, StringComparer.Ordinal).ThenBy(b => b.Silo, StringComparer.Ordinal)]);
+                .OrderBy(b => b.Model, StringComparer.Ordinal).ThenBy(b => b.Target, StringComparer.Ordinal).ThenBy(b => b.Wire, StringComparer.Ordinal).ThenBy(b => b.Silo, StringComparer.Ordinal)],
+            LayerBalance.From(silos.SelectMany(s => s.ShardBatches).Select(b => b with { Silo = Name(b.Silo) })));
+    }
+}
+
+/// <summary>One expert silo's share of a layer's work since it started: the shards it computed, their rows, (row, expert) pairs and compute time.</summary>
+public sealed record SiloWork(string Silo, int Shards, long Rows, long Pairs, long ComputeMicroseconds);
+
+/// <summary>
+/// How evenly a layer's work is spread over the expert silos that computed it: per silo (<see cref="SiloWork"/>), and the
+/// imbalance — the busiest silo over the mean — of rows, of (row, expert) pairs and of compute time. 1 is balanced; the
+/// slowest silo sets the pace of every forward of the layer.
+/// </summary>
+public sealed record LayerBalance(string Model, int Layer, IReadOnlyList<SiloWork> Silos, double RowsImbalance, double PairsImbalance, double ComputeImbalance)
+{
+    public static IReadOnlyList<LayerBalance> From(IEnumerable<ShardBatchTotals> batches) =>
+        [.. batches
+            .Select(b => (Batch: b, Shard: ExpertShard.TryParseKey(Dispatch.ShardKeys.IsAlternate(b.Shard) ? b.Shard[..^Dispatch.ShardKeys.AlternateSuffix.Length] : b.Shard, out var shard, out _) ? shard : null))
+            .Where(x => x.Shard is not null)
+            .GroupBy(x => (x.Shard!.Model, x.Shard.Layer))
+            .Select(layer =>
+            {
+                SiloWork[] work = [.. layer.GroupBy(x => x.Batch.Silo)
+                    .Select(g => new SiloWork(g.Key, g.Count(), g.Sum(x => x.Batch.Rows), g.Sum(x => x.Batch.Pairs), g.Sum(x => x.Batch.ComputeMicroseconds)))
+                    .OrderBy(w => w.Silo, StringComparer.Ordinal)];
+                return new LayerBalance(layer.Key.Model, layer.Key.Layer, work,
+                    Imbalance(work.Select(w => (double)w.Rows)), Imbalance(work.Select(w => (double)w.Pairs)), Imbalance(work.Select(w => (double)w.ComputeMicroseconds)));
+            })
+            .OrderBy(b => b.Model, StringComparer.Ordinal).ThenBy(b => b.Layer)];
+
+    /// <summary>Max over mean; 1 when nothing was measured.</summary>
+    public static double Imbalance(IEnumerable<double> values)
+    {
+        double[] v = [.. values];
+        double mean = v.Length == 0 ? 0 : v.Average();
+        return mean > 0 ? v.Max() / mean : 1;
     }
 }
 

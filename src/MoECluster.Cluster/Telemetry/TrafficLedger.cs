@@ -180,7 +180,7 @@ public sealed class TrafficLedger : IDisposable
         {
             if (!_shardBatches.TryGetValue(shardKey, out long[]? v))
             {
-                _shardBatches[shardKey] = v = new long[6];
+                _shardBatches[shardKey] = v = new long[8];
             }
 
             v[0]++;
@@ -189,6 +189,8 @@ public sealed class TrafficLedger : IDisposable
             v[3] += batch.Requests > 1 ? 1 : 0;
             v[4] = Math.Max(v[4], batch.Requests);
             v[5] = Math.Max(v[5], batch.Rows);
+            v[6] += batch.Microseconds;
+            v[7] += batch.Pairs;
         }
     }
 
@@ -256,7 +258,7 @@ public sealed class TrafficLedger : IDisposable
                 [.. _socket.Select(s => new SocketTraffic(silo, s.Key.To, s.Key.Direction, s.Value[0], s.Value[1], s.Value[0] * OrleansFrameBytes))],
                 [.. _shards.Values],
                 [.. _tcp.Select(t => new TcpTraffic(silo, t.Key, t.Value[1], t.Value[0], Identity.Tls))],
-                [.. _shardBatches.Select(b => new ShardBatchTotals(b.Key, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5]))],
+                [.. _shardBatches.Select(b => new ShardBatchTotals(b.Key, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5], b.Value[6], b.Value[7]))],
                 [.. _frontEndBatches.Select(b => new FrontEndBatchTotals(b.Key.Model, b.Key.Target, b.Key.Wire.Text, silo, b.Value[0], b.Value[1], b.Value[2], b.Value[3], b.Value[4], b.Value[5], b.Key.Wire.Dispatch.Name, b.Key.Wire.Combine.Name))]);
         }
     }

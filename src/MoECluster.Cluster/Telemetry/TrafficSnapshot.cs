@@ -66,7 +66,8 @@ public sealed record SiloTraffic(
 
 /// <summary>
 /// Continuous batching at one expert shard (or alternate) since its silo started: grouped passes run, the requests and rows
-/// they merged, passes that merged more than one request, and the largest pass in requests and in rows.
+/// they merged, passes that merged more than one request, the largest pass in requests and in rows, and the passes'
+/// compute time and (row, expert) pairs.
 /// </summary>
 [GenerateSerializer]
 [Immutable]
@@ -79,7 +80,9 @@ public sealed record ShardBatchTotals(
     [property: Id(4)] long Rows,
     [property: Id(5)] long MergedBatches,
     [property: Id(6)] long MaxRequests,
-    [property: Id(7)] long MaxRows)
+    [property: Id(7)] long MaxRows,
+    [property: Id(8)] long ComputeMicroseconds = 0,
+    [property: Id(9)] long Pairs = 0)
 {
     /// <summary>Requests per pass, on average (1: no batching happened).</summary>
     public double MeanRequests => Batches == 0 ? 0 : (double)Requests / Batches;

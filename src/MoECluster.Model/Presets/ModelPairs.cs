@@ -4,7 +4,11 @@ using MoECluster.Model.Configuration;
 namespace MoECluster.Model.Presets;
 
 /// <summary>One model of a served pair: its id on the cluster, its preset, its config and where it lives.</summary>
-public sealed record PairMember(string Id, string Preset, MoeModelConfig Config, string Directory);
+public sealed record PairMember(string Id, string Preset, MoeModelConfig Config, string Directory)
+{
+    /// <summary>The routing skew the checkpoint is written with (<see cref="GateSkew"/>), or null.</summary>
+    public GateSkew? Skew { get; init; }
+}
 
 /// <summary>
 /// The standard + latent model pairs that <c>moecluster run</c> and the launcher generate and serve: per pair name,
@@ -26,22 +30,24 @@ public static class ModelPairs
     /// <summary>
     /// The two models of <paramref name="pair"/> (standard first, then latent) with <paramref name="experts"/> routed
     /// experts (null: the preset's) and <paramref name="layers"/> MoE layers, as absolute directories under
-    /// <paramref name="modelsDir"/>.
+    /// <paramref name="modelsDir"/>; with <paramref name="skew"/>, skewed routing in directories of their own
+    /// (<c>…-zipf1.2</c>).
     /// </summary>
-    public static IReadOnlyList<PairMember> Plan(string pair, int? experts, int layers, string modelsDir)
+    public static IReadOnlyList<PairMember> Plan(string pair, int? experts, int layers, string modelsDir, GateSkew? skew = null)
     {
         if (!Pairs.TryGetValue(pair, out var names))
         {
             throw new ArgumentException($"unknown preset '{pair}'; presets: {string.Join(", ", Names)}", nameof(pair));
         }
 
-        return [Member("standard", names.Standard, experts, layers, modelsDir), Member("latent", names.Latent, experts, layers, modelsDir)];
+        return [Member("standard", names.Standard, experts, layers, modelsDir, skew), Member("latent", names.Latent, experts, layers, modelsDir, skew)];
     }
 
-    private static PairMember Member(string id, string presetName, int? experts, int layers, string modelsDir)
+    private static PairMember Member(string id, string presetName, int? experts, int layers, string modelsDir, GateSkew? skew)
     {
         var config = ModelPresets.Get(presetName).Build(experts, layers);
-        string directory = Path.GetFullPath(Path.Combine(modelsDir, $"{presetName}-{config.NRoutedExperts}x{layers}"));
-        return new PairMember(id, presetName, config, directory);
+        string suffix = skew is null ? string.Empty : "-" + skew.ToString().Replace(":", string.Empty, StringComparison.Ordinal);
+        string directory = Path.GetFullPath(Path.Combine(modelsDir, $"{presetName}-{config.NRoutedExperts}x{layers}{suffix}"));
+        return new PairMember(id, presetName, config, directory) { Skew = skew };
     }
 }

@@ -18,17 +18,36 @@ public static class SyntheticCheckpoint
     public const string SampleInputFile = "sample_input.safetensors";
     private const int ChunkElements = 1 << 20;
 
-    /// <summary>Describes one synthetic tensor: its spec and how its values are drawn.</summary>
-    private sealed record Draw(TensorSpec Spec, float Center, float HalfWidth);
+    /// <summary>Describes one synthetic tensor: its spec and how its values are drawn (or its fixed values: a fitted gate bias).</summary>
+    private sealed record Draw(TensorSpec Spec, float Center, float HalfWidth)
+    {
+        public float[]? Values { get; init; }
+    }
 
     public static IReadOnlyList<TensorSpec> Specs(MoeModelConfig config) => [.. Draws(config).Select(d => d.Spec)];
 
-    /// <summary>Writes config.json and model.safetensors into <paramref name="directory"/>.</summary>
-    public static void Write(string directory, MoeModelConfig config, ulong seed, IProgress<(long Done, long Total)>? progress = null)
+    /// <summary>
+    /// Writes config.json and model.safetensors into <paramref name="directory"/>; with <paramref name="skew"/>, each
+    /// layer's correction bias is fitted to its gate so that routing follows the skew (<see cref="GateSkew"/>).
+    /// </summary>
+    public static void Write(string directory, MoeModelConfig config, ulong seed, IProgress<(long Done, long Total)>? progress = null, GateSkew? skew = null)
     {
         config.Validate();
         Directory.CreateDirectory(directory);
         var draws = Draws(config).ToDictionary(d => d.Spec.Name);
+        if (skew is not null)
+        {
+            foreach (int layer in config.MoeLayers)
+            {
+                float[] gate = Generate(draws[MoeTensorNames.Gate(layer)], seed);
+                ushort[] bits = new ushort[gate.Length];
+                ElementConversions.SingleToBFloat16(gate, bits);
+                ElementConversions.ToSingle(DType.BF16, MemoryMarshal.AsBytes(bits.AsSpan()), gate); // as stored
+                string bias = MoeTensorNames.GateBias(layer);
+                draws[bias] = draws[bias] with { Values = skew.FitBias(config, gate, seed ^ (ulong)layer) };
+            }
+        }
+
         var specs = draws.Values.Select(d => d.Spec).ToList();
         long total = specs.Sum(s => s.ByteLength);
         long done = 0;
@@ -37,6 +56,7 @@ public static class SyntheticCheckpoint
             ["format"] = "pt",
             ["generator"] = "moecluster init-model",
             ["seed"] = seed.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["gate_skew"] = skew?.ToString() ?? "none",
         };
         SafetensorsWriter.Write(Path.Combine(directory, "model.safetensors"), specs, (spec, stream) =>
         {
@@ -47,8 +67,8 @@ public static class SyntheticCheckpoint
         File.WriteAllText(Path.Combine(directory, "config.json"), config.ToJson());
     }
 
-    /// <summary>True when <paramref name="directory"/> already holds the checkpoint this config and seed would write.</summary>
-    public static bool IsSame(string directory, MoeModelConfig config, ulong seed)
+    /// <summary>True when <paramref name="directory"/> already holds the checkpoint this config, seed and skew would write.</summary>
+    public static bool IsSame(string directory, MoeModelConfig config, ulong seed, GateSkew? skew = null)
     {
         string configPath = Path.Combine(directory, "config.json");
         string weights = Path.Combine(directory, "model.safetensors");
@@ -62,6 +82,7 @@ public static class SyntheticCheckpoint
             using var file = SafetensorsFile.Open(weights);
             return file.Metadata.TryGetValue("seed", out string? s)
                 && s == seed.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                && (file.Metadata.TryGetValue("gate_skew", out string? k) ? k : "none") == (skew?.ToString() ?? "none")
                 && file.Tensors.Select(t => t.Name).SequenceEqual(Specs(config).Select(t => t.Name));
         }
         catch (InvalidDataException)
@@ -116,8 +137,36 @@ public static class SyntheticCheckpoint
         }
     }
 
+    /// <summary>Every value of a drawn tensor, as <see cref="WriteTensor"/> draws them (before BF16 rounding).</summary>
+    private static float[] Generate(Draw draw, ulong seed)
+    {
+        long elements = draw.Spec.ByteLength / DTypes.SizeOf(draw.Spec.DType);
+        var values = new float[elements];
+        for (long chunk = 0, start = 0; start < elements; chunk++, start += ChunkElements)
+        {
+            var rng = DeterministicRandom.For(seed, draw.Spec.Name, chunk);
+            for (long j = start; j < Math.Min(elements, start + ChunkElements); j++)
+            {
+                values[j] = draw.Center + rng.NextSymmetric(draw.HalfWidth);
+            }
+        }
+
+        return values;
+    }
+
     private static void WriteTensor(Draw draw, ulong seed, Stream stream)
     {
+        if (draw.Values is float[] fixedValues)
+        {
+            if (draw.Spec.DType != DType.F32)
+            {
+                throw new InvalidOperationException($"fixed values are written as F32 only ({draw.Spec.Name} is {draw.Spec.DType})");
+            }
+
+            stream.Write(MemoryMarshal.AsBytes(fixedValues.AsSpan()));
+            return;
+        }
+
         long elements = draw.Spec.ByteLength / DTypes.SizeOf(draw.Spec.DType);
         int chunks = (int)((elements + ChunkElements - 1) / ChunkElements);
         int batch = Math.Max(1, Environment.ProcessorCount * 2);

@@ -201,6 +201,26 @@ function renderBatching(batches) {
   }
 }
 
+function renderBalance(layers) {
+  const body = $('balance-table').querySelector('tbody');
+  body.replaceChildren();
+  for (const l of layers) {
+    l.silos.forEach((w, i) => {
+      const row = document.createElement('tr');
+      row.dataset.layer = `${l.model}/${l.layer}`;
+      row.dataset.computeImbalance = String(l.compute_imbalance);
+      const imbalance = i === 0 ? `${fmt(l.rows_imbalance, 2)}, ${fmt(l.pairs_imbalance, 2)}, ${fmt(l.compute_imbalance, 2)}` : '';
+      const cells = [l.model, String(l.layer), w.silo, fmt(w.shards, 0), fmt(w.rows, 0), fmt(w.pairs, 0), fmt(w.compute_microseconds / 1000, 1), imbalance];
+      for (const text of cells) {
+        const cell = document.createElement('td');
+        cell.textContent = text;
+        row.append(cell);
+      }
+      body.append(row);
+    });
+  }
+}
+
 function renderFrontEndBatching(batches) {
   const body = $('frontend-batching-table').querySelector('tbody');
   body.replaceChildren();
@@ -225,6 +245,7 @@ function render(doc) {
   renderHeatmaps(doc.models);
   renderFrontEndBatching(doc.front_end_batches ?? []);
   renderBatching(doc.shard_batches ?? []);
+  renderBalance(doc.balance ?? []);
   renderPlacement(doc.silos);
   const updated = $('updated');
   updated.dataset.unixSeconds = String(doc.gateway.unix_seconds);
