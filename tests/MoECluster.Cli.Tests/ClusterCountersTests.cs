@@ -39,4 +39,29 @@ public sealed class ClusterCountersTests
         Assert.Null(run.ToJson()["messages_per_token"]);
         Assert.Null(run.ToJson()["frontend_requests_per_forward"]);
     }
+
+    [Fact]
+    public void A_run_reports_each_layers_expert_silo_balance_from_the_shards_work_it_added()
+    {
+        static JsonNode Shards(params (string Shard, string Silo, long Rows, long Pairs, long Micros)[] work) => new JsonObject
+        {
+            ["models"] = new JsonArray(),
+            ["totals"] = new JsonObject(),
+            ["shard_batches"] = new JsonArray([.. work.Select(w => (JsonNode)new JsonObject
+            {
+                ["shard"] = w.Shard, ["silo"] = w.Silo, ["batches"] = 1, ["requests"] = 1, ["rows"] = w.Rows, ["pairs"] = w.Pairs, ["compute_microseconds"] = w.Micros,
+            })]),
+        };
+        var before = ClusterCounters.From(Shards(("lat/1/s0/0-32", "expert-1", 100, 300, 1000), ("lat/1/s1/32-64", "expert-2", 100, 300, 1000)));
+        var after = ClusterCounters.From(Shards(
+            ("lat/1/s0/0-32", "expert-1", 400, 1500, 7000), ("lat/1/s1/32-64", "expert-2", 200, 500, 2000), ("lat/1/s1/32-64/alt", "expert-1", 0, 0, 0)));
+        var run = after.Since(before);
+        var layer = Assert.Single(run.Balance());
+        Assert.Equal(("lat", 1), (layer.Model, layer.Layer));
+        Assert.Equal(300 / 200.0, layer.Rows, 12);
+        Assert.Equal(1200 / 700.0, layer.Pairs, 12);
+        Assert.Equal(6000 / 3500.0, layer.Compute, 12);
+        Assert.Equal(1200 / 700.0, run.ToJson()["balance"]![0]!["pairs_imbalance"]!.GetValue<double>(), 12);
+        Assert.Contains("lat layer 1 expert-silo imbalance (busiest / mean) rows 1.50, pairs 1.71, compute 1.71", run.Summary(), StringComparison.Ordinal);
+    }
 }

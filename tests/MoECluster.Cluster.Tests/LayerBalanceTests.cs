@@ -63,5 +63,5 @@ public sealed class LayerBalanceTests(InProcessMoeCluster cluster)
     }
 
     [Fact]
-    public void Nothing_measured_is_balanced() => Assert.Equal(1, LayerBalance.Imbalance([0, 0]));
+    public void Nothing_measured_is_balanced() => Assert.Equal(1, Model.Balancing.ExpertLoad.Imbalance([0, 0]));
 }

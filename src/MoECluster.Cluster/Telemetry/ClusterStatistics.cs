@@ -1,5 +1,6 @@
 using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Model.Balancing;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Dispatch;
 
@@ -128,17 +129,9 @@ public sealed record LayerBalance(string Model, int Layer, IReadOnlyList<SiloWor
                     .Select(g => new SiloWork(g.Key, g.Count(), g.Sum(x => x.Batch.Rows), g.Sum(x => x.Batch.Pairs), g.Sum(x => x.Batch.ComputeMicroseconds)))
                     .OrderBy(w => w.Silo, StringComparer.Ordinal)];
                 return new LayerBalance(layer.Key.Model, layer.Key.Layer, work,
-                    Imbalance(work.Select(w => (double)w.Rows)), Imbalance(work.Select(w => (double)w.Pairs)), Imbalance(work.Select(w => (double)w.ComputeMicroseconds)));
+                    ExpertLoad.Imbalance(work.Select(w => (double)w.Rows)), ExpertLoad.Imbalance(work.Select(w => (double)w.Pairs)), ExpertLoad.Imbalance(work.Select(w => (double)w.ComputeMicroseconds)));
             })
             .OrderBy(b => b.Model, StringComparer.Ordinal).ThenBy(b => b.Layer)];
-
-    /// <summary>Max over mean; 1 when nothing was measured.</summary>
-    public static double Imbalance(IEnumerable<double> values)
-    {
-        double[] v = [.. values];
-        double mean = v.Length == 0 ? 0 : v.Average();
-        return mean > 0 ? v.Max() / mean : 1;
-    }
 }
 
 /// <summary>A silo in <c>/stats</c>: the shards it holds, and the alternates (hedge targets of shards whose silo was overdue) it holds now.</summary>

@@ -107,9 +107,7 @@ public sealed class ExpertAssignment : IEquatable<ExpertAssignment>
     /// <summary>The most loaded silo over the mean silo load (1 when balanced; 1 for no load at all).</summary>
     public double Imbalance(IReadOnlyList<double> expertLoads)
     {
-        double[] loads = SiloLoads(expertLoads);
-        double mean = loads.Average();
-        return mean > 0 ? loads.Max() / mean : 1;
+        return ExpertLoad.Imbalance(SiloLoads(expertLoads));
     }
 
     public bool Equals(ExpertAssignment? other) =>
