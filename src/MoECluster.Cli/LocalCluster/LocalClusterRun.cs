@@ -245,6 +245,13 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
 
         var stats = await client.StatsAsync(cancel);
         report["placement"] = stats["silos"]?.DeepClone();
+        report["balance"] = stats["balance"]?.DeepClone();
+        foreach (var layer in stats["balance"]?.AsArray().OfType<JsonObject>() ?? [])
+        {
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{layer["model"]} layer {layer["layer"]}: expert-silo imbalance (busiest / mean) rows {layer["rows_imbalance"]!.GetValue<double>():F2}, (row, expert) pairs {layer["pairs_imbalance"]!.GetValue<double>():F2}, compute {layer["compute_imbalance"]!.GetValue<double>():F2}"));
+        }
+
         report["checks_passed"] = passed;
         output.WriteLine(passed ? "every cluster output matches the in-process forward within tolerance" : "some cluster outputs differ from the in-process forward beyond tolerance");
         return report;
