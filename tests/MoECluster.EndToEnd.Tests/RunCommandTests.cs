@@ -103,6 +103,43 @@ public sealed partial class RunCommandTests
         }
     }
 
+    [Fact]
+    public void A_wire_sweep_errors_agree_with_the_independent_numpy_model_of_the_same_quantization_within_10_percent()
+    {
+        // The cluster's error of each pair (block-scaled types included) against the in-process forward, and the error
+        // tests/tools/wire_error.py computes for the same grouping into shard messages and the same quantization, on the
+        // inputs and weights the run dumped; both input kinds, latent and standard.
+        const string Pairs = "bf16/bf16,mxfp8-e4m3/bf16,mxfp8-e5m2/mxfp8-e5m2,mxfp6-e3m2/bf16,mxfp4/mxfp8-e4m3,nvfp4/nvfp4,fp16/fp32";
+        using var dir = new TempDirectory();
+        string report = dir.File("report.json"), dump = dir.File("dump"), models = dir.File("models");
+        var run = ChildProcess.Run("dotnet", [ChildProcess.CliDll, "run", "--preset", "tiny", "--experts", "16", "--once", "--report", report,
+            "--tokens", "32", "--backend", "managed", "--wire-sweep", Pairs, "--inputs", "gaussian,outliers", "--dump", dump, "--models-dir", models, .. Ports(out _)],
+            TimeSpan.FromMinutes(4));
+        Assert.True(run.ExitCode == 0, run.ToString());
+        var results = JsonNode.Parse(File.ReadAllText(report))!["results"]!.AsArray().OfType<JsonObject>().ToList();
+        Assert.Equal(2 * 2 * 7, results.Count);
+        foreach (var (id, preset) in new[] { ("latent", "tiny"), ("standard", "tiny-standard") })
+        {
+            foreach (string kind in new[] { "gaussian", "outliers" })
+            {
+                var numpy = ChildProcess.Run(IndependentModel.Python, [Path.Combine(Path.GetDirectoryName(IndependentModel.Script)!, "wire_error.py"), "sweep",
+                    "--model", Path.Combine(models, $"{preset}-16x1"), "--layer", "1", "--shards", "4", "--dump", dump, "--id", id, "--input-kind", kind, "--pairs", Pairs]);
+                Assert.True(numpy.ExitCode == 0, numpy.ToString());
+                foreach (var line in numpy.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+                {
+                    var emulated = JsonNode.Parse(line)!;
+                    string wire = emulated["wire"]!.GetValue<string>();
+                    var measured = results.Single(r => r["model"]!.GetValue<string>() == id && r["input"]!.GetValue<string>() == kind && r["wire"]!.GetValue<string>() == wire);
+                    double ours = measured["relative_error_vs_in_process"]!.GetValue<double>(), theirs = emulated["relative_error"]!.GetValue<double>();
+                    Assert.True(Math.Abs(ours / theirs - 1) <= 0.10, $"{id} {kind} {wire}: cluster {ours:E3}, numpy {theirs:E3}");
+                    Assert.Equal(measured["dispatch_payload_bytes"]!.GetValue<long>(), emulated["dispatch_payload_bytes"]!.GetValue<long>());
+                    Assert.Equal(measured["combine_payload_bytes"]!.GetValue<long>(), emulated["combine_payload_bytes"]!.GetValue<long>());
+                    Assert.Equal(measured["routed_rows"]!.GetValue<long>(), emulated["routed_rows"]!.GetValue<long>());
+                }
+            }
+        }
+    }
+
     [Theory]
     [InlineData("fp32", 1e-4)]
     [InlineData("bf16", 1e-2)]
