@@ -61,4 +61,31 @@ public sealed class CostCommandTests
         Assert.True(measured["read_bytes_per_second"]!.GetValue<double>() > 1e8);
         Assert.True(measured["loopback_bytes_per_second"]!.GetValue<double>() > 1e7);
     }
+
+    [Fact]
+    public void The_bench_check_times_the_layer_against_the_measured_prediction_and_fails_beyond_its_tolerance()
+    {
+        // The mechanics, on the tiny model (where fixed costs dwarf the floors, so the ratio is far from 1): every batch is
+        // timed and predicted, and the exit code follows the tolerance. docs/COST.md has the Super-shaped measurements.
+        using var dir = new TempDirectory();
+        var init = ChildProcess.Moecluster("init-model", "--preset", "tiny", "--out", dir.File("m"), "--layers", "1");
+        Assert.True(init.ExitCode == 0, init.ToString());
+        string report = dir.File("check.json");
+        var loose = ChildProcess.Moecluster("cost", "--model", dir.File("m"), "--profile", "measured", "--ep", "1", "--wire", "bf16/bf16",
+            "--check-bench", "--check-tokens", "1", "4", "--tolerance", "1e9", "--report", report);
+        Assert.True(loose.ExitCode == 0, loose.ToString());
+        var rows = JsonNode.Parse(File.ReadAllText(report))!["bench_check"]!.AsArray();
+        Assert.Equal([1, 4], rows.Select(r => r!["tokens"]!.GetValue<int>()));
+        Assert.All(rows, r =>
+        {
+            Assert.True(r!["measured_seconds"]!.GetValue<double>() > 0);
+            Assert.True(r["predicted_seconds"]!.GetValue<double>() > 0);
+            Assert.Equal(r["measured_seconds"]!.GetValue<double>() / r["predicted_seconds"]!.GetValue<double>(), r["measured_over_predicted"]!.GetValue<double>(), 9);
+        });
+
+        var strict = ChildProcess.Moecluster("cost", "--model", dir.File("m"), "--profile", "measured", "--ep", "1", "--wire", "bf16/bf16",
+            "--check-bench", "--check-tokens", "1", "--tolerance", "0");
+        Assert.True(strict.ExitCode == 1, strict.ToString());
+        Assert.Contains("OFF", strict.Stdout, StringComparison.Ordinal);
+    }
 }

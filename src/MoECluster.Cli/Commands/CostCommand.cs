@@ -5,6 +5,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Analysis;
 using MoECluster.Model.Configuration;
 using MoECluster.Model.Presets;
@@ -45,9 +46,16 @@ internal static class CostCommand
             DefaultValueFactory = _ => string.Join(',', DefaultPairs),
         };
         var report = new Option<string?>("--report") { Description = "Also write the estimate as JSON to this file." };
+        var checkBench = new Option<string?>("--check-bench")
+        {
+            Description = "With --profile measured and a model directory: time the model's first MoE layer (managed backend, as bench --layer-only) at each --check-tokens in the same run and compare with the prediction (the largest of the memory and compute times, EP 1); exit 1 when one is off by more than --tolerance.",
+            Arity = ArgumentArity.ZeroOrOne,
+        };
+        var checkTokens = new Option<int[]>("--check-tokens") { Description = "Batches for --check-bench.", DefaultValueFactory = _ => [1, 8, 64, 256], AllowMultipleArgumentsPerToken = true };
+        var tolerance = new Option<double>("--tolerance") { Description = "Largest |measured / predicted − 1| --check-bench accepts.", DefaultValueFactory = _ => 0.25 };
         var command = new Command("cost", "Estimate a MoE layer's weight bytes, routed bytes, FLOPs and memory/compute/communication times per token (the LatentMoE paper's accounting).")
         {
-            model, experts, profile, tokens, ep, wires, report,
+            model, experts, profile, tokens, ep, wires, report, checkBench, checkTokens, tolerance,
         };
         command.SetAction(parse => VerbRunner.Guard("cost", error, () =>
         {
@@ -64,15 +72,71 @@ internal static class CostCommand
                 json["measured"] = measured;
             }
 
+            bool checkPassed = true;
+            if (parse.GetResult(checkBench) is not null)
+            {
+                string directory = parse.GetValue(model)!;
+                if (measured is null || !Directory.Exists(directory))
+                {
+                    throw new UsageException("--check-bench needs --profile measured and --model a model directory");
+                }
+
+                (json["bench_check"], checkPassed) = CheckBench(output, directory, config, hardware, parse.GetValue(checkTokens)!, parse.GetValue(tolerance));
+            }
+
             if (parse.GetValue(report) is string path)
             {
                 File.WriteAllText(path, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
                 output.WriteLine($"report: {path}");
             }
 
-            return CliApp.ExitOk;
+            return checkPassed ? CliApp.ExitOk : CliApp.ExitFailure;
         }));
         return command;
+    }
+
+    /// <summary>
+    /// The measured profile's prediction of one MoE layer on this machine (EP 1: the largest of the memory and compute
+    /// times) against the layer itself, timed as <c>bench --layer-only</c> times it, in the same run. The memory read
+    /// bandwidth is measured again with a probe pass after each repetition of the layer and the best pass of that window
+    /// counts (this machine's bandwidth swings between about 45 and 80 GB/s within seconds; a probe at another moment
+    /// than the layer would compare two different machines).
+    /// </summary>
+    internal static (JsonArray Rows, bool Passed) CheckBench(TextWriter o, string directory, MoeModelConfig config, HardwareProfile hardware, int[] tokens, double tolerance)
+    {
+        var compute = ComputeBackends.Create(ComputeBackends.Managed, out _);
+        using var disposeBackend = compute as IDisposable;
+        using var moe = Model.Layers.MoeModel.Open(directory, compute);
+        using var probe = new MemoryReadProbe(MemoryReadBandwidth.DefaultBytes);
+        int layer = moe.FirstMoeLayer;
+        moe.Mixer(layer);
+        o.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"check against the layer (managed backend, layer {layer}, best of repetitions over 1 s, a read-probe pass after each): predicted = max(memory, compute) at EP 1"));
+        o.WriteLine($"{"T",6} {"read GB/s",10} {"predicted s",12} {"measured s",11} {"measured / predicted",21} check");
+        var rows = new JsonArray();
+        bool passed = true;
+        foreach (int t in tokens)
+        {
+            float[] x = BenchCommand.RandomValues(t * config.HiddenSize, 11);
+            var (seconds, read) = BenchCommand.BestSecondsInterleaved(() => moe.ForwardLayer(layer, x, t), probe, 1.0);
+            var e = RoutingCost.Estimate(config, hardware with { MemoryBytesPerSecond = read }, t, 1, 2, 2);
+            double predicted = Math.Max(e.MemorySeconds, e.ComputeSeconds);
+            double ratio = seconds / predicted;
+            bool ok = Math.Abs(ratio - 1) <= tolerance;
+            passed &= ok;
+            o.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{t,6} {read / 1e9,10:F1} {predicted,12:F4} {seconds,11:F4} {ratio,21:F2} {(ok ? "ok" : "OFF")}"));
+            rows.Add(new JsonObject
+            {
+                ["tokens"] = t,
+                ["read_bytes_per_second"] = read,
+                ["predicted_seconds"] = predicted,
+                ["measured_seconds"] = seconds,
+                ["measured_over_predicted"] = ratio,
+                ["within_tolerance"] = ok,
+            });
+        }
+
+        return (rows, passed);
     }
 
     internal static MoeModelConfig ResolveModel(string text, int? experts)
