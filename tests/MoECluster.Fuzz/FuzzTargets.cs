@@ -74,6 +74,15 @@ public sealed class FuzzTargets : IDisposable
 
     private static bool IsWireRefusal(Exception e) => e is WireFormatException;
 
+    /// <summary>An ActivationBlock message as a receiver takes it: bounded deserialization, validation, then its values and its non-finite check.</summary>
+    private static void DecodeActivationBlock(byte[] input)
+    {
+        ActivationBlock? block = WireFormat.Deserialize<ActivationBlock>(input, Limits);
+        WireFormat.ValidateBlock("block", block, Limits);
+        block.Decode();
+        block.FindNonFinite();
+    }
+
     private static bool IsCheckpointRefusal(Exception e) => e is SafetensorsFormatException;
 
     private static FuzzTarget ShardRequestTarget()
@@ -216,13 +225,7 @@ public sealed class FuzzTargets : IDisposable
                 WireFormat.Serialize(ActivationBlock.Encode(Values(random, 1 * 9), 1, 9, WireDType.F16)),
             ],
             Mutator = MessagePackMutator.Instance,
-            Decode = input =>
-            {
-                ActivationBlock? block = WireFormat.Deserialize<ActivationBlock>(input, Limits);
-                WireFormat.ValidateBlock("block", block, Limits);
-                block.Decode();
-                block.FindNonFinite();
-            },
+            Decode = DecodeActivationBlock,
             IsRefusal = IsWireRefusal,
             Refusals = nameof(WireFormatException),
         };
@@ -242,13 +245,7 @@ public sealed class FuzzTargets : IDisposable
             Description = $"an ActivationBlock in {codec.Name}: bounded deserialization, validation, Decode and FindNonFinite",
             Seeds = [Seed(2, 64), Seed(3, 45), Seed(1, 7), Seed(4, 33)],
             Mutator = MessagePackMutator.Instance,
-            Decode = input =>
-            {
-                ActivationBlock? block = WireFormat.Deserialize<ActivationBlock>(input, Limits);
-                WireFormat.ValidateBlock("block", block, Limits);
-                block.Decode();
-                block.FindNonFinite();
-            },
+            Decode = DecodeActivationBlock,
             IsRefusal = IsWireRefusal,
             Refusals = nameof(WireFormatException),
         };

@@ -1,5 +1,3 @@
-using System.Buffers;
-using System.Buffers.Binary;
 using System.Globalization;
 
 namespace MoECluster.Wire.Microscaling;
@@ -11,7 +9,7 @@ namespace MoECluster.Wire.Microscaling;
 /// float32 is encodable; a block with an Inf or NaN is refused at encode.
 /// </summary>
 internal sealed class MxWireCodec(WireDType id, string name, IReadOnlyList<string> aliases, ElementFormat element, double parityTolerance)
-    : IWireCodec, IRowDecoder
+    : BlockScaledWireCodec(Block, element.Bits, 0)
 {
     /// <summary>Elements that share one scale.</summary>
     public const int Block = 32;
@@ -21,84 +19,27 @@ internal sealed class MxWireCodec(WireDType id, string name, IReadOnlyList<strin
 
     private const int ScaleBias = 127;
 
-    private readonly BlockLayout _layout = new(Block, element.Bits, 0);
+    public override WireDType Id => id;
 
-    public WireDType Id => id;
+    public override string Name => name;
 
-    public string Name => name;
-
-    public IReadOnlyList<string> Aliases => aliases;
+    public override IReadOnlyList<string> Aliases => aliases;
 
     public ElementFormat Element => element;
 
-    public int BlockSize => Block;
-
-    public double MaxMagnitude => float.MaxValue;
-
-    public string Range => string.Create(CultureInfo.InvariantCulture,
+    public override string Range => string.Create(CultureInfo.InvariantCulture,
         $"{name} holds every finite fp32 value, as {element.Name} elements (±{element.MaxNormal:G}) times a power of two per {Block}");
 
-    public double ParityTolerance => parityTolerance;
-
-    public long PayloadBytes(long rows, long width) => _layout.PayloadBytes(rows, width);
+    public override double ParityTolerance => parityTolerance;
 
     /// <summary>The E8M0 scale byte of a block whose largest magnitude is <paramref name="amax"/> (finite).</summary>
     public byte ScaleOf(float amax) => (byte)(SharedExponent(amax) + ScaleBias);
 
-    public void Encode(ReadOnlySpan<float> values, int rows, int width, Span<byte> destination)
+    public override void DecodeRow(ReadOnlySpan<byte> data, int row, int width, byte[] codes, Span<float> values)
     {
-        _layout.CheckLength(rows, width, values.Length, "values", nameof(values), elements: true);
-        _layout.CheckLength(rows, width, destination.Length, "bytes", nameof(destination), elements: false);
-        byte[] codes = ArrayPool<byte>.Shared.Rent(width);
-        try
-        {
-            for (int row = 0; row < rows; row++)
-            {
-                ReadOnlySpan<float> v = values.Slice(row * width, width);
-                var (scales, elements) = _layout.Row(row, width);
-                Span<byte> scaleBytes = destination[scales];
-                for (int b = 0, start = 0; start < width; b++, start += Block)
-                {
-                    ReadOnlySpan<float> block = v.Slice(start, Math.Min(Block, width - start));
-                    int shared = SharedExponent(MicroscalingChecks.FiniteMaxAbs(block, row, start));
-                    scaleBytes[b] = (byte)(shared + ScaleBias);
-                    double inverseScale = Math.ScaleB(1.0, -shared); // exact: a power of two within double's range
-                    for (int i = 0; i < block.Length; i++)
-                    {
-                        codes[start + i] = (byte)element.Encode(block[i] * inverseScale);
-                    }
-                }
-
-                _layout.Pack(codes.AsSpan(0, width), destination[elements]);
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(codes);
-        }
-    }
-
-    public void Decode(ReadOnlySpan<byte> data, int rows, int width, Span<float> destination)
-    {
-        _layout.CheckLength(rows, width, data.Length, "bytes", nameof(data), elements: false);
-        _layout.CheckLength(rows, width, destination.Length, "values", nameof(destination), elements: true);
-        MicroscalingChecks.Decode(this, data, rows, width, destination);
-    }
-
-    public int FindNonFinite(ReadOnlySpan<byte> data, int rows, int width)
-    {
-        _layout.CheckLength(rows, width, data.Length, "bytes", nameof(data), elements: false);
-        return MicroscalingChecks.FindNonFinite(this, data, rows, width);
-    }
-
-    /// <summary>⌊log2 amax⌋ − emax of the element type (exact: the binary exponent), −127 for a zero block, clamped below.</summary>
-    private int SharedExponent(float amax) => amax == 0 ? -ScaleBias : Math.Max(-ScaleBias, Math.ILogB((double)amax) - element.MaxExponent);
-
-    public void DecodeRow(ReadOnlySpan<byte> data, int row, int width, byte[] codes, Span<float> values)
-    {
-        var (scales, elements) = _layout.Row(row, width);
+        var (scales, elements) = Layout.Row(row, width);
         ReadOnlySpan<byte> scaleBytes = data[scales];
-        _layout.Unpack(data[elements], codes.AsSpan(0, width));
+        Layout.Unpack(data[elements], codes.AsSpan(0, width));
         ReadOnlySpan<float> table = element.Values;
         for (int b = 0, start = 0; start < width; b++, start += Block)
         {
@@ -111,4 +52,19 @@ internal sealed class MxWireCodec(WireDType id, string name, IReadOnlyList<strin
             }
         }
     }
+
+    protected override byte EncodeBlock(ReadOnlySpan<float> block, int row, int column, double messageScale, Span<byte> codes)
+    {
+        int shared = SharedExponent(MicroscalingChecks.FiniteMaxAbs(block, row, column));
+        double inverseScale = Math.ScaleB(1.0, -shared); // exact: a power of two within double's range
+        for (int i = 0; i < block.Length; i++)
+        {
+            codes[i] = (byte)element.Encode(block[i] * inverseScale);
+        }
+
+        return (byte)(shared + ScaleBias);
+    }
+
+    /// <summary>⌊log2 amax⌋ − emax of the element type (exact: the binary exponent), −127 for a zero block, clamped below.</summary>
+    private int SharedExponent(float amax) => amax == 0 ? -ScaleBias : Math.Max(-ScaleBias, Math.ILogB((double)amax) - element.MaxExponent);
 }

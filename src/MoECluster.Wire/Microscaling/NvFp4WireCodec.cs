@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Buffers.Binary;
 
 namespace MoECluster.Wire.Microscaling;
@@ -9,7 +8,7 @@ namespace MoECluster.Wire.Microscaling;
 /// every block scale fits E4M3. A value decodes as E2M1 · E4M3 · S. Every finite float32 is encodable; an Inf or NaN
 /// is refused at encode.
 /// </summary>
-internal sealed class NvFp4WireCodec(double parityTolerance) : IWireCodec, IRowDecoder
+internal sealed class NvFp4WireCodec(double parityTolerance) : BlockScaledWireCodec(Block, 4, sizeof(float))
 {
     /// <summary>Elements that share one E4M3 scale.</summary>
     public const int Block = 16;
@@ -17,23 +16,15 @@ internal sealed class NvFp4WireCodec(double parityTolerance) : IWireCodec, IRowD
     /// <summary>448 · 6: the largest block scale times the largest element.</summary>
     public const double ScaleRange = 448.0 * 6.0;
 
-    private readonly BlockLayout _layout = new(Block, 4, sizeof(float));
+    public override WireDType Id => WireDType.NvFp4;
 
-    public WireDType Id => WireDType.NvFp4;
+    public override string Name => "nvfp4";
 
-    public string Name => "nvfp4";
+    public override IReadOnlyList<string> Aliases { get; } = [];
 
-    public IReadOnlyList<string> Aliases { get; } = [];
+    public override string Range => "nvfp4 holds every finite fp32 value, as e2m1 elements (±6) times an e4m3 scale per 16 and an fp32 scale per message";
 
-    public int BlockSize => Block;
-
-    public double MaxMagnitude => float.MaxValue;
-
-    public string Range => "nvfp4 holds every finite fp32 value, as e2m1 elements (±6) times an e4m3 scale per 16 and an fp32 scale per message";
-
-    public double ParityTolerance => parityTolerance;
-
-    public long PayloadBytes(long rows, long width) => _layout.PayloadBytes(rows, width);
+    public override double ParityTolerance => parityTolerance;
 
     /// <summary>The message's decode scale S for largest magnitude <paramref name="amax"/> (finite).</summary>
     public static float MessageScale(float amax)
@@ -47,79 +38,14 @@ internal sealed class NvFp4WireCodec(double parityTolerance) : IWireCodec, IRowD
         return scale == 0 ? float.Epsilon : scale;
     }
 
-    public void Encode(ReadOnlySpan<float> values, int rows, int width, Span<byte> destination)
-    {
-        _layout.CheckLength(rows, width, values.Length, "values", nameof(values), elements: true);
-        _layout.CheckLength(rows, width, destination.Length, "bytes", nameof(destination), elements: false);
-        if (rows == 0 || width == 0)
-        {
-            return;
-        }
-
-        float amax = 0;
-        for (int row = 0; row < rows; row++)
-        {
-            amax = Math.Max(amax, MicroscalingChecks.FiniteMaxAbs(values.Slice(row * width, width), row, 0));
-        }
-
-        float messageScale = MessageScale(amax);
-        BinaryPrimitives.WriteSingleLittleEndian(destination, messageScale);
-        byte[] codes = ArrayPool<byte>.Shared.Rent(width);
-        try
-        {
-            for (int row = 0; row < rows; row++)
-            {
-                ReadOnlySpan<float> v = values.Slice(row * width, width);
-                var (scales, elements) = _layout.Row(row, width);
-                Span<byte> scaleBytes = destination[scales];
-                for (int b = 0, start = 0; start < width; b++, start += Block)
-                {
-                    ReadOnlySpan<float> block = v.Slice(start, Math.Min(Block, width - start));
-                    float blockMax = 0;
-                    foreach (float x in block)
-                    {
-                        blockMax = Math.Max(blockMax, Math.Abs(x));
-                    }
-
-                    int scaleCode = ElementFormat.E4M3.Encode(blockMax / 6.0 / messageScale);
-                    scaleBytes[b] = (byte)scaleCode;
-                    double scale = messageScale * (double)ElementFormat.E4M3.Value(scaleCode);
-                    for (int i = 0; i < block.Length; i++)
-                    {
-                        codes[start + i] = scale == 0 ? (byte)0 : (byte)ElementFormat.E2M1.Encode(block[i] / scale);
-                    }
-                }
-
-                _layout.Pack(codes.AsSpan(0, width), destination[elements]);
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(codes);
-        }
-    }
-
-    public void Decode(ReadOnlySpan<byte> data, int rows, int width, Span<float> destination)
-    {
-        _layout.CheckLength(rows, width, data.Length, "bytes", nameof(data), elements: false);
-        _layout.CheckLength(rows, width, destination.Length, "values", nameof(destination), elements: true);
-        MicroscalingChecks.Decode(this, data, rows, width, destination);
-    }
-
-    public int FindNonFinite(ReadOnlySpan<byte> data, int rows, int width)
-    {
-        _layout.CheckLength(rows, width, data.Length, "bytes", nameof(data), elements: false);
-        return MicroscalingChecks.FindNonFinite(this, data, rows, width);
-    }
-
-    public void DecodeRow(ReadOnlySpan<byte> data, int row, int width, byte[] codes, Span<float> values)
+    public override void DecodeRow(ReadOnlySpan<byte> data, int row, int width, byte[] codes, Span<float> values)
     {
         // A non-finite message scale (never written: S is finite for finite input) makes every value NaN.
         double messageScale = BinaryPrimitives.ReadSingleLittleEndian(data);
         messageScale = double.IsFinite(messageScale) ? messageScale : double.NaN;
-        var (scales, elements) = _layout.Row(row, width);
+        var (scales, elements) = Layout.Row(row, width);
         ReadOnlySpan<byte> scaleBytes = data[scales];
-        _layout.Unpack(data[elements], codes.AsSpan(0, width));
+        Layout.Unpack(data[elements], codes.AsSpan(0, width));
         ReadOnlySpan<float> table = ElementFormat.E2M1.Values;
         for (int b = 0, start = 0; start < width; b++, start += Block)
         {
@@ -130,5 +56,37 @@ internal sealed class NvFp4WireCodec(double parityTolerance) : IWireCodec, IRowD
                 values[i] = (float)(table[codes[i]] * scale);
             }
         }
+    }
+
+    /// <summary>The whole message's largest magnitude (refusing Inf and NaN) gives S, written before the rows.</summary>
+    protected override double BeginMessage(ReadOnlySpan<float> values, int rows, int width, Span<byte> destination)
+    {
+        float amax = 0;
+        for (int row = 0; row < rows; row++)
+        {
+            amax = Math.Max(amax, MicroscalingChecks.FiniteMaxAbs(values.Slice(row * width, width), row, 0));
+        }
+
+        float messageScale = MessageScale(amax);
+        BinaryPrimitives.WriteSingleLittleEndian(destination, messageScale);
+        return messageScale;
+    }
+
+    protected override byte EncodeBlock(ReadOnlySpan<float> block, int row, int column, double messageScale, Span<byte> codes)
+    {
+        float blockMax = 0;
+        foreach (float x in block)
+        {
+            blockMax = Math.Max(blockMax, Math.Abs(x));
+        }
+
+        int scaleCode = ElementFormat.E4M3.Encode(blockMax / 6.0 / messageScale);
+        double scale = messageScale * (double)ElementFormat.E4M3.Value(scaleCode);
+        for (int i = 0; i < block.Length; i++)
+        {
+            codes[i] = scale == 0 ? (byte)0 : (byte)ElementFormat.E2M1.Encode(block[i] / scale);
+        }
+
+        return (byte)scaleCode;
     }
 }
