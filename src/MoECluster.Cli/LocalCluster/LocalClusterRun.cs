@@ -162,7 +162,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         string dispatchWire = settings.Wire.Dispatch.Name, combineWire = settings.Wire.Combine.Name;
         output.WriteLine();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"sample traffic: {settings.Tokens} tokens per model, wire {string.Join(", ", pairs.Select(p => p.Text))} (dispatch/combine), inputs {string.Join(", ", settings.SampleInputs)}, compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
+            $"sample traffic: {settings.Tokens} tokens per model, wire {(pairs.Count == 1 ? $"{pairs[0].Text} (dispatch {pairs[0].Dispatch.Name}, combine {pairs[0].Combine.Name})" : string.Join(", ", pairs.Select(p => p.Text)) + " (dispatch/combine)")}, inputs {string.Join(", ", settings.SampleInputs)}, compute {settings.Backend} on the silos, checked against the in-process reference backend; bytes per token per MoE layer, dispatch + combine"));
         output.WriteLine($"{"model",-9} {"mode",-8} {"wire",-24} {"input",-9} {"d",6} {"width",6} {"payload measured",17} {"predicted",10} {"message",9} {"socket",9} {"tcp",9}  {"rel. error",10}  check");
         foreach (string input in settings.SampleInputs)
         {
@@ -185,10 +185,12 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
 
                 foreach (var (layer, name) in requests)
                 {
+                    var referenceClock = Stopwatch.StartNew();
                     float[] expected = layer is int l0 ? reference.ForwardLayer(l0, x, settings.Tokens) : reference.ForwardStack(x, settings.Tokens);
+                    double referenceSeconds = referenceClock.Elapsed.TotalSeconds;
                     foreach (WirePair pair in pairs)
                     {
-                        var row = await SampleRequestAsync(client, id, path, info, layer, name, input, pair, x, expected, cancel);
+                        var row = await SampleRequestAsync(client, id, path, info, layer, name, input, pair, x, (expected, referenceSeconds), cancel);
                         passed &= row["passed"]!.GetValue<bool>();
                         rows.Add(row);
                     }
@@ -259,8 +261,9 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
 
     /// <summary>One request of the sample traffic in one wire pair: the cluster's answer against the in-process forward, and its bytes.</summary>
     private async Task<JsonObject> SampleRequestAsync(GatewayClient client, string id, string path, ServedModel info, int? layer, string name, string input,
-        WirePair pair, float[] x, float[] expected, CancellationToken cancel)
+        WirePair pair, float[] x, (float[] Output, double Seconds) reference, CancellationToken cancel)
     {
+        float[] expected = reference.Output;
         int d = info.HiddenSize;
         string dispatchWire = pair.Dispatch.Name, combineWire = pair.Combine.Name;
 
@@ -294,7 +297,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         long tcp = after.Tcp - before.Tcp;
         int width = response.Layers[0].Width;
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{id,-9} {info.Mode,-8} {pair.Text,-24} {input,-9} {d,6} {width,6} {perToken(payload),17:N0} {perToken(predicted),10:N0} {perToken(message),9:N0} {perToken(socket),9:N0} {perToken(tcp),9:N0}  {err,10:E2}  {(ok ? "ok" : "FAILED")} ({name}, cluster {clusterSeconds:F2} s after a {warmSeconds:F1} s warm-up)"));
+            $"{id,-9} {info.Mode,-8} {pair.Text,-24} {input,-9} {d,6} {width,6} {perToken(payload),17:N0} {perToken(predicted),10:N0} {perToken(message),9:N0} {perToken(socket),9:N0} {perToken(tcp),9:N0}  {err,10:E2}  {(ok ? "ok" : "FAILED")} ({name}, cluster {clusterSeconds:F2} s after a {warmSeconds:F1} s warm-up, in-process reference {reference.Seconds:F2} s)"));
         return new JsonObject
         {
             ["model"] = id,
@@ -343,6 +346,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             ["passed"] = ok,
             ["warm_up_seconds"] = warmSeconds,
             ["cluster_seconds"] = clusterSeconds,
+            ["in_process_seconds"] = reference.Seconds,
         };
     }
 
