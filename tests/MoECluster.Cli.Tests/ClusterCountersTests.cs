@@ -58,9 +58,9 @@ public sealed class ClusterCountersTests
         var run = after.Since(before);
         var layer = Assert.Single(run.Balance());
         Assert.Equal(("lat", 1), (layer.Model, layer.Layer));
-        Assert.Equal(300 / 200.0, layer.Rows, 12);
-        Assert.Equal(1200 / 700.0, layer.Pairs, 12);
-        Assert.Equal(6000 / 3500.0, layer.Compute, 12);
+        Assert.Equal(300 / 200.0, layer.RowsImbalance, 12);
+        Assert.Equal(1200 / 700.0, layer.PairsImbalance, 12);
+        Assert.Equal(6000 / 3500.0, layer.ComputeImbalance, 12);
         Assert.Equal(1200 / 700.0, run.ToJson()["balance"]![0]!["pairs_imbalance"]!.GetValue<double>(), 12);
         Assert.Contains("lat layer 1 expert-silo imbalance (busiest / mean) rows 1.50, pairs 1.71, compute 1.71", run.Summary(), StringComparison.Ordinal);
     }

@@ -166,14 +166,14 @@ internal static class CostCommand
         var pairs = new List<(string, double, double, double, double)>();
         foreach (string item in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            string[] parts = item.Split('/');
-            if (parts.Length != 2 || !WireCodecs.TryParse(parts[0], out var dispatch) || !WireCodecs.TryParse(parts[1], out var combine))
+            // Both directions named: a lone type (which WirePair reads as both) is not a pair here.
+            if (!item.Contains(WirePair.Separator) || !WirePair.TryParse(item, out var pair))
             {
                 throw new UsageException($"--wire '{item}' is not a dispatch/combine pair of {WireCodecs.NameList}");
             }
 
-            pairs.Add(($"{dispatch.Name}/{combine.Name}", BytesPerElement(dispatch, routedWidth), BytesPerElement(combine, routedWidth),
-                BytesPerElement(dispatch, hiddenSize), BytesPerElement(combine, hiddenSize)));
+            pairs.Add((pair.Text, BytesPerElement(pair.Dispatch, routedWidth), BytesPerElement(pair.Combine, routedWidth),
+                BytesPerElement(pair.Dispatch, hiddenSize), BytesPerElement(pair.Combine, hiddenSize)));
         }
 
         return pairs.Count > 0 ? pairs : throw new UsageException("--wire names no pair");
@@ -252,9 +252,8 @@ internal static class CostCommand
 
         foreach (var c in models)
         {
-            long w = c.RoutedWidth, m = c.MoeIntermediateSize;
             var e = RoutingCost.Estimate(c, hardware, tokens, ep, 2, 2);
-            double threshold = RoutingCost.ComputeBoundTokensPerExpert(w, m, hardware);
+            double threshold = e.ComputeBoundTokensPerExpert;
             o.WriteLine(string.Create(inv,
                 $"{e.Mode}: {e.TokensPerExpert:N1} tokens per expert, arithmetic intensity {e.ArithmeticIntensity:N1} FLOP/B (ridge {hardware.PeakFlopsPerSecond / hardware.MemoryBytesPerSecond:N0}); compute-bound from {(double.IsFinite(threshold) ? threshold.ToString("N0", inv) : "never (intensity's limit below the ridge)")} tokens per expert"));
             json[e.Mode] = new JsonObject

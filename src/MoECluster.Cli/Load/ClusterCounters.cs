@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
-using MoECluster.Model.Balancing;
-using MoECluster.Model.Dispatch;
+using MoECluster.Cluster.Telemetry;
 
 namespace MoECluster.Cli.Load;
 
@@ -23,9 +22,9 @@ internal sealed record ClusterCounters(
     long ShardPasses,
     long ShardRequests)
 {
-    /// <summary>Per (model, layer, expert silo): rows, (row, expert) pairs and compute microseconds of its shards' passes.</summary>
-    public IReadOnlyDictionary<(string Model, int Layer, string Silo), (long Rows, long Pairs, long Micros)> Work { get; init; } =
-        new Dictionary<(string, int, string), (long, long, long)>();
+    /// <summary>Per (shard or alternate key, expert silo): rows, (row, expert) pairs and compute microseconds of its passes.</summary>
+    public IReadOnlyDictionary<(string Shard, string Silo), (long Rows, long Pairs, long Micros)> Work { get; init; } =
+        new Dictionary<(string, string), (long, long, long)>();
 
     /// <summary>The counters of a <c>/stats</c> document (absent fields count 0).</summary>
     public static ClusterCounters From(JsonNode? stats)
@@ -47,11 +46,9 @@ internal sealed record ClusterCounters(
             shards.Sum(b => L(b["requests"])))
         {
             Work = shards
-                .Select(b => (Batch: b, Key: b["shard"]?.GetValue<string>() ?? string.Empty))
-                .Select(x => (x.Batch, Shard: ExpertShard.TryParseKey(x.Key.EndsWith("/alt", StringComparison.Ordinal) ? x.Key[..^4] : x.Key, out var shard, out _) ? shard : null))
-                .Where(x => x.Shard is not null)
-                .GroupBy(x => (x.Shard!.Model, x.Shard.Layer, Silo: x.Batch["silo"]?.GetValue<string>() ?? "?"))
-                .ToDictionary(g => g.Key, g => (g.Sum(x => L(x.Batch["rows"])), g.Sum(x => L(x.Batch["pairs"])), g.Sum(x => L(x.Batch["compute_microseconds"])))),
+                .Where(b => MoECluster.Cluster.Dispatch.ShardKeys.TryParse(b["shard"]?.GetValue<string>() ?? string.Empty, out _))
+                .GroupBy(b => (Shard: b["shard"]!.GetValue<string>(), Silo: b["silo"]?.GetValue<string>() ?? "?"))
+                .ToDictionary(g => g.Key, g => (g.Sum(b => L(b["rows"])), g.Sum(b => L(b["pairs"])), g.Sum(b => L(b["compute_microseconds"])))),
         };
     }
 
@@ -85,20 +82,13 @@ internal sealed record ClusterCounters(
 
     public override int GetHashCode() => HashCode.Combine(Tokens, Messages, PayloadBytes, MessageBytes, FrontEndRequests, ShardRequests, Work.Count);
 
-    /// <summary>Per layer that did work: each silo's share and the busiest silo over the mean of rows, pairs and compute time.</summary>
-    public IReadOnlyList<(string Model, int Layer, double Rows, double Pairs, double Compute, IReadOnlyList<(string Silo, long Rows, long Pairs, long Micros)> Silos)> Balance() =>
-        [.. Work.Where(w => w.Value.Rows > 0)
-            .GroupBy(w => (w.Key.Model, w.Key.Layer))
-            .OrderBy(g => g.Key.Model, StringComparer.Ordinal).ThenBy(g => g.Key.Layer)
-            .Select(g =>
-            {
-                var silos = g.OrderBy(w => w.Key.Silo, StringComparer.Ordinal).Select(w => (w.Key.Silo, w.Value.Rows, w.Value.Pairs, w.Value.Micros)).ToList();
-                return (g.Key.Model, g.Key.Layer,
-                    ExpertLoad.Imbalance(silos.Select(x => (double)x.Rows)),
-                    ExpertLoad.Imbalance(silos.Select(x => (double)x.Pairs)),
-                    ExpertLoad.Imbalance(silos.Select(x => (double)x.Micros)),
-                    (IReadOnlyList<(string, long, long, long)>)silos);
-            })];
+    /// <summary>
+    /// Per layer that did work, as <c>/stats</c> computes it (<see cref="LayerBalance"/>) over the work this difference
+    /// holds: each silo's share and the busiest silo over the mean of rows, pairs and compute time.
+    /// </summary>
+    public IReadOnlyList<LayerBalance> Balance() =>
+        LayerBalance.From(Work.Where(w => w.Value.Rows > 0).Select(w => new ShardBatchTotals(
+            w.Key.Shard, w.Key.Silo, Batches: 0, Requests: 0, w.Value.Rows, MergedBatches: 0, MaxRequests: 0, MaxRows: 0, w.Value.Micros, w.Value.Pairs)));
 
     /// <summary>The JSON of a difference: per token (per MoE layer) and per batch; null where nothing was counted.</summary>
     public JsonObject ToJson()
@@ -120,15 +110,15 @@ internal sealed record ClusterCounters(
             {
                 ["model"] = b.Model,
                 ["layer"] = b.Layer,
-                ["rows_imbalance"] = b.Rows,
-                ["pairs_imbalance"] = b.Pairs,
-                ["compute_imbalance"] = b.Compute,
+                ["rows_imbalance"] = b.RowsImbalance,
+                ["pairs_imbalance"] = b.PairsImbalance,
+                ["compute_imbalance"] = b.ComputeImbalance,
                 ["silos"] = new JsonArray([.. b.Silos.Select(w => (JsonNode)new JsonObject
                 {
                     ["silo"] = w.Silo,
                     ["rows"] = w.Rows,
                     ["pairs"] = w.Pairs,
-                    ["compute_microseconds"] = w.Micros,
+                    ["compute_microseconds"] = w.ComputeMicroseconds,
                 })]),
             })]),
         };
@@ -143,6 +133,6 @@ internal sealed record ClusterCounters(
             + $"front-end {F(FrontEndRequests, FrontEndForwards, "0.00")} requests/forward ({F(FrontEndTokens, FrontEndForwards, "0.0")} tokens); "
             + $"shards {F(ShardRequests, ShardPasses, "0.00")} requests/pass"
             + string.Concat(Balance().Select(b => string.Create(CultureInfo.InvariantCulture,
-                $"; {b.Model} layer {b.Layer} expert-silo imbalance (busiest / mean) rows {b.Rows:0.00}, pairs {b.Pairs:0.00}, compute {b.Compute:0.00}")));
+                $"; {b.Model} layer {b.Layer} expert-silo imbalance (busiest / mean) rows {b.RowsImbalance:0.00}, pairs {b.PairsImbalance:0.00}, compute {b.ComputeImbalance:0.00}")));
     }
 }

@@ -21,6 +21,12 @@ public static class ShardKeys
     public static ExpertShard Parse(string key, out bool alternate)
     {
         alternate = IsAlternate(key);
-        return ExpertShard.ParseKey(alternate ? key[..^AlternateSuffix.Length] : key);
+        return ExpertShard.ParseKey(ShardKeyOf(key, alternate));
     }
+
+    /// <summary>As <see cref="Parse"/>, false for a key that names no shard.</summary>
+    public static bool TryParse(string key, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out ExpertShard? shard) =>
+        ExpertShard.TryParseKey(ShardKeyOf(key, IsAlternate(key)), out shard, out _);
+
+    private static string ShardKeyOf(string key, bool alternate) => alternate ? key[..^AlternateSuffix.Length] : key;
 }

@@ -2,7 +2,6 @@ using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Balancing;
 using MoECluster.Model.Configuration;
-using MoECluster.Model.Dispatch;
 
 namespace MoECluster.Cluster.Telemetry;
 
@@ -120,7 +119,7 @@ public sealed record LayerBalance(string Model, int Layer, IReadOnlyList<SiloWor
 {
     public static IReadOnlyList<LayerBalance> From(IEnumerable<ShardBatchTotals> batches) =>
         [.. batches
-            .Select(b => (Batch: b, Shard: ExpertShard.TryParseKey(Dispatch.ShardKeys.IsAlternate(b.Shard) ? b.Shard[..^Dispatch.ShardKeys.AlternateSuffix.Length] : b.Shard, out var shard, out _) ? shard : null))
+            .Select(b => (Batch: b, Shard: Dispatch.ShardKeys.TryParse(b.Shard, out var shard) ? shard : null))
             .Where(x => x.Shard is not null)
             .GroupBy(x => (x.Shard!.Model, x.Shard.Layer))
             .Select(layer =>

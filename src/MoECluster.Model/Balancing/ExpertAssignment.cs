@@ -1,4 +1,5 @@
 using System.Globalization;
+using MoECluster.Model.Dispatch;
 
 namespace MoECluster.Model.Balancing;
 
@@ -70,23 +71,16 @@ public sealed class ExpertAssignment : IEquatable<ExpertAssignment>
     public bool Holds(int silo, int expert) => Array.BinarySearch(_bySilo[silo], expert) >= 0;
 
     /// <summary>
-    /// Today's placement: <paramref name="shards"/> contiguous, equal expert ranges, shard i on silo i mod
-    /// <paramref name="silos"/>.
+    /// Today's placement: the <paramref name="shards"/> contiguous expert ranges of the layer's routing table
+    /// (<see cref="ExpertRoutingTable"/>: as equal as possible), shard i on silo i mod <paramref name="silos"/>.
     /// </summary>
     public static ExpertAssignment FromContiguousShards(int experts, int shards, int silos)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(shards, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
-        if (experts % shards != 0)
-        {
-            throw new ArgumentException(Invariant($"{experts} experts do not split into {shards} equal shards"), nameof(shards));
-        }
-
-        int size = experts / shards;
         var sets = Enumerable.Range(0, silos).Select(_ => new List<int>()).ToArray();
-        for (int shard = 0; shard < shards; shard++)
+        foreach (var shard in new ExpertRoutingTable("assignment", 0, experts, shards).Shards)
         {
-            sets[shard % silos].AddRange(Enumerable.Range(shard * size, size));
+            sets[shard.Index % silos].AddRange(Enumerable.Range(shard.FirstExpert, shard.ExpertCount));
         }
 
         return new ExpertAssignment(experts, sets);

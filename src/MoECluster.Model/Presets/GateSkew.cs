@@ -99,13 +99,7 @@ public sealed record GateSkew(double Zipf)
         ArgumentNullException.ThrowIfNull(logits);
         int tokens = logits.Length / config.NRoutedExperts;
         var plan = new TopKRouter(config, bias).Route(logits, tokens);
-        var shares = new double[config.NRoutedExperts];
-        foreach (int e in plan.Experts)
-        {
-            shares[e] += 1.0 / tokens;
-        }
-
-        return shares;
+        return [.. Analysis.LayerFloors.RowsPerExpert(plan, config.NRoutedExperts).Select(rows => (double)rows / tokens)];
     }
 
     /// <summary>Gate logits W_g x of <see cref="CalibrationTokens"/> standard-normal tokens, [tokens, N].</summary>

@@ -144,14 +144,20 @@ public static class SyntheticCheckpoint
         var values = new float[elements];
         for (long chunk = 0, start = 0; start < elements; chunk++, start += ChunkElements)
         {
-            var rng = DeterministicRandom.For(seed, draw.Spec.Name, chunk);
-            for (long j = start; j < Math.Min(elements, start + ChunkElements); j++)
-            {
-                values[j] = draw.Center + rng.NextSymmetric(draw.HalfWidth);
-            }
+            DrawChunk(draw, seed, chunk, values.AsSpan((int)start, (int)Math.Min(ChunkElements, elements - start)));
         }
 
         return values;
+    }
+
+    /// <summary>The values of chunk <paramref name="chunk"/> of a drawn tensor, from that chunk's own seeded stream.</summary>
+    private static void DrawChunk(Draw draw, ulong seed, long chunk, Span<float> values)
+    {
+        var rng = DeterministicRandom.For(seed, draw.Spec.Name, chunk);
+        for (int j = 0; j < values.Length; j++)
+        {
+            values[j] = draw.Center + rng.NextSymmetric(draw.HalfWidth);
+        }
     }
 
     private static void WriteTensor(Draw draw, ulong seed, Stream stream)
@@ -181,11 +187,7 @@ public static class SyntheticCheckpoint
                 long start = chunk * ChunkElements;
                 int n = (int)Math.Min(ChunkElements, elements - start);
                 var values = new float[n];
-                var rng = DeterministicRandom.For(seed, draw.Spec.Name, chunk);
-                for (int j = 0; j < n; j++)
-                {
-                    values[j] = draw.Center + rng.NextSymmetric(draw.HalfWidth);
-                }
+                DrawChunk(draw, seed, chunk, values);
 
                 var target = buffer.AsSpan(i * ChunkElements * elementSize, n * elementSize);
                 if (draw.Spec.DType == DType.BF16)

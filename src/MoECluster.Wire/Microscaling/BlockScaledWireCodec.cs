@@ -8,7 +8,7 @@ namespace MoECluster.Wire.Microscaling;
 /// non-finite check that decodes what a sender wrote. A type supplies its message prefix, how one block is scaled and
 /// rounded, and how one row is widened.
 /// </summary>
-internal abstract class BlockScaledWireCodec(int blockSize, int elementBits, int prefixBytes) : IWireCodec, IRowDecoder
+internal abstract class BlockScaledWireCodec(int blockSize, int elementBits, int prefixBytes) : IWireCodec
 {
     protected BlockLayout Layout { get; } = new(blockSize, elementBits, prefixBytes);
 
@@ -66,15 +66,61 @@ internal abstract class BlockScaledWireCodec(int blockSize, int elementBits, int
     {
         Layout.CheckLength(rows, width, data.Length, "bytes", nameof(data), elements: false);
         Layout.CheckLength(rows, width, destination.Length, "values", nameof(destination), elements: true);
-        MicroscalingChecks.Decode(this, data, rows, width, destination);
+        if (rows == 0 || width == 0)
+        {
+            return;
+        }
+
+        byte[] codes = ArrayPool<byte>.Shared.Rent(width);
+        try
+        {
+            for (int row = 0; row < rows; row++)
+            {
+                DecodeRow(data, row, width, codes, destination.Slice(row * width, width));
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(codes);
+        }
     }
 
+    /// <summary>
+    /// Row-major index of the first value that decodes to NaN or ±Inf (a NaN scale, a NaN or Inf element, a finite
+    /// element whose product with a hostile scale overflows), or -1: what the sender wrote, decoded row by row.
+    /// </summary>
     public int FindNonFinite(ReadOnlySpan<byte> data, int rows, int width)
     {
         Layout.CheckLength(rows, width, data.Length, "bytes", nameof(data), elements: false);
-        return MicroscalingChecks.FindNonFinite(this, data, rows, width);
+        if (rows == 0 || width == 0)
+        {
+            return -1;
+        }
+
+        byte[] codes = ArrayPool<byte>.Shared.Rent(width);
+        float[] values = ArrayPool<float>.Shared.Rent(width);
+        try
+        {
+            for (int row = 0; row < rows; row++)
+            {
+                DecodeRow(data, row, width, codes, values.AsSpan(0, width));
+                int column = MicroscalingChecks.FirstNonFinite(values.AsSpan(0, width));
+                if (column >= 0)
+                {
+                    return (row * width) + column;
+                }
+            }
+
+            return -1;
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(values);
+            ArrayPool<byte>.Shared.Return(codes);
+        }
     }
 
+    /// <summary>Widens row <paramref name="row"/> of <paramref name="data"/> into <paramref name="values"/>; <paramref name="codes"/> is scratch of at least width bytes.</summary>
     public abstract void DecodeRow(ReadOnlySpan<byte> data, int row, int width, byte[] codes, Span<float> values);
 
     /// <summary>
