@@ -18,13 +18,9 @@ public sealed class ShardRequest
     [Key(2)]
     public int Layer { get; set; }
 
-    /// <summary>First global expert id of the shard the router believes it addresses.</summary>
-    [Key(3)]
-    public int FirstExpert { get; set; }
-
-    /// <summary>Number of experts of that shard: its range is [FirstExpert, FirstExpert + ExpertCount).</summary>
-    [Key(4)]
-    public int ExpertCount { get; set; }
+    // Keys 3 and 4 are reserved: version 1 carried the shard's contiguous range there (FirstExpert, ExpertCount).
+    // Version 2 reads nothing from them (the array has nil in their places), so a version-1 message still deserializes
+    // (its two ints are skipped) far enough for its Version to be refused by name. Do not reuse them.
 
     /// <summary>The token activations, [tokens, width].</summary>
     [Key(5)]
@@ -48,6 +44,13 @@ public sealed class ShardRequest
 
     [Key(10)]
     public long RequestId { get; set; }
+
+    /// <summary>
+    /// The experts of the shard the router believes it addresses: uint16 little-endian global expert ids, strictly
+    /// ascending, at least one. Every pair's expert is one of them. Read with <see cref="WireFormat.ReadShardExperts"/>.
+    /// </summary>
+    [Key(11)]
+    public byte[] ShardExperts { get; set; } = [];
 
     /// <summary>Total (expert, weight) pairs (what <see cref="WireFormat.ReadPairs"/> returns).</summary>
     [IgnoreMember]

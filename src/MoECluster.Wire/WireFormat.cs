@@ -15,7 +15,12 @@ namespace MoECluster.Wire;
 /// </summary>
 public static class WireFormat
 {
-    public const int Version = 1;
+    /// <summary>
+    /// The wire version of <see cref="ShardRequest"/> and <see cref="ShardResponse"/>. 2: a shard is a set of experts
+    /// (<see cref="ShardRequest.ShardExperts"/>); 1 carried a contiguous range at keys 3 and 4, now reserved. A message
+    /// of another version is refused with an error naming both: every silo of a cluster must run the same version.
+    /// </summary>
+    public const int Version = 2;
 
     /// <summary>Deepest object graph accepted. The messages nest two levels; anything far deeper is hostile.</summary>
     public const int MaxObjectGraphDepth = 16;
@@ -25,6 +30,12 @@ public static class WireFormat
     /// Expert ids are uint16, so every id fits [0, 65536).
     /// </summary>
     private static readonly WireLimits FormatOnly = new(int.MaxValue, int.MaxValue, int.MaxValue, 1 << 16, 255);
+
+    /// <summary>64-bit words of a bitset with one bit per uint16 expert id (8 KiB).</summary>
+    private const int BitsetWords = (ushort.MaxValue + 1) / 64;
+
+    /// <summary>How many runs of consecutive ids an error message lists of a shard's expert set.</summary>
+    private const int DescribedRuns = 8;
 
     /// <summary>Standard resolver, untrusted-data security, bounded depth, no compression.</summary>
     public static MessagePackSerializerOptions Options { get; } = MessagePackSerializerOptions.Standard
@@ -78,14 +89,7 @@ public static class WireFormat
             throw new WireFormatException(Invariant($"ShardRequest.Layer: expected >= 0, got {request.Layer}."));
         }
 
-        int first = request.FirstExpert;
-        int expertCount = request.ExpertCount;
-        if (first < 0 || expertCount < 1 || (long)first + expertCount > limits.MaxExperts)
-        {
-            throw new WireFormatException(Invariant(
-                $"ShardRequest shard range: FirstExpert {first}, ExpertCount {expertCount} is not a non-empty range inside [0, {limits.MaxExperts})."));
-        }
-
+        byte[] shardExperts = ValidateShardExperts(request.ShardExperts, limits);
         int rows = ValidateBlock("ShardRequest.Rows", request.Rows, limits);
         if (!WireDTypes.IsDefined(request.ResponseDType))
         {
@@ -126,9 +130,18 @@ public static class WireFormat
                 $"ShardRequest.Weights: expected {4 * total} bytes ({total} float32 weights, the sum of PairCounts), got {Length(weights)}."));
         }
 
-        // One bit per possible uint16 expert id (8 KiB on the stack), set while a row is checked and cleared after it:
-        // O(1) per pair whatever the row sizes, and no allocation sized by ExpertCount, which the sender chose.
-        Span<ulong> seen = stackalloc ulong[(ushort.MaxValue + 1) / 64];
+        // One bit per possible uint16 expert id (8 KiB on the stack each): the shard's experts, and the experts of the
+        // row being checked (set while the row is checked and cleared after it). O(1) per pair whatever the row and set
+        // sizes, and nothing allocated: the set's size is the sender's choice.
+        Span<ulong> inShard = stackalloc ulong[BitsetWords];
+        inShard.Clear();
+        for (int i = 0; i < shardExperts.Length; i += 2)
+        {
+            int id = BinaryPrimitives.ReadUInt16LittleEndian(shardExperts.AsSpan(i));
+            inShard[id >> 6] |= 1UL << (id & 63);
+        }
+
+        Span<ulong> seen = stackalloc ulong[BitsetWords];
         seen.Clear();
         int k = 0;
         for (int row = 0; row < counts.Length; row++)
@@ -144,13 +157,13 @@ public static class WireFormat
                 }
 
                 int expert = BinaryPrimitives.ReadUInt16LittleEndian(experts.AsSpan(k * 2));
-                if (expert < first || expert >= first + expertCount)
+                ulong bit = 1UL << (expert & 63);
+                if ((inShard[expert >> 6] & bit) == 0)
                 {
                     throw new WireFormatException(Invariant(
-                        $"ShardRequest.Experts[{k}] (row {row}): expert {expert} is outside this shard's range [{first}, {first + expertCount})."));
+                        $"ShardRequest.Experts[{k}] (row {row}): expert {expert} is not one of this shard's experts (ShardExperts: {DescribeExperts(shardExperts)})."));
                 }
 
-                ulong bit = 1UL << (expert & 63);
                 if ((seen[expert >> 6] & bit) != 0)
                 {
                     throw new WireFormatException(Invariant(
@@ -165,6 +178,98 @@ public static class WireFormat
                 seen[BinaryPrimitives.ReadUInt16LittleEndian(experts.AsSpan(j * 2)) >> 6] = 0;
             }
         }
+    }
+
+    /// <summary>
+    /// Checks <see cref="ShardRequest.ShardExperts"/>: present, whole uint16 ids, 1..<see cref="WireLimits.MaxExperts"/>
+    /// of them, each below it, strictly ascending. Returns the bytes.
+    /// </summary>
+    private static byte[] ValidateShardExperts(byte[]? ids, WireLimits limits)
+    {
+        if (ids is null || ids.Length == 0)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest.ShardExperts is missing ({(ids is null ? "nil" : "empty")}): expected the shard's expert ids, 1..{limits.MaxExperts} uint16, strictly ascending."));
+        }
+
+        if (ids.Length % 2 != 0)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest.ShardExperts: {ids.Length} bytes is not a whole number of uint16 ids (2 bytes each)."));
+        }
+
+        if (ids.Length / 2 > limits.MaxExperts)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest.ShardExperts: {ids.Length / 2} ids, more than MaxExperts ({limits.MaxExperts})."));
+        }
+
+        int previous = -1;
+        for (int i = 0; i < ids.Length / 2; i++)
+        {
+            int id = BinaryPrimitives.ReadUInt16LittleEndian(ids.AsSpan(i * 2));
+            if (id >= limits.MaxExperts)
+            {
+                throw new WireFormatException(Invariant(
+                    $"ShardRequest.ShardExperts[{i}]: expert {id} is not below MaxExperts ({limits.MaxExperts})."));
+            }
+
+            if (id == previous)
+            {
+                throw new WireFormatException(Invariant(
+                    $"ShardRequest.ShardExperts[{i}]: duplicate expert {id} (the ids must be strictly ascending)."));
+            }
+
+            if (id < previous)
+            {
+                throw new WireFormatException(Invariant(
+                    $"ShardRequest.ShardExperts[{i}]: expert {id} follows {previous} (the ids must be strictly ascending)."));
+            }
+
+            previous = id;
+        }
+
+        return ids;
+    }
+
+    /// <summary>
+    /// A shard's expert set for an error message: its size and its runs ("16 ids: 16..31", "3 ids: 3, 17, 40"), the
+    /// first <see cref="DescribedRuns"/> runs only. Only called to throw: the one allocation is the message's.
+    /// </summary>
+    private static string DescribeExperts(byte[] ids)
+    {
+        int count = ids.Length / 2;
+        var text = new System.Text.StringBuilder();
+        text.Append(count.ToString(CultureInfo.InvariantCulture)).Append(count == 1 ? " id: " : " ids: ");
+        int runs = 0;
+        for (int i = 0; i < count;)
+        {
+            int start = BinaryPrimitives.ReadUInt16LittleEndian(ids.AsSpan(i * 2));
+            int end = start;
+            int j = i + 1;
+            while (j < count && BinaryPrimitives.ReadUInt16LittleEndian(ids.AsSpan(j * 2)) == end + 1)
+            {
+                end++;
+                j++;
+            }
+
+            if (runs == DescribedRuns)
+            {
+                text.Append(", ...");
+                break;
+            }
+
+            text.Append(runs == 0 ? "" : ", ").Append(start.ToString(CultureInfo.InvariantCulture));
+            if (end > start)
+            {
+                text.Append(end == start + 1 ? ", " : "..").Append(end.ToString(CultureInfo.InvariantCulture));
+            }
+
+            runs++;
+            i = j;
+        }
+
+        return text.ToString();
     }
 
     /// <summary>Checks a deserialized response against the wire contract, <paramref name="limits"/> and the request's shape.</summary>
@@ -199,7 +304,8 @@ public static class WireFormat
     }
 
     /// <summary>
-    /// Builds a request a receiver will accept (limits aside): encodes the rows ([<see cref="RoutedPairs.Rows"/>,
+    /// Builds a request a receiver will accept (limits aside) for the shard of <paramref name="shardExperts"/> (its
+    /// global expert ids, strictly ascending): encodes the rows ([<see cref="RoutedPairs.Rows"/>,
     /// <paramref name="width"/>]) in <paramref name="dtype"/> and the pairs as the wire carries them (a byte count per
     /// row, uint16 and float32 little-endian arrays).
     /// </summary>
@@ -207,8 +313,7 @@ public static class WireFormat
     public static ShardRequest BuildRequest(
         string model,
         int layer,
-        int firstExpert,
-        int expertCount,
+        IReadOnlyList<int> shardExperts,
         ReadOnlySpan<float> rows,
         int width,
         WireDType dtype,
@@ -218,6 +323,19 @@ public static class WireFormat
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(pairs);
+        ArgumentNullException.ThrowIfNull(shardExperts);
+        var shardBytes = new byte[shardExperts.Count * 2];
+        for (int i = 0; i < shardExperts.Count; i++)
+        {
+            int expert = shardExperts[i];
+            if (expert is < 0 or > ushort.MaxValue)
+            {
+                throw new ArgumentException(Invariant($"shard expert {expert} (index {i}) is not a uint16 id."), nameof(shardExperts));
+            }
+
+            BinaryPrimitives.WriteUInt16LittleEndian(shardBytes.AsSpan(i * 2), (ushort)expert);
+        }
+
         int rowCount = pairs.Rows;
         if (rowCount < 0 || pairs.Offsets[0] != 0 || pairs.Offsets[rowCount] != pairs.Experts.Length || pairs.Weights.Length != pairs.Experts.Length)
         {
@@ -267,14 +385,13 @@ public static class WireFormat
             Version = Version,
             Model = model,
             Layer = layer,
-            FirstExpert = firstExpert,
-            ExpertCount = expertCount,
             Rows = ActivationBlock.Encode(rows, rowCount, width, dtype),
             PairCounts = pairCounts,
             Experts = expertBytes,
             Weights = weightBytes,
             ResponseDType = responseDType,
             RequestId = requestId,
+            ShardExperts = shardBytes,
         };
 
         try
@@ -339,6 +456,30 @@ public static class WireFormat
         }
 
         return new RoutedPairs(offsets, experts, weights);
+    }
+
+    /// <summary>
+    /// The global expert ids of the shard a request addresses (<see cref="ShardRequest.ShardExperts"/>), ascending:
+    /// what <see cref="BuildRequest"/> was given. Validate the request first (<see cref="DecodeRequest"/> does).
+    /// </summary>
+    /// <exception cref="WireFormatException">The field is missing or not a whole number of uint16 ids.</exception>
+    public static int[] ReadShardExperts(ShardRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        byte[] bytes = request.ShardExperts ?? throw new WireFormatException("ShardRequest.ShardExperts is missing (nil).");
+        if (bytes.Length % 2 != 0)
+        {
+            throw new WireFormatException(Invariant(
+                $"ShardRequest.ShardExperts: {bytes.Length} bytes is not a whole number of uint16 ids (2 bytes each)."));
+        }
+
+        var ids = new int[bytes.Length / 2];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            ids[i] = BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(i * 2));
+        }
+
+        return ids;
     }
 
     internal static T? Deserialize<T>(ReadOnlyMemory<byte> bytes, WireLimits limits)
@@ -542,7 +683,8 @@ public static class WireFormat
     {
         if (version != Version)
         {
-            throw new WireFormatException(Invariant($"{message}.Version: expected {Version}, got {version}."));
+            throw new WireFormatException(Invariant(
+                $"{message}.Version: expected {Version}, got {version} (the sender speaks MoECluster wire version {version}; every silo of a cluster must run the same version)."));
         }
     }
 

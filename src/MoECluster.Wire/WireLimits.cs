@@ -6,7 +6,7 @@ namespace MoECluster.Wire;
 /// <param name="MaxMessageBytes">Largest serialized message accepted; checked before deserializing.</param>
 /// <param name="MaxRows">Most rows (tokens) in an activation block.</param>
 /// <param name="MaxWidth">Widest activation row.</param>
-/// <param name="MaxExperts">Global expert ids lie in [0, MaxExperts); a shard's range must lie inside it.</param>
+/// <param name="MaxExperts">Global expert ids lie in [0, MaxExperts); a shard's expert set must lie inside it.</param>
 /// <param name="MaxPairsPerRow">Most (expert, weight) pairs one row may carry (at most 255: the count is one byte).</param>
 public sealed record WireLimits(
     int MaxMessageBytes = 256 << 20,

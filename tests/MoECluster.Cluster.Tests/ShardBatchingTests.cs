@@ -124,7 +124,7 @@ public sealed class ShardBatchingTests(UnbatchedFrontEndCluster cluster) : IClas
             var pairs = new RoutedPairs(offsets, [.. ids], [.. ids.Select(_ => (float)rng.NextDouble())]);
             float[] z = TestInputs.Gaussian(rows * experts.Width, rng.Next());
             var request = new WireBytes(WireFormat.Serialize(
-                WireFormat.BuildRequest(model, layer, shard.FirstExpert, shard.ExpertCount, z, experts.Width, WireDType.F32, pairs, WireDType.F32, 1000 + i)));
+                WireFormat.BuildRequest(model, layer, Enumerable.Range(shard.FirstExpert, shard.ExpertCount).ToArray(), z, experts.Width, WireDType.F32, pairs, WireDType.F32, 1000 + i)));
             return (() => alternates.Compute(key, request), reply =>
             {
                 var response = WireFormat.DecodeResponse(reply.Bytes, new WireLimits(), rows, experts.Width);

@@ -45,7 +45,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         var rows = new float[experts.Length * 16];
         Array.Fill(rows, 0.25f);
         var pairs = new RoutedPairs([.. Enumerable.Range(0, experts.Length + 1)], experts, [.. Enumerable.Repeat(1f, experts.Length)]);
-        return WireFormat.BuildRequest("lat", 1, first, count, rows, 16, WireDType.F32, pairs, WireDType.F32, 1);
+        return WireFormat.BuildRequest("lat", 1, Enumerable.Range(first, count).ToArray(), rows, 16, WireDType.F32, pairs, WireDType.F32, 1);
     }
 
     [Fact]

@@ -180,7 +180,7 @@ public static class FuzzRunner
         return outcome;
     }
 
-    /// <summary>Random bytes, 0 to 300 of them; half the time after a MessagePack map or array header, a JSON brace or a safetensors-like prefix.</summary>
+    /// <summary>Random bytes, 0 to 300 of them; half the time after a MessagePack map or array header (0x9c: a ShardRequest's 12 keys; 0x9b: its version-1 11), a JSON brace or a safetensors-like prefix.</summary>
     public static byte[] RandomBytes(Random random)
     {
         ArgumentNullException.ThrowIfNull(random);
@@ -188,7 +188,7 @@ public static class FuzzRunner
         random.NextBytes(bytes);
         if (bytes.Length > 0 && random.Next(2) == 0)
         {
-            byte[][] starts = [[0x8b], [0x85], [0x83], [0x9b], [0x84], [0x95], "{\""u8.ToArray(), "[["u8.ToArray()];
+            byte[][] starts = [[0x8b], [0x85], [0x83], [0x9b], [0x9c], [0x84], [0x95], "{\""u8.ToArray(), "[["u8.ToArray()];
             byte[] start = starts[random.Next(starts.Length)];
             start.AsSpan(0, Math.Min(start.Length, bytes.Length)).CopyTo(bytes);
         }

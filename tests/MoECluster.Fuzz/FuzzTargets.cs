@@ -88,7 +88,7 @@ public sealed class FuzzTargets : IDisposable
     private static FuzzTarget ShardRequestTarget()
     {
         var random = new Random(1);
-        byte[] Request(int rows, int width, WireDType dtype, WireDType response, int first, int count)
+        byte[] Request(int rows, int width, WireDType dtype, WireDType response, int[] shard)
         {
             var values = new float[rows * width];
             for (int i = 0; i < values.Length; i++)
@@ -101,29 +101,35 @@ public sealed class FuzzTargets : IDisposable
             var weights = new List<float>();
             for (int r = 0; r < rows; r++)
             {
-                int pairs = random.Next(1, Math.Min(4, count) + 1);
+                int pairs = random.Next(1, Math.Min(4, shard.Length) + 1);
                 offsets[r + 1] = offsets[r] + pairs;
-                foreach (int e in Enumerable.Range(first, count).OrderBy(_ => random.Next()).Take(pairs))
+                foreach (int e in shard.OrderBy(_ => random.Next()).Take(pairs))
                 {
                     experts.Add(e);
                     weights.Add((float)random.NextDouble());
                 }
             }
 
-            return WireFormat.Serialize(WireFormat.BuildRequest("lat", 3, first, count, values, width, dtype, new RoutedPairs(offsets, [.. experts], [.. weights]), response, random.NextInt64()));
+            return WireFormat.Serialize(WireFormat.BuildRequest("lat", 3, shard, values, width, dtype, new RoutedPairs(offsets, [.. experts], [.. weights]), response, random.NextInt64()));
         }
 
         return new FuzzTarget
         {
             Name = "shard-request",
-            Description = "WireFormat.DecodeRequest (router -> shard), then the rows and the (expert, weight) pairs it accepted",
-            Seeds = [Request(3, 8, WireDType.F32, WireDType.BF16, 16, 16), Request(5, 4, WireDType.BF16, WireDType.F32, 0, 4), Request(2, 6, WireDType.F16, WireDType.F16, 60000, 8), Request(1, 1, WireDType.F32, WireDType.F32, 0, 1)],
+            Description = "WireFormat.DecodeRequest (router -> shard), then the rows, the (expert, weight) pairs and the shard's experts it accepted",
+            Seeds =
+            [
+                Request(3, 8, WireDType.F32, WireDType.BF16, [.. Enumerable.Range(16, 16)]), Request(5, 4, WireDType.BF16, WireDType.F32, [.. Enumerable.Range(0, 4)]),
+                Request(2, 6, WireDType.F16, WireDType.F16, [.. Enumerable.Range(60000, 8)]), Request(1, 1, WireDType.F32, WireDType.F32, [0]),
+                Request(4, 4, WireDType.F32, WireDType.F32, [3, 17, 40, 1000, 65534]),   // a set, not a range
+            ],
             Mutator = MessagePackMutator.Instance,
             Decode = input =>
             {
                 ShardRequest request = WireFormat.DecodeRequest(input, Limits);
                 request.Rows.Decode();
                 WireFormat.ReadPairs(request);
+                WireFormat.ReadShardExperts(request);
             },
             IsRefusal = IsWireRefusal,
             Refusals = nameof(WireFormatException),

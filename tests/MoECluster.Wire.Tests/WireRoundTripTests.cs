@@ -42,8 +42,7 @@ public sealed class WireRoundTripTests
         Assert.Equal(WireFormat.Version, received.Version);
         Assert.Equal(WireSamples.Model, received.Model);
         Assert.Equal(WireSamples.Layer, received.Layer);
-        Assert.Equal(WireSamples.FirstExpert, received.FirstExpert);
-        Assert.Equal(WireSamples.ExpertCount, received.ExpertCount);
+        Assert.Equal(WireSamples.ShardExperts, WireFormat.ReadShardExperts(received));
         Assert.Equal(responseDType, received.ResponseDType);
         Assert.Equal(sent.RequestId, received.RequestId);
         Assert.Equal(dtype, received.Rows.DType);
@@ -192,7 +191,8 @@ public sealed class WireRoundTripTests
         ShardRequest request = samples.Request(rows: 64, width: 2048, WireDType.BF16, model: "qwen3-moe-30b-a3b").Request;
         byte[] bytes = WireFormat.Serialize(request);
 
-        long payload = request.Rows.PayloadBytes + request.PairCounts.Length + request.Experts.Length + request.Weights.Length;
+        // The payload: the rows, the pairs, and the shard's expert ids (16 here; as many as the shard has).
+        long payload = request.Rows.PayloadBytes + request.PairCounts.Length + request.Experts.Length + request.Weights.Length + request.ShardExperts.Length;
         Assert.Equal(WireSize.ActivationBytes(64, 2048, WireDType.BF16), request.Rows.PayloadBytes);
         long envelope = bytes.Length - payload;
         Assert.InRange(envelope, 1, 127);
@@ -201,17 +201,16 @@ public sealed class WireRoundTripTests
     [Fact]
     public void BuildRequest_carries_the_pairs_as_a_count_byte_per_row_and_little_endian_uint16_ids_and_float32_weights()
     {
-        // The bytes on the wire are those of WireFormat.Version 1, written out here field by field.
+        // The bytes on the wire are those of WireFormat.Version 2, written out here field by field.
         float[] rows = [1f, 2f, 3f, 4f, 5f, 6f];
         var pairs = new RoutedPairs([0, 2, 3, 6], [17, 300, 16, 16, 18, 19], [0.5f, 0.25f, 1f, 0.125f, 2f, -1.5f]);
-        ShardRequest built = WireFormat.BuildRequest("m", 5, 16, 300, rows, 2, WireDType.BF16, pairs, WireDType.F16, 42);
+        ShardRequest built = WireFormat.BuildRequest("m", 5, [16, 17, 18, 19, 300], rows, 2, WireDType.BF16, pairs, WireDType.F16, 42);
         var expected = new ShardRequest
         {
-            Version = 1,
+            Version = 2,
             Model = "m",
             Layer = 5,
-            FirstExpert = 16,
-            ExpertCount = 300,
+            ShardExperts = Convert.FromHexString("1000" + "1100" + "1200" + "1300" + "2C01"),
             Rows = ActivationBlock.Encode(rows, 3, 2, WireDType.BF16),
             PairCounts = [2, 1, 3],
             Experts = Convert.FromHexString("11002C01100010001200" + "1300"),
@@ -226,6 +225,11 @@ public sealed class WireRoundTripTests
         };
 
         Assert.Equal(WireFormat.Serialize(expected), WireFormat.Serialize(built));
+
+        // A 12-element array: keys 0..11, with nil at keys 3 and 4 (reserved: version 1's FirstExpert and ExpertCount).
+        byte[] bytes = WireFormat.Serialize(built);
+        Assert.Equal(Convert.FromHexString("9C" + "02" + "A16D" + "05" + "C0" + "C0"), bytes[..7]);
+        Assert.Equal(Convert.FromHexString("C40A" + "1000" + "1100" + "1200" + "1300" + "2C01"), bytes[^12..]);
         RoutedPairs read = WireFormat.ReadPairs(WireFormat.DecodeRequest(WireFormat.Serialize(built), Limits));
         Assert.Equal(pairs.Offsets, read.Offsets);
         Assert.Equal(pairs.Experts, read.Experts);
@@ -248,15 +252,31 @@ public sealed class WireRoundTripTests
     public void BuildRequest_refuses_what_a_receiver_would_refuse()
     {
         float[] rows = new float[8];
+        int[] shard = [8, 9, 10, 11];
         ArgumentException outside = Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 12], [0.5f, 0.5f]), WireDType.F32, 1));
+            "m", 0, shard, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 12], [0.5f, 0.5f]), WireDType.F32, 1));
         Assert.Contains("expert 12", outside.Message, StringComparison.Ordinal);
 
         Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3], [8, 9], [0.5f, 0.5f]), WireDType.F32, 1));
+            "m", 0, shard, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3], [8, 9], [0.5f, 0.5f]), WireDType.F32, 1));
         Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 9], [0.5f]), WireDType.F32, 1));
+            "m", 0, shard, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 9], [0.5f]), WireDType.F32, 1));
         Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
-            "m", 0, 8, 4, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 70000], [0.5f, 0.5f]), WireDType.F32, 1));
+            "m", 0, shard, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 2], [8, 70000], [0.5f, 0.5f]), WireDType.F32, 1));
+
+        // The shard's experts: ascending uint16 ids, at least one.
+        var pairs = new RoutedPairs([0, 1, 2], [8, 9], [0.5f, 0.5f]);
+        ArgumentException unsorted = Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
+            "m", 0, [9, 8], rows, 4, WireDType.F32, pairs, WireDType.F32, 1));
+        Assert.Contains("ShardRequest.ShardExperts[1]: expert 8 follows 9", unsorted.Message, StringComparison.Ordinal);
+        ArgumentException empty = Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
+            "m", 0, [], rows, 4, WireDType.F32, pairs, WireDType.F32, 1));
+        Assert.Contains("ShardRequest.ShardExperts is missing (empty)", empty.Message, StringComparison.Ordinal);
+        ArgumentException wide = Assert.Throws<ArgumentException>(() => WireFormat.BuildRequest(
+            "m", 0, [8, 9, 65536], rows, 4, WireDType.F32, pairs, WireDType.F32, 1));
+        Assert.Equal("shardExperts", wide.ParamName);
+        Assert.Contains("shard expert 65536 (index 2) is not a uint16 id", wide.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentNullException>(() => WireFormat.BuildRequest(
+            "m", 0, null!, rows, 4, WireDType.F32, pairs, WireDType.F32, 1));
     }
 }

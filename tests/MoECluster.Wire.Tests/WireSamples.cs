@@ -10,6 +10,9 @@ internal sealed class WireSamples
     public const int FirstExpert = 16;
     public const int ExpertCount = 16;
 
+    /// <summary>The sample shard's experts: [FirstExpert, FirstExpert + ExpertCount), unless a request names others.</summary>
+    public static readonly int[] ShardExperts = [.. Enumerable.Range(FirstExpert, ExpertCount)];
+
     public WireSamples(int? seed = null)
     {
         Seed = seed ?? Random.Shared.Next();
@@ -33,19 +36,23 @@ internal sealed class WireSamples
         return values;
     }
 
-    /// <summary>A routed request: each row gets 1..4 distinct experts of this shard with positive weights.</summary>
+    /// <summary>
+    /// A routed request: each row gets 1..4 distinct experts of the shard (<paramref name="shard"/>, ascending, or
+    /// <see cref="ShardExperts"/>) with positive weights.
+    /// </summary>
     public (ShardRequest Request, float[] Rows, RoutedPairs Pairs) Request(
-        int rows, int width, WireDType dtype, WireDType responseDType = WireDType.F32, string model = Model)
+        int rows, int width, WireDType dtype, WireDType responseDType = WireDType.F32, string model = Model, int[]? shard = null)
     {
+        shard ??= ShardExperts;
         float[] values = Values(rows * width);
         var offsets = new int[rows + 1];
         var experts = new List<int>();
         var weights = new List<float>();
         for (int r = 0; r < rows; r++)
         {
-            int count = Random.Next(1, 5);
+            int count = Random.Next(1, Math.Min(4, shard.Length) + 1);
             offsets[r + 1] = offsets[r] + count;
-            foreach (int e in Enumerable.Range(FirstExpert, ExpertCount).OrderBy(_ => Random.Next()).Take(count))
+            foreach (int e in shard.OrderBy(_ => Random.Next()).Take(count))
             {
                 experts.Add(e);
                 weights.Add((float)Random.NextDouble());
@@ -54,7 +61,7 @@ internal sealed class WireSamples
 
         var pairs = new RoutedPairs(offsets, [.. experts], [.. weights]);
         ShardRequest request = WireFormat.BuildRequest(
-            model, Layer, FirstExpert, ExpertCount, values, width, dtype, pairs, responseDType, Random.NextInt64());
+            model, Layer, shard, values, width, dtype, pairs, responseDType, Random.NextInt64());
         return (request, values, pairs);
     }
 

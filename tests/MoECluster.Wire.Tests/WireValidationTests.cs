@@ -36,8 +36,8 @@ public sealed class WireValidationTests
     public void Wrong_version_is_refused()
     {
         ShardRequest request = Valid();
-        request.Version = 2;
-        AssertMentions(RefuseRequest(request), "ShardRequest.Version", "expected 1, got 2");
+        request.Version = 3;
+        AssertMentions(RefuseRequest(request), "ShardRequest.Version", "expected 2, got 3", "wire version 3", "every silo of a cluster must run the same version");
     }
 
     [Fact]
@@ -135,21 +135,21 @@ public sealed class WireValidationTests
     }
 
     [Theory]
-    [InlineData(15)]   // just below the shard's range [16, 32)
-    [InlineData(32)]   // just above it
+    [InlineData(15)]   // just below the shard's experts 16..31
+    [InlineData(32)]   // just above them
     [InlineData(65535)]
-    public void Expert_outside_the_shard_range_is_refused_naming_the_id_and_the_range(int expert)
+    public void Expert_outside_the_shard_set_is_refused_naming_the_id_and_the_set(int expert)
     {
         ShardRequest request = Valid();
         BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 5), (ushort)expert);
-        AssertMentions(RefuseRequest(request), "ShardRequest.Experts[5]", $"expert {expert}", "range [16, 32)");
+        AssertMentions(RefuseRequest(request), "ShardRequest.Experts[5]", $"expert {expert}", "not one of this shard's experts", "16 ids: 16..31");
     }
 
     [Fact]
-    public void Shard_range_outside_the_expert_limit_is_refused()
+    public void Shard_expert_outside_the_expert_limit_is_refused()
     {
-        ShardRequest request = Valid();
-        AssertMentions(RefuseRequest(request, Limits with { MaxExperts = 31 }), "FirstExpert 16, ExpertCount 16", "[0, 31)");
+        ShardRequest request = Valid();   // the shard's experts are 16..31
+        AssertMentions(RefuseRequest(request, Limits with { MaxExperts = 31 }), "ShardRequest.ShardExperts[15]", "expert 31", "MaxExperts (31)");
     }
 
     [Fact]
@@ -157,7 +157,7 @@ public sealed class WireValidationTests
     {
         float[] rows = new float[3 * 4];
         ShardRequest request = WireFormat.BuildRequest(
-            "m", 0, 16, 16, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3, 5], [16, 17, 18, 17, 19], [1f, 0.5f, 0.5f, 0.5f, 0.5f]), WireDType.F32, 1);
+            "m", 0, [.. Enumerable.Range(16, 16)], rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3, 5], [16, 17, 18, 17, 19], [1f, 0.5f, 0.5f, 0.5f, 0.5f]), WireDType.F32, 1);
         BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 4), 17);   // row 2 becomes (17, 17)
         AssertMentions(RefuseRequest(request), "duplicate expert 17 in row 2");
     }
@@ -167,25 +167,42 @@ public sealed class WireValidationTests
     {
         float[] rows = new float[3 * 4];
         ShardRequest request = WireFormat.BuildRequest(
-            "m", 0, 16, 16, rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3, 5], [17, 17, 18, 18, 17], [1f, 0.5f, 0.5f, 0.5f, 0.5f]), WireDType.F32, 1);
+            "m", 0, [.. Enumerable.Range(16, 16)], rows, 4, WireDType.F32, new RoutedPairs([0, 1, 3, 5], [17, 17, 18, 18, 17], [1f, 0.5f, 0.5f, 0.5f, 0.5f]), WireDType.F32, 1);
         Assert.Equal(5, WireFormat.DecodeRequest(WireFormat.Serialize(request), Limits).PairTotal);
     }
 
     /// <summary>
     /// Regression (found by the decoder fuzzer, tests/MoECluster.Fuzz): the duplicate check allocated an int per expert
-    /// of the claimed shard range, so this 44-byte request (FirstExpert 0, ExpertCount 65535, one row) made the
-    /// receiver allocate 262 KB. The check now uses a fixed bitset on the stack.
+    /// of the claimed shard range, so a 44-byte version-1 request (FirstExpert 0, ExpertCount 65535, one row) made the
+    /// receiver allocate 262 KB. The checks use fixed bitsets on the stack. The same request in version 2: its shard
+    /// is the experts {0, 65534}, which span the whole id space.
     /// </summary>
     [Fact]
-    public void A_wide_claimed_expert_range_costs_no_allocation_per_expert()
+    public void A_wide_claimed_expert_set_costs_no_allocation_per_expert()
     {
-        byte[] fuzzed = Convert.FromHexString("9B01A36C61740300CDFFFF94000101C4048F1FEC3EC40101C4020000C404B1655F3F00CF381B73485B34A000");
+        byte[] fuzzed = Convert.FromHexString(
+            "9C02A36C617403C0C094000101C4048F1FEC3EC40101C4020000C404B1655F3F00CF381B73485B34A000" + "C4040000FEFF");
         WireFormat.DecodeRequest(fuzzed, Limits);
         long before = GC.GetAllocatedBytesForCurrentThread();
         ShardRequest request = WireFormat.DecodeRequest(fuzzed, Limits);
         long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-        Assert.Equal(65535, request.ExpertCount);
+        Assert.Equal([0, 65534], WireFormat.ReadShardExperts(request));
         Assert.True(allocated < 8 * 1024, $"decoding a {fuzzed.Length}-byte request allocated {allocated} bytes");
+    }
+
+    [Fact]
+    public void A_full_expert_set_costs_no_allocation_beyond_its_own_bytes()
+    {
+        // Every id below MaxExperts: 131,070 bytes of set, read once into its byte array and checked on the stack.
+        float[] rows = new float[2];
+        byte[] bytes = WireFormat.Serialize(WireFormat.BuildRequest(
+            "m", 0, [.. Enumerable.Range(0, 65535)], rows, 2, WireDType.F32, new RoutedPairs([0, 2], [7, 65534], [1f, 1f]), WireDType.F32, 1));
+        WireFormat.DecodeRequest(bytes, Limits);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        ShardRequest request = WireFormat.DecodeRequest(bytes, Limits);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(65535 * 2, request.ShardExperts.Length);
+        Assert.True(allocated < bytes.Length + (8 * 1024), $"decoding a {bytes.Length}-byte request allocated {allocated} bytes");
     }
 
     [Fact]
@@ -193,7 +210,7 @@ public sealed class WireValidationTests
     {
         float[] rows = new float[3 * 2];
         ShardRequest request = WireFormat.BuildRequest(
-            "m", 0, 0, 65535, rows, 2, WireDType.F32, new RoutedPairs([0, 2, 4, 6], [0, 65534, 65534, 63, 64, 0], [1f, 1f, 1f, 1f, 1f, 1f]), WireDType.F32, 1);
+            "m", 0, [.. Enumerable.Range(0, 65535)], rows, 2, WireDType.F32, new RoutedPairs([0, 2, 4, 6], [0, 65534, 65534, 63, 64, 0], [1f, 1f, 1f, 1f, 1f, 1f]), WireDType.F32, 1);
         Assert.Equal(6, WireFormat.DecodeRequest(WireFormat.Serialize(request), Limits).PairTotal);
         BinaryPrimitives.WriteUInt16LittleEndian(request.Experts.AsSpan(2 * 3), 65534);   // row 1 becomes (65534, 65534)
         AssertMentions(RefuseRequest(request), "ShardRequest.Experts[3]", "duplicate expert 65534 in row 1");
@@ -316,11 +333,11 @@ public sealed class WireValidationTests
     [InlineData(0x81)]
     public void Unknown_field_nested_1000_deep_is_refused(byte container)
     {
-        // A valid request with a 12th array element, which MessagePack would skip at any depth.
+        // A valid request with a 13th array element, which MessagePack would skip at any depth.
         byte[] valid = WireFormat.Serialize(Valid());
-        Assert.Equal(0x9b, valid[0]);   // fixarray of the 11 keys
+        Assert.Equal(0x9c, valid[0]);   // fixarray of the 12 keys (0..11; 3 and 4 reserved, nil)
         byte[] bytes = Nested(container, valid, 1000);
-        bytes[0] = 0x9c;
+        bytes[0] = 0x9d;
         AssertMentions(RefuseRequest(bytes), "maximum object graph depth (16)");
     }
 
@@ -330,7 +347,7 @@ public sealed class WireValidationTests
         // Forward compatibility: a later sender may append fields; only their depth is bounded.
         ShardRequest request = Valid();
         byte[] bytes = [.. WireFormat.Serialize(request), 0x92, 0x01, 0x02];
-        bytes[0] = 0x9c;
+        bytes[0] = 0x9d;
         Assert.Equal(request.RequestId, WireFormat.DecodeRequest(bytes, Limits).RequestId);
     }
 
@@ -346,7 +363,7 @@ public sealed class WireValidationTests
     {
         ShardResponse response = ValidResponse();
         response.Version = 0;
-        AssertMentions(RefuseResponse(response), "ShardResponse.Version", "expected 1, got 0");
+        AssertMentions(RefuseResponse(response), "ShardResponse.Version", "expected 2, got 0");
     }
 
     [Fact]

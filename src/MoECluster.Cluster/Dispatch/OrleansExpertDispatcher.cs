@@ -127,7 +127,7 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
     {
         int width = layer.Width;
         float[] rows = ShardDispatchPlan.GatherRows(layer.Rows, dispatch.Tokens, width);
-        var request = WireFormat.BuildRequest(ModelId, layer.Layer, dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount,
+        var request = WireFormat.BuildRequest(ModelId, layer.Layer, Enumerable.Range(dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount).ToArray(),
             rows, width, Wire.Dispatch.Id, dispatch.Pairs, Wire.Combine.Id, _shards.NextRequestId());
         if (request.Rows.FindNonFinite() >= 0)
         {
