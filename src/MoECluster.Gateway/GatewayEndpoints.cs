@@ -134,6 +134,7 @@ public static class GatewayEndpoints
         endpoints.MapGet("/stats", async ([FromServices] LiveStatsFeed feed, CancellationToken cancel) => Results.Json(await feed.CollectAsync(cancel), Json))
             .WithName("stats").WithSummary("Traffic of every silo and this gateway's request figures").WithTags("v1");
         endpoints.MapKServe();
+        Admin.PlacementEndpoints.MapPlacement(endpoints);
         endpoints.MapOpenApi(OpenApiPath).WithName("openapi").WithSummary("This document").WithTags("openapi");
         return endpoints;
     }

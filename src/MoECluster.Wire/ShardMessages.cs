@@ -18,9 +18,17 @@ public sealed class ShardRequest
     [Key(2)]
     public int Layer { get; set; }
 
-    // Keys 3 and 4 are reserved: version 1 carried the shard's contiguous range there (FirstExpert, ExpertCount).
-    // Version 2 reads nothing from them (the array has nil in their places), so a version-1 message still deserializes
-    // (its two ints are skipped) far enough for its Version to be refused by name. Do not reuse them.
+    /// <summary>
+    /// Always 0, never read. Keys 3 and 4 carried version 1's contiguous range (FirstExpert, ExpertCount); version 2
+    /// writes ints there (not nil) so that a version-1 silo still deserializes a version-2 message and refuses it by its
+    /// Version, and reads whatever ints a version-1 message has there and refuses it by its Version. Do not reuse them.
+    /// </summary>
+    [Key(3)]
+    public int ReservedKey3 { get; set; }
+
+    /// <summary>Always 0, never read (see <see cref="ReservedKey3"/>).</summary>
+    [Key(4)]
+    public int ReservedKey4 { get; set; }
 
     /// <summary>The token activations, [tokens, width].</summary>
     [Key(5)]

@@ -63,7 +63,7 @@ public sealed class StartupCheckTests
         var r = Frontend(dir.File("m"), new Dictionary<string, string> { ["MoECluster__Pins__lat/1/0-4"] = "expert-1" });
         Assert.True(r.ExitCode == 2, r.ToString());
         string line = OneErrorLine(r, "moecluster silo");
-        Assert.Contains("MoECluster:Pins:lat/1/0-4: 'lat/1/0-4' is not a shard key; expected {model}/{layer}/s{index}/{first}-{end}", line, StringComparison.Ordinal);
+        Assert.Contains("MoECluster:Pins:lat/1/0-4: 'lat/1/0-4' is not a shard key; expected {model}/{layer}/s{index}/{ranges}", line, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -104,7 +104,7 @@ public sealed class ShardBatchingTests(UnbatchedFrontEndCluster cluster) : IClas
         int layer = reference.Config.MoeLayers[0];
         string key = cluster.ShardKeys(model, layer)[0];
         var shard = ExpertShard.ParseKey(key);
-        var experts = reference.ShardExperts(layer, shard.FirstExpert, shard.ExpertCount);
+        var experts = reference.ShardExperts(layer, shard.Experts);
         var silo = cluster.Experts[0];
         var alternates = cluster.Service<IShardAlternateClient>(cluster.Frontend).On(silo.SiloAddress);
         int seed = TestInputs.NewSeed();
@@ -117,14 +117,14 @@ public sealed class ShardBatchingTests(UnbatchedFrontEndCluster cluster) : IClas
             var ids = new List<int>();
             for (int r = 0; r < rows; r++)
             {
-                ids.AddRange(Enumerable.Range(shard.FirstExpert, shard.ExpertCount).OrderBy(_ => rng.Next()).Take(1 + rng.Next(Math.Min(3, shard.ExpertCount))));
+                ids.AddRange(shard.Experts.OrderBy(_ => rng.Next()).Take(1 + rng.Next(Math.Min(3, shard.ExpertCount))));
                 offsets[r + 1] = ids.Count;
             }
 
             var pairs = new RoutedPairs(offsets, [.. ids], [.. ids.Select(_ => (float)rng.NextDouble())]);
             float[] z = TestInputs.Gaussian(rows * experts.Width, rng.Next());
             var request = new WireBytes(WireFormat.Serialize(
-                WireFormat.BuildRequest(model, layer, Enumerable.Range(shard.FirstExpert, shard.ExpertCount).ToArray(), z, experts.Width, WireDType.F32, pairs, WireDType.F32, 1000 + i)));
+                WireFormat.BuildRequest(model, layer, shard.Experts, z, experts.Width, WireDType.F32, pairs, WireDType.F32, 1000 + i)));
             return (() => alternates.Compute(key, request), reply =>
             {
                 var response = WireFormat.DecodeResponse(reply.Bytes, new WireLimits(), rows, experts.Width);

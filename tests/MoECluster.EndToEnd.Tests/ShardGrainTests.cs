@@ -58,7 +58,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         Assert.Contains(response.Partials.Decode(), v => v != 0f);
         var description = await shard.Describe();
         Assert.Equal("expert", description.SiloRole);
-        Assert.Equal((4, 4), (description.FirstExpert, description.ExpertCount));
+        Assert.Equal(("4-8", 4), (description.Experts, description.ExpertCount));
     }
 
     [Fact]
@@ -68,8 +68,8 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
 
         // The request addresses another shard's range.
         var wrongRange = await Assert.ThrowsAnyAsync<Exception>(() => shard.Compute(new WireBytes(WireFormat.Serialize(Request(4, 4, 5)))));
-        Assert.Contains("holds experts 0..3", wrongRange.Message, StringComparison.Ordinal);
-        Assert.Contains("addresses experts 4..7", wrongRange.Message, StringComparison.Ordinal);
+        Assert.Contains("holds experts 0-4 of", wrongRange.Message, StringComparison.Ordinal);
+        Assert.Contains("addresses experts 4-8 of", wrongRange.Message, StringComparison.Ordinal);
 
         // The request claims this shard's range but names expert 9 in its pairs (bytes altered after building).
         var forged = Request(0, 4, 2);
@@ -99,6 +99,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
     [InlineData("lat/1/s2/4-8")]  // a map range under another shard's index
     [InlineData("lat/0/s0/0-4")]  // not an MoE layer
     [InlineData("lat/1/4-8")]     // the old key form, without the shard index
+    [InlineData("lat/1/s0/0-3,5-6")] // a set of experts no placement names
     public async Task A_shard_outside_the_shard_map_does_not_activate(string key)
     {
         var shard = Client.GetGrain<IExpertShardGrain>(key);
@@ -107,7 +108,7 @@ public sealed class ShardGrainTests(ProcessClusterFixture cluster) : IAsyncLifet
         Assert.True(
             e.Message.Contains("not in the routing table", StringComparison.Ordinal)
             || e.Message.Contains("not an MoE layer", StringComparison.Ordinal)
-            || e.Message.Contains("{model}/{layer}/s{index}/{first}-{end}", StringComparison.Ordinal),
+            || e.Message.Contains("{model}/{layer}/s{index}/{ranges}", StringComparison.Ordinal),
             e.Message);
 
         // And no silo holds it: /stats lists every activated shard of every silo.

@@ -423,6 +423,7 @@ public sealed class KServeGatewayTests(KServeGatewayFixture gateway)
             "/v1/layers/{layer}/forward", "/v1/forward", "/v1/models", "/stats", "/v2", "/v2/health/live", "/v2/health/ready",
             "/v2/models/{model}", "/v2/models/{model}/ready", "/v2/models/{model}/infer",
             "/v2/models/{model}/versions/{version}", "/v2/models/{model}/versions/{version}/ready", "/v2/models/{model}/versions/{version}/infer",
+            "/v1/admin/rebalance", "/v1/admin/placement",
         ];
         Assert.Equal(expected.Order(), routes.Select(r => r.Item1).Distinct().Order());
         foreach (var (path, method) in routes)

@@ -226,9 +226,9 @@ public sealed class WireRoundTripTests
 
         Assert.Equal(WireFormat.Serialize(expected), WireFormat.Serialize(built));
 
-        // A 12-element array: keys 0..11, with nil at keys 3 and 4 (reserved: version 1's FirstExpert and ExpertCount).
+        // A 12-element array: keys 0..11, with 0 at keys 3 and 4 (reserved: version 1's FirstExpert and ExpertCount).
         byte[] bytes = WireFormat.Serialize(built);
-        Assert.Equal(Convert.FromHexString("9C" + "02" + "A16D" + "05" + "C0" + "C0"), bytes[..7]);
+        Assert.Equal(Convert.FromHexString("9C" + "02" + "A16D" + "05" + "00" + "00"), bytes[..7]);
         Assert.Equal(Convert.FromHexString("C40A" + "1000" + "1100" + "1200" + "1300" + "2C01"), bytes[^12..]);
         RoutedPairs read = WireFormat.ReadPairs(WireFormat.DecodeRequest(WireFormat.Serialize(built), Limits));
         Assert.Equal(pairs.Offsets, read.Offsets);

@@ -181,7 +181,7 @@ public sealed class WireValidationTests
     public void A_wide_claimed_expert_set_costs_no_allocation_per_expert()
     {
         byte[] fuzzed = Convert.FromHexString(
-            "9C02A36C617403C0C094000101C4048F1FEC3EC40101C4020000C404B1655F3F00CF381B73485B34A000" + "C4040000FEFF");
+            "9C02A36C617403000094000101C4048F1FEC3EC40101C4020000C404B1655F3F00CF381B73485B34A000" + "C4040000FEFF");
         WireFormat.DecodeRequest(fuzzed, Limits);
         long before = GC.GetAllocatedBytesForCurrentThread();
         ShardRequest request = WireFormat.DecodeRequest(fuzzed, Limits);

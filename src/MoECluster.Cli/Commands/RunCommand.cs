@@ -48,11 +48,12 @@ internal static class RunCommand
         var skew = new Option<string?>("--gate-skew") { Description = "Generate the pair with skewed routing (zipf:S, as init-model --gate-skew), in directories of its own." };
         var dump = new Option<string?>("--dump") { Description = "Write each sample input and layer output as safetensors (hidden_states, F32) into this folder." };
         var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
+        var pin = new Option<bool>("--pin-expert-cores") { Description = "Run expert silo i on core (i - 1) mod cores only (taskset -c); the front-end floats. Silos that share cores hide imbalance." };
         var apiKey = ApiKeyOption.Create();
         apiKey.Description = $"API key the sample traffic sends, for when the silos' environment turns gateway keys on (MoECluster__Gateway__ApiKeys__0 or ApiKeysFile); default: ${ApiKeyOption.EnvironmentVariable}.";
         var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
         {
-            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump, skew,
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump, skew, pin,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
         {
@@ -66,6 +67,7 @@ internal static class RunCommand
                 SampleInputs = RunSettings.ParseInputs(parse.GetValue(inputs)!),
                 Dump = parse.GetValue(dump),
                 GateSkew = parse.GetValue(skew) is string text ? InitModelCommand.ParseSkew(text) : null,
+                PinExpertCores = parse.GetValue(pin),
             };
             settings.Validate();
             return await new LocalClusterRun(settings, output, error).RunAsync(cancel);
@@ -92,6 +94,9 @@ internal sealed record RunSettings(
 
     /// <summary>Skewed routing for the generated pair, or null.</summary>
     public GateSkew? GateSkew { get; init; }
+
+    /// <summary>Expert silo i runs on core (i - 1) mod cores only (taskset -c).</summary>
+    public bool PinExpertCores { get; init; }
 
     public static IReadOnlyList<MoECluster.Wire.WirePair> ParseSweep(string? text)
     {
@@ -144,6 +149,11 @@ internal sealed record RunSettings(
         if (!Uri.TryCreate(Urls, UriKind.Absolute, out _))
         {
             throw new UsageException($"--urls {Urls} is not a URL");
+        }
+
+        if (PinExpertCores && !OperatingSystem.IsLinux())
+        {
+            throw new UsageException("--pin-expert-cores runs the expert silos under taskset, which only Linux has");
         }
     }
 

@@ -31,15 +31,27 @@ internal sealed class ChildSilo : IDisposable
     /// <summary>Completes when the process has exited (and its output has been read).</summary>
     public Task WaitForExitAsync(CancellationToken cancellationToken = default) => _process.WaitForExitAsync(cancellationToken);
 
-    public static ChildSilo Start(string name, IEnumerable<string> siloArguments, TextWriter log, bool echo, IReadOnlyDictionary<string, string>? environment = null)
+    /// <summary>
+    /// Starts a silo process; with <paramref name="cpus"/> (a taskset CPU list, e.g. "1") it runs under <c>taskset -c</c>,
+    /// so that every thread it ever has runs on those cores and .NET sizes its thread pool and GEMM to them.
+    /// </summary>
+    public static ChildSilo Start(string name, IEnumerable<string> siloArguments, TextWriter log, bool echo, IReadOnlyDictionary<string, string>? environment = null, string? cpus = null)
     {
-        var info = new ProcessStartInfo(Environment.ProcessPath ?? "dotnet")
+        string self = Environment.ProcessPath ?? "dotnet";
+        var info = new ProcessStartInfo(cpus is null ? self : "taskset")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        if (IsDotnetHost(info.FileName))
+        if (cpus is not null)
+        {
+            info.ArgumentList.Add("-c");
+            info.ArgumentList.Add(cpus);
+            info.ArgumentList.Add(self);
+        }
+
+        if (IsDotnetHost(self))
         {
             info.ArgumentList.Add(typeof(ChildSilo).Assembly.Location);
         }

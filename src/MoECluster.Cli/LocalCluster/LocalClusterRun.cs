@@ -39,7 +39,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
                 return passed ? CliApp.ExitOk : CliApp.ExitFailure;
             }
 
-            output.WriteLine($"serving at {settings.Urls} (GET /stats, /v1/models, /health, /openapi/v1.json; POST /v1/layers/{{layer}}/forward, /v1/forward, KServe v2 /v2/models/{{model}}/infer). Ctrl+C stops every process.");
+            output.WriteLine($"serving at {settings.Urls} (GET /stats, /v1/models, /health, /openapi/v1.json, /v1/admin/placement; POST /v1/layers/{{layer}}/forward, /v1/forward, KServe v2 /v2/models/{{model}}/infer, /v1/admin/rebalance). Ctrl+C stops every process.");
             try
             {
                 await Task.Delay(Timeout.Infinite, cancel);
@@ -90,7 +90,9 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             string expertUrl = $"http://127.0.0.1:{P(LoopbackPorts.Free())}";
             var expert = new SiloLaunch(SiloRoles.Expert, $"expert-{i}", models, settings.Shards, settings.Backend, Urls: expertUrl,
                 WireDispatch: settings.Wire.Dispatch.Name, WireCombine: settings.Wire.Combine.Name);
-            _silos.Add(new SupervisedSilo($"expert-{i}", Silo(expert, settings.SiloPort + i, 0, $"127.0.0.1:{P(settings.SiloPort)}"), Alive(expertUrl), error, output, settings.Verbose, tls));
+            // --pin-expert-cores: expert i on core (i - 1) mod cores, so silos stop sharing cores and imbalance shows.
+            string? cpus = settings.PinExpertCores ? P((i - 1) % Environment.ProcessorCount) : null;
+            _silos.Add(new SupervisedSilo($"expert-{i}", Silo(expert, settings.SiloPort + i, 0, $"127.0.0.1:{P(settings.SiloPort)}"), Alive(expertUrl), error, output, settings.Verbose, tls, cpus));
         }
 
         var client = new GatewayClient(http);
@@ -100,6 +102,10 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             return body?["expert_silos"]?.GetValue<int>() == settings.ExpertSilos;
         }, cancel);
         output.WriteLine($"cluster up: gateway {settings.Urls}, 1 front-end silo + {settings.ExpertSilos} expert silos (pids {string.Join(", ", _silos.Select(s => s.Current.Id))}), {settings.Shards} shards per layer");
+        if (settings.PinExpertCores)
+        {
+            output.WriteLine($"expert silos pinned one per core (taskset): {string.Join(", ", Enumerable.Range(1, settings.ExpertSilos).Select(i => $"expert-{i} on core {(i - 1) % Environment.ProcessorCount}"))}; the front-end floats");
+        }
 
         // From now on a silo that exits is restarted (localhost clustering: when the front-end, its primary, restarts,
         // the expert silos find the membership gone and exit; they are restarted too and rejoin).

@@ -12,7 +12,7 @@ namespace MoECluster.Cli.LocalCluster;
 /// <see cref="LivenessTimeout"/> (hung: stopped, deadlocked) is killed, and so restarted. Each restart is printed. A
 /// stop asked for by the launcher is not restarted.
 /// </summary>
-internal sealed class SupervisedSilo(string name, string[] arguments, Uri alive, TextWriter log, TextWriter output, bool echo, IReadOnlyDictionary<string, string>? environment = null) : IDisposable
+internal sealed class SupervisedSilo(string name, string[] arguments, Uri alive, TextWriter log, TextWriter output, bool echo, IReadOnlyDictionary<string, string>? environment = null, string? cpus = null) : IDisposable
 {
     /// <summary>How long a silo that answered <c>/alive</c> once may go without answering it before it is killed.</summary>
     public static readonly TimeSpan LivenessTimeout = TimeSpan.FromSeconds(10);
@@ -20,7 +20,7 @@ internal sealed class SupervisedSilo(string name, string[] arguments, Uri alive,
     private readonly RestartPolicy _policy = RestartPolicy.Default();
     private readonly CancellationTokenSource _stopping = new();
     private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private ChildSilo _current = ChildSilo.Start(name, arguments, log, echo, environment);
+    private ChildSilo _current = ChildSilo.Start(name, arguments, log, echo, environment, cpus);
     private Task _supervision = Task.CompletedTask;
     private Task _liveness = Task.CompletedTask;
 
@@ -109,7 +109,7 @@ internal sealed class SupervisedSilo(string name, string[] arguments, Uri alive,
             ChildSilo next;
             try
             {
-                next = ChildSilo.Start(Name, arguments, log, echo, environment);
+                next = ChildSilo.Start(Name, arguments, log, echo, environment, cpus);
             }
             catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception)
             {

@@ -3,7 +3,7 @@ using Orleans.Concurrency;
 namespace MoECluster.Cluster.Contracts;
 
 /// <summary>
-/// Owns the experts named by its key (<c>{model}/{layer}/s{index}/{first}-{end}</c>, see <see cref="Model.Dispatch.ExpertShard"/>)
+/// Owns the experts named by its key (<c>{model}/{layer}/s{index}/{ranges}</c>, see <see cref="Model.Dispatch.ExpertShard"/>)
 /// and turns a batch of routed rows into per-row partial sums Σ w_i · E_i(z).
 /// </summary>
 [Alias("moecluster.expert-shard")]
@@ -20,6 +20,10 @@ public interface IExpertShardGrain : IGrainWithStringKey
     /// <summary>Which silo the shard lives on and which experts it holds (loads it if not active).</summary>
     [Alias("describe")]
     Task<ShardDescription> Describe();
+
+    /// <summary>The shard left the placement: it deactivates once idle (its queued passes finish first).</summary>
+    [Alias("retire")]
+    Task Retire();
 }
 
 [GenerateSerializer]
@@ -29,6 +33,6 @@ public sealed record ShardDescription(
     [property: Id(0)] string Key,
     [property: Id(1)] string Silo,
     [property: Id(2)] string SiloRole,
-    [property: Id(3)] int FirstExpert,
+    [property: Id(3)] string Experts,
     [property: Id(4)] int ExpertCount,
     [property: Id(5)] long WeightBytes);

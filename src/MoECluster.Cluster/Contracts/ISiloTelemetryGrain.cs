@@ -8,4 +8,8 @@ public interface ISiloTelemetryGrain : IGrainWithStringKey
 {
     [Alias("traffic")]
     Task<SiloTraffic> GetTraffic();
+
+    /// <summary>Tokens per expert of each MoE layer of <paramref name="model"/> over the balancing window (<see cref="TrafficLedger.ExpertLoads"/>).</summary>
+    [Alias("expert-loads")]
+    Task<IReadOnlyList<LayerExpertLoad>> GetExpertLoads(string model);
 }

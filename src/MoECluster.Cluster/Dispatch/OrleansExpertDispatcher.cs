@@ -13,8 +13,8 @@ namespace MoECluster.Cluster.Dispatch;
 /// <summary>
 /// The cluster's <see cref="IExpertDispatcher"/>, for one request of one model in one <see cref="WirePair"/> (the routed
 /// rows in its dispatch type, the partial sums asked for in its combine type): per layer, group the
-/// plan's rows by shard (<see cref="ShardDispatchPlan"/> on the layer's <see cref="ExpertRoutingTable"/>: one row per
-/// token and shard), send one ℓ-wide MessagePack payload per shard to its <see cref="IExpertShardGrain"/> in parallel
+/// plan's rows by shard (<see cref="ShardDispatchPlan"/> on the layer's <see cref="ExpertRoutingTable"/> of the moment: one row per
+/// token and shard, an expert with replicas split among them by the pairs this silo has in flight at each), send one ℓ-wide MessagePack payload per shard to its <see cref="IExpertShardGrain"/> in parallel
 /// (retried and hedged by <see cref="ShardCalls"/>), sum the returned ℓ-wide partials in fp32 in shard order, record
 /// the batch in the <see cref="TrafficLedger"/> and the layer's <see cref="LayerTraffic"/> in <see cref="Traffic"/>.
 /// Make one with <see cref="ShardCalls.Dispatcher"/>.
@@ -66,11 +66,13 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
         int width = request.Width;
         int tokens = request.Tokens;
         var plan = request.Plan;
-        var dispatches = ShardDispatchPlan.Build(plan, _shards.Tables.For(ModelId, layer));
+        var table = _shards.Tables.For(ModelId, layer);
+        long[] outstanding = _shards.Outstanding(table);
+        var dispatches = ShardDispatchPlan.Build(plan, table, outstanding);
         int routedRows = dispatches.Sum(d => d.Rows);
         // One block per shard message each way: per-message parts (NVFP4's fp32 scale) count once per message.
         long predicted = dispatches.Sum(d => WireSize.ActivationBytes(d.Rows, width, Wire.Dispatch.Id) + WireSize.ActivationBytes(d.Rows, width, Wire.Combine.Id));
-        var results = await Task.WhenAll(dispatches.Select(d => CallShardAsync(request, d, cancellationToken)));
+        var results = await Task.WhenAll(dispatches.Select(d => CallShardAsync(request, d, outstanding, cancellationToken)));
         _shards.Ledger.RecordBatch(
             new LayerBatch(ModelId, mode, layer, config.HiddenSize, width, plan.TopK, config.NRoutedExperts, tokens, predicted, Wire),
             plan.Experts,
@@ -123,11 +125,25 @@ public sealed class OrleansExpertDispatcher : IExpertDispatcher
     }
 
     private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallTraffic Traffic)> CallShardAsync(
+        ExpertDispatchRequest layer, ShardDispatch dispatch, long[] outstanding, CancellationToken cancellationToken)
+    {
+        Interlocked.Add(ref outstanding[dispatch.Shard.Index], dispatch.Pairs.Count);
+        try
+        {
+            return await CallShardAsync(layer, dispatch, cancellationToken);
+        }
+        finally
+        {
+            Interlocked.Add(ref outstanding[dispatch.Shard.Index], -dispatch.Pairs.Count);
+        }
+    }
+
+    private async Task<(ShardDispatch Dispatch, float[] Partials, ShardCallTraffic Traffic)> CallShardAsync(
         ExpertDispatchRequest layer, ShardDispatch dispatch, CancellationToken cancellationToken)
     {
         int width = layer.Width;
         float[] rows = ShardDispatchPlan.GatherRows(layer.Rows, dispatch.Tokens, width);
-        var request = WireFormat.BuildRequest(ModelId, layer.Layer, Enumerable.Range(dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount).ToArray(),
+        var request = WireFormat.BuildRequest(ModelId, layer.Layer, dispatch.Shard.Experts,
             rows, width, Wire.Dispatch.Id, dispatch.Pairs, Wire.Combine.Id, _shards.NextRequestId());
         if (request.Rows.FindNonFinite() >= 0)
         {

@@ -25,6 +25,7 @@ public sealed class ShardCalls(
     ILogger<ShardCalls> logger)
 {
     private readonly ShardCallRetry _retry = new(options.Value.ShardRetry, logger);
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<Model.Dispatch.ExpertRoutingTable, long[]> _outstanding = [];
     private long _requests;
 
     internal ModelCatalog Catalog => catalog;
@@ -44,6 +45,13 @@ public sealed class ShardCalls(
     public OrleansExpertDispatcher Dispatcher(string modelId, WirePair wire) => new(this, modelId, wire);
 
     internal long NextRequestId() => Interlocked.Increment(ref _requests);
+
+    /// <summary>
+    /// The (token, expert) pairs this silo's routers have in flight at each shard of <paramref name="table"/> (by shard
+    /// index; add before a call, subtract after): the outstanding work by which an expert's rows are split among its
+    /// replicas. Kept per table, and dropped with it.
+    /// </summary>
+    internal long[] Outstanding(Model.Dispatch.ExpertRoutingTable table) => _outstanding.GetValue(table, t => new long[t.Shards.Count]);
 
     /// <summary>Sends an encoded ShardRequest to the shard <paramref name="key"/> names; returns its encoded ShardResponse.</summary>
     internal async Task<WireBytes> CallAsync(string key, int rows, WireBytes request, CancellationToken cancellationToken)

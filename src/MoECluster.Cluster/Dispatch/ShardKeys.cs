@@ -4,8 +4,8 @@ using MoECluster.Model.Dispatch;
 namespace MoECluster.Cluster.Dispatch;
 
 /// <summary>
-/// Expert-shard grain keys: a shard's own key (<c>{model}/{layer}/s{index}/{first}-{end}</c>, <see cref="ExpertShard.Key"/>)
-/// and the key of its alternate (<c>{model}/{layer}/s{index}/{first}-{end}/alt</c>): the same experts in a second activation
+/// Expert-shard grain keys: a shard's own key (<c>{model}/{layer}/s{index}/{ranges}</c>, <see cref="ExpertShard.Key"/>)
+/// and the key of its alternate (<c>{model}/{layer}/s{index}/{ranges}/alt</c>): the same experts in a second activation
 /// that the placement policy puts on another expert silo, which routers call when the shard's own activation is overdue (a hung silo). Both compute
 /// the same function of the same rows.
 /// </summary>

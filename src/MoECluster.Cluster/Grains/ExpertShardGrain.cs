@@ -61,16 +61,20 @@ public sealed partial class ExpertShardGrain(
             throw new ArgumentException($"shard {_shard.Key}: layer {_shard.Layer} is not an MoE layer of {_shard.Model}; MoE layers: {string.Join(", ", model.Config.MoeLayers)}");
         }
 
-        var table = tables.For(_shard.Model, _shard.Layer);
-        if (!table.TryGetShard(key, out var named))
+        // A shard of a placement this silo has not applied yet (being loaded for a re-plan, or switched to a moment ago)
+        // is checked against the model's placement itself.
+        if (!tables.Allows(_shard.Model, _shard.Layer, key))
         {
-            throw new ArgumentException(
-                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the routing table of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {tables.ShardsPerLayer}: {string.Join(", ", table.Shards.Select(s => s.Key))})");
+            tables.Apply(await GrainFactory.GetGrain<IExpertPlacementGrain>(_shard.Model).Get().WaitAsync(cancellationToken));
         }
 
-        _shard = named;
+        if (!tables.Allows(_shard.Model, _shard.Layer, key))
+        {
+            throw new ArgumentException(
+                $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the routing table of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {tables.ShardsPerLayer}, placement epoch {tables.Epoch(_shard.Model)}: {tables.Describe(_shard.Model, _shard.Layer)})");
+        }
 
-        var experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.FirstExpert, _shard.ExpertCount), cancellationToken);
+        var experts = await Task.Run(() => model.ShardExperts(_shard.Layer, _shard.Experts), cancellationToken);
         _weightBytes = experts.WeightBytes;
         var shard = _shard;
         _batcher = ShardComputation.Batcher(experts, options.Value.ShardBatching, batch => ledger.RecordShardBatch(shard.Key, shard.Model, shard.Layer, batch));
@@ -110,16 +114,26 @@ public sealed partial class ExpertShardGrain(
 
     public Task<ShardDescription> Describe() => Task.FromResult(Description());
 
+    public Task Retire()
+    {
+        LogRetired(logger, _shard.Key);
+        this.DeactivateOnIdle();
+        return Task.CompletedTask;
+    }
+
     public async Task<WireBytes> Compute(WireBytes request, CancellationToken cancellationToken = default)
     {
         return await ShardComputation.ComputeAsync(_shard, _batcher, request, options.Value.WireLimits, silo.SiloAddress.ToString(), cancellationToken);
     }
 
     private ShardDescription Description() =>
-        new(_shard.Key, silo.SiloAddress.ToString(), ledger.Identity.Role, _shard.FirstExpert, _shard.ExpertCount, _weightBytes);
+        new(_shard.Key, silo.SiloAddress.ToString(), ledger.Identity.Role, _shard.Experts.ToString(), _shard.ExpertCount, _weightBytes);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Shard {Key} loaded {Experts} experts in {Milliseconds:F0} ms")]
     private static partial void LogActivated(ILogger logger, string key, int experts, double milliseconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Shard {Key} retired: it left the placement")]
+    private static partial void LogRetired(ILogger logger, string key);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Shard {Shard} moves to {Silo}: placement puts it there now")]
     private static partial void LogMigrating(ILogger logger, string shard, SiloAddress silo);

@@ -26,6 +26,7 @@ internal sealed partial class ShardAlternateService(
     IOptions<MoeClusterOptions> options,
     RoutingTables tables,
     TrafficLedger ledger,
+    IGrainFactory grains,
     ILocalSiloDetails localSilo) : GrainService(grainId, silo, loggerFactory), IShardAlternateService
 {
     private static readonly TimeSpan SweepPeriod = TimeSpan.FromSeconds(5);
@@ -55,8 +56,14 @@ internal sealed partial class ShardAlternateService(
     {
         var shard = ExpertShard.ParseKey(shardKey);
 
-        // Only the shards the routing table names (the same ranges the grains hold), never an arbitrary range.
-        if (!tables.For(shard.Model, shard.Layer).Contains(shard.Key))
+        // Only the shards the routing tables name (the same sets the grains hold), never an arbitrary set; a shard of a
+        // placement this silo has not applied yet is checked against the model's placement itself.
+        if (!tables.Allows(shard.Model, shard.Layer, shard.Key))
+        {
+            tables.Apply(await grains.GetGrain<IExpertPlacementGrain>(shard.Model).Get().WaitAsync(cancellationToken));
+        }
+
+        if (!tables.Allows(shard.Model, shard.Layer, shard.Key))
         {
             throw new ArgumentException($"shard {shardKey} is not a shard of {shard.Model} layer {shard.Layer}");
         }
@@ -108,9 +115,9 @@ internal sealed partial class ShardAlternateService(
     private ShardBatcher Load(ExpertShard shard)
     {
         var clock = Stopwatch.StartNew();
-        var experts = catalog.Get(shard.Model).ShardExperts(shard.Layer, shard.FirstExpert, shard.ExpertCount);
+        var experts = catalog.Get(shard.Model).ShardExperts(shard.Layer, shard.Experts);
         string key = ShardKeys.Alternate(shard.Key);
-        ledger.ShardActivated(new ShardDescription(key, localSilo.SiloAddress.ToString(), ledger.Identity.Role, shard.FirstExpert, shard.ExpertCount, experts.WeightBytes));
+        ledger.ShardActivated(new ShardDescription(key, localSilo.SiloAddress.ToString(), ledger.Identity.Role, shard.Experts.ToString(), shard.ExpertCount, experts.WeightBytes));
         LogLoaded(_logger, shard.Key, shard.ExpertCount, clock.Elapsed.TotalMilliseconds);
         return ShardComputation.Batcher(experts, options.Value.ShardBatching, batch => ledger.RecordShardBatch(key, shard.Model, shard.Layer, batch));
     }

@@ -36,16 +36,11 @@ internal static class ShardComputation
             throw new ArgumentException($"shard {shard.Key}: {e.Message}");
         }
 
-        // Validated: non-empty and strictly ascending, so its length and ends decide whether it is the shard's range.
         int[] addressed = WireFormat.ReadShardExperts(r);
-        if (r.Model != shard.Model || r.Layer != shard.Layer
-            || addressed.Length != shard.ExpertCount || addressed[0] != shard.FirstExpert || addressed[^1] != shard.EndExpert - 1)
+        if (r.Model != shard.Model || r.Layer != shard.Layer || !shard.Experts.AsSpan().SequenceEqual(addressed))
         {
-            string experts = addressed[^1] - addressed[0] == addressed.Length - 1
-                ? $"{addressed[0]}..{addressed[^1]}"
-                : $"{addressed.Length} of {addressed[0]}..{addressed[^1]} (not contiguous)";
             throw new ArgumentException(
-                $"shard {shard.Key} holds experts {shard.FirstExpert}..{shard.EndExpert - 1} of {shard.Model} layer {shard.Layer}; the request addresses experts {experts} of {r.Model} layer {r.Layer}");
+                $"shard {shard.Key} holds experts {shard.Experts} of {shard.Model} layer {shard.Layer}; the request addresses experts {ExpertSet.Of(addressed)} of {r.Model} layer {r.Layer}");
         }
 
         if (batcher.Width != r.Rows.Width)

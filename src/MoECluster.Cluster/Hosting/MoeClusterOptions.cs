@@ -33,7 +33,7 @@ public sealed class MoeClusterOptions
     public double RequestTimeoutSeconds { get; set; } = 120;
 
     /// <summary>
-    /// Explicit placements: shard key (<c>{model}/{layer}/s{index}/{first}-{end}</c>, e.g. <c>latent/1/s0/0-16</c>) → silo
+    /// Explicit placements: shard key (<c>{model}/{layer}/s{index}/{ranges}</c>, e.g. <c>latent/1/s0/0-16</c>) → silo
     /// name (Orleans__Name of that silo). Checked at start: a key in another form fails the start, naming it.
     /// </summary>
     public Dictionary<string, string> Pins { get; init; } = [];
@@ -52,6 +52,9 @@ public sealed class MoeClusterOptions
 
     /// <summary>Batching of concurrent requests at the front-end's routers ("MoECluster:FrontEndBatching").</summary>
     public FrontEndBatchingOptions FrontEndBatching { get; init; } = new();
+
+    /// <summary>Hot-expert replicas and load-aware placement from measured routing ("MoECluster:Balancing").</summary>
+    public BalancingOptions Balancing { get; init; } = new();
 
     /// <summary>
     /// Expert silos the cluster is meant to have (set by the launchers and deploy/); 0 = not configured. While fewer
@@ -265,6 +268,32 @@ public sealed class FrontEndBatchingOptions
         ArgumentNullException.ThrowIfNull(gateway);
         return MaxTokens > 0 ? MaxTokens : gateway.MaxTokensPerRequest;
     }
+}
+
+/// <summary>
+/// Load-aware placement ("MoECluster:Balancing", see Balancing/ExpertPlacementGrain): from the tokens each expert
+/// received over a sliding window, the replica planner chooses which experts to replicate and where; the new shards load
+/// and warm before any router sends them rows, then every silo's routers switch to the new tables.
+/// </summary>
+public sealed class BalancingOptions
+{
+    /// <summary>Replicas beyond one per expert, per MoE layer (the memory budget, in experts); -1 (the default): an eighth of the layer's experts.</summary>
+    public int RedundantExperts { get; set; } = -1;
+
+    /// <summary>The window of measured routing the planner reads, in seconds (every router's tokens per expert over it).</summary>
+    public double WindowSeconds { get; set; } = 60;
+
+    /// <summary>A layer whose most loaded expert silo is within this factor of the mean is left as it is.</summary>
+    public double LeaveAloneBelow { get; set; } = 1.10;
+
+    /// <summary>How often each silo checks for a new placement of its models (the routers switch within it), in seconds.</summary>
+    public double RefreshSeconds { get; set; } = 1;
+
+    /// <summary>Re-plan every this many seconds on the front-end silos; 0 (the default): only on demand (POST /v1/admin/rebalance).</summary>
+    public double PeriodSeconds { get; set; }
+
+    /// <summary>The budget for a layer of <paramref name="experts"/> experts: <see cref="RedundantExperts"/>, or experts ÷ 8.</summary>
+    public int EffectiveRedundantExperts(int experts) => RedundantExperts >= 0 ? RedundantExperts : experts / 8;
 }
 
 public sealed class ModelEntry

@@ -43,6 +43,7 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
         ValidateHedging(options.ShardHedging, Require);
         ValidateBatching(options.ShardBatching, Require);
         ValidateFrontEndBatching(options.FrontEndBatching, options.Gateway, Require);
+        ValidateBalancing(options.Balancing, Require);
         ValidateWireLimits(options.WireLimits, Require);
         ValidateGateway(options.Gateway, Require);
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
@@ -90,6 +91,16 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
             string.Create(CultureInfo.InvariantCulture,
                 $"tokens, 0 (the gateway's limit) or 1 to {MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Gateway)}:{nameof(GatewayOptions.MaxTokensPerRequest)} ({gateway.MaxTokensPerRequest}): a batch's message to a shard is never larger than a lone request of the most tokens makes"));
         require(batching.MaxBatchesInFlight is >= 1 and <= 16, Prefix + nameof(batching.MaxBatchesInFlight), batching.MaxBatchesInFlight, "forwards, 1 to 16");
+    }
+
+    private static void ValidateBalancing(BalancingOptions balancing, Requirement require)
+    {
+        const string Prefix = nameof(MoeClusterOptions.Balancing) + ":";
+        require(balancing.RedundantExperts >= -1, Prefix + nameof(balancing.RedundantExperts), balancing.RedundantExperts, "experts per layer, 0 or more (-1: an eighth of the layer's experts)");
+        require(balancing.WindowSeconds is >= 1 and <= 86_400, Prefix + nameof(balancing.WindowSeconds), balancing.WindowSeconds, "seconds, 1 to 86400");
+        require(balancing.LeaveAloneBelow is >= 1 and <= 100, Prefix + nameof(balancing.LeaveAloneBelow), balancing.LeaveAloneBelow, "a factor, 1 to 100");
+        require(balancing.RefreshSeconds is >= 0.05 and <= 3_600, Prefix + nameof(balancing.RefreshSeconds), balancing.RefreshSeconds, "seconds, 0.05 to 3600");
+        require(balancing.PeriodSeconds == 0 || balancing.PeriodSeconds is >= 1 and <= 86_400, Prefix + nameof(balancing.PeriodSeconds), balancing.PeriodSeconds, "seconds, 0 (on demand only) or 1 to 86400");
     }
 
     private static void ValidateHedging(ShardHedgingOptions hedging, Requirement require)

@@ -73,6 +73,8 @@ public static class MoeClusterSiloExtensions
         silo.Services.AddSingleton<ClusterStatistics>();
         silo.Services.AddSingleton<Dispatch.ShardCallHedging>();
         silo.Services.AddSingleton<Dispatch.RoutingTables>();
+        silo.Services.AddSingleton<Balancing.PlacementRefresher>();
+        silo.Services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<Balancing.PlacementRefresher>());
         silo.Services.AddSingleton<Dispatch.ShardCalls>();
         silo.Services.AddSingleton<Requests.FrontEndBatcher>();
         silo.AddShardAlternates();

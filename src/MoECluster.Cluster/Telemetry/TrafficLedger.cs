@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Grains;
 using MoECluster.Cluster.Hosting;
+using MoECluster.Model.Balancing;
 using MoECluster.Wire;
 using TagList = System.Diagnostics.TagList;
 
@@ -48,9 +49,13 @@ public sealed class TrafficLedger : IDisposable
     private readonly Histogram<double> _shardCallDuration;
     private readonly Histogram<double> _shardPassDuration;
 
-    public TrafficLedger(IMeterFactory meters, IOptions<SiloIdentity> identity)
+    private readonly TimeSpan _loadWindow;
+    private readonly long _started = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public TrafficLedger(IMeterFactory meters, IOptions<SiloIdentity> identity, IOptions<MoeClusterOptions>? options = null)
     {
         Identity = identity.Value;
+        _loadWindow = TimeSpan.FromSeconds((options?.Value ?? new MoeClusterOptions()).Balancing.WindowSeconds);
         Meter meter = meters.Create(MeterName);
         _payloadBytes = meter.CreateCounter<long>("moecluster.routed.payload.bytes", "By", "Activation payload bytes routed, by model, mode, layer, direction, silo pair and the direction's wire type");
         _messageBytes = meter.CreateCounter<long>("moecluster.routed.message.bytes", "By", "Encoded MessagePack message bytes routed (payload + envelope)");
@@ -128,8 +133,13 @@ public sealed class TrafficLedger : IDisposable
         {
             if (!_layers.TryGetValue((batch.Model, batch.Layer), out LayerState? state))
             {
-                _layers[(batch.Model, batch.Layer)] = state = new LayerState(batch.Mode, batch.HiddenSize, batch.Width, batch.TopK, new long[batch.ExpertCount]);
+                _layers[(batch.Model, batch.Layer)] = state = new LayerState(batch.Mode, batch.HiddenSize, batch.Width, batch.TopK, new long[batch.ExpertCount])
+                {
+                    Window = new ExpertLoadWindow(batch.ExpertCount, _loadWindow),
+                };
             }
+
+            state.Window.Add(experts, System.Diagnostics.Stopwatch.GetElapsedTime(_started));
 
             state.Tokens += batch.Tokens;
             state.Batches++;
@@ -228,6 +238,28 @@ public sealed class TrafficLedger : IDisposable
     /// <summary>One forward at this front-end (under front-end batching, one batch of requests) took <paramref name="seconds"/>.</summary>
     public void RecordForward(string model, string mode, string target, double seconds) =>
         _forwardDuration.Record(seconds, new TagList { { "model", model }, { "mode", mode }, { "target", target } });
+
+    /// <summary>
+    /// Tokens per expert of each MoE layer of <paramref name="model"/> this silo's routers sent over the last
+    /// MoECluster:Balancing:WindowSeconds: what the replica planner reads.
+    /// </summary>
+    public IReadOnlyList<LayerExpertLoad> ExpertLoads(string model)
+    {
+        var now = System.Diagnostics.Stopwatch.GetElapsedTime(_started);
+        lock (_gate)
+        {
+            return [.. _layers.Where(l => l.Key.Model == model).OrderBy(l => l.Key.Layer).Select(l => new LayerExpertLoad(l.Key.Layer, l.Value.Window.Sum(now)))];
+        }
+    }
+
+    /// <summary>The keys of the shards (and alternates) active on this silo.</summary>
+    public IReadOnlyList<string> ActiveShards()
+    {
+        lock (_gate)
+        {
+            return [.. _shards.Keys];
+        }
+    }
 
     public void ShardActivated(ShardDescription shard)
     {
@@ -370,6 +402,8 @@ public sealed class TrafficLedger : IDisposable
         public int TopK { get; } = topK;
 
         public long[] ExpertTokens { get; } = expertTokens;
+
+        public required ExpertLoadWindow Window { get; init; }
 
         public long Tokens { get; set; }
 

@@ -131,3 +131,11 @@ public sealed record TcpTraffic(
     [property: Id(2)] long Connections,
     [property: Id(3)] long BytesWritten,
     [property: Id(4)] bool Tls);
+
+/// <summary>Tokens per expert of one MoE layer over the balancing window, as one silo's routers sent them.</summary>
+[GenerateSerializer]
+[Immutable]
+[Alias("moecluster.layer-expert-load")]
+public sealed record LayerExpertLoad(
+    [property: Id(0)] int Layer,
+    [property: Id(1)] IReadOnlyList<long> Tokens);

@@ -11,7 +11,13 @@ namespace MoECluster.Gateway.Live;
 /// <c>gateway</c> (and what its limits hold now under <c>gateway.limits</c>). Collections are shared: however many
 /// pages are open, the silos are asked at most once per <see cref="MinimumInterval"/>.
 /// </summary>
-public sealed class LiveStatsFeed(ClusterStatistics cluster, GatewayRequestStatistics requests, GatewayAdmission admission, TimeProvider clock) : IDisposable
+public sealed class LiveStatsFeed(
+    ClusterStatistics cluster,
+    GatewayRequestStatistics requests,
+    GatewayAdmission admission,
+    TimeProvider clock,
+    IGrainFactory grains,
+    Microsoft.Extensions.Options.IOptions<MoECluster.Cluster.Hosting.MoeClusterOptions> options) : IDisposable
 {
     public static readonly TimeSpan MinimumInterval = TimeSpan.FromMilliseconds(500);
 
@@ -26,6 +32,7 @@ public sealed class LiveStatsFeed(ClusterStatistics cluster, GatewayRequestStati
         var gateway = (JsonObject)JsonSerializer.SerializeToNode(requests.Snapshot(), GatewayEndpoints.Json)!;
         gateway["limits"] = JsonSerializer.SerializeToNode(admission.Report(), GatewayEndpoints.Json);
         document["gateway"] = gateway;
+        document["placement"] = await PlacementAsync(cancel);
         return document;
     }
 
@@ -52,4 +59,37 @@ public sealed class LiveStatsFeed(ClusterStatistics cluster, GatewayRequestStati
     }
 
     public void Dispose() => _gate.Dispose();
+
+    /// <summary>
+    /// Each model's expert placement: its epoch (0: the default contiguous shards), each re-planned layer's shards
+    /// (expert sets) and extra replicas, and the history of re-plans. A model whose placement does not answer in time is
+    /// left out of this document.
+    /// </summary>
+    private async Task<JsonArray> PlacementAsync(CancellationToken cancel)
+    {
+        var placements = await Task.WhenAll(options.Value.Models.Keys.Select(async model =>
+        {
+            try
+            {
+                return await grains.GetGrain<MoECluster.Cluster.Contracts.IExpertPlacementGrain>(model).Get().WaitAsync(ClusterStatistics.SiloAnswerTimeout, cancel);
+            }
+            catch (Exception e) when (e is TimeoutException or OrleansException)
+            {
+                return null;
+            }
+        }));
+        var array = new JsonArray();
+        foreach (var p in placements.OfType<MoECluster.Cluster.Contracts.ModelPlacement>())
+        {
+            array.Add(JsonSerializer.SerializeToNode(new
+            {
+                p.Model,
+                p.Epoch,
+                Layers = p.Layers.Select(l => new { l.Layer, l.Shards }),
+                p.History,
+            }, GatewayEndpoints.Json));
+        }
+
+        return array;
+    }
 }

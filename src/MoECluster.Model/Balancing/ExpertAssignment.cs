@@ -71,19 +71,20 @@ public sealed class ExpertAssignment : IEquatable<ExpertAssignment>
     public bool Holds(int silo, int expert) => Array.BinarySearch(_bySilo[silo], expert) >= 0;
 
     /// <summary>
-    /// Today's placement: the <paramref name="shards"/> contiguous expert ranges of the layer's routing table
+    /// The default placement: the <paramref name="shards"/> contiguous expert ranges of the layer's default routing table
     /// (<see cref="ExpertRoutingTable"/>: as equal as possible), shard i on silo i mod <paramref name="silos"/>.
     /// </summary>
-    public static ExpertAssignment FromContiguousShards(int experts, int shards, int silos)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
-        var sets = Enumerable.Range(0, silos).Select(_ => new List<int>()).ToArray();
-        foreach (var shard in new ExpertRoutingTable("assignment", 0, experts, shards).Shards)
-        {
-            sets[shard.Index % silos].AddRange(Enumerable.Range(shard.FirstExpert, shard.ExpertCount));
-        }
+    public static ExpertAssignment FromContiguousShards(int experts, int shards, int silos) =>
+        FromTable(new ExpertRoutingTable("assignment", 0, experts, shards), silos);
 
-        return new ExpertAssignment(experts, sets);
+    /// <summary>
+    /// The placement of a routing table whose shard i sits on silo i mod <paramref name="silos"/> (the cluster's
+    /// placement groups shards so): each silo's experts are those of its shards.
+    /// </summary>
+    public static ExpertAssignment FromTable(ExpertRoutingTable table, int silos)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        return new ExpertAssignment(table.Experts, table.Groups(silos));
     }
 
     /// <summary>Each silo's load when every expert's load is split evenly among its replicas.</summary>

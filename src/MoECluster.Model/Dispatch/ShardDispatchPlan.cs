@@ -18,20 +18,35 @@ public sealed record ShardDispatch(ExpertShard Shard, int[] Tokens, RoutedPairs 
 /// </summary>
 public static class ShardDispatchPlan
 {
-    /// <summary>The dispatches of a plan, one per shard with at least one row, in shard order.</summary>
-    public static IReadOnlyList<ShardDispatch> Build(RoutingPlan plan, ExpertRoutingTable table)
+    /// <summary>
+    /// The dispatches of a plan, one per shard with at least one row, in shard order. An expert with replicas (in
+    /// several shards of <paramref name="table"/>) has each of its (token, expert) pairs sent to one of them: the one
+    /// with the least outstanding work — <paramref name="outstandingPairs"/>[shard] (pairs already in flight there, as
+    /// the caller counts them; empty for none) plus the pairs this plan has given it so far — ties to a shard the
+    /// token already has a row on (no extra row), then to the lower index. Deterministic for the same inputs.
+    /// </summary>
+    public static IReadOnlyList<ShardDispatch> Build(RoutingPlan plan, ExpertRoutingTable table, ReadOnlySpan<long> outstandingPairs = default)
     {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(table);
         int shards = table.Shards.Count;
+        if (!outstandingPairs.IsEmpty && outstandingPairs.Length != shards)
+        {
+            throw new ArgumentException($"{outstandingPairs.Length} outstanding counts for {shards} shards", nameof(outstandingPairs));
+        }
+
         var tokens = new List<int>[shards];
         var offsets = new List<int>[shards];
         var experts = new List<int>[shards];
         var weights = new List<float>[shards];
+        var work = new long[shards];
         for (int s = 0; s < shards; s++)
         {
             tokens[s] = [];
             offsets[s] = [0];
             experts[s] = [];
             weights[s] = [];
+            work[s] = outstandingPairs.IsEmpty ? 0 : outstandingPairs[s];
         }
 
         for (int t = 0; t < plan.Tokens; t++)
@@ -40,7 +55,7 @@ public static class ShardDispatchPlan
             ReadOnlySpan<float> w = plan.WeightsOf(t);
             for (int k = 0; k < e.Length; k++)
             {
-                int s = table.ShardOf(e[k]);
+                int s = Choose(table.ShardsOf(e[k]), work, tokens, t);
                 if (tokens[s].Count == 0 || tokens[s][^1] != t)
                 {
                     tokens[s].Add(t);
@@ -50,6 +65,7 @@ public static class ShardDispatchPlan
                 experts[s].Add(e[k]);
                 weights[s].Add(w[k]);
                 offsets[s][^1]++;
+                work[s]++;
             }
         }
 
@@ -63,6 +79,23 @@ public static class ShardDispatchPlan
         }
 
         return result;
+    }
+
+    private static int Choose(ReadOnlySpan<int> replicas, long[] work, List<int>[] tokens, int token)
+    {
+        int best = replicas[0];
+        for (int r = 1; r < replicas.Length; r++)
+        {
+            int s = replicas[r];
+            if (work[s] < work[best] || (work[s] == work[best] && HasRow(tokens[s], token) && !HasRow(tokens[best], token)))
+            {
+                best = s;
+            }
+        }
+
+        return best;
+
+        static bool HasRow(List<int> rows, int token) => rows.Count > 0 && rows[^1] == token;
     }
 
     /// <summary>Copies the rows of <paramref name="tokens"/> out of <paramref name="source"/> ([T, width]).</summary>
@@ -80,9 +113,16 @@ public static class ShardDispatchPlan
     /// <summary>
     /// Expected rows per shard per token under uniform routing: P(a token has ≥ 1 of its K experts in a shard of
     /// size n out of N) = 1 − C(N−n, K)/C(N, K). Multiply by width × bytes for the bytes a shard receives per token.
+    /// For a table without replicas (which replica a pair goes to depends on the load of the moment).
     /// </summary>
     public static double ExpectedRowsPerToken(ExpertRoutingTable table, int topK)
     {
+        ArgumentNullException.ThrowIfNull(table);
+        if (table.HasReplicas)
+        {
+            throw new ArgumentException("expected rows are defined for a table without replicas", nameof(table));
+        }
+
         double total = 0;
         foreach (var shard in table.Shards)
         {

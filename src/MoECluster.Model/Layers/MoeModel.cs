@@ -110,16 +110,28 @@ public sealed class MoeModel : IDisposable
         return _routerMixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l, experts: []), Backend))).Value;
     }
 
-    /// <summary>The routed experts [first, first + count) of a layer, and only those (what an expert shard loads).</summary>
+    /// <summary>The routed experts [first, first + count) of a layer, and only those.</summary>
     public GroupedExperts ShardExperts(int layer, int first, int count)
     {
-        CheckMoeLayer(layer);
         if (first < 0 || count < 1 || first + count > Config.NRoutedExperts)
         {
             throw new ArgumentOutOfRangeException(nameof(count), $"experts {first}..{first + count - 1} are outside 0..{Config.NRoutedExperts - 1}");
         }
 
-        var weights = MoeLayerWeights.Load(Tensors, Config, layer, Enumerable.Range(first, count));
+        return ShardExperts(layer, ExpertSet.Range(first, count));
+    }
+
+    /// <summary>The routed experts <paramref name="experts"/> of a layer, and only those (what an expert shard loads).</summary>
+    public GroupedExperts ShardExperts(int layer, ExpertSet experts)
+    {
+        ArgumentNullException.ThrowIfNull(experts);
+        CheckMoeLayer(layer);
+        if (experts.End > Config.NRoutedExperts)
+        {
+            throw new ArgumentOutOfRangeException(nameof(experts), $"expert {experts.End - 1} is outside 0..{Config.NRoutedExperts - 1}");
+        }
+
+        var weights = MoeLayerWeights.Load(Tensors, Config, layer, experts);
         return new GroupedExperts(weights.Experts, Config.RoutedWidth, Config.MoeIntermediateSize, Backend, layer);
     }
 

@@ -111,7 +111,7 @@ public sealed class ExpertShardPlacementTests
         Assert.Contains("no active expert silo", none.Message, StringComparison.Ordinal);
 
         var malformed = await Assert.ThrowsAsync<FormatException>(() => Place(Cluster(), new SpreadByIndexPlacementPolicy(), Options(), "m/1/0-3"));
-        Assert.Contains("{model}/{layer}/s{index}/{first}-{end}", malformed.Message, StringComparison.Ordinal);
+        Assert.Contains("{model}/{layer}/s{index}/{ranges}", malformed.Message, StringComparison.Ordinal);
     }
 
     private sealed class ChosenSilo(SiloAddress silo) : IShardPlacementPolicy

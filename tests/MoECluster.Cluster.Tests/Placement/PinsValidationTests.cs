@@ -27,7 +27,7 @@ public sealed class PinsValidationTests
         using var host = Host(($"MoECluster:Pins:{key}", "expert-1"));
         var e = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
         Assert.Contains($"MoECluster:Pins:{key}", e.Message, StringComparison.Ordinal);
-        Assert.Contains("{model}/{layer}/s{index}/{first}-{end}", e.Message, StringComparison.Ordinal);
+        Assert.Contains("{model}/{layer}/s{index}/{ranges}", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

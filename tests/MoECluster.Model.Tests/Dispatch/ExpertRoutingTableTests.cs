@@ -16,7 +16,7 @@ public sealed class ExpertRoutingTableTests
         Assert.Equal(Enumerable.Range(0, shards), table.Shards.Select(s => s.Index));
         for (int e = 0; e < experts; e++)
         {
-            Assert.True(table.ShardFor(e).Owns(e));
+            Assert.True(table.ShardFor(e).Holds(e));
             Assert.Same(table.Shards[table.ShardOf(e)], table.ShardFor(e));
         }
 

@@ -17,13 +17,14 @@ public sealed class ShardDispatchPlanTests
     {
         var map = new ExpertRoutingTable("m", 3, experts, shards);
         Assert.Equal(shards, map.Shards.Count);
-        Assert.Equal(0, map.Shards[0].FirstExpert);
-        Assert.Equal(experts, map.Shards[^1].EndExpert);
-        Assert.All(map.Shards.Zip(map.Shards.Skip(1)), p => Assert.Equal(p.First.EndExpert, p.Second.FirstExpert));
+        Assert.All(map.Shards, s => Assert.True(s.Experts.IsContiguous));
+        Assert.Equal(0, map.Shards[0].Experts.First);
+        Assert.Equal(experts, map.Shards[^1].Experts.End);
+        Assert.All(map.Shards.Zip(map.Shards.Skip(1)), p => Assert.Equal(p.First.Experts.End, p.Second.Experts.First));
         Assert.InRange(map.Shards.Max(s => s.ExpertCount) - map.Shards.Min(s => s.ExpertCount), 0, 1);
         for (int e = 0; e < experts; e++)
         {
-            Assert.True(map.Shards[map.ShardOf(e)].Owns(e));
+            Assert.True(map.Shards[map.ShardOf(e)].Holds(e));
         }
     }
 
@@ -68,7 +69,7 @@ public sealed class ShardDispatchPlanTests
     {
         var e = Assert.Throws<FormatException>(() => ExpertShard.ParseKey(key));
         Assert.Contains($"'{key}'", e.Message, StringComparison.Ordinal);
-        Assert.Contains("{model}/{layer}/s{index}/{first}-{end}", e.Message, StringComparison.Ordinal);
+        Assert.Contains("{model}/{layer}/s{index}/{ranges}", e.Message, StringComparison.Ordinal);
         Assert.False(ExpertShard.TryParseKey(key, out _, out string? error));
         Assert.Equal(e.Message, error);
     }
@@ -108,7 +109,7 @@ public sealed class ShardDispatchPlanTests
             for (int r = 0; r < d.Rows; r++)
             {
                 int t = d.Tokens[r];
-                var expected = plan.ExpertsOf(t).ToArray().Select((e, k) => (e, w: plan.WeightsOf(t)[k])).Where(p => d.Shard.Owns(p.e)).ToArray();
+                var expected = plan.ExpertsOf(t).ToArray().Select((e, k) => (e, w: plan.WeightsOf(t)[k])).Where(p => d.Shard.Holds(p.e)).ToArray();
                 var actual = Enumerable.Range(d.Pairs.Offsets[r], d.Pairs.CountOf(r)).Select(i => (d.Pairs.Experts[i], d.Pairs.Weights[i])).ToArray();
                 Assert.Equal(expected, actual);
             }
@@ -144,7 +145,7 @@ public sealed class ShardDispatchPlanTests
         var u = new float[tokens * w];
         foreach (var dispatch in ShardDispatchPlan.Build(plan, map))
         {
-            var experts = model.ShardExperts(layer, dispatch.Shard.FirstExpert, dispatch.Shard.ExpertCount);
+            var experts = model.ShardExperts(layer, dispatch.Shard.Experts);
             float[] rows = ShardDispatchPlan.GatherRows(z, dispatch.Tokens, w);
             float[] partials = experts.ComputePartials(rows, dispatch.Pairs);
             for (int r = 0; r < dispatch.Rows; r++)
