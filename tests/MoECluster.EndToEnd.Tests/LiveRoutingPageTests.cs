@@ -218,6 +218,22 @@ public sealed class LiveRoutingPageTests(ProcessClusterFixture cluster)
             await Same(rows, layer["compute_imbalance"]!.GetValue<double>(), "data-compute-imbalance");
         }
 
+        // The placement plans table: every model's epoch, a row per re-plan (or one "no re-plan yet" row).
+        foreach (var placement in stats["placement"]!.AsArray())
+        {
+            string rows = $"#plan-table tr[data-model='{placement!["model"]}'][data-epoch='{placement["epoch"]}']";
+            int expected = Math.Max(1, placement["history"]!.AsArray().Count);
+            if (await page.Locator(rows).CountAsync() != expected)
+            {
+                problems.Add($"{rows}: {await page.Locator(rows).CountAsync()} rows, /stats {expected}");
+            }
+        }
+
+        if (stats["placement"]!.AsArray().Count == 0)
+        {
+            problems.Add("/stats has no placement");
+        }
+
         int cards = await page.Locator(".silo").CountAsync();
         if (cards != stats["silos"]!.AsArray().Count)
         {

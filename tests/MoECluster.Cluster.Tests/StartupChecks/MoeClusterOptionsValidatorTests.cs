@@ -107,6 +107,11 @@ public sealed class MoeClusterOptionsValidatorTests
     [InlineData("ShardBatching:MaxQueuedBytes")]
     [InlineData("FrontEndBatching:MaxTokens")]
     [InlineData("FrontEndBatching:MaxBatchesInFlight")]
+    [InlineData("Balancing:RedundantExperts")]
+    [InlineData("Balancing:WindowSeconds")]
+    [InlineData("Balancing:LeaveAloneBelow")]
+    [InlineData("Balancing:RefreshSeconds")]
+    [InlineData("Balancing:PeriodSeconds")]
     [InlineData("WireLimits:MaxPairsPerRow")]
     [InlineData("Gateway:MaxRequestBytes")]
     [InlineData("Gateway:MaxTokensPerRequest")]
@@ -135,6 +140,9 @@ public sealed class MoeClusterOptionsValidatorTests
             "Gateway:MaxJsonDepth" => "2",
             "Gateway:MaxBodyBytesInFlight" => "1000",
             "Gateway:MaxTokensInFlight" => "100",
+            "Balancing:RedundantExperts" => "-2",
+            "Balancing:LeaveAloneBelow" => "0.9",
+            "Balancing:PeriodSeconds" => "0.5",
             _ => "-1",
         };
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>

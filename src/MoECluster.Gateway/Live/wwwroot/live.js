@@ -221,6 +221,29 @@ function renderBalance(layers) {
   }
 }
 
+function renderPlans(placements) {
+  const body = $('plan-table').querySelector('tbody');
+  body.replaceChildren();
+  for (const p of placements) {
+    const history = p.history.length > 0 ? [...p.history].reverse() : [null];
+    for (const h of history) {
+      const row = document.createElement('tr');
+      row.dataset.model = p.model;
+      row.dataset.epoch = String(p.epoch);
+      const cells = h === null
+        ? [p.model, String(p.epoch), '', '', 'no re-plan yet', '', '', '', '', '', '']
+        : [p.model, String(h.epoch), String(h.layer), h.at.replace('T', ' ').slice(0, 19), h.changed ? 'yes' : 'no', fmt(h.imbalance_before, 3), fmt(h.imbalance_after, 3),
+          fmt(h.extra_replicas, 0), fmt(h.new_shards, 0), fmt(h.window_tokens, 0), h.reason];
+      for (const text of cells) {
+        const cell = document.createElement('td');
+        cell.textContent = text;
+        row.append(cell);
+      }
+      body.append(row);
+    }
+  }
+}
+
 function renderFrontEndBatching(batches) {
   const body = $('frontend-batching-table').querySelector('tbody');
   body.replaceChildren();
@@ -246,6 +269,7 @@ function render(doc) {
   renderFrontEndBatching(doc.front_end_batches ?? []);
   renderBatching(doc.shard_batches ?? []);
   renderBalance(doc.balance ?? []);
+  renderPlans(doc.placement ?? []);
   renderPlacement(doc.silos);
   const updated = $('updated');
   updated.dataset.unixSeconds = String(doc.gateway.unix_seconds);
