@@ -6,6 +6,7 @@ using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Cluster.Placement;
+using MoECluster.Cluster.Telemetry;
 using MoECluster.Model.Balancing;
 using MoECluster.Model.Dispatch;
 using Orleans.Runtime.MembershipService.SiloMetadata;
@@ -161,6 +162,27 @@ public sealed partial class ExpertPlacementGrain(
 
     private Task<Dictionary<SiloAddress, SiloStatus>> ActiveSilosAsync() => GrainFactory.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true);
 
+    /// <summary>
+    /// Asks every active silo (by its parsable address, the key of its pinned grains) at once; a silo that does not
+    /// answer within <see cref="SiloAnswerTimeout"/>, or is gone, counts as <paramref name="unanswered"/>.
+    /// </summary>
+    private async Task<T[]> AskEverySiloAsync<T>(Func<string, Task<T>> ask, T unanswered, CancellationToken cancellationToken)
+    {
+        var hosts = await ActiveSilosAsync();
+        return await Task.WhenAll(hosts.Keys.Select(async s =>
+        {
+            try
+            {
+                return await ask(s.ToParsableString()).WaitAsync(SiloAnswerTimeout, cancellationToken);
+            }
+            catch (Exception e) when (e is TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e))
+            {
+                LogUnanswered(logger, s.ToString(), e.Message);
+                return unanswered;
+            }
+        }));
+    }
+
     private ExpertRoutingTable TableOf(int layer) => _current.TryGetValue(layer, out var t) ? t : tables.Default(ModelId, layer);
 
     private ModelPlacement Placement()
@@ -190,18 +212,8 @@ public sealed partial class ExpertPlacementGrain(
     {
         int experts = catalog.Get(model).Config.NRoutedExperts;
         var totals = layers.ToDictionary(l => l, _ => new long[experts]);
-        var hosts = await ActiveSilosAsync();
-        var answers = await Task.WhenAll(hosts.Keys.Select(async s =>
-        {
-            try
-            {
-                return await GrainFactory.GetGrain<ISiloTelemetryGrain>(s.ToParsableString()).GetExpertLoads(model).WaitAsync(SiloAnswerTimeout);
-            }
-            catch (Exception e) when (e is TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e))
-            {
-                return [];
-            }
-        }));
+        var answers = await AskEverySiloAsync<IReadOnlyList<LayerExpertLoad>>(
+            silo => GrainFactory.GetGrain<ISiloTelemetryGrain>(silo).GetExpertLoads(model), [], CancellationToken.None);
         foreach (var load in answers.SelectMany(a => a))
         {
             if (totals.TryGetValue(load.Layer, out long[]? total) && load.Tokens.Count == experts)
@@ -218,19 +230,15 @@ public sealed partial class ExpertPlacementGrain(
 
     private async Task<int> TellSilosAsync(ModelPlacement placement)
     {
-        var hosts = await ActiveSilosAsync();
-        var told = await Task.WhenAll(hosts.Keys.Select(async s =>
-        {
-            try
+        // A silo that does not answer in time catches up through its refresher.
+        var told = await AskEverySiloAsync(
+            async silo =>
             {
-                await GrainFactory.GetGrain<ISiloRoutingGrain>(s.ToParsableString()).Apply(placement).WaitAsync(SiloAnswerTimeout);
+                await GrainFactory.GetGrain<ISiloRoutingGrain>(silo).Apply(placement);
                 return true;
-            }
-            catch (Exception e) when (e is TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e))
-            {
-                return false; // its refresher catches up
-            }
-        }));
+            },
+            false,
+            CancellationToken.None);
         return told.Count(t => t);
     }
 
@@ -244,19 +252,7 @@ public sealed partial class ExpertPlacementGrain(
         }
 
         string[] retiring = [.. keys];
-        var hosts = await ActiveSilosAsync();
-        var retired = await Task.WhenAll(hosts.Keys.Select(async s =>
-        {
-            try
-            {
-                return await GrainFactory.GetGrain<ISiloRoutingGrain>(s.ToParsableString()).Retire(retiring).WaitAsync(SiloAnswerTimeout, cancellationToken);
-            }
-            catch (Exception e) when (e is TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e))
-            {
-                LogRetireFailed(logger, s.ToString(), e.Message);
-                return 0;
-            }
-        }));
+        var retired = await AskEverySiloAsync(silo => GrainFactory.GetGrain<ISiloRoutingGrain>(silo).Retire(retiring), 0, cancellationToken);
         int count = retired.Sum();
         LogRetired(logger, ModelId, count);
     }
@@ -273,8 +269,8 @@ public sealed partial class ExpertPlacementGrain(
     [LoggerMessage(Level = LogLevel.Information, Message = "Placement {Model}: {Shards} drained shards retired")]
     private static partial void LogRetired(ILogger logger, string model, int shards);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Silo {Silo} did not retire drained shards: {Reason}")]
-    private static partial void LogRetireFailed(ILogger logger, string silo, string reason);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Silo {Silo} did not answer the placement: {Reason}")]
+    private static partial void LogUnanswered(ILogger logger, string silo, string reason);
 }
 
 /// <summary>Applies a placement to its silo's routing tables, and retires the drained shards active here (key = the silo's parsable address).</summary>
