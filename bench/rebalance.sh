@@ -4,7 +4,7 @@
 # workers before a re-plan, POST /v1/admin/rebalance, the same load after it, in one run on one cluster; each load
 # reports the expert silos' rows, (row, expert) pairs and compute time over its own window (cluster.balance).
 # Usage: bench/rebalance.sh OUTDIR   (MODELS_DIR default /tmp/rbmodels; SKEW default zipf:1.2; REDUNDANT default 8;
-#        DURATION default 30; CYCLES default 1: each cycle starts a fresh cluster)
+#        DURATION default 30; CYCLES default 1: each cycle starts a fresh cluster; WORKERS default 8)
 set -u
 OUT=${1:-/tmp/rebalance}
 MODELS=${MODELS_DIR:-/tmp/rbmodels}
@@ -12,6 +12,7 @@ SKEW=${SKEW:-zipf:1.2}
 REDUNDANT=${REDUNDANT:-8}
 DURATION=${DURATION:-30}
 CYCLES=${CYCLES:-1}
+WORKERS=${WORKERS:-8}
 PORT=18780
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.." || exit 1
@@ -26,13 +27,13 @@ for cycle in $(seq 1 "$CYCLES"); do
   for _ in $(seq 1 900); do grep -q "serving at" "$OUT/run-$cycle.log" && break; sleep 1; done
   grep -E "pinned|cluster up" "$OUT/run-$cycle.log"
   "${M[@]}" warmup --url "$URL" --expert-silos 2 --timeout 600 | tail -1
-  "${M[@]}" load --url "$URL" --mode closed --concurrency 8 --duration "$DURATION" --warmup 3 --models latent --tokens 8 \
+  "${M[@]}" load --url "$URL" --mode closed --concurrency "$WORKERS" --duration "$DURATION" --warmup 3 --models latent --tokens 8 \
     --seed $((cycle * 10 + 1)) --json "$OUT/before-$cycle.json" 2>/dev/null | tail -6
   curl -s -X POST "$URL/v1/admin/rebalance?model=latent" -H 'Content-Type: application/json' \
     -d "{\"redundant_experts\": $REDUNDANT}" > "$OUT/rebalance-$cycle.json"
   python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('rebalance:', {k: r.get(k) for k in ('epoch','changed','silos_applied','load_seconds','seconds','error')}); [print('  layer', l['layer'], l['reason']) for l in r.get('layers', [])]" "$OUT/rebalance-$cycle.json"
   sleep 3
-  "${M[@]}" load --url "$URL" --mode closed --concurrency 8 --duration "$DURATION" --warmup 3 --models latent --tokens 8 \
+  "${M[@]}" load --url "$URL" --mode closed --concurrency "$WORKERS" --duration "$DURATION" --warmup 3 --models latent --tokens 8 \
     --seed $((cycle * 10 + 2)) --json "$OUT/after-$cycle.json" 2>/dev/null | tail -6
   curl -s "$URL/stats" > "$OUT/stats-$cycle.json"
   curl -s "$URL/v1/admin/placement?model=latent" > "$OUT/placement-$cycle.json"

@@ -138,7 +138,7 @@ public class InProcessMoeCluster : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        SyntheticCheckpoint.Write(LatentPath, ModelPresets.Get("tiny").Build(experts: _setup.Experts), 21);
+        SyntheticCheckpoint.Write(LatentPath, ModelPresets.Get("tiny").Build(experts: _setup.Experts), 21, skew: LatentGateSkew);
         SyntheticCheckpoint.Write(StandardPath, ModelPresets.Get("tiny-standard").Build(experts: _setup.Experts), 22);
         var builder = new InProcessTestClusterBuilder(checked((short)(1 + _setup.ExpertSilos)));
         builder.Options.GatewayPerSilo = false;
@@ -204,6 +204,9 @@ public class InProcessMoeCluster : IAsyncLifetime
 
     /// <summary>Settings a derived fixture computes once the models are written (every silo gets them).</summary>
     protected virtual IEnumerable<KeyValuePair<string, string?>> MoreSettings() => [];
+
+    /// <summary>Skewed routing for the latent model (null: the synthetic gate's own, near uniform).</summary>
+    protected virtual GateSkew? LatentGateSkew => null;
 
     public async Task DisposeAsync()
     {

@@ -3,19 +3,23 @@ using MoECluster.Cluster.Contracts;
 using MoECluster.Cluster.Dispatch;
 using MoECluster.Cluster.Hosting;
 using MoECluster.Model.Dispatch;
+using MoECluster.Model.Presets;
 using MoECluster.Testing;
 using MoECluster.Wire;
 
 namespace MoECluster.Cluster.Tests;
 
 /// <summary>
-/// The default <see cref="InProcessMoeCluster"/> with any measured imbalance worth a re-plan (LeaveAloneBelow = 1), so
-/// that uniform random routing on 16 experts still gets replicas, and a quick placement refresh.
+/// The default <see cref="InProcessMoeCluster"/> with the latent model's routing skewed like a trained router's
+/// (Zipf 1.5 over its 16 experts: the contiguous shards leave one expert silo well above the mean) and a quick placement
+/// refresh.
 /// </summary>
 public sealed class RebalancingCluster : InProcessMoeCluster
 {
+    protected override GateSkew? LatentGateSkew => GateSkew.Parse("zipf:1.5");
+
     protected override IEnumerable<KeyValuePair<string, string?>> MoreSettings() =>
-        [new("MoECluster:Balancing:LeaveAloneBelow", "1"), new("MoECluster:Balancing:RefreshSeconds", "0.2")];
+        [new("MoECluster:Balancing:RefreshSeconds", "0.2")];
 }
 
 /// <summary>

@@ -48,12 +48,14 @@ internal static class RunCommand
         var skew = new Option<string?>("--gate-skew") { Description = "Generate the pair with skewed routing (zipf:S, as init-model --gate-skew), in directories of its own." };
         var dump = new Option<string?>("--dump") { Description = "Write each sample input and layer output as safetensors (hidden_states, F32) into this folder." };
         var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
+        var redundant = new Option<int?>("--redundant-experts") { Description = "Replicas beyond one per expert a re-plan (POST /v1/admin/rebalance) may add per MoE layer (default: an eighth of the layer's experts)." };
+        var rebalanceEvery = new Option<double?>("--rebalance-every") { Description = "Re-plan expert placement from measured routing every this many seconds (default: only on POST /v1/admin/rebalance)." };
         var pin = new Option<bool>("--pin-expert-cores") { Description = "Run expert silo i on core (i - 1) mod cores only (taskset -c); the front-end floats. Silos that share cores hide imbalance." };
         var apiKey = ApiKeyOption.Create();
         apiKey.Description = $"API key the sample traffic sends, for when the silos' environment turns gateway keys on (MoECluster__Gateway__ApiKeys__0 or ApiKeysFile); default: ${ApiKeyOption.EnvironmentVariable}.";
         var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
         {
-            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump, skew, pin,
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump, skew, pin, redundant, rebalanceEvery,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
         {
@@ -68,6 +70,8 @@ internal static class RunCommand
                 Dump = parse.GetValue(dump),
                 GateSkew = parse.GetValue(skew) is string text ? InitModelCommand.ParseSkew(text) : null,
                 PinExpertCores = parse.GetValue(pin),
+                RedundantExperts = parse.GetValue(redundant),
+                RebalanceEverySeconds = parse.GetValue(rebalanceEvery),
             };
             settings.Validate();
             return await new LocalClusterRun(settings, output, error).RunAsync(cancel);
@@ -97,6 +101,12 @@ internal sealed record RunSettings(
 
     /// <summary>Expert silo i runs on core (i - 1) mod cores only (taskset -c).</summary>
     public bool PinExpertCores { get; init; }
+
+    /// <summary>--redundant-experts, or null.</summary>
+    public int? RedundantExperts { get; init; }
+
+    /// <summary>--rebalance-every in seconds, or null.</summary>
+    public double? RebalanceEverySeconds { get; init; }
 
     public static IReadOnlyList<MoECluster.Wire.WirePair> ParseSweep(string? text)
     {
@@ -149,6 +159,16 @@ internal sealed record RunSettings(
         if (!Uri.TryCreate(Urls, UriKind.Absolute, out _))
         {
             throw new UsageException($"--urls {Urls} is not a URL");
+        }
+
+        if (RedundantExperts is < 0)
+        {
+            throw new UsageException($"--redundant-experts = {RedundantExperts} is out of range: must be 0 or more");
+        }
+
+        if (RebalanceEverySeconds is double every && every is not (>= 1 and <= 86_400))
+        {
+            throw new UsageException($"--rebalance-every = {every.ToString(CultureInfo.InvariantCulture)} is out of range: must be 1..86400 seconds");
         }
 
         if (PinExpertCores && !OperatingSystem.IsLinux())

@@ -47,10 +47,12 @@ internal static class SiloCommand
         var backend = new Option<string?>("--backend") { Description = $"Compute: {MoECluster.Cluster.Hosting.ComputeBackends.Description}; default auto." };
         backend.AcceptOnlyFromAmong([.. MoECluster.Cluster.Hosting.ComputeBackends.Names]);
         var expectedExperts = new Option<int?>("--expected-expert-silos") { Description = "Expert silos the cluster should have (MoECluster:ExpectedExpertSilos): a front-end's /health says degraded while fewer serve." };
+        var redundant = new Option<int?>("--redundant-experts") { Description = "Replicas beyond one per expert a re-plan may add per MoE layer (MoECluster:Balancing:RedundantExperts; default an eighth of the layer's experts)." };
+        var rebalanceEvery = new Option<double?>("--rebalance-every") { Description = "Re-plan expert placement every this many seconds (MoECluster:Balancing:PeriodSeconds; default: only on POST /v1/admin/rebalance)." };
         var parentPid = new Option<int?>("--parent-pid") { Description = $"Stop when this process exits (default: ${ParentProcess.EnvironmentVariable}; moecluster run and the launcher set it)." };
         var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")
         {
-            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire.Wire, wire.Dispatch, wire.Combine, backend, expectedExperts, parentPid,
+            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire.Wire, wire.Dispatch, wire.Combine, backend, expectedExperts, redundant, rebalanceEvery, parentPid,
         };
         command.SetAction((parse, cancel) => RunAsync(error, parse.GetValue(role)!, new Dictionary<string, string?>
         {
@@ -64,6 +66,8 @@ internal static class SiloCommand
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.DefaultWireCombine)}"] = parse.GetValue(wire.Combine),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Compute)}:{nameof(ComputeOptions.Backend)}"] = parse.GetValue(backend),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.ExpectedExpertSilos)}"] = parse.GetValue(expectedExperts)?.ToString(CultureInfo.InvariantCulture),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Balancing)}:{nameof(BalancingOptions.RedundantExperts)}"] = parse.GetValue(redundant)?.ToString(CultureInfo.InvariantCulture),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Balancing)}:{nameof(BalancingOptions.PeriodSeconds)}"] = parse.GetValue(rebalanceEvery)?.ToString(CultureInfo.InvariantCulture),
             [ConfigurationKeys.Urls] = parse.GetValue(urls),
         }, parse.GetValue(models) ?? [], parse.GetValue(parentPid), cancel));
         return command;

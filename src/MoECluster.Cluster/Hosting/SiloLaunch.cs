@@ -20,6 +20,8 @@ namespace MoECluster.Cluster.Hosting;
 /// <param name="Urls">Where the silo's HTTP listens (null: left to the environment or the silo's default).</param>
 /// <param name="WireDispatch">Default element type of the dispatch direction, over <paramref name="Wire"/> (<c>--wire-dispatch</c>; null: not given).</param>
 /// <param name="WireCombine">Default element type of the combine direction, over <paramref name="Wire"/> (<c>--wire-combine</c>; null: not given).</param>
+/// <param name="RedundantExperts">Replicas a re-plan may add per MoE layer (<c>--redundant-experts</c>; null: the silo's default).</param>
+/// <param name="RebalanceEverySeconds">Periodic re-plan (<c>--rebalance-every</c>; null: on demand only).</param>
 public sealed record SiloLaunch(
     string Role,
     string Name,
@@ -30,7 +32,9 @@ public sealed record SiloLaunch(
     int? ExpectedExpertSilos = null,
     string? Urls = null,
     string? WireDispatch = null,
-    string? WireCombine = null)
+    string? WireCombine = null,
+    int? RedundantExperts = null,
+    double? RebalanceEverySeconds = null)
 {
     /// <summary>The verb and its flags: <c>silo --role … --name … --model id=dir … --shards … --backend …</c>.</summary>
     public IReadOnlyList<string> Arguments()
@@ -70,6 +74,16 @@ public sealed record SiloLaunch(
         if (Urls is not null)
         {
             args.AddRange(["--urls", Urls]);
+        }
+
+        if (RedundantExperts is int redundant)
+        {
+            args.AddRange(["--redundant-experts", redundant.ToString(CultureInfo.InvariantCulture)]);
+        }
+
+        if (RebalanceEverySeconds is double every)
+        {
+            args.AddRange(["--rebalance-every", every.ToString(CultureInfo.InvariantCulture)]);
         }
 
         return args;
