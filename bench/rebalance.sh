@@ -4,7 +4,9 @@
 # workers before a re-plan, POST /v1/admin/rebalance, the same load after it, in one run on one cluster; each load
 # reports the expert silos' rows, (row, expert) pairs and compute time over its own window (cluster.balance).
 # Usage: bench/rebalance.sh OUTDIR   (MODELS_DIR default /tmp/rbmodels; SKEW default zipf:1.2; REDUNDANT default 8;
-#        DURATION default 30; CYCLES default 1: each cycle starts a fresh cluster; WORKERS default 8)
+#        DURATION default 30; CYCLES default 1: each cycle starts a fresh cluster; WORKERS default 8; SETTLE default 20:
+#        seconds of the same load, not measured, before the first measurement, so that the JIT's later tiers and the
+#        weights' first touches do not count against "before")
 set -u
 OUT=${1:-/tmp/rebalance}
 MODELS=${MODELS_DIR:-/tmp/rbmodels}
@@ -12,6 +14,7 @@ SKEW=${SKEW:-zipf:1.2}
 REDUNDANT=${REDUNDANT:-8}
 DURATION=${DURATION:-30}
 CYCLES=${CYCLES:-1}
+SETTLE=${SETTLE:-20}
 WORKERS=${WORKERS:-8}
 PORT=18780
 mkdir -p "$OUT"
@@ -27,6 +30,8 @@ for cycle in $(seq 1 "$CYCLES"); do
   for _ in $(seq 1 900); do grep -q "serving at" "$OUT/run-$cycle.log" && break; sleep 1; done
   grep -E "pinned|cluster up" "$OUT/run-$cycle.log"
   "${M[@]}" warmup --url "$URL" --expert-silos 2 --timeout 600 | tail -1
+  [ "$SETTLE" -gt 0 ] && "${M[@]}" load --url "$URL" --mode closed --concurrency "$WORKERS" --duration "$SETTLE" --warmup 0 \
+    --models latent --tokens 8 --seed 5 > /dev/null 2>&1
   "${M[@]}" load --url "$URL" --mode closed --concurrency "$WORKERS" --duration "$DURATION" --warmup 3 --models latent --tokens 8 \
     --seed $((cycle * 10 + 1)) --json "$OUT/before-$cycle.json" 2>/dev/null | tail -6
   curl -s -X POST "$URL/v1/admin/rebalance?model=latent" -H 'Content-Type: application/json' \
