@@ -134,3 +134,55 @@ public sealed class ReplicatedPlacementTests(RebalancingCluster cluster) : IClas
         Assert.False(tables.Allows(model, layer, firstKey));
     }
 }
+
+/// <summary>The skewed <see cref="RebalancingCluster"/> re-planning on its own every second (MoECluster:Balancing:PeriodSeconds).</summary>
+public sealed class PeriodicRebalancingCluster : InProcessMoeCluster
+{
+    protected override GateSkew? LatentGateSkew => GateSkew.Parse("zipf:1.5");
+
+    protected override IEnumerable<KeyValuePair<string, string?>> MoreSettings() =>
+        [new("MoECluster:Balancing:RefreshSeconds", "0.2"), new("MoECluster:Balancing:PeriodSeconds", "1")];
+}
+
+/// <summary>Re-planning on a period: the front-end asks for a plan every PeriodSeconds; a layer it balanced is then left alone.</summary>
+public sealed class PeriodicReplanTests(PeriodicRebalancingCluster cluster) : IClassFixture<PeriodicRebalancingCluster>
+{
+    [Fact]
+    public async Task A_skewed_layer_is_replanned_without_being_asked_and_then_left_alone()
+    {
+        string model = InProcessMoeCluster.Latent;
+        var reference = cluster.Reference(model);
+        int d = reference.Config.HiddenSize;
+        int layer = reference.FirstMoeLayer;
+        var router = cluster.Grains.GetGrain<IMoeRouterGrain>(model);
+        var placement = cluster.Grains.GetGrain<IExpertPlacementGrain>(model);
+        int seed = TestInputs.NewSeed();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        double? switchedAt = null;
+        for (int i = 0; clock.Elapsed < TimeSpan.FromSeconds(20); i++)
+        {
+            float[] x = TestInputs.Gaussian(16 * d, seed + i);
+            var reply = await router.Forward(new ForwardCall(layer, x, 16, WireDType.F32));
+            double error = Metrics.RelativeError(reply.Hidden, reference.ForwardLayer(layer, x, 16));
+            Assert.True(error <= 1e-6, $"seed {seed} request {i}: relative error {error:E2}");
+            if (switchedAt is null && (await placement.Get()).Epoch >= 1)
+            {
+                switchedAt = clock.Elapsed.TotalSeconds;
+            }
+
+            // Three more seconds of traffic after the switch: three more periodic re-plans, each of which must leave it alone.
+            if (switchedAt is double at && clock.Elapsed.TotalSeconds > at + 3)
+            {
+                break;
+            }
+        }
+
+        Assert.True(switchedAt is not null, "no periodic re-plan switched the skewed layer within 20 s");
+        var now = await placement.Get();
+        Assert.Equal(1, now.Epoch);
+        var changes = now.History.Where(h => h.Layer == layer).ToList();
+        Assert.Contains(changes, h => h.Changed && h.Epoch == 1 && h.ImbalanceBefore >= 1.1);
+        Assert.Contains(changes, h => !h.Changed && h.Reason.Contains("left alone", StringComparison.Ordinal));
+        Assert.All(cluster.Cluster.GetActiveSilos(), s => Assert.Equal(1, cluster.Service<RoutingTables>(s).Epoch(model)));
+    }
+}
