@@ -324,17 +324,13 @@ public static class WireFormat
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(pairs);
         ArgumentNullException.ThrowIfNull(shardExperts);
-        var shardBytes = new byte[shardExperts.Count * 2];
-        for (int i = 0; i < shardExperts.Count; i++)
+        ReadOnlySpan<int> shardIds = shardExperts switch
         {
-            int expert = shardExperts[i];
-            if (expert is < 0 or > ushort.MaxValue)
-            {
-                throw new ArgumentException(Invariant($"shard expert {expert} (index {i}) is not a uint16 id."), nameof(shardExperts));
-            }
-
-            BinaryPrimitives.WriteUInt16LittleEndian(shardBytes.AsSpan(i * 2), (ushort)expert);
-        }
+            ExpertSet set => set.AsSpan(),
+            int[] array => array,
+            _ => shardExperts.ToArray(),
+        };
+        byte[] shardBytes = Uint16Ids(shardIds, "shard expert", "index", nameof(shardExperts));
 
         int rowCount = pairs.Rows;
         if (rowCount < 0 || pairs.Offsets[0] != 0 || pairs.Offsets[rowCount] != pairs.Experts.Length || pairs.Weights.Length != pairs.Experts.Length)
@@ -344,7 +340,6 @@ public static class WireFormat
         }
 
         var pairCounts = new byte[rowCount];
-        var expertBytes = new byte[pairs.Experts.Length * 2];
         var weightBytes = new byte[pairs.Weights.Length * 4];
         for (int r = 0; r < rowCount; r++)
         {
@@ -357,16 +352,7 @@ public static class WireFormat
             pairCounts[r] = (byte)count;
         }
 
-        for (int i = 0; i < pairs.Experts.Length; i++)
-        {
-            int expert = pairs.Experts[i];
-            if (expert is < 0 or > ushort.MaxValue)
-            {
-                throw new ArgumentException(Invariant($"expert {expert} (pair {i}) is not a uint16 id."), nameof(pairs));
-            }
-
-            BinaryPrimitives.WriteUInt16LittleEndian(expertBytes.AsSpan(i * 2), (ushort)expert);
-        }
+        byte[] expertBytes = Uint16Ids(pairs.Experts, "expert", "pair", nameof(pairs));
 
         if (BitConverter.IsLittleEndian)
         {
@@ -456,6 +442,24 @@ public static class WireFormat
         }
 
         return new RoutedPairs(offsets, experts, weights);
+    }
+
+    /// <summary>Expert ids as the wire carries them, uint16 little-endian; an id outside uint16 is refused as "{what} {id} ({position} {i})".</summary>
+    private static byte[] Uint16Ids(ReadOnlySpan<int> ids, string what, string position, string paramName)
+    {
+        var bytes = new byte[ids.Length * 2];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            int expert = ids[i];
+            if (expert is < 0 or > ushort.MaxValue)
+            {
+                throw new ArgumentException(Invariant($"{what} {expert} ({position} {i}) is not a uint16 id."), paramName);
+            }
+
+            BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(i * 2), (ushort)expert);
+        }
+
+        return bytes;
     }
 
     /// <summary>

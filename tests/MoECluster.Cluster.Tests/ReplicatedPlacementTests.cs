@@ -107,7 +107,7 @@ public sealed class ReplicatedPlacementTests(RebalancingCluster cluster) : IClas
         string model = InProcessMoeCluster.Standard;
         int layer = cluster.Reference(model).FirstMoeLayer;
         int experts = cluster.Reference(model).Config.NRoutedExperts;
-        LayerPlacement Sets(params int[][] groups) => new(layer, [.. ExpertRoutingTable.FromGroups(model, layer, experts, 4, groups, 1).Shards.Select(s => s.Experts.ToString())]);
+        LayerPlacement Sets(params int[][] groups) => LayerPlacement.Of(ExpertRoutingTable.FromGroups(model, layer, experts, 4, groups, 1));
         var first = Sets([.. Enumerable.Range(0, 9)], [.. Enumerable.Range(8, 8)]);
         var second = Sets([.. Enumerable.Range(0, 8)], [.. Enumerable.Range(7, 9)]);
         var instance = Guid.NewGuid();

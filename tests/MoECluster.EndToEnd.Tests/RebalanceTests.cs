@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
+using MoECluster.Cluster.Contracts;
 using MoECluster.Gateway;
 using MoECluster.Model.Dispatch;
 using MoECluster.Model.Layers;
@@ -100,10 +101,8 @@ public sealed class RebalanceTests(ITestOutputHelper output)
             // The placement is the plan, and both replicas of a replicated expert computed rows after the switch.
             var placement = JsonNode.Parse(await http.GetStringAsync("/v1/admin/placement?model=latent"))!;
             Assert.Equal(1, placement["epoch"]!.GetValue<long>());
-            var shards = placement["layers"]!.AsArray().Single(l => l!["layer"]!.GetValue<int>() == layer)!["shards"]!.AsArray()
-                .Select((s, i) => new ExpertShard("latent", layer, i, ExpertSet.TryParse(s!.GetValue<string>(), out var set) ? set : throw new FormatException(s.ToJsonString())))
-                .ToList();
-            var table = new ExpertRoutingTable("latent", layer, reference.Config.NRoutedExperts, [.. shards.Select(s => s.Experts)], 1);
+            var shards = placement["layers"]!.AsArray().Single(l => l!["layer"]!.GetValue<int>() == layer)!["shards"]!.AsArray();
+            var table = new LayerPlacement(layer, [.. shards.Select(s => s!.GetValue<string>())]).ToTable("latent", reference.Config.NRoutedExperts, 1);
             Assert.True(table.HasReplicas);
             var stats = await client.StatsAsync();
             var passes = stats["shard_batches"]!.AsArray().GroupBy(b => b!["shard"]!.GetValue<string>()).ToDictionary(g => g.Key, g => g.Sum(b => b!["rows"]!.GetValue<long>()));

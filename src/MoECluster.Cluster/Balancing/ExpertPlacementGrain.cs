@@ -94,7 +94,7 @@ public sealed partial class ExpertPlacementGrain(
         var now = DateTimeOffset.UtcNow;
         foreach (int layer in config.MoeLayers)
         {
-            var current = TableOf(layer);
+            var current = TableOf(_current, layer);
             int groups = Math.Min(current.Shards.Count, silos.Count);
             var assignment = new ExpertAssignment(experts, current.Groups(groups));
             long[] window = loads[layer];
@@ -120,7 +120,7 @@ public sealed partial class ExpertPlacementGrain(
         var loadClock = Stopwatch.StartNew();
         try
         {
-            var fresh = next.Values.SelectMany(t => t.Shards.Where(s => !TableOf(t.Layer).Contains(s.Key))).ToList();
+            var fresh = next.Values.SelectMany(t => t.Shards.Where(s => !TableOf(_current, t.Layer).Contains(s.Key))).ToList();
             LogLoading(logger, model, epoch, fresh.Count);
             await Task.WhenAll(fresh.Select(s => GrainFactory.GetGrain<IExpertShardGrain>(s.Key).Describe()));
         }
@@ -151,50 +151,30 @@ public sealed partial class ExpertPlacementGrain(
         LogSwitched(logger, model, epoch, applied, loadSeconds);
 
         // 3. Drain: shards that left the plan are retired once every router has had time to switch.
-        var left = previous.Values.SelectMany(t => t.Shards).Select(s => s.Key)
-            .Concat(config.MoeLayers.Where(l => !previous.ContainsKey(l)).SelectMany(l => tables.Default(model, l).Shards.Select(s => s.Key)))
-            .ToHashSet(StringComparer.Ordinal);
+        var left = config.MoeLayers.SelectMany(l => TableOf(previous, l).Shards).Select(s => s.Key).ToHashSet(StringComparer.Ordinal);
         left.ExceptWith(next.Values.SelectMany(t => t.Shards).Select(s => s.Key));
         var drain = TimeSpan.FromSeconds(Math.Max(5, 3 * balancing.RefreshSeconds));
         this.RegisterGrainTimer(RetireAsync, left, new GrainTimerCreationOptions(drain, Timeout.InfiniteTimeSpan));
         return new RebalanceReport(model, epoch, true, false, changes, silos.Count, applied, loadSeconds, clock.Elapsed.TotalSeconds);
     }
 
-    private Task<Dictionary<SiloAddress, SiloStatus>> ActiveSilosAsync() => GrainFactory.GetGrain<IManagementGrain>(0).GetHosts(onlyActive: true);
+    /// <summary>Every active silo at once (<see cref="EverySilo"/>); one that does not answer in time is logged and counts as <paramref name="unanswered"/>.</summary>
+    private Task<T[]> AskEverySiloAsync<T>(Func<string, Task<T>> ask, T unanswered, CancellationToken cancellationToken) =>
+        EverySilo.AskAsync(GrainFactory, ask, unanswered, SiloAnswerTimeout, (silo, e) => LogUnanswered(logger, silo.ToString(), e.Message), cancellationToken);
 
-    /// <summary>
-    /// Asks every active silo (by its parsable address, the key of its pinned grains) at once; a silo that does not
-    /// answer within <see cref="SiloAnswerTimeout"/>, or is gone, counts as <paramref name="unanswered"/>.
-    /// </summary>
-    private async Task<T[]> AskEverySiloAsync<T>(Func<string, Task<T>> ask, T unanswered, CancellationToken cancellationToken)
-    {
-        var hosts = await ActiveSilosAsync();
-        return await Task.WhenAll(hosts.Keys.Select(async s =>
-        {
-            try
-            {
-                return await ask(s.ToParsableString()).WaitAsync(SiloAnswerTimeout, cancellationToken);
-            }
-            catch (Exception e) when (e is TimeoutException or OrleansException || ShardCallRetry.IsSiloLoss(e))
-            {
-                LogUnanswered(logger, s.ToString(), e.Message);
-                return unanswered;
-            }
-        }));
-    }
-
-    private ExpertRoutingTable TableOf(int layer) => _current.TryGetValue(layer, out var t) ? t : tables.Default(ModelId, layer);
+    /// <summary>The table of <paramref name="layer"/> in <paramref name="placed"/> (a layer it does not name is on its default table).</summary>
+    private ExpertRoutingTable TableOf(Dictionary<int, ExpertRoutingTable> placed, int layer) =>
+        placed.TryGetValue(layer, out var t) ? t : tables.Default(ModelId, layer);
 
     private ModelPlacement Placement()
     {
-        static LayerPlacement Layer(ExpertRoutingTable t) => new(t.Layer, [.. t.Shards.Select(s => s.Experts.ToString())]);
         var recent = _recent.SelectMany(r => r.Values);
         if (_staged is not null)
         {
             recent = _staged.Values.Concat(recent);
         }
 
-        return new ModelPlacement(ModelId, _epoch, [.. _current.Values.OrderBy(t => t.Layer).Select(Layer)], [.. recent.Select(Layer)],
+        return new ModelPlacement(ModelId, _epoch, [.. _current.Values.OrderBy(t => t.Layer).Select(LayerPlacement.Of)], [.. recent.Select(LayerPlacement.Of)],
             [.. _history], _instance, _version);
     }
 
@@ -244,12 +224,9 @@ public sealed partial class ExpertPlacementGrain(
 
     private async Task RetireAsync(HashSet<string> keys, CancellationToken cancellationToken)
     {
-        // A later plan may have taken a key back: retire only what no current table names.
+        // A later plan may have taken a key back: retire only what no current table names (after a switch every MoE
+        // layer has a table in _current).
         keys.ExceptWith(_current.Values.SelectMany(t => t.Shards).Select(s => s.Key));
-        if (_current.Count == 0)
-        {
-            keys.ExceptWith(catalog.Get(ModelId).Config.MoeLayers.SelectMany(l => tables.Default(ModelId, l).Shards.Select(s => s.Key)));
-        }
 
         string[] retiring = [.. keys];
         var retired = await AskEverySiloAsync(silo => GrainFactory.GetGrain<ISiloRoutingGrain>(silo).Retire(retiring), 0, cancellationToken);

@@ -60,12 +60,18 @@ public sealed partial class PlacementRefresher(
             // Housekeeping, not a request: its grain calls run under a parent that is not sampled, so they make no trace
             // (one a second per silo would flood the trace view) and take nothing from the trace sampler's budget.
             using var untraced = Untraced();
+            bool replan = replans && System.Diagnostics.Stopwatch.GetElapsedTime(lastPlan).TotalSeconds >= balancing.PeriodSeconds;
+            if (replan)
+            {
+                lastPlan = System.Diagnostics.Stopwatch.GetTimestamp();
+            }
+
             foreach (string model in options.Value.Models.Keys)
             {
                 try
                 {
                     var placement = grains.GetGrain<IExpertPlacementGrain>(model);
-                    if (replans && System.Diagnostics.Stopwatch.GetElapsedTime(lastPlan).TotalSeconds >= balancing.PeriodSeconds)
+                    if (replan)
                     {
                         var report = await placement.Rebalance(new RebalanceRequest()).WaitAsync(stopping);
                         LogPeriodic(logger, model, report.Epoch, report.Changed);
@@ -82,11 +88,6 @@ public sealed partial class PlacementRefresher(
                     // The placement grain's silo just died, or the cluster is starting: the next period tries again.
                     LogMissed(logger, model, e.Message);
                 }
-            }
-
-            if (replans && System.Diagnostics.Stopwatch.GetElapsedTime(lastPlan).TotalSeconds >= balancing.PeriodSeconds)
-            {
-                lastPlan = System.Diagnostics.Stopwatch.GetTimestamp();
             }
         }
     }

@@ -1,3 +1,4 @@
+using MoECluster.Model.Dispatch;
 using Orleans.Concurrency;
 
 namespace MoECluster.Cluster.Contracts;
@@ -39,7 +40,22 @@ public sealed record RebalanceRequest(
 [Alias("moecluster.layer-placement")]
 public sealed record LayerPlacement(
     [property: Id(0)] int Layer,
-    [property: Id(1)] IReadOnlyList<string> Shards);
+    [property: Id(1)] IReadOnlyList<string> Shards)
+{
+    /// <summary>The placement of <paramref name="table"/>.</summary>
+    public static LayerPlacement Of(ExpertRoutingTable table)
+    {
+        ArgumentNullException.ThrowIfNull(table);
+        return new(table.Layer, [.. table.Shards.Select(s => s.Experts.ToString())]);
+    }
+
+    /// <summary>The routing table this placement states, for a layer of <paramref name="experts"/> experts.</summary>
+    /// <exception cref="ArgumentException">A shard's text is not an expert set, or the sets do not form a table of the layer.</exception>
+    public ExpertRoutingTable ToTable(string model, int experts, long epoch) =>
+        new(model, Layer, experts, [.. Shards.Select(text => ExpertSet.TryParse(text, out var set)
+            ? set
+            : throw new ArgumentException($"placement {epoch} of {model} layer {Layer}: '{text}' is not an expert set"))], epoch);
+}
 
 /// <summary>
 /// A model's placement: <see cref="Epoch"/> and its layers (empty: every layer on the default table), the recent epochs'

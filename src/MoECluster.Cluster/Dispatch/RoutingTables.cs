@@ -61,6 +61,22 @@ public sealed class RoutingTables(ModelCatalog catalog, IOptions<MoeClusterOptio
     public bool Allows(string model, int layer, string key) =>
         Default(model, layer).Contains(key) || (_placements.TryGetValue(model, out var p) && p.Allowed.Contains(key));
 
+    /// <summary>
+    /// <see cref="Allows"/>, asking the model's placement grain first when this silo does not know the key: a shard of a
+    /// placement this silo has not applied yet (being loaded for a re-plan, or switched to a moment ago).
+    /// </summary>
+    public async Task<bool> AllowsAsync(IGrainFactory grains, string model, int layer, string key, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(grains);
+        if (Allows(model, layer, key))
+        {
+            return true;
+        }
+
+        Apply(await grains.GetGrain<IExpertPlacementGrain>(model).Get().WaitAsync(cancellationToken));
+        return Allows(model, layer, key);
+    }
+
     /// <summary>The shard keys routers may address for <paramref name="layer"/> of <paramref name="model"/>, for messages that refuse a key.</summary>
     public string Describe(string model, int layer) => string.Join(", ", For(model, layer).Shards.Select(s => s.Key));
 
@@ -75,23 +91,16 @@ public sealed class RoutingTables(ModelCatalog catalog, IOptions<MoeClusterOptio
     {
         ArgumentNullException.ThrowIfNull(placement);
         var config = catalog.Get(placement.Model).Config;
-        if (_placements.TryGetValue(placement.Model, out var seen) && seen.Instance == placement.Instance && seen.Version >= placement.Version)
+        bool Newer() => !_placements.TryGetValue(placement.Model, out var applied) || applied.Instance != placement.Instance || applied.Version < placement.Version;
+        if (!Newer())
         {
             return false;
         }
 
-        ExpertRoutingTable Table(LayerPlacement layer)
-        {
-            if (!config.MoeLayers.Contains(layer.Layer))
-            {
-                throw new ArgumentException($"placement {placement.Epoch} of {placement.Model} names layer {layer.Layer}, not an MoE layer");
-            }
-
-            var sets = layer.Shards.Select(text => ExpertSet.TryParse(text, out var set)
-                ? set
-                : throw new ArgumentException($"placement {placement.Epoch} of {placement.Model} layer {layer.Layer}: '{text}' is not an expert set")).ToArray();
-            return new ExpertRoutingTable(placement.Model, layer.Layer, config.NRoutedExperts, sets, placement.Epoch);
-        }
+        ExpertRoutingTable Table(LayerPlacement layer) =>
+            config.MoeLayers.Contains(layer.Layer)
+                ? layer.ToTable(placement.Model, config.NRoutedExperts, placement.Epoch)
+                : throw new ArgumentException($"placement {placement.Epoch} of {placement.Model} names layer {layer.Layer}, not an MoE layer");
 
         var current = placement.Layers.ToFrozenDictionary(l => l.Layer, Table);
         var allowed = current.Values.Concat(placement.Recent.Select(Table))
@@ -100,7 +109,8 @@ public sealed class RoutingTables(ModelCatalog catalog, IOptions<MoeClusterOptio
         var next = new AppliedPlacement(placement.Instance, placement.Version, placement.Epoch, current, allowed);
         lock (_placements)
         {
-            if (_placements.TryGetValue(placement.Model, out var applied) && applied.Instance == placement.Instance && applied.Version >= placement.Version)
+            // Checked again under the lock: another answer may have been applied while this one was parsed.
+            if (!Newer())
             {
                 return false;
             }

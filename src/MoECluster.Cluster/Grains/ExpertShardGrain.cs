@@ -61,14 +61,7 @@ public sealed partial class ExpertShardGrain(
             throw new ArgumentException($"shard {_shard.Key}: layer {_shard.Layer} is not an MoE layer of {_shard.Model}; MoE layers: {string.Join(", ", model.Config.MoeLayers)}");
         }
 
-        // A shard of a placement this silo has not applied yet (being loaded for a re-plan, or switched to a moment ago)
-        // is checked against the model's placement itself.
-        if (!tables.Allows(_shard.Model, _shard.Layer, key))
-        {
-            tables.Apply(await GrainFactory.GetGrain<IExpertPlacementGrain>(_shard.Model).Get().WaitAsync(cancellationToken));
-        }
-
-        if (!tables.Allows(_shard.Model, _shard.Layer, key))
+        if (!await tables.AllowsAsync(GrainFactory, _shard.Model, _shard.Layer, key, cancellationToken))
         {
             throw new ArgumentException(
                 $"shard {(key.Length <= 100 ? key : key[..100] + "...")} is not in the routing table of {_shard.Model} layer {_shard.Layer} (MoECluster:ShardsPerLayer = {tables.ShardsPerLayer}, placement epoch {tables.Epoch(_shard.Model)}: {tables.Describe(_shard.Model, _shard.Layer)})");

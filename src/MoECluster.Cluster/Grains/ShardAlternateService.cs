@@ -56,14 +56,8 @@ internal sealed partial class ShardAlternateService(
     {
         var shard = ExpertShard.ParseKey(shardKey);
 
-        // Only the shards the routing tables name (the same sets the grains hold), never an arbitrary set; a shard of a
-        // placement this silo has not applied yet is checked against the model's placement itself.
-        if (!tables.Allows(shard.Model, shard.Layer, shard.Key))
-        {
-            tables.Apply(await grains.GetGrain<IExpertPlacementGrain>(shard.Model).Get().WaitAsync(cancellationToken));
-        }
-
-        if (!tables.Allows(shard.Model, shard.Layer, shard.Key))
+        // Only the shards the routing tables name (the same sets the grains hold), never an arbitrary set.
+        if (!await tables.AllowsAsync(grains, shard.Model, shard.Layer, shard.Key, cancellationToken))
         {
             throw new ArgumentException($"shard {shardKey} is not a shard of {shard.Model} layer {shard.Layer}");
         }

@@ -15,25 +15,9 @@ public sealed class ClusterStatistics(IGrainFactory grains)
     public static readonly TimeSpan SiloAnswerTimeout = TimeSpan.FromSeconds(2);
 
     /// <summary>Every active silo's traffic; a silo that doesn't answer in time or can't be reached yet is left out.</summary>
-    public async Task<IReadOnlyList<SiloTraffic>> CollectAsync()
-    {
-        var management = grains.GetGrain<IManagementGrain>(0);
-        var hosts = await management.GetHosts(onlyActive: true);
-        var tasks = hosts.Keys.Select(async s =>
-        {
-            try
-            {
-                return await grains.GetGrain<ISiloTelemetryGrain>(s.ToParsableString()).GetTraffic().WaitAsync(SiloAnswerTimeout);
-            }
-            catch (Exception e) when (e is TimeoutException or OrleansException || Dispatch.ShardCallRetry.IsSiloLoss(e))
-            {
-                // Dead but not yet declared, or just joined and not yet in this silo's view of the membership
-                // (its pinned telemetry grain cannot be placed yet): the next report includes it.
-                return null;
-            }
-        });
-        return [.. (await Task.WhenAll(tasks)).OfType<SiloTraffic>()];
-    }
+    public async Task<IReadOnlyList<SiloTraffic>> CollectAsync() =>
+        [.. (await EverySilo.AskAsync<SiloTraffic?>(grains, async silo => await grains.GetGrain<ISiloTelemetryGrain>(silo).GetTraffic(), null, SiloAnswerTimeout))
+            .OfType<SiloTraffic>()];
 
     public async Task<StatsReport> ReportAsync() => StatsReport.From(await CollectAsync());
 }
