@@ -59,4 +59,16 @@ public sealed class RateLimitingSampler : Sampler
 
         return new SamplingResult(SamplingDecision.Drop);
     }
+
+    /// <summary>
+    /// Gives back the credit of a trace that was sampled and then not recorded after all (a health probe, whose path the
+    /// sampler cannot see: ASP.NET Core starts its activity before routing); never more than the burst.
+    /// </summary>
+    public void Return()
+    {
+        lock (_lock)
+        {
+            _credits = Math.Min(_burst, _credits + 1);
+        }
+    }
 }

@@ -49,6 +49,16 @@ public static class ServiceDefaultsExtensions
     /// </summary>
     public const double DefaultTracesPerSecond = 10;
 
+    /// <summary>
+    /// How many new traces per second a process records of anything but requests: Orleans' own work (membership, timers,
+    /// statistics), on a budget of its own so that it never takes a request's (environment:
+    /// <c>MoECluster__Telemetry__HousekeepingTracesPerSecond</c>).
+    /// </summary>
+    public const string HousekeepingTracesPerSecondKey = "MoECluster:Telemetry:HousekeepingTracesPerSecond";
+
+    /// <summary>One housekeeping trace a second: the runtime's life shows in the trace view without crowding it.</summary>
+    public const double DefaultHousekeepingTracesPerSecond = 1;
+
     public static TBuilder AddServiceDefaults<TBuilder>(this TBuilder builder, Action<TelemetrySources>? sources = null)
         where TBuilder : IHostApplicationBuilder
     {
@@ -93,13 +103,14 @@ public static class ServiceDefaultsExtensions
             })
             .WithTracing(tracing =>
             {
-                if (TraceSampler(builder.Configuration) is { } sampler)
+                var budget = TraceBudget(builder.Configuration);
+                if (budget is not null)
                 {
-                    tracing.SetSampler(sampler);
+                    tracing.SetSampler(new ParentBasedSampler(budget));
                 }
 
                 tracing.AddSource(builder.Environment.ApplicationName)
-                    .AddAspNetCoreInstrumentation(o => o.Filter = http => !IsHealthProbe(http.Request.Path) && !http.Request.Path.StartsWithSegments(MetricsPath, StringComparison.Ordinal))
+                    .AddAspNetCoreInstrumentation(o => o.Filter = http => Traced(http, budget))
                     .AddHttpClientInstrumentation();
                 foreach (string source in sources.ActivitySources)
                 {
@@ -141,25 +152,57 @@ public static class ServiceDefaultsExtensions
 
     /// <summary>
     /// The trace sampler: with <c>OTEL_TRACES_SAMPLER</c> set, none here (OpenTelemetry applies the standard variable and
-    /// its <c>OTEL_TRACES_SAMPLER_ARG</c>); otherwise parent-based with at most <see cref="TracesPerSecondKey"/> new traces
-    /// per second (default <see cref="DefaultTracesPerSecond"/>; 0: only requests that arrive with a sampled parent).
+    /// its <c>OTEL_TRACES_SAMPLER_ARG</c>); otherwise parent-based with at most <see cref="TracesPerSecondKey"/> new request
+    /// traces per second (default <see cref="DefaultTracesPerSecond"/>; 0: only requests that arrive with a sampled parent)
+    /// and <see cref="HousekeepingTracesPerSecondKey"/> new traces of anything else (<see cref="TraceBudgetSampler"/>).
     /// </summary>
-    public static Sampler? TraceSampler(IConfiguration configuration)
+    public static Sampler? TraceSampler(IConfiguration configuration) => TraceBudget(configuration) is { } budget ? new ParentBasedSampler(budget) : null;
+
+    /// <summary>
+    /// The root sampler of <see cref="TraceSampler"/>: <see cref="TracesPerSecondKey"/> new request traces per second and
+    /// <see cref="HousekeepingTracesPerSecondKey"/> new traces of anything else (<see cref="TraceBudgetSampler"/>); null
+    /// when <c>OTEL_TRACES_SAMPLER</c> decides.
+    /// </summary>
+    public static TraceBudgetSampler? TraceBudget(IConfiguration configuration)
     {
         ArgumentNullException.ThrowIfNull(configuration);
-        if (!string.IsNullOrWhiteSpace(configuration["OTEL_TRACES_SAMPLER"]))
-        {
-            return null;
-        }
+        return string.IsNullOrWhiteSpace(configuration["OTEL_TRACES_SAMPLER"])
+            ? new TraceBudgetSampler(
+                PerSecond(configuration, TracesPerSecondKey, DefaultTracesPerSecond, "0: only requests with a sampled traceparent"),
+                PerSecond(configuration, HousekeepingTracesPerSecondKey, DefaultHousekeepingTracesPerSecond, "0: none"))
+            : null;
+    }
 
-        double perSecond = DefaultTracesPerSecond;
-        if (configuration[TracesPerSecondKey] is { Length: > 0 } text
+    private static double PerSecond(IConfiguration configuration, string key, double fallback, string zero)
+    {
+        double perSecond = fallback;
+        if (configuration[key] is { Length: > 0 } text
             && (!double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out perSecond) || perSecond < 0 || !double.IsFinite(perSecond)))
         {
-            throw new InvalidOperationException($"{TracesPerSecondKey} is '{text}': traces per second must be a number >= 0 (0: only requests with a sampled traceparent)");
+            throw new InvalidOperationException($"{key} is '{text}': traces per second must be a number >= 0 ({zero})");
         }
 
-        return new ParentBasedSampler(new RateLimitingSampler(perSecond));
+        return perSecond;
+    }
+
+    /// <summary>
+    /// Whether a request to this process is traced: not a health probe or a metrics scrape. Those were sampled as new
+    /// requests before their path was known, and give their credit back.
+    /// </summary>
+    private static bool Traced(HttpContext http, TraceBudgetSampler? budget)
+    {
+        if (!IsHealthProbe(http.Request.Path) && !http.Request.Path.StartsWithSegments(MetricsPath, StringComparison.Ordinal))
+        {
+            return true;
+        }
+
+        // The instrumentation asks while it starts the request's activity: the current one.
+        if (budget is not null && System.Diagnostics.Activity.Current is { Recorded: true, Parent: null } activity && activity.ParentSpanId == default)
+        {
+            budget.ReturnRequestCredit();
+        }
+
+        return false;
     }
 
     private static TracerProviderBuilder WithSampler(TracerProviderBuilder tracing, Sampler? sampler) => sampler is null ? tracing : tracing.SetSampler(sampler);

@@ -47,7 +47,10 @@ public sealed class TelemetryExportTests
 
             // The load client exports too, and its requests carry the trace into the cluster: a client span of
             // moecluster load is the parent of the gateway's server span, whose trace reaches the expert shard.
-            using var load = BackgroundProcess.Moecluster(receiver.EnvironmentFor("otel-load"),
+            // It samples 2 new traces a second, so most of its requests arrive with a traceparent that says "not sampled".
+            var loadEnvironment = receiver.EnvironmentFor("otel-load");
+            loadEnvironment["MoECluster__Telemetry__TracesPerSecond"] = "2";
+            using var load = BackgroundProcess.Moecluster(loadEnvironment,
                 "load", "--url", url, "--mode", "closed", "--concurrency", "2", "--duration", "2", "--warmup", "0", "--tokens", "4");
             Assert.True(load.WaitForExit(TimeSpan.FromSeconds(60)), "the load run did not finish:\n" + load.Output);
             Assert.True(load.ExitCode == 0, load.Output);
@@ -67,6 +70,15 @@ public sealed class TelemetryExportTests
                 .Select(s => s.TraceId).ToHashSet();
             var housekeeping = spans.Where(s => s.Name.Contains("IExpertPlacementGrain", StringComparison.Ordinal) && !requests.Contains(s.TraceId)).ToList();
             Assert.True(housekeeping.Count == 0, $"{housekeeping.Count} placement spans were exported, e.g. {string.Join("; ", housekeeping.Take(4))}");
+
+            // A trace is kept or dropped whole: the load client samples at most its budget of requests, and the grain calls
+            // of a request it did not sample are not traced either (they used to start traces of their own at the router
+            // grain and the expert shards, on the budget of the requests that are traced).
+            int sent = int.Parse(load.Output.Split('\n').Single(l => l.StartsWith("all ", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+            Assert.True(clientSpans.Count < sent, $"the load client traced {clientSpans.Count} of {sent} requests: none was left unsampled");
+            var orphans = spans.Where(s => (s.Name.StartsWith("IMoeRouterGrain/", StringComparison.Ordinal) || s.Name.StartsWith("IExpertShardGrain/", StringComparison.Ordinal))
+                && s.ParentSpanId.Length == 0).ToList();
+            Assert.True(orphans.Count == 0, $"{orphans.Count} grain spans of a forward began a trace of their own, e.g. {string.Join("; ", orphans.Take(4))}");
         }
         finally
         {

@@ -214,6 +214,73 @@ public sealed class ServiceDefaultsTests
     }
 
     [Fact]
+    public void Housekeeping_traces_draw_on_their_own_budget_and_never_take_a_requests_credit()
+    {
+        long now = 0;
+        var sampler = new TraceBudgetSampler(requestsPerSecond: 2, housekeepingPerSecond: 1, () => now);
+        bool Sampled(string name, ActivityKind kind) => sampler.ShouldSample(
+            new OpenTelemetry.Trace.SamplingParameters(default, ActivityTraceId.CreateRandom(), name, kind)).Decision == OpenTelemetry.Trace.SamplingDecision.RecordAndSample;
+        int Count(int calls, string name, ActivityKind kind) => Enumerable.Range(0, calls).Count(_ => Sampled(name, kind));
+
+        // Orleans' own work (membership reads, timers, statistics) every second: one trace a second of it at most...
+        Assert.Equal(1, Count(50, "IMembershipTable/ReadAllAsync", ActivityKind.Client));
+        Assert.Equal(0, Count(50, "IGrainTimerInvoker/InvokeCallbackAsync", ActivityKind.Server));
+        // ...and a request after it still finds its budget: an incoming HTTP request, or moecluster load's outgoing one.
+        Assert.True(Sampled(TraceBudgetSampler.HttpServerActivity, ActivityKind.Server));
+        Assert.True(Sampled(TraceBudgetSampler.HttpClientActivity, ActivityKind.Client));
+        Assert.False(Sampled(TraceBudgetSampler.HttpServerActivity, ActivityKind.Server));
+        Assert.False(TraceBudgetSampler.IsRequest(TraceBudgetSampler.HttpServerActivity, ActivityKind.Client));
+
+        // A probe known only after sampling gives its credit back, never beyond the burst.
+        sampler.ReturnRequestCredit();
+        Assert.True(Sampled(TraceBudgetSampler.HttpServerActivity, ActivityKind.Server));
+        Assert.False(Sampled(TraceBudgetSampler.HttpServerActivity, ActivityKind.Server));
+        now += Stopwatch.Frequency * 10;
+        for (int i = 0; i < 5; i++)
+        {
+            sampler.ReturnRequestCredit();
+        }
+
+        Assert.Equal(2, Count(10, TraceBudgetSampler.HttpServerActivity, ActivityKind.Server));
+        Assert.Equal(1, Count(10, "ISiloControl/GetRuntimeStatistics", ActivityKind.Client));
+    }
+
+    [Fact]
+    public async Task Health_probes_and_metrics_scrapes_take_no_trace_credit_from_the_request_after_them()
+    {
+        await using var receiver = await OtlpReceiver.StartAsync();
+        string service = "svc-" + Guid.NewGuid().ToString("N")[..8];
+        var settings = receiver.EnvironmentFor(service).ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
+        settings[ServiceDefaultsExtensions.TracesPerSecondKey] = "1";
+        // The receiver runs in this process, and its requests are requests to the sampler too: no metric or log export
+        // (an HTTP request to it) before /work.
+        settings["OTEL_METRIC_EXPORT_INTERVAL"] = "60000";
+        settings["OTEL_BLRP_SCHEDULE_DELAY"] = "60000";
+        await using var app = await StartAsync(settings, builder => { }, map: a => a.MapGet("/work", () => "w"));
+        using var http = new HttpClient(new SocketsHttpHandler { ActivityHeadersPropagator = null }) { BaseAddress = app.Url };
+        async Task ProbeAsync(int rounds)
+        {
+            for (int i = 0; i < rounds; i++)
+            {
+                (await http.GetAsync("/health")).Dispose();
+                (await http.GetAsync("/alive")).Dispose();
+                (await http.GetAsync("/metrics")).Dispose();
+            }
+        }
+
+        await ProbeAsync(1);                          // the first of each is slow (JIT)
+        await Task.Delay(TimeSpan.FromSeconds(1.1));  // a full budget: one credit
+        var clock = Stopwatch.StartNew();
+        await ProbeAsync(10);
+
+        Assert.Equal("w", await http.GetStringAsync("/work"));
+        // One credit a second: had a probe kept the one it took, /work (within the same second) would not be traced.
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1), $"the probes took {clock.Elapsed}: the budget refilled meanwhile, the test shows nothing");
+        await receiver.WaitForAsync("/v1/traces", TimeSpan.FromSeconds(20), "/work", service);
+        Assert.DoesNotContain(receiver.Bodies("/v1/traces"), body => body.Contains("/health", StringComparison.Ordinal) || body.Contains("/metrics", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void The_trace_sampler_is_rate_limited_by_default_left_to_OTEL_TRACES_SAMPLER_when_set_and_a_bad_rate_is_an_error()
     {
         static IConfiguration Config(params (string Key, string Value)[] pairs) =>
@@ -222,10 +289,15 @@ public sealed class ServiceDefaultsTests
         Assert.Contains("RateLimitingSampler{10/s}", ServiceDefaultsExtensions.TraceSampler(Config())!.Description, StringComparison.Ordinal);
         Assert.Contains("RateLimitingSampler{2.5/s}", ServiceDefaultsExtensions.TraceSampler(Config((ServiceDefaultsExtensions.TracesPerSecondKey, "2.5")))!.Description, StringComparison.Ordinal);
         Assert.Null(ServiceDefaultsExtensions.TraceSampler(Config(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"))));
-        foreach (string bad in new[] { "-1", "many", "NaN", "Infinity" })
+        Assert.Contains("housekeeping: RateLimitingSampler{1/s}", ServiceDefaultsExtensions.TraceSampler(Config())!.Description, StringComparison.Ordinal);
+        Assert.Contains("housekeeping: RateLimitingSampler{0/s}", ServiceDefaultsExtensions.TraceSampler(Config((ServiceDefaultsExtensions.HousekeepingTracesPerSecondKey, "0")))!.Description, StringComparison.Ordinal);
+        foreach (string key in new[] { ServiceDefaultsExtensions.TracesPerSecondKey, ServiceDefaultsExtensions.HousekeepingTracesPerSecondKey })
         {
-            var e = Assert.Throws<InvalidOperationException>(() => ServiceDefaultsExtensions.TraceSampler(Config((ServiceDefaultsExtensions.TracesPerSecondKey, bad))));
-            Assert.Contains("traces per second must be a number >= 0", e.Message, StringComparison.Ordinal);
+            foreach (string bad in new[] { "-1", "many", "NaN", "Infinity" })
+            {
+                var e = Assert.Throws<InvalidOperationException>(() => ServiceDefaultsExtensions.TraceSampler(Config((key, bad))));
+                Assert.Contains($"{key} is '{bad}': traces per second must be a number >= 0", e.Message, StringComparison.Ordinal);
+            }
         }
     }
 

@@ -70,12 +70,18 @@ public sealed class OtlpReceiver : IAsyncDisposable
             if (clock.Elapsed > timeout)
             {
                 throw new TimeoutException($"no OTLP export to {path} containing [{string.Join(", ", texts)}] within {timeout.TotalSeconds} s; " +
-                    $"received {_received.Count} bodies: {string.Join(", ", _received.GroupBy(r => r.Path).Select(g => $"{g.Key} x{g.Count()}"))}");
+                    $"received {_received.Count} bodies: {string.Join(", ", _received.GroupBy(r => r.Path).Select(g => $"{g.Key} x{g.Count()}"))}" +
+                    (path == "/v1/traces" ? "; spans by service and name: " + SpanCensus() : string.Empty));
             }
 
             await Task.Delay(100);
         }
     }
+
+    /// <summary>The spans received so far, counted by service and name, most frequent first (for failure messages).</summary>
+    public string SpanCensus() => string.Join("; ", Spans()
+        .GroupBy(s => $"{s.Service} {s.Name} kind {s.Kind}" + (s.ParentSpanId.Length == 0 ? " (root)" : string.Empty))
+        .OrderByDescending(g => g.Count()).Take(40).Select(g => $"{g.Key} x{g.Count()}"));
 
     public async ValueTask DisposeAsync()
     {

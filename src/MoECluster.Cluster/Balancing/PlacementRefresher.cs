@@ -59,7 +59,7 @@ public sealed partial class PlacementRefresher(
         {
             // Housekeeping, not a request: its grain calls run under a parent that is not sampled, so they make no trace
             // (one a second per silo would flood the trace view) and take nothing from the trace sampler's budget.
-            using var untraced = Untraced();
+            using var untraced = Telemetry.UnsampledTracePropagation.Untraced();
             bool replan = replans && System.Diagnostics.Stopwatch.GetElapsedTime(lastPlan).TotalSeconds >= balancing.PeriodSeconds;
             if (replan)
             {
@@ -89,32 +89,6 @@ public sealed partial class PlacementRefresher(
                     LogMissed(logger, model, e.Message);
                 }
             }
-        }
-    }
-
-    /// <summary>
-    /// A scope whose trace context says "not sampled", here (the current activity) and at every grain its calls reach (the
-    /// W3C traceparent Orleans carries in the request context): the parent-based sampler records none of it. Orleans
-    /// does not propagate a context it did not sample itself, so the traceparent is set by hand.
-    /// </summary>
-    internal static IDisposable Untraced()
-    {
-        var activity = new System.Diagnostics.Activity(nameof(PlacementRefresher));
-        activity.SetIdFormat(System.Diagnostics.ActivityIdFormat.W3C);
-        activity.SetParentId(System.Diagnostics.ActivityTraceId.CreateRandom(), System.Diagnostics.ActivitySpanId.CreateRandom(), System.Diagnostics.ActivityTraceFlags.None);
-        activity.Start();
-        RequestContext.Set(TraceParent, activity.Id!);
-        return new UntracedScope(activity);
-    }
-
-    private const string TraceParent = "traceparent";
-
-    private sealed class UntracedScope(System.Diagnostics.Activity activity) : IDisposable
-    {
-        public void Dispose()
-        {
-            RequestContext.Remove(TraceParent);
-            activity.Dispose();
         }
     }
 

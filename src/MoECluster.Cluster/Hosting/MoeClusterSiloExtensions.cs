@@ -84,6 +84,7 @@ public static class MoeClusterSiloExtensions
 
         // Orleans traces grain calls as activities (sources Microsoft.Orleans.Runtime and .Application).
         silo.AddActivityPropagation();
+        Telemetry.UnsampledTracePropagation.Add(silo);
         silo.Services.AddKeyedRedisConnections(configuration);
         return silo;
     }

@@ -1,0 +1,75 @@
+using System.Diagnostics;
+
+namespace MoECluster.Cluster.Telemetry;
+
+/// <summary>
+/// Carries a "not sampled" trace decision across grain calls, so that a trace is kept or dropped whole. Orleans' activity
+/// propagation writes a traceparent only for a call it records: a call made under a request the sampler dropped went out
+/// with no trace context, and the callee started a trace of its own, a root the sampler could keep (a forward traced from
+/// the router grain or an expert shard down, without its request, on the budget of the requests that are traced). The
+/// outgoing filter writes the unrecorded current activity's traceparent (flags 00) into the request context; the incoming
+/// filter, when Orleans recorded nothing for a call whose traceparent says "not sampled", makes that context current (an
+/// activity no listener sees), so the grain's own calls carry it on. Registered after Orleans' filters: it sees
+/// the activity Orleans made, or none.
+/// </summary>
+internal static class UnsampledTracePropagation
+{
+    internal const string TraceParent = "traceparent";
+
+    internal static void Add(ISiloBuilder silo)
+    {
+        silo.AddOutgoingGrainCallFilter<Outgoing>();
+        silo.AddIncomingGrainCallFilter<Incoming>();
+    }
+
+    /// <summary>Makes "not sampled" the trace context here and at every grain the calls made before disposing reach.</summary>
+    internal static IDisposable Untraced()
+    {
+        var activity = new Activity("moecluster.untraced");
+        activity.SetIdFormat(ActivityIdFormat.W3C);
+        activity.SetParentId(ActivityTraceId.CreateRandom(), ActivitySpanId.CreateRandom(), ActivityTraceFlags.None);
+        return new UntracedScope(activity.Start());
+    }
+
+    private sealed class UntracedScope(Activity activity) : IDisposable
+    {
+        public void Dispose()
+        {
+            RequestContext.Remove(TraceParent);
+            activity.Dispose();
+        }
+    }
+
+    private sealed class Outgoing : IOutgoingGrainCallFilter
+    {
+        public Task Invoke(IOutgoingGrainCallContext context)
+        {
+            if (Activity.Current is { Recorded: false, IdFormat: ActivityIdFormat.W3C, Id: { } id })
+            {
+                RequestContext.Set(TraceParent, id);
+            }
+
+            return context.Invoke();
+        }
+    }
+
+    private sealed class Incoming : IIncomingGrainCallFilter
+    {
+        public async Task Invoke(IIncomingGrainCallContext context)
+        {
+            if (Activity.Current is not { Recorded: true }
+                && RequestContext.Get(TraceParent) is string traceparent
+                && ActivityContext.TryParse(traceparent, null, isRemote: true, out var parent)
+                && (parent.TraceFlags & ActivityTraceFlags.Recorded) == 0)
+            {
+                using var unsampled = new Activity("moecluster.unsampled");
+                unsampled.SetParentId(parent.TraceId, parent.SpanId, parent.TraceFlags);
+                unsampled.Start();
+                await context.Invoke();
+                return;
+            }
+
+            await context.Invoke();
+        }
+    }
+}
