@@ -52,15 +52,25 @@ internal static class CostCommand
             Arity = ArgumentArity.ZeroOrOne,
         };
         var checkTokens = new Option<int[]>("--check-tokens") { Description = "Batches for --check-bench.", DefaultValueFactory = _ => [1, 8, 64, 256], AllowMultipleArgumentsPerToken = true };
-        var tolerance = new Option<double>("--tolerance") { Description = "Largest |measured / predicted − 1| --check-bench accepts.", DefaultValueFactory = _ => 0.25 };
+        var tolerance = new Option<double>("--tolerance") { Description = "Largest |measured / predicted − 1| --check-bench and --check-load accept.", DefaultValueFactory = _ => 0.25 };
+        var checkLoad = new Option<string?>("--check-load")
+        {
+            Description = "With --profile measured and a model directory: the gateway URL of a running local cluster serving that model; predict a closed-loop moecluster load from parts measured now (the layer at the front-end's batch, the request's way in and out, the routed rows), run it, and compare; exit 1 when off by more than --tolerance.",
+        };
+        var loadModel = new Option<string>("--load-model") { Description = "The served model id --check-load loads.", DefaultValueFactory = _ => "latent" };
+        var loadWorkers = new Option<int>("--load-workers") { Description = "Closed-loop workers of --check-load.", DefaultValueFactory = _ => 8 };
+        var loadTokens = new Option<int>("--load-tokens") { Description = "Tokens per request of --check-load.", DefaultValueFactory = _ => 8 };
+        var loadSeconds = new Option<double>("--load-seconds") { Description = "Measured seconds of --check-load's run (after 3 s of warm-up).", DefaultValueFactory = _ => 15 };
+        var apiKey = ApiKeyOption.Create();
         var command = new Command("cost", "Estimate a MoE layer's weight bytes, routed bytes, FLOPs and memory/compute/communication times per token (the LatentMoE paper's accounting).")
         {
-            model, experts, profile, tokens, ep, wires, report, checkBench, checkTokens, tolerance,
+            model, experts, profile, tokens, ep, wires, report, checkBench, checkTokens, tolerance, checkLoad, loadModel, loadWorkers, loadTokens, loadSeconds, apiKey,
         };
-        command.SetAction(parse => VerbRunner.Guard("cost", error, () =>
+        command.SetAction((parse, cancel) => VerbRunner.GuardAsync("cost", error, async () =>
         {
             MoeModelConfig config = ResolveModel(parse.GetValue(model)!, parse.GetValue(experts));
             var pairs = ParsePairs(parse.GetValue(wires)!, config.RoutedWidth, config.HiddenSize);
+            Uri? loadUrl = CheckLoadUrl(parse.GetValue(checkLoad), parse.GetValue(loadWorkers), parse.GetValue(loadTokens), parse.GetValue(loadSeconds));
             string profileName = parse.GetValue(profile)!;
             var (hardware, measured) = string.Equals(profileName, "measured", StringComparison.OrdinalIgnoreCase)
                 ? MeasureProfile(config, output)
@@ -82,6 +92,20 @@ internal static class CostCommand
                 }
 
                 (json["bench_check"], checkPassed) = CheckBench(output, directory, config, hardware, parse.GetValue(checkTokens)!, parse.GetValue(tolerance));
+            }
+
+            if (loadUrl is not null)
+            {
+                string directory = parse.GetValue(model)!;
+                if (measured is null || !Directory.Exists(directory))
+                {
+                    throw new UsageException("--check-load needs --profile measured and --model a model directory");
+                }
+
+                (json["load_check"], bool loadPassed) = await LoadPrediction.CheckAsync(output, loadUrl, ApiKeyOption.Resolve(parse.GetValue(apiKey)),
+                    parse.GetValue(loadModel)!, directory, config, hardware, parse.GetValue(loadWorkers), parse.GetValue(loadTokens), parse.GetValue(loadSeconds),
+                    parse.GetValue(tolerance), cancel);
+                checkPassed &= loadPassed;
             }
 
             if (parse.GetValue(report) is string path)
@@ -137,6 +161,27 @@ internal static class CostCommand
         }
 
         return (rows, passed);
+    }
+
+    /// <summary>The gateway of --check-load (null: no check), its run's numbers checked before anything is measured.</summary>
+    private static Uri? CheckLoadUrl(string? gateway, int workers, int tokens, double seconds)
+    {
+        if (gateway is null)
+        {
+            return null;
+        }
+
+        if (!Uri.TryCreate(gateway, UriKind.Absolute, out var url) || url.Scheme is not ("http" or "https"))
+        {
+            throw new UsageException($"--check-load '{gateway}' is not the http(s) URL of a gateway");
+        }
+
+        if (workers < 1 || tokens < 1 || !(seconds > 0))
+        {
+            throw new UsageException("--load-workers and --load-tokens must be at least 1 and --load-seconds above 0");
+        }
+
+        return url;
     }
 
     internal static MoeModelConfig ResolveModel(string text, int? experts)
