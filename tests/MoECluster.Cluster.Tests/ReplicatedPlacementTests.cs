@@ -135,6 +135,56 @@ public sealed class ReplicatedPlacementTests(RebalancingCluster cluster) : IClas
     }
 }
 
+/// <summary>The skewed <see cref="RebalancingCluster"/> with its replica budget in bytes: two experts a silo in every MoE layer.</summary>
+public sealed class ByteBudgetRebalancingCluster : InProcessMoeCluster
+{
+    /// <summary>One expert of the tiny latent model as the synthetic checkpoint stores it: up and down, w × m each, BF16.</summary>
+    public long ExpertBytes => 2L * TinyLatent.RoutedWidth * TinyLatent.MoeIntermediateSize * 2;
+
+    public long BudgetBytes => 2 * ExpertBytes * TinyLatent.MoeLayers.Count;
+
+    private Model.Configuration.MoeModelConfig TinyLatent => ModelPresets.Get("tiny").Build(experts: Setup.Experts);
+
+    protected override GateSkew? LatentGateSkew => GateSkew.Parse("zipf:1.5");
+
+    protected override IEnumerable<KeyValuePair<string, string?>> MoreSettings() =>
+        [new("MoECluster:Balancing:RefreshSeconds", "0.2"), new("MoECluster:Balancing:ReplicaBytesPerSilo", BudgetBytes.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+}
+
+/// <summary>A replica budget in bytes per expert silo (MoECluster:Balancing:ReplicaBytesPerSilo) instead of a count.</summary>
+public sealed class ByteBudgetPlacementTests(ByteBudgetRebalancingCluster cluster) : IClassFixture<ByteBudgetRebalancingCluster>
+{
+    [Fact]
+    public async Task A_byte_budget_per_silo_is_spent_as_whole_experts_and_no_silo_holds_more_than_it_allows()
+    {
+        string model = InProcessMoeCluster.Latent;
+        var reference = cluster.Reference(model);
+        int d = reference.Config.HiddenSize;
+        int layer = reference.FirstMoeLayer;
+        var router = cluster.Grains.GetGrain<IMoeRouterGrain>(model);
+        int seed = TestInputs.NewSeed();
+        for (int i = 0; i < 10; i++)
+        {
+            await router.Forward(new ForwardCall(layer, TestInputs.Gaussian(32 * d, seed + i), 32, WireDType.F32));
+        }
+
+        var report = await cluster.Grains.GetGrain<IExpertPlacementGrain>(model).Rebalance(new RebalanceRequest());
+        var change = report.Layers.Single(l => l.Layer == layer);
+        Assert.True(change.Changed, change.Reason);
+        int silos = cluster.Setup.ExpertSilos;
+        Assert.Equal(2 * silos, change.ExtraReplicas);
+
+        // Each expert silo holds its even share of the experts plus two, the budget's worth, and not one more.
+        var table = cluster.Service<RoutingTables>(cluster.Frontend).For(model, layer);
+        var described = await Task.WhenAll(table.Shards.Select(s => cluster.Client.GetGrain<IExpertShardGrain>(s.Key).Describe()));
+        var perSilo = described.GroupBy(s => s.Silo).Select(g => g.Sum(s => s.ExpertCount)).ToList();
+        Assert.Equal(silos, perSilo.Count);
+        Assert.All(perSilo, held => Assert.Equal((reference.Config.NRoutedExperts / silos) + 2, held));
+        Assert.All(described.GroupBy(s => s.Silo), g => Assert.True(g.Sum(s => s.WeightBytes) <= (reference.Config.NRoutedExperts / silos * cluster.ExpertBytes) + (cluster.BudgetBytes / reference.Config.MoeLayers.Count),
+            $"{g.Key} holds {g.Sum(s => s.WeightBytes)} bytes of layer {layer}"));
+    }
+}
+
 /// <summary>The skewed <see cref="RebalancingCluster"/> re-planning on its own every second (MoECluster:Balancing:PeriodSeconds).</summary>
 public sealed class PeriodicRebalancingCluster : InProcessMoeCluster
 {

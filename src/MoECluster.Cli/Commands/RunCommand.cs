@@ -50,12 +50,13 @@ internal static class RunCommand
         var verbose = new Option<bool>("--verbose") { Description = "Stream every line the silos log." };
         var redundant = new Option<int?>("--redundant-experts") { Description = "Replicas beyond one per expert a re-plan (POST /v1/admin/rebalance) may add per MoE layer (default: an eighth of the layer's experts)." };
         var rebalanceEvery = new Option<double?>("--rebalance-every") { Description = "Re-plan expert placement from measured routing every this many seconds (default: only on POST /v1/admin/rebalance)." };
+        var replicaBytes = new Option<string?>("--replica-bytes-per-silo") { Description = "The replica budget as bytes each expert silo may hold (e.g. 512MiB), instead of --redundant-experts." };
         var pin = new Option<bool>("--pin-expert-cores") { Description = "Run expert silo i on core (i - 1) mod cores only (taskset -c); the front-end floats. Silos that share cores hide imbalance." };
         var apiKey = ApiKeyOption.Create();
         apiKey.Description = $"API key the sample traffic sends, for when the silos' environment turns gateway keys on (MoECluster__Gateway__ApiKeys__0 or ApiKeysFile); default: ${ApiKeyOption.EnvironmentVariable}.";
         var command = new Command("run", "Start a local cluster (front-end silo + gateway, expert silos), send sample traffic, show routed bytes standard vs latent.")
         {
-            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump, skew, pin, redundant, rebalanceEvery,
+            preset, experts, layers, model, modelsDir, expertSilos, shards, wire.Wire, wire.Dispatch, wire.Combine, tokens, urls, siloPort, gatewayPort, once, report, stack, seed, verbose, backend, apiKey, sweep, inputs, dump, skew, pin, redundant, rebalanceEvery, replicaBytes,
         };
         command.SetAction((parse, cancel) => VerbRunner.GuardAsync("run", error, async () =>
         {
@@ -72,6 +73,7 @@ internal static class RunCommand
                 PinExpertCores = parse.GetValue(pin),
                 RedundantExperts = parse.GetValue(redundant),
                 RebalanceEverySeconds = parse.GetValue(rebalanceEvery),
+                ReplicaBytesPerSilo = parse.GetValue(replicaBytes) is string size ? ByteSizes.Parse(size, "--replica-bytes-per-silo") : null,
             };
             settings.Validate();
             return await new LocalClusterRun(settings, output, error).RunAsync(cancel);
@@ -107,6 +109,9 @@ internal sealed record RunSettings(
 
     /// <summary>--rebalance-every in seconds, or null.</summary>
     public double? RebalanceEverySeconds { get; init; }
+
+    /// <summary>--replica-bytes-per-silo, or null.</summary>
+    public long? ReplicaBytesPerSilo { get; init; }
 
     public static IReadOnlyList<MoECluster.Wire.WirePair> ParseSweep(string? text)
     {
@@ -164,6 +169,11 @@ internal sealed record RunSettings(
         if (RedundantExperts is < 0)
         {
             throw new UsageException($"--redundant-experts = {RedundantExperts} is out of range: must be 0 or more");
+        }
+
+        if (ReplicaBytesPerSilo is long bytes && RedundantExperts is not null)
+        {
+            throw new UsageException($"--replica-bytes-per-silo {bytes} and --redundant-experts {RedundantExperts}: give the budget one way, not both");
         }
 
         if (RebalanceEverySeconds is double every && every is not (>= 1 and <= 86_400))

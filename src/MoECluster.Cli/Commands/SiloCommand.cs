@@ -49,10 +49,11 @@ internal static class SiloCommand
         var expectedExperts = new Option<int?>("--expected-expert-silos") { Description = "Expert silos the cluster should have (MoECluster:ExpectedExpertSilos): a front-end's /health says degraded while fewer serve." };
         var redundant = new Option<int?>("--redundant-experts") { Description = "Replicas beyond one per expert a re-plan may add per MoE layer (MoECluster:Balancing:RedundantExperts; default an eighth of the layer's experts)." };
         var rebalanceEvery = new Option<double?>("--rebalance-every") { Description = "Re-plan expert placement every this many seconds (MoECluster:Balancing:PeriodSeconds; default: only on POST /v1/admin/rebalance)." };
+        var replicaBytes = new Option<string?>("--replica-bytes-per-silo") { Description = "The replica budget in bytes each expert silo may hold, instead of --redundant-experts (MoECluster:Balancing:ReplicaBytesPerSilo; e.g. 512MiB)." };
         var parentPid = new Option<int?>("--parent-pid") { Description = $"Stop when this process exits (default: ${ParentProcess.EnvironmentVariable}; moecluster run and the launcher set it)." };
         var command = new Command("silo", "Run one silo of a MoECluster cluster (front-end with gateway, or expert).")
         {
-            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire.Wire, wire.Dispatch, wire.Combine, backend, expectedExperts, redundant, rebalanceEvery, parentPid,
+            role, name, siloPort, gatewayPort, primary, urls, models, shards, wire.Wire, wire.Dispatch, wire.Combine, backend, expectedExperts, redundant, rebalanceEvery, replicaBytes, parentPid,
         };
         command.SetAction((parse, cancel) => RunAsync(error, parse.GetValue(role)!, new Dictionary<string, string?>
         {
@@ -68,6 +69,8 @@ internal static class SiloCommand
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.ExpectedExpertSilos)}"] = parse.GetValue(expectedExperts)?.ToString(CultureInfo.InvariantCulture),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Balancing)}:{nameof(BalancingOptions.RedundantExperts)}"] = parse.GetValue(redundant)?.ToString(CultureInfo.InvariantCulture),
             [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Balancing)}:{nameof(BalancingOptions.PeriodSeconds)}"] = parse.GetValue(rebalanceEvery)?.ToString(CultureInfo.InvariantCulture),
+            [$"{MoeClusterOptions.Section}:{nameof(MoeClusterOptions.Balancing)}:{nameof(BalancingOptions.ReplicaBytesPerSilo)}"] =
+                parse.GetValue(replicaBytes) is string size ? ByteSizes.Parse(size, "--replica-bytes-per-silo").ToString(CultureInfo.InvariantCulture) : null,
             [ConfigurationKeys.Urls] = parse.GetValue(urls),
         }, parse.GetValue(models) ?? [], parse.GetValue(parentPid), cancel));
         return command;

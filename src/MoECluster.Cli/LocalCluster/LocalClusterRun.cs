@@ -80,7 +80,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
         output.WriteLine(LocalClusterTls.Ensure(tlsDir));
         var tls = SiloLaunch.Environment(tlsDir);
         var frontend = new SiloLaunch(SiloRoles.Frontend, "frontend", models, settings.Shards, settings.Backend, ExpectedExpertSilos: settings.ExpertSilos, Urls: settings.Urls,
-            WireDispatch: settings.Wire.Dispatch.Name, WireCombine: settings.Wire.Combine.Name, RedundantExperts: settings.RedundantExperts, RebalanceEverySeconds: settings.RebalanceEverySeconds);
+            WireDispatch: settings.Wire.Dispatch.Name, WireCombine: settings.Wire.Combine.Name, RedundantExperts: settings.RedundantExperts, RebalanceEverySeconds: settings.RebalanceEverySeconds, ReplicaBytesPerSilo: settings.ReplicaBytesPerSilo);
         _silos.Add(new SupervisedSilo("frontend", Silo(frontend, settings.SiloPort, settings.GatewayPort, null), Alive(settings.Urls), error, output, settings.Verbose, tls));
         using var http = new HttpClient { BaseAddress = new Uri(settings.Urls), Timeout = TimeSpan.FromSeconds(5) }.WithApiKey(settings.ApiKey);
         await WaitAsync("front-end silo", async () => (await http.GetAsync("/alive", cancel)).IsSuccessStatusCode, cancel);
@@ -89,7 +89,7 @@ internal sealed class LocalClusterRun(RunSettings settings, TextWriter output, T
             // A fixed HTTP port per expert (free now), so that supervision can probe its /alive, before and after a restart.
             string expertUrl = $"http://127.0.0.1:{P(LoopbackPorts.Free())}";
             var expert = new SiloLaunch(SiloRoles.Expert, $"expert-{i}", models, settings.Shards, settings.Backend, Urls: expertUrl,
-                WireDispatch: settings.Wire.Dispatch.Name, WireCombine: settings.Wire.Combine.Name, RedundantExperts: settings.RedundantExperts, RebalanceEverySeconds: settings.RebalanceEverySeconds);
+                WireDispatch: settings.Wire.Dispatch.Name, WireCombine: settings.Wire.Combine.Name, RedundantExperts: settings.RedundantExperts, RebalanceEverySeconds: settings.RebalanceEverySeconds, ReplicaBytesPerSilo: settings.ReplicaBytesPerSilo);
             // --pin-expert-cores: expert i on core (i - 1) mod cores, so silos stop sharing cores and imbalance shows.
             string? cpus = settings.PinExpertCores ? P((i - 1) % Environment.ProcessorCount) : null;
             _silos.Add(new SupervisedSilo($"expert-{i}", Silo(expert, settings.SiloPort + i, 0, $"127.0.0.1:{P(settings.SiloPort)}"), Alive(expertUrl), error, output, settings.Verbose, tls, cpus));

@@ -80,11 +80,10 @@ public sealed partial class ExpertPlacementGrain(
             throw new InvalidOperationException("no expert silo is active: nothing to place experts on");
         }
 
-        int redundant = request.RedundantExperts ?? balancing.EffectiveRedundantExperts(experts);
-        if (redundant < 0 || redundant > experts * (silos.Count - 1))
+        if (request.RedundantExperts is int asked && (asked < 0 || asked > experts * (silos.Count - 1)))
         {
             throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
-                $"redundant_experts {redundant}: expected 0 to {experts * (silos.Count - 1)} ({experts} experts, at most one replica per expert silo, {silos.Count} expert silos)"));
+                $"redundant_experts {asked}: expected 0 to {experts * (silos.Count - 1)} ({experts} experts, at most one replica per expert silo, {silos.Count} expert silos)"));
         }
 
         var loads = await CollectLoadsAsync(model, config.MoeLayers);
@@ -98,6 +97,11 @@ public sealed partial class ExpertPlacementGrain(
             int groups = Math.Min(current.Shards.Count, silos.Count);
             var assignment = new ExpertAssignment(experts, current.Groups(groups));
             long[] window = loads[layer];
+
+            // The request's count, or the silo's budget: in experts, or in bytes per silo (one expert's bytes at the
+            // checkpoint's precision; the replicas a silo may hold, over the groups this layer spreads over).
+            int redundant = request.RedundantExperts
+                ?? balancing.EffectiveRedundantExperts(experts, groups, config.MoeLayers.Count, balancing.ReplicaBytesPerSilo > 0 ? catalog.Get(model).ExpertBytes(layer) : 1);
             var plan = ReplicaPlanner.Plan([.. window.Select(t => (double)t)], assignment, new ReplicaPlanOptions(redundant, balancing.LeaveAloneBelow));
             var table = plan.Changed
                 ? ExpertRoutingTable.FromGroups(model, layer, experts, current.Shards.Count, [.. Enumerable.Range(0, groups).Select(plan.Assignment.ExpertsOf)], epoch)

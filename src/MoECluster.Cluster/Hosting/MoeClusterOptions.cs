@@ -292,8 +292,34 @@ public sealed class BalancingOptions
     /// <summary>Re-plan every this many seconds on the front-end silos; 0 (the default): only on demand (POST /v1/admin/rebalance).</summary>
     public double PeriodSeconds { get; set; }
 
+    /// <summary>
+    /// The memory budget in bytes instead: each expert silo may hold this many bytes of replicas, spread evenly over the
+    /// model's MoE layers (a layer gets ⌊budget ÷ layers ÷ one expert's bytes⌋ replicas per silo); 0 (the default): not
+    /// set, <see cref="RedundantExperts"/> decides. Set one of the two.
+    /// </summary>
+    public long ReplicaBytesPerSilo { get; set; }
+
     /// <summary>The budget for a layer of <paramref name="experts"/> experts: <see cref="RedundantExperts"/>, or experts ÷ 8.</summary>
     public int EffectiveRedundantExperts(int experts) => RedundantExperts >= 0 ? RedundantExperts : experts / 8;
+
+    /// <summary>
+    /// The budget for one layer on <paramref name="silos"/> expert silos, in extra replicas: from <see cref="ReplicaBytesPerSilo"/>
+    /// when set (replicas per silo from the bytes of one expert, <paramref name="expertBytes"/>, the layer's share of
+    /// the budget being 1 ÷ <paramref name="moeLayers"/>), otherwise <see cref="EffectiveRedundantExperts(int)"/>.
+    /// </summary>
+    public int EffectiveRedundantExperts(int experts, int silos, int moeLayers, long expertBytes)
+    {
+        if (ReplicaBytesPerSilo <= 0)
+        {
+            return EffectiveRedundantExperts(experts);
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(moeLayers, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(expertBytes, 1);
+        long perSilo = ReplicaBytesPerSilo / moeLayers / expertBytes;
+        return (int)Math.Min(perSilo * silos, (long)experts * (silos - 1));
+    }
 }
 
 public sealed class ModelEntry

@@ -97,6 +97,9 @@ public sealed class MoeClusterOptionsValidator : IValidateOptions<MoeClusterOpti
     {
         const string Prefix = nameof(MoeClusterOptions.Balancing) + ":";
         require(balancing.RedundantExperts >= -1, Prefix + nameof(balancing.RedundantExperts), balancing.RedundantExperts, "experts per layer, 0 or more (-1: an eighth of the layer's experts)");
+        require(balancing.ReplicaBytesPerSilo >= 0, Prefix + nameof(balancing.ReplicaBytesPerSilo), balancing.ReplicaBytesPerSilo, "bytes of replicas per expert silo, 0 or more (0: not set)");
+        require(balancing.ReplicaBytesPerSilo == 0 || balancing.RedundantExperts < 0, Prefix + nameof(balancing.ReplicaBytesPerSilo), balancing.ReplicaBytesPerSilo,
+            $"a budget in bytes or {Prefix}{nameof(balancing.RedundantExperts)} ({balancing.RedundantExperts.ToString(CultureInfo.InvariantCulture)}), not both");
         require(balancing.WindowSeconds is >= 1 and <= 86_400, Prefix + nameof(balancing.WindowSeconds), balancing.WindowSeconds, "seconds, 1 to 86400");
         require(balancing.LeaveAloneBelow is >= 1 and <= 100, Prefix + nameof(balancing.LeaveAloneBelow), balancing.LeaveAloneBelow, "a factor, 1 to 100");
         require(balancing.RefreshSeconds is >= 0.05 and <= 3_600, Prefix + nameof(balancing.RefreshSeconds), balancing.RefreshSeconds, "seconds, 0.05 to 3600");

@@ -22,6 +22,7 @@ namespace MoECluster.Cluster.Hosting;
 /// <param name="WireCombine">Default element type of the combine direction, over <paramref name="Wire"/> (<c>--wire-combine</c>; null: not given).</param>
 /// <param name="RedundantExperts">Replicas a re-plan may add per MoE layer (<c>--redundant-experts</c>; null: the silo's default).</param>
 /// <param name="RebalanceEverySeconds">Periodic re-plan (<c>--rebalance-every</c>; null: on demand only).</param>
+/// <param name="ReplicaBytesPerSilo">The replica budget in bytes per expert silo (<c>--replica-bytes-per-silo</c>; null: not given).</param>
 public sealed record SiloLaunch(
     string Role,
     string Name,
@@ -34,7 +35,8 @@ public sealed record SiloLaunch(
     string? WireDispatch = null,
     string? WireCombine = null,
     int? RedundantExperts = null,
-    double? RebalanceEverySeconds = null)
+    double? RebalanceEverySeconds = null,
+    long? ReplicaBytesPerSilo = null)
 {
     /// <summary>The verb and its flags: <c>silo --role … --name … --model id=dir … --shards … --backend …</c>.</summary>
     public IReadOnlyList<string> Arguments()
@@ -84,6 +86,11 @@ public sealed record SiloLaunch(
         if (RebalanceEverySeconds is double every)
         {
             args.AddRange(["--rebalance-every", every.ToString(CultureInfo.InvariantCulture)]);
+        }
+
+        if (ReplicaBytesPerSilo is long bytes)
+        {
+            args.AddRange(["--replica-bytes-per-silo", bytes.ToString(CultureInfo.InvariantCulture)]);
         }
 
         return args;

@@ -110,6 +110,22 @@ public sealed class MoeModel : IDisposable
         return _routerMixers.GetOrAdd(layer, l => new Lazy<MoeMixer>(() => new MoeMixer(MoeLayerWeights.Load(Tensors, Config, l, experts: []), Backend))).Value;
     }
 
+    /// <summary>
+    /// The bytes one routed expert of <paramref name="layer"/> takes where a shard holds it: its up and down weights at
+    /// the checkpoint's precision (read from the header; the largest over the layer's experts).
+    /// </summary>
+    public long ExpertBytes(int layer)
+    {
+        CheckMoeLayer(layer);
+        long most = 0;
+        for (int e = 0; e < Config.NRoutedExperts; e++)
+        {
+            most = Math.Max(most, Tensors.GetTensor(MoeTensorNames.ExpertUp(layer, e)).ByteLength + Tensors.GetTensor(MoeTensorNames.ExpertDown(layer, e)).ByteLength);
+        }
+
+        return most;
+    }
+
     /// <summary>The routed experts [first, first + count) of a layer, and only those.</summary>
     public GroupedExperts ShardExperts(int layer, int first, int count)
     {

@@ -108,6 +108,7 @@ public sealed class MoeClusterOptionsValidatorTests
     [InlineData("FrontEndBatching:MaxTokens")]
     [InlineData("FrontEndBatching:MaxBatchesInFlight")]
     [InlineData("Balancing:RedundantExperts")]
+    [InlineData("Balancing:ReplicaBytesPerSilo")]
     [InlineData("Balancing:WindowSeconds")]
     [InlineData("Balancing:LeaveAloneBelow")]
     [InlineData("Balancing:RefreshSeconds")]
@@ -155,6 +156,32 @@ public sealed class MoeClusterOptionsValidatorTests
         Assert.True(result.Failed, $"{key} = {bad} passed");
         string failure = Assert.Single(result.Failures!);
         Assert.StartsWith($"MoECluster:{key} = {bad}: expected ", failure, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_replica_budget_is_given_in_experts_or_in_bytes_not_both()
+    {
+        string failure = Assert.Single(Failures(o =>
+        {
+            o.Balancing.RedundantExperts = 4;
+            o.Balancing.ReplicaBytesPerSilo = 1L << 30;
+        }));
+        Assert.Contains("MoECluster:Balancing:ReplicaBytesPerSilo = 1073741824: expected a budget in bytes or Balancing:RedundantExperts (4), not both", failure, StringComparison.Ordinal);
+        Assert.Empty(Failures(o => o.Balancing.ReplicaBytesPerSilo = 1L << 30));
+    }
+
+    [Fact]
+    public void A_byte_budget_buys_each_silo_the_replicas_it_holds_in_every_layer()
+    {
+        // 10 experts' bytes over 2 MoE layers: 5 replicas a silo in each, so 3 silos get 15 per layer; at most one replica
+        // per silo caps it (16 experts on 2 silos: 16 more); 0 bytes leaves the count to RedundantExperts (an eighth).
+        const long Expert = 11L << 20;
+        var balancing = new BalancingOptions { ReplicaBytesPerSilo = (10 * Expert) + (Expert / 2) };
+        Assert.Equal(15, balancing.EffectiveRedundantExperts(64, 3, 2, Expert));
+        Assert.Equal(16, new BalancingOptions { ReplicaBytesPerSilo = 1L << 40 }.EffectiveRedundantExperts(16, 2, 1, Expert));
+        Assert.Equal(0, new BalancingOptions { ReplicaBytesPerSilo = Expert - 1 }.EffectiveRedundantExperts(64, 2, 1, Expert));
+        Assert.Equal(8, new BalancingOptions().EffectiveRedundantExperts(64, 2, 1, Expert));
+        Assert.Equal(3, new BalancingOptions { RedundantExperts = 3 }.EffectiveRedundantExperts(64, 2, 1, Expert));
     }
 
     [Fact]
