@@ -218,6 +218,30 @@ public sealed class LiveRoutingPageTests(ProcessClusterFixture cluster)
             await Same(rows, layer["compute_imbalance"]!.GetValue<double>(), "data-compute-imbalance");
         }
 
+        // The front-end batching table: a row per (model, layer, wire pair, silo), each direction's type in its own column.
+        var frontEnd = stats["front_end_batches"]!.AsArray();
+        if (frontEnd.Count == 0)
+        {
+            problems.Add("/stats has no front-end batches after traffic");
+        }
+
+        foreach (var b in frontEnd)
+        {
+            string wire = b!["wire"]!.GetValue<string>();
+            string row = $"#frontend-batching-table tr[data-target='{b["model"]}/{b["target"]}/{wire}'][data-silo='{b["silo"]}']";
+            string[] directions = wire.Split('/');
+            if (await page.Locator(row).CountAsync() != 1
+                || await page.Locator(row).GetAttributeAsync("data-dispatch") != directions[0]
+                || await page.Locator(row).GetAttributeAsync("data-combine") != directions[^1])
+            {
+                problems.Add($"{row}: {await page.Locator(row).CountAsync()} rows, or its dispatch/combine is not {wire}");
+            }
+            else
+            {
+                await Same(row, b["mean_requests"]!.GetValue<double>(), "data-mean-requests");
+            }
+        }
+
         // The placement plans table: every model's epoch, a row per re-plan (or one "no re-plan yet" row).
         foreach (var placement in stats["placement"]!.AsArray())
         {

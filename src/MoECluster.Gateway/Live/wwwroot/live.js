@@ -249,9 +249,14 @@ function renderFrontEndBatching(batches) {
   body.replaceChildren();
   for (const b of batches) {
     const row = document.createElement('tr');
+    // The wire pair's text is "dispatch/combine": each direction's element type in a column of its own.
+    const [dispatch, combine] = String(b.wire).includes('/') ? String(b.wire).split('/', 2) : [b.wire, b.wire];
     row.dataset.target = `${b.model}/${b.target}/${b.wire}`;
+    row.dataset.silo = b.silo;
+    row.dataset.dispatch = dispatch;
+    row.dataset.combine = combine;
     row.dataset.meanRequests = String(b.mean_requests);
-    const cells = [b.model, b.target, b.wire, b.silo, fmt(b.batches, 0), fmt(b.requests, 0), fmt(b.mean_requests, 2), fmt(b.mean_tokens, 1),
+    const cells = [b.model, b.target, dispatch, combine, b.silo, fmt(b.batches, 0), fmt(b.requests, 0), fmt(b.mean_requests, 2), fmt(b.mean_tokens, 1),
       fmt(b.merged_batches, 0), `${fmt(b.max_requests, 0)}, ${fmt(b.max_tokens, 0)}`];
     for (const text of cells) {
       const cell = document.createElement('td');
