@@ -196,8 +196,9 @@ public static class ServiceDefaultsExtensions
             return true;
         }
 
-        // The instrumentation asks while it starts the request's activity: the current one.
-        if (budget is not null && System.Diagnostics.Activity.Current is { Recorded: true, Parent: null } activity && activity.ParentSpanId == default)
+        // The instrumentation asks while it starts the request's activity: the current one. Only a root (no parent span,
+        // local or remote) took a credit.
+        if (budget is not null && System.Diagnostics.Activity.Current is { Recorded: true } activity && activity.ParentSpanId == default)
         {
             budget.ReturnRequestCredit();
         }

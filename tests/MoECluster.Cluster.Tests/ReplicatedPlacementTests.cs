@@ -12,14 +12,21 @@ namespace MoECluster.Cluster.Tests;
 /// <summary>
 /// The default <see cref="InProcessMoeCluster"/> with the latent model's routing skewed like a trained router's
 /// (Zipf 1.5 over its 16 experts: the contiguous shards leave one expert silo well above the mean) and a quick placement
-/// refresh.
+/// refresh; a derived fixture adds balancing settings of its own.
 /// </summary>
-public sealed class RebalancingCluster : InProcessMoeCluster
+public abstract class SkewedPlacementCluster : InProcessMoeCluster
 {
-    protected override GateSkew? LatentGateSkew => GateSkew.Parse("zipf:1.5");
+    protected sealed override GateSkew? LatentGateSkew => GateSkew.Parse("zipf:1.5");
 
-    protected override IEnumerable<KeyValuePair<string, string?>> MoreSettings() =>
-        [new("MoECluster:Balancing:RefreshSeconds", "0.2")];
+    protected sealed override IEnumerable<KeyValuePair<string, string?>> MoreSettings() =>
+        [new("MoECluster:Balancing:RefreshSeconds", "0.2"), .. BalancingSettings()];
+
+    protected virtual IEnumerable<KeyValuePair<string, string?>> BalancingSettings() => [];
+}
+
+/// <summary>The skewed cluster with the default balancing options.</summary>
+public sealed class RebalancingCluster : SkewedPlacementCluster
+{
 }
 
 /// <summary>
@@ -136,7 +143,7 @@ public sealed class ReplicatedPlacementTests(RebalancingCluster cluster) : IClas
 }
 
 /// <summary>The skewed <see cref="RebalancingCluster"/> with its replica budget in bytes: two experts a silo in every MoE layer.</summary>
-public sealed class ByteBudgetRebalancingCluster : InProcessMoeCluster
+public sealed class ByteBudgetRebalancingCluster : SkewedPlacementCluster
 {
     /// <summary>One expert of the tiny latent model as the synthetic checkpoint stores it: up and down, w × m each, BF16.</summary>
     public long ExpertBytes => 2L * TinyLatent.RoutedWidth * TinyLatent.MoeIntermediateSize * 2;
@@ -145,10 +152,8 @@ public sealed class ByteBudgetRebalancingCluster : InProcessMoeCluster
 
     private Model.Configuration.MoeModelConfig TinyLatent => ModelPresets.Get("tiny").Build(experts: Setup.Experts);
 
-    protected override GateSkew? LatentGateSkew => GateSkew.Parse("zipf:1.5");
-
-    protected override IEnumerable<KeyValuePair<string, string?>> MoreSettings() =>
-        [new("MoECluster:Balancing:RefreshSeconds", "0.2"), new("MoECluster:Balancing:ReplicaBytesPerSilo", BudgetBytes.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+    protected override IEnumerable<KeyValuePair<string, string?>> BalancingSettings() =>
+        [new("MoECluster:Balancing:ReplicaBytesPerSilo", BudgetBytes.ToString(System.Globalization.CultureInfo.InvariantCulture))];
 }
 
 /// <summary>A replica budget in bytes per expert silo (MoECluster:Balancing:ReplicaBytesPerSilo) instead of a count.</summary>
@@ -186,12 +191,9 @@ public sealed class ByteBudgetPlacementTests(ByteBudgetRebalancingCluster cluste
 }
 
 /// <summary>The skewed <see cref="RebalancingCluster"/> re-planning on its own every second (MoECluster:Balancing:PeriodSeconds).</summary>
-public sealed class PeriodicRebalancingCluster : InProcessMoeCluster
+public sealed class PeriodicRebalancingCluster : SkewedPlacementCluster
 {
-    protected override GateSkew? LatentGateSkew => GateSkew.Parse("zipf:1.5");
-
-    protected override IEnumerable<KeyValuePair<string, string?>> MoreSettings() =>
-        [new("MoECluster:Balancing:RefreshSeconds", "0.2"), new("MoECluster:Balancing:PeriodSeconds", "1")];
+    protected override IEnumerable<KeyValuePair<string, string?>> BalancingSettings() => [new("MoECluster:Balancing:PeriodSeconds", "1")];
 }
 
 /// <summary>Re-planning on a period: the front-end asks for a plan every PeriodSeconds; a layer it balanced is then left alone.</summary>

@@ -249,9 +249,7 @@ public sealed class ServiceDefaultsTests
     public async Task Health_probes_and_metrics_scrapes_take_no_trace_credit_from_the_request_after_them()
     {
         await using var receiver = await OtlpReceiver.StartAsync();
-        string service = "svc-" + Guid.NewGuid().ToString("N")[..8];
-        var settings = receiver.EnvironmentFor(service).ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
-        settings[ServiceDefaultsExtensions.TracesPerSecondKey] = "1";
+        var (service, settings) = TracedAt(receiver, "1");
         // The receiver runs in this process, and its requests are requests to the sampler too: no metric or log export
         // (an HTTP request to it) before /work.
         settings["OTEL_METRIC_EXPORT_INTERVAL"] = "60000";
@@ -305,9 +303,7 @@ public sealed class ServiceDefaultsTests
     public async Task Past_the_trace_rate_requests_are_not_traced_but_one_with_a_sampled_traceparent_is()
     {
         await using var receiver = await OtlpReceiver.StartAsync();
-        string service = "svc-" + Guid.NewGuid().ToString("N")[..8];
-        var settings = receiver.EnvironmentFor(service).ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
-        settings[ServiceDefaultsExtensions.TracesPerSecondKey] = "0";
+        var (service, settings) = TracedAt(receiver, "0");
         await using var app = await StartAsync(settings, builder => { }, map: a =>
         {
             a.MapGet("/unsampled", () => "u");
@@ -390,6 +386,15 @@ public sealed class ServiceDefaultsTests
         Assert.Equal(27, text.Sum("test_batch_size_sum"));
         Assert.Equal(3000, text.Samples("test_wide_total").Count(s => s.Labels.ContainsKey("expert")));
         Assert.Equal(3000, text.Sum("test_wide_total"));
+    }
+
+    /// <summary>A service of its own exporting to <paramref name="receiver"/>, at <paramref name="tracesPerSecond"/> new request traces a second.</summary>
+    private static (string Service, Dictionary<string, string?> Settings) TracedAt(OtlpReceiver receiver, string tracesPerSecond)
+    {
+        string service = "svc-" + Guid.NewGuid().ToString("N")[..8];
+        var settings = receiver.EnvironmentFor(service).ToDictionary(kv => kv.Key, kv => (string?)kv.Value);
+        settings[ServiceDefaultsExtensions.TracesPerSecondKey] = tracesPerSecond;
+        return (service, settings);
     }
 
     private static async Task<RunningApp> StartAsync(

@@ -101,7 +101,7 @@ public sealed partial class ExpertPlacementGrain(
             // The request's count, or the silo's budget: in experts, or in bytes per silo (one expert's bytes at the
             // checkpoint's precision; the replicas a silo may hold, over the groups this layer spreads over).
             int redundant = request.RedundantExperts
-                ?? balancing.EffectiveRedundantExperts(experts, groups, config.MoeLayers.Count, balancing.ReplicaBytesPerSilo > 0 ? catalog.Get(model).ExpertBytes(layer) : 1);
+                ?? balancing.EffectiveRedundantExperts(experts, groups, config.MoeLayers.Count, () => catalog.Get(model).ExpertBytes(layer));
             var plan = ReplicaPlanner.Plan([.. window.Select(t => (double)t)], assignment, new ReplicaPlanOptions(redundant, balancing.LeaveAloneBelow));
             var table = plan.Changed
                 ? ExpertRoutingTable.FromGroups(model, layer, experts, current.Shards.Count, [.. Enumerable.Range(0, groups).Select(plan.Assignment.ExpertsOf)], epoch)

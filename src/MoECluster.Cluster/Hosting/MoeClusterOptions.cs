@@ -304,11 +304,12 @@ public sealed class BalancingOptions
 
     /// <summary>
     /// The budget for one layer on <paramref name="silos"/> expert silos, in extra replicas: from <see cref="ReplicaBytesPerSilo"/>
-    /// when set (replicas per silo from the bytes of one expert, <paramref name="expertBytes"/>, the layer's share of
-    /// the budget being 1 ÷ <paramref name="moeLayers"/>), otherwise <see cref="EffectiveRedundantExperts(int)"/>.
+    /// when set (replicas per silo from the bytes of one expert, <paramref name="expertBytes"/>, asked only then; the
+    /// layer's share of the budget being 1 ÷ <paramref name="moeLayers"/>), otherwise <see cref="EffectiveRedundantExperts(int)"/>.
     /// </summary>
-    public int EffectiveRedundantExperts(int experts, int silos, int moeLayers, long expertBytes)
+    public int EffectiveRedundantExperts(int experts, int silos, int moeLayers, Func<long> expertBytes)
     {
+        ArgumentNullException.ThrowIfNull(expertBytes);
         if (ReplicaBytesPerSilo <= 0)
         {
             return EffectiveRedundantExperts(experts);
@@ -316,8 +317,9 @@ public sealed class BalancingOptions
 
         ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(moeLayers, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(expertBytes, 1);
-        long perSilo = ReplicaBytesPerSilo / moeLayers / expertBytes;
+        long bytes = expertBytes();
+        ArgumentOutOfRangeException.ThrowIfLessThan(bytes, 1, nameof(expertBytes));
+        long perSilo = ReplicaBytesPerSilo / moeLayers / bytes;
         return (int)Math.Min(perSilo * silos, (long)experts * (silos - 1));
     }
 }

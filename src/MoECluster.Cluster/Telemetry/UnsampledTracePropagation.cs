@@ -14,7 +14,7 @@ namespace MoECluster.Cluster.Telemetry;
 /// </summary>
 internal static class UnsampledTracePropagation
 {
-    internal const string TraceParent = "traceparent";
+    private const string TraceParent = "traceparent";
 
     internal static void Add(ISiloBuilder silo)
     {
@@ -23,12 +23,15 @@ internal static class UnsampledTracePropagation
     }
 
     /// <summary>Makes "not sampled" the trace context here and at every grain the calls made before disposing reach.</summary>
-    internal static IDisposable Untraced()
+    internal static IDisposable Untraced() => new UntracedScope(StartUnsampled(ActivityTraceId.CreateRandom(), ActivitySpanId.CreateRandom()));
+
+    /// <summary>Makes current an activity no listener sees, child of a parent that is not sampled.</summary>
+    private static Activity StartUnsampled(ActivityTraceId trace, ActivitySpanId parent)
     {
-        var activity = new Activity("moecluster.untraced");
+        var activity = new Activity("moecluster.unsampled");
         activity.SetIdFormat(ActivityIdFormat.W3C);
-        activity.SetParentId(ActivityTraceId.CreateRandom(), ActivitySpanId.CreateRandom(), ActivityTraceFlags.None);
-        return new UntracedScope(activity.Start());
+        activity.SetParentId(trace, parent, ActivityTraceFlags.None);
+        return activity.Start();
     }
 
     private sealed class UntracedScope(Activity activity) : IDisposable
@@ -57,18 +60,12 @@ internal static class UnsampledTracePropagation
     {
         public async Task Invoke(IIncomingGrainCallContext context)
         {
-            if (Activity.Current is not { Recorded: true }
+            using var unsampled = Activity.Current is not { Recorded: true }
                 && RequestContext.Get(TraceParent) is string traceparent
                 && ActivityContext.TryParse(traceparent, null, isRemote: true, out var parent)
-                && (parent.TraceFlags & ActivityTraceFlags.Recorded) == 0)
-            {
-                using var unsampled = new Activity("moecluster.unsampled");
-                unsampled.SetParentId(parent.TraceId, parent.SpanId, parent.TraceFlags);
-                unsampled.Start();
-                await context.Invoke();
-                return;
-            }
-
+                && (parent.TraceFlags & ActivityTraceFlags.Recorded) == 0
+                    ? StartUnsampled(parent.TraceId, parent.SpanId)
+                    : null;
             await context.Invoke();
         }
     }

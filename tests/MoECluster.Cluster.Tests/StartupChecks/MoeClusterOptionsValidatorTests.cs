@@ -177,11 +177,11 @@ public sealed class MoeClusterOptionsValidatorTests
         // per silo caps it (16 experts on 2 silos: 16 more); 0 bytes leaves the count to RedundantExperts (an eighth).
         const long Expert = 11L << 20;
         var balancing = new BalancingOptions { ReplicaBytesPerSilo = (10 * Expert) + (Expert / 2) };
-        Assert.Equal(15, balancing.EffectiveRedundantExperts(64, 3, 2, Expert));
-        Assert.Equal(16, new BalancingOptions { ReplicaBytesPerSilo = 1L << 40 }.EffectiveRedundantExperts(16, 2, 1, Expert));
-        Assert.Equal(0, new BalancingOptions { ReplicaBytesPerSilo = Expert - 1 }.EffectiveRedundantExperts(64, 2, 1, Expert));
-        Assert.Equal(8, new BalancingOptions().EffectiveRedundantExperts(64, 2, 1, Expert));
-        Assert.Equal(3, new BalancingOptions { RedundantExperts = 3 }.EffectiveRedundantExperts(64, 2, 1, Expert));
+        Assert.Equal(15, balancing.EffectiveRedundantExperts(64, 3, 2, () => Expert));
+        Assert.Equal(16, new BalancingOptions { ReplicaBytesPerSilo = 1L << 40 }.EffectiveRedundantExperts(16, 2, 1, () => Expert));
+        Assert.Equal(0, new BalancingOptions { ReplicaBytesPerSilo = Expert - 1 }.EffectiveRedundantExperts(64, 2, 1, () => Expert));
+        Assert.Equal(8, new BalancingOptions().EffectiveRedundantExperts(64, 2, 1, () => Expert));
+        Assert.Equal(3, new BalancingOptions { RedundantExperts = 3 }.EffectiveRedundantExperts(64, 2, 1, () => Expert));
     }
 
     [Fact]
